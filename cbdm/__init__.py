@@ -1,0 +1,3 @@
+"""cbdm: a reproducibility benchmark suite for class-imbalanced diffusion models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,124 @@
+"""Stage 1: real images -> a training pool, a held-out set and long-tailed training sets.
+
+The long-tailed subset follows the LDAM-DRW construction used by CBDM and DiffROP: class c
+keeps n_c = int(n_max * (1/IF) ** (c / (C - 1))) images, chosen by seeding numpy's legacy
+generator once and, class by class in label order, shuffling that class's indices and
+keeping the first n_c. With the reference seed (0) the subset equals the reference's.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from .io import read_json, read_npz, write_json, write_npz
+from .sources import DataError, ImageSet, NUM_CLASSES, load_source
+
+
+def longtail_counts(num_classes: int, n_max: float, imbalance_factor: float, profile: str) -> list[int]:
+    """Images per class, class 0 the largest."""
+    if imbalance_factor < 1:
+        raise ValueError(f"imbalance factor {imbalance_factor} < 1: it is n_max / n_min, so use a value >= 1 "
+                         f"(the reference code's imb_factor=0.01 is IF=100)")
+    if profile == "exponential":
+        # Written as (1/IF) ** x, not IF ** -x, so that int() truncates exactly as the reference does.
+        ratio = 1.0 / imbalance_factor
+        return [int(n_max * ratio ** (c / (num_classes - 1.0))) for c in range(num_classes)]
+    if profile == "step":
+        head = num_classes // 2
+        return [int(n_max) if c < head else int(n_max / imbalance_factor) for c in range(num_classes)]
+    raise ValueError(f"unknown long-tail profile {profile!r}; use 'exponential' or 'step'")
+
+
+def select_longtail(labels: np.ndarray, counts: list[int], seed: int) -> np.ndarray:
+    """Indices of the long-tailed subset, grouped by class in label order."""
+    rng = np.random.RandomState(seed)
+    chosen = []
+    for c, n_c in enumerate(counts):
+        idx = np.where(labels == c)[0]
+        if n_c > len(idx):
+            raise DataError(f"class {c} has {len(idx)} images in the training pool but the long-tail "
+                            f"profile asks for {n_c}: lower longtail.n_max (or heldout_per_class)")
+        rng.shuffle(idx)
+        chosen.append(idx[:n_c])
+    return np.concatenate(chosen)
+
+
+def split_heldout(labels: np.ndarray, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(pool, held-out) indices: `per_class` random images of each class are held out."""
+    rng = np.random.RandomState(seed)
+    heldout = []
+    for c in np.unique(labels):
+        idx = np.where(labels == c)[0]
+        if per_class >= len(idx):
+            raise DataError(f"class {c} has {len(idx)} images; holding out {per_class} leaves none "
+                            f"to train on: lower heldout_per_class")
+        heldout.append(rng.permutation(idx)[:per_class])
+    heldout = np.sort(np.concatenate(heldout))
+    pool = np.setdiff1d(np.arange(len(labels)), heldout)
+    return pool, heldout
+
+
+def array_digest(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return f"sha256:{h.hexdigest()}"
+
+
+def prepare_source(spec: dict, out_npz: str, out_json: str) -> None:
+    """Write the training pool and the held-out set of one dataset, with provenance."""
+    source = load_source(spec)
+    if source.test is not None:
+        pool, heldout = source.train, source.test
+        split = "official train / test split"
+    else:
+        pool_idx, heldout_idx = split_heldout(source.train.labels, spec["heldout_per_class"], spec["split_seed"])
+        pool, heldout = source.train.subset(pool_idx), source.train.subset(heldout_idx)
+        split = f"{spec['heldout_per_class']} images per class held out (seed {spec['split_seed']})"
+    num_classes = NUM_CLASSES[spec["source"]]
+    write_npz(out_npz, pool_images=pool.images, pool_labels=pool.labels,
+              heldout_images=heldout.images, heldout_labels=heldout.labels)
+    write_json(out_json, {
+        "source": spec["source"],
+        "files": source.files,
+        "split": split,
+        "num_classes": num_classes,
+        "image_shape": list(pool.images.shape[1:]),
+        "pool_counts": np.bincount(pool.labels, minlength=num_classes).tolist(),
+        "heldout_counts": np.bincount(heldout.labels, minlength=num_classes).tolist(),
+        "pool_digest": array_digest(pool.images, pool.labels),
+    })
+
+
+def read_image_set(npz: str, prefix: str = "") -> ImageSet:
+    """The `<prefix>images` and `<prefix>labels` arrays of an .npz file: prefix 'pool_' or
+    'heldout_' in a prepared source, '' in a training or sample set."""
+    data = read_npz(npz, {f"{prefix}images": 4, f"{prefix}labels": 1})
+    return ImageSet(data[f"{prefix}images"], data[f"{prefix}labels"])
+
+
+def build_longtail(longtail: dict, imbalance_factor: float, source_npz: str, source_json: str,
+                   out_npz: str, out_manifest: str) -> None:
+    """Draw the long-tailed training set from the pool; the manifest records how."""
+    pool = read_image_set(source_npz, "pool_")
+    info = read_json(source_json)
+    num_classes = info["num_classes"]
+    n_max = longtail["n_max"] if longtail["n_max"] is not None else len(pool.labels) / num_classes
+    counts = longtail_counts(num_classes, n_max, imbalance_factor, longtail["profile"])
+    indices = select_longtail(pool.labels, counts, longtail["seed"])
+    subset = pool.subset(indices)
+    write_npz(out_npz, images=subset.images, labels=subset.labels)
+    write_json(out_manifest, {
+        "source": info["source"],
+        "source_files": info["files"],
+        "pool_digest": info["pool_digest"],
+        "profile": longtail["profile"],
+        "imbalance_factor": imbalance_factor,
+        "n_max": n_max,
+        "seed": longtail["seed"],
+        "class_counts": counts,
+        "total": int(sum(counts)),
+        "subset_digest": array_digest(subset.images, subset.labels),
+        "indices_into_pool": indices.tolist(),
+    })

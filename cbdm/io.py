@@ -1,0 +1,84 @@
+"""Atomic file output and checked input.
+
+Every file a stage writes goes to a temporary name in the same folder first and is renamed
+into place, so a killed job never leaves a half-written file under a final name.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+
+class InputError(RuntimeError):
+    """An input file is missing or malformed; the message names the file and the fix."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it onto `path` if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def read_json(path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist: run the stage that makes it (snakemake {path})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path} is not valid JSON ({err}): delete it and re-run its stage") from err
+
+
+def write_npz(path, **arrays) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def read_npz(path, required: dict[str, int | None] | None = None) -> dict[str, np.ndarray]:
+    """Load every array of an .npz file; `required` maps array names to their ndim (None: any)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist: run the stage that makes it (snakemake {path})")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        raise InputError(f"{path} is corrupt or truncated ({err}): delete it and re-run its stage") from err
+    for name, ndim in (required or {}).items():
+        if name not in arrays:
+            raise InputError(f"{path} lacks the array {name!r} (has {sorted(arrays)}): "
+                             f"it was not written by this version of cbdm; delete it and re-run its stage")
+        if ndim is not None and arrays[name].ndim != ndim:
+            raise InputError(f"{path}: array {name!r} has shape {arrays[name].shape}, expected {ndim} dims: "
+                             f"delete it and re-run its stage")
+    return arrays

@@ -1,0 +1,220 @@
+"""Training losses, registered by name so that a variant is a config entry.
+
+A loss term is a pure function of the noised batch and of noise predictions:
+
+    compute(batch, eps, eps_alt, **options) -> per-sample loss, shape [B]
+
+`eps` is the prediction under the labels the model was trained with this step; `eps_alt`
+is the prediction under the alternative labels the term drew with its `draw_labels`
+function (shape [K, B, ...] for K alternative labels per sample), or None if it draws none.
+The trainer gathers every term's alternative labels, evaluates the network (one batched
+forward or one per term) and sums `weight * mean(compute(...))` over the variant's terms.
+
+Terms marked `conditional_only` carry no value for samples trained without a label
+(classifier-free guidance drop): the trainer masks them out.
+
+To add a loss: write the two functions and call `register_loss`; README has an example.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import torch
+
+from .diffusion import NoiseSchedule, reverse_kl_weight
+
+
+@dataclass(frozen=True)
+class NoisedBatch:
+    """What a loss term may look at, besides the network's predictions."""
+    x0: torch.Tensor
+    x_t: torch.Tensor
+    t: torch.Tensor          # 0-based timesteps, [B]
+    y: torch.Tensor          # true class labels, [B]
+    noise: torch.Tensor      # the eps that produced x_t
+    schedule: NoiseSchedule
+    class_prior: torch.Tensor  # training-set class frequencies, [C], sums to 1
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_prior)
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    name: str
+    compute: Callable[..., torch.Tensor]
+    draw_labels: Callable[..., torch.Tensor] | None
+    defaults: Mapping[str, object]
+    conditional_only: bool
+    description: str
+
+    def options(self, overrides: Mapping[str, object]) -> dict:
+        unknown = sorted(set(overrides) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"loss {self.name!r} has no option(s) {unknown}; "
+                             f"known options: {sorted(self.defaults) or 'none'}")
+        return {**self.defaults, **overrides}
+
+    def labels(self, batch: NoisedBatch, generator: torch.Generator, options: Mapping) -> torch.Tensor:
+        """Alternative labels as [K, B]."""
+        labels = self.draw_labels(batch, generator, **_keywords_of(self.draw_labels, options))
+        return labels if labels.ndim == 2 else labels[None]
+
+    def __call__(self, batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor | None,
+                 options: Mapping) -> torch.Tensor:
+        return self.compute(batch, eps, eps_alt, **_keywords_of(self.compute, options))
+
+
+LOSSES: dict[str, LossTerm] = {}
+
+
+def _keyword_names(fn: Callable) -> set[str]:
+    return {p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY}
+
+
+def _keywords_of(fn: Callable, options: Mapping) -> dict:
+    names = _keyword_names(fn)
+    return {k: v for k, v in options.items() if k in names}
+
+
+def register_loss(name: str, *, defaults: Mapping[str, object] | None = None,
+                  draw_labels: Callable | None = None, conditional_only: bool = True):
+    """Decorator: register `compute` under `name`. Every option in `defaults` must be a
+    keyword-only argument of `compute` or `draw_labels`, and vice versa."""
+    defaults = dict(defaults or {})
+
+    def decorate(compute):
+        if name in LOSSES:
+            raise ValueError(f"loss {name!r} is registered twice")
+        accepted = _keyword_names(compute) | (_keyword_names(draw_labels) if draw_labels else set())
+        if accepted != set(defaults):
+            raise ValueError(f"loss {name!r}: options {sorted(defaults)} do not match the keyword "
+                             f"arguments {sorted(accepted)} of its functions")
+        doc = inspect.getdoc(compute) or ""
+        LOSSES[name] = LossTerm(name, compute, draw_labels, defaults, conditional_only,
+                                doc.splitlines()[0] if doc else "")
+        return compute
+
+    return decorate
+
+
+def get_loss(name: str) -> LossTerm:
+    if name not in LOSSES:
+        raise KeyError(f"unknown loss {name!r}; registered losses: {', '.join(sorted(LOSSES))}")
+    return LOSSES[name]
+
+
+def pixel_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean over every axis but the batch axis (the last of the leading ones)."""
+    return x.flatten(start_dim=x.ndim - 3).mean(dim=-1)
+
+
+# --- label samplers -----------------------------------------------------------------------
+
+def draw_target_labels(batch: NoisedBatch, generator: torch.Generator, *, target: str) -> torch.Tensor:
+    """CBDM's y': from the training-set class frequencies ('train_prior', what the reference
+    code does when training from scratch) or uniformly ('uniform', its fine-tuning mode and
+    the balanced target of the paper)."""
+    if target == "train_prior":
+        weights = batch.class_prior
+    elif target == "uniform":
+        weights = torch.ones_like(batch.class_prior)
+    else:
+        raise ValueError(f"unknown CBDM target {target!r}; use 'train_prior' or 'uniform'")
+    return torch.multinomial(weights, len(batch.y), replacement=True, generator=generator)
+
+
+def draw_negative_labels(batch: NoisedBatch, generator: torch.Generator, *, negatives: str,
+                         num_negatives: int) -> torch.Tensor:
+    """Labels different from the true one, [K, B]: uniform over the other classes, or in
+    proportion to their training frequency ('head_weighted': the tail -> head overlap)."""
+    if negatives == "uniform":
+        weights = torch.ones_like(batch.class_prior)
+    elif negatives == "head_weighted":
+        weights = batch.class_prior
+    else:
+        raise ValueError(f"unknown negative sampling {negatives!r}; use 'uniform' or 'head_weighted'")
+    weights = weights.expand(len(batch.y), -1).clone()
+    weights[torch.arange(len(batch.y)), batch.y] = 0
+    return torch.multinomial(weights, num_negatives, replacement=True, generator=generator).T
+
+
+def weight_over_time(batch: NoisedBatch, kind: str) -> torch.Tensor:
+    """w(t) of the overlap loss: 'kl' (the KL factor lambda_t, mean 1 over t), 'linear'
+    (t / T, as CBDM) or 'constant'."""
+    if kind == "kl":
+        return reverse_kl_weight(batch.schedule)[batch.t].float()
+    if kind == "linear":
+        return batch.t.float() / batch.schedule.num_timesteps
+    if kind == "constant":
+        return torch.ones_like(batch.t, dtype=torch.float32)
+    raise ValueError(f"unknown time weight {kind!r}; use 'kl', 'linear' or 'constant'")
+
+
+def _negative_distance(eps: torch.Tensor, eps_neg: torch.Tensor, stop_gradient: str) -> torch.Tensor:
+    """d = per-pixel mean of (eps(x_t, y) - eps(x_t, y_neg))^2, [K, B]."""
+    if stop_gradient == "negative":
+        eps_neg = eps_neg.detach()
+    elif stop_gradient != "none":
+        raise ValueError(f"unknown stop_gradient {stop_gradient!r}; use 'none' or 'negative'")
+    return pixel_mean((eps[None] - eps_neg) ** 2)
+
+
+# --- the terms ------------------------------------------------------------------------------
+
+@register_loss("eps_mse", conditional_only=False)
+def eps_mse(batch: NoisedBatch, eps: torch.Tensor, eps_alt: None) -> torch.Tensor:
+    """The DDPM objective: per-pixel mean squared error of the predicted noise."""
+    return pixel_mean((eps - batch.noise) ** 2)
+
+
+@register_loss("cbdm", defaults={"tau": 1.0, "commitment": 0.25, "target": "train_prior"},
+               draw_labels=draw_target_labels)
+def cbdm_regularizer(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor, *,
+                     tau: float, commitment: float) -> torch.Tensor:
+    """CBDM (Qin et al. 2023): pull eps(x_t, y) toward eps(x_t, y'), y' from the target."""
+    eps_target = eps_alt[0]
+    weight = tau * batch.t.float() / batch.schedule.num_timesteps
+    regularizer = pixel_mean((eps - eps_target.detach()) ** 2)
+    commit = pixel_mean((eps.detach() - eps_target) ** 2)
+    return weight * (regularizer + commitment * commit)
+
+
+_OVERLAP_DEFAULTS = {"negatives": "uniform", "num_negatives": 1, "stop_gradient": "none",
+                     "time_weight": "kl"}
+
+
+@register_loss("overlap_hinge", defaults={**_OVERLAP_DEFAULTS, "margin": 0.1},
+               draw_labels=draw_negative_labels)
+def overlap_hinge(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor, *,
+                  margin: float, stop_gradient: str, time_weight: str) -> torch.Tensor:
+    """Overlap (DiffROP re-implementation): w(t) * max(0, m - d), mean over K negatives."""
+    distance = _negative_distance(eps, eps_alt, stop_gradient)
+    return weight_over_time(batch, time_weight) * torch.relu(margin - distance).mean(dim=0)
+
+
+@register_loss("overlap_neg_kl", defaults={**_OVERLAP_DEFAULTS, "ceiling": 0.1},
+               draw_labels=draw_negative_labels)
+def overlap_neg_kl(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor, *,
+                   ceiling: float, stop_gradient: str, time_weight: str) -> torch.Tensor:
+    """Overlap (DiffROP re-implementation): -w(t) * min(d, ceiling), mean over K negatives."""
+    distance = _negative_distance(eps, eps_alt, stop_gradient)
+    return -weight_over_time(batch, time_weight) * distance.clamp(max=ceiling).mean(dim=0)
+
+
+@register_loss("overlap_infonce", defaults={**_OVERLAP_DEFAULTS, "num_negatives": 4,
+                                            "temperature": 0.1},
+               draw_labels=draw_negative_labels)
+def overlap_infonce(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor, *,
+                    temperature: float, stop_gradient: str, time_weight: str) -> torch.Tensor:
+    """Overlap (DiffROP re-implementation): InfoNCE over -d / temperature, K negatives.
+
+    The positive is the true noise, the negatives are eps(x_t, y_neg)."""
+    positive = pixel_mean((eps - batch.noise) ** 2)[None]
+    negative = _negative_distance(eps, eps_alt, stop_gradient)
+    logits = -torch.cat([positive, negative]) / temperature
+    return weight_over_time(batch, time_weight) * -torch.log_softmax(logits, dim=0)[0]
+

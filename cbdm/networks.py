@@ -1,0 +1,190 @@
+"""The class-conditional UNet of the DDPM family (Ho et al. 2020, as configured by pytorch-ddpm).
+
+The layout follows the published architecture: a sinusoidal time embedding, residual blocks
+with GroupNorm and SiLU, self-attention at chosen resolutions, nearest-neighbour upsampling.
+The class label enters as a learned embedding added to the time embedding; the extra row
+`num_classes` is the learned "null" label used for classifier-free guidance.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    image_channels: int
+    image_size: int
+    num_classes: int
+    base_channels: int = 128
+    channel_mult: tuple[int, ...] = (1, 2, 2, 2)
+    attention_levels: tuple[int, ...] = (1,)
+    num_res_blocks: int = 2
+    dropout: float = 0.1
+    norm_groups: int = 32
+    num_timesteps: int = 1000
+
+    def __post_init__(self):
+        object.__setattr__(self, "channel_mult", tuple(self.channel_mult))
+        object.__setattr__(self, "attention_levels", tuple(self.attention_levels))
+        bad = [lvl for lvl in self.attention_levels if not 0 <= lvl < len(self.channel_mult)]
+        if bad:
+            raise ValueError(f"attention_levels {bad} out of range for {len(self.channel_mult)} levels")
+        widths = {self.base_channels * m for m in self.channel_mult}
+        if any(w % self.norm_groups for w in widths):
+            raise ValueError(
+                f"norm_groups={self.norm_groups} must divide every level width {sorted(widths)}")
+        downsamples = len(self.channel_mult) - 1
+        if self.image_size % (2 ** downsamples):
+            raise ValueError(
+                f"image_size={self.image_size} is not divisible by 2**{downsamples}: "
+                f"use fewer channel_mult levels")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channel_mult"] = list(self.channel_mult)
+        d["attention_levels"] = list(self.attention_levels)
+        return d
+
+
+def sinusoidal_embedding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
+    """Transformer-style position encoding of integer timesteps: [sin | cos] interleaved."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=timesteps.device) * 2 / dim)
+    angles = timesteps.float()[:, None] * freqs[None, :]
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).reshape(len(timesteps), dim)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, groups: int,
+                 attention: bool):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb_proj = nn.Linear(emb_dim, out_ch)
+        self.norm2 = nn.GroupNorm(groups, out_ch)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        self.attention = SelfAttention(out_ch, groups) if attention else nn.Identity()
+        # A near-zero last conv makes every block start close to the identity.
+        nn.init.xavier_uniform_(self.conv2.weight, gain=1e-5)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.emb_proj(F.silu(emb))[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.attention(h + self.skip(x))
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, channels: int, groups: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.out = nn.Conv2d(channels, channels, 1)
+        nn.init.xavier_uniform_(self.out.weight, gain=1e-5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).transpose(-1, -2).unbind(1)
+        attended = F.scaled_dot_product_attention(q, k, v)
+        return x + self.out(attended.transpose(-1, -2).reshape(b, c, h, w))
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x, emb):
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x, emb):
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class UNet(nn.Module):
+    """eps_theta(x_t, t, y): predicts the noise in x_t; y == num_classes means "no label"."""
+
+    def __init__(self, cfg: UNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        ch, groups, emb_dim = cfg.base_channels, cfg.norm_groups, 4 * cfg.base_channels
+        self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.label_embedding = nn.Embedding(cfg.num_classes + 1, emb_dim)
+        self.stem = nn.Conv2d(cfg.image_channels, ch, 3, padding=1)
+
+        def block(cin, cout, level):
+            return ResidualBlock(cin, cout, emb_dim, cfg.dropout, groups,
+                                 attention=level in cfg.attention_levels)
+
+        self.down = nn.ModuleList()
+        skip_widths, width = [ch], ch
+        for level, mult in enumerate(cfg.channel_mult):
+            for _ in range(cfg.num_res_blocks):
+                self.down.append(block(width, ch * mult, level))
+                width = ch * mult
+                skip_widths.append(width)
+            if level != len(cfg.channel_mult) - 1:
+                self.down.append(Downsample(width))
+                skip_widths.append(width)
+
+        self.middle = nn.ModuleList([
+            ResidualBlock(width, width, emb_dim, cfg.dropout, groups, attention=True),
+            ResidualBlock(width, width, emb_dim, cfg.dropout, groups, attention=False),
+        ])
+
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+            for _ in range(cfg.num_res_blocks + 1):
+                self.up.append(block(skip_widths.pop() + width, ch * mult, level))
+                width = ch * mult
+            if level != 0:
+                self.up.append(Upsample(width))
+
+        self.head = nn.Sequential(nn.GroupNorm(groups, width), nn.SiLU(),
+                                  nn.Conv2d(width, cfg.image_channels, 3, padding=1))
+        nn.init.xavier_uniform_(self.head[-1].weight, gain=1e-5)
+        nn.init.zeros_(self.head[-1].bias)
+
+    @property
+    def null_label(self) -> int:
+        return self.cfg.num_classes
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        emb = self.time_mlp(sinusoidal_embedding(t, self.cfg.base_channels))
+        emb = emb + self.label_embedding(y)
+        h = self.stem(x)
+        skips = [h]
+        for layer in self.down:
+            h = layer(h, emb)
+            skips.append(h)
+        for layer in self.middle:
+            h = layer(h, emb)
+        for layer in self.up:
+            if isinstance(layer, ResidualBlock):
+                h = torch.cat([h, skips.pop()], dim=1)
+            h = layer(h, emb)
+        return self.head(h)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_unet(network: dict, *, image_channels: int, image_size: int, num_classes: int,
+               num_timesteps: int) -> UNet:
+    """Build a UNet from the `network` section of a config."""
+    return UNet(UNetConfig(image_channels=image_channels, image_size=image_size,
+                           num_classes=num_classes, num_timesteps=num_timesteps, **network))

@@ -1,0 +1,79 @@
+import copy
+
+import pytest
+import yaml
+
+from cbdm.config import ConfigError, deep_merge, load_config, validate_config, variant_settings
+
+MINIMAL = {
+    "suite": "t",
+    "datasets": {"digits": {"source": "sklearn_digits", "groups": {"head": [0, 1], "tail": [8, 9]}}},
+    "variants": {"ddpm": {"losses": [{"name": "eps_mse"}]}},
+}
+
+
+def config(**overrides):
+    return validate_config(deep_merge(copy.deepcopy(MINIMAL), overrides))
+
+
+def test_defaults_are_filled_from_the_schema():
+    c = config()
+    assert c["training"]["label_drop"] == {"policy": "batch", "probability": 0.1}
+    assert c["diffusion"] == {"num_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02}
+    assert c["datasets"]["digits"]["longtail"]["profile"] == "exponential"
+    assert c["seeds"] == [0]
+
+
+def test_the_shipped_configs_validate(repo):
+    for path in [repo / "config/config.yaml", *sorted((repo / "config/paper").glob("*.yaml"))]:
+        load_config(path)
+
+
+def test_variant_settings_merge_overrides_and_resolve_loss_options():
+    c = config(variants={"cbdm": {"losses": [{"name": "eps_mse"}, {"name": "cbdm", "tau": 2.0}],
+                                  "training": {"batch_size": 48}, "sampling": {"guidance": [0.8, 1.6]}}})
+    s = variant_settings(c, "cbdm")
+    assert s["training"]["batch_size"] == 48 and s["training"]["lr"] == c["training"]["lr"]
+    assert s["guidance"] == [0.8, 1.6]
+    assert s["losses"][1] == {"name": "cbdm", "weight": 1.0,
+                              "options": {"tau": 2.0, "commitment": 0.25, "target": "train_prior"}}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"variants": {"x": {"losses": [{"name": "focal"}]}}}, "registered losses: cbdm, eps_mse"),
+    ({"variants": {"x": {"losses": [{"name": "cbdm", "temperature": 1}]}}}, "known options"),
+    ({"variants": {"x": {"losses": [{"name": "eps_mse"}], "training": {"stepz": 3}}}}, "stepz"),
+    ({"variants": {"x": {"losses": [{"name": "eps_mse"}], "training": {"lr": "fast"}}}}, "not of type"),
+    ({"variants": {"x": {}}}, "declares no `losses`"),
+    ({"datasets": {"digits": {"groups": {"tail": [10]}}}}, "classes 0..9"),
+    ({"datasets": {"digits": {"longtail": {"imbalance_factor": [10, 0.5]}}}}, "imbalance_factor 0.5 < 1"),
+    ({"datasets": {"digits": {"groups": {"many": [0]}}}, "evaluation": {"overlap": {"source": "few", "target": "many"}}},
+     "evaluation.overlap names group"),
+    ({"training": {"steps": "ten"}}, "not of type 'integer'"),
+    ({"datasets": {"digits": {"source": "mnist"}}}, "is not one of"),
+    ({"variants": {"x": {"external": True}}}, "no `extensions:`"),
+    ({"variants": {"x": {"losses": [{"name": "eps_mse"}], "training": {"init_from": "x"}}}}, "cycle"),
+    ({"variants": {"x": {"losses": [{"name": "eps_mse"}], "training": {"init_from": "nope"}}}}, "unknown variant 'nope'"),
+    ({"variants": {"x": {"losses": [{"name": "eps_mse"}], "sampling": {"sampler": "ancestral", "steps": 50}}}},
+     "set sampler: ddim"),
+    ({"extensions": ["missing.smk"]}, "does not exist"),
+])
+def test_bad_configs_get_errors_that_name_the_fix(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        config(**overrides)
+
+
+def test_unknown_variant_lists_the_declared_ones():
+    with pytest.raises(ConfigError, match="declared variants: ddpm"):
+        variant_settings(config(), "cbdm")
+
+
+def test_load_config_reports_a_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_load_config_reads_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(MINIMAL))
+    assert load_config(path)["suite"] == "t"

@@ -1,0 +1,62 @@
+import json
+
+import numpy as np
+import pytest
+
+from cbdm.evaluate import evaluate, scope_records
+from cbdm.io import write_npz
+
+CFG = {"min_samples": 10, "kid_subsets": 5, "kid_subset_size": 50, "pr_neighborhood": 3, "seed": 0}
+
+
+def arrays(n, dim=4, labels=None, predicted=None, seed=0):
+    rng = np.random.RandomState(seed)
+    labels = np.zeros(n, dtype=np.int64) if labels is None else np.asarray(labels)
+    return {"features": rng.randn(n, dim), "labels": labels,
+            "predicted": labels.copy() if predicted is None else np.asarray(predicted)}
+
+
+def by_metric(records):
+    return {r["metric"]: r for r in records}
+
+
+def test_too_few_samples_give_no_value_and_say_why():
+    records = by_metric(scope_records("class 9", arrays(5), arrays(40), {}, CFG))
+    for metric in ("fid", "kid_mean", "precision", "recall"):
+        assert records[metric]["value"] is None
+        assert "fewer than evaluation.min_samples=10" in records[metric]["note"]
+        assert records[metric]["n_gen"] == 5 and records[metric]["n_ref"] == 40
+    assert records["accuracy"]["value"] == 1.0  # accuracy needs no reference set
+
+
+def test_fid_at_or_below_the_feature_dimension_is_flagged():
+    records = by_metric(scope_records("class 0", arrays(30, dim=32), arrays(200, dim=32, seed=1), {}, CFG))
+    assert records["fid"]["value"] is not None
+    assert "singular covariance" in records["fid"]["note"]
+    clean = by_metric(scope_records("all", arrays(300, dim=8), arrays(200, dim=8, seed=1), {}, CFG))
+    assert clean["fid"]["note"] == ""
+
+
+def test_accuracy_and_misclassification_into_groups():
+    gen = arrays(10, labels=[2] * 10, predicted=[2, 2, 2, 2, 0, 0, 0, 1, 2, 2])
+    records = by_metric(scope_records("class 2", gen, arrays(20), {"head": [0, 1], "tail": [2]}, CFG))
+    assert records["accuracy"]["value"] == pytest.approx(0.6)
+    assert records["misclassified_into:head"]["value"] == pytest.approx(0.4)
+    assert records["misclassified_into:tail"]["value"] == 0.0
+
+
+def test_evaluate_writes_every_scope_with_its_n(tmp_path):
+    labels = np.repeat(np.arange(3), [60, 30, 8])
+    write_npz(tmp_path / "gen.npz", **arrays(98, labels=labels))
+    write_npz(tmp_path / "ref.npz", **arrays(90, labels=np.repeat(np.arange(3), 30), seed=2))
+    evaluate(generated_npz=tmp_path / "gen.npz", reference_npz=tmp_path / "ref.npz",
+             groups={"head": [0], "tail": [1, 2]}, num_classes=3, evaluation=CFG,
+             cell={"variant": "v"}, out_json=tmp_path / "m.json")
+    data = json.loads((tmp_path / "m.json").read_text())
+    scopes = {r["scope"] for r in data["records"]}
+    assert scopes == {"all", "head", "tail", "class 0", "class 1", "class 2"}
+    fid = {r["scope"]: r for r in data["records"] if r["metric"] == "fid"}
+    assert fid["tail"]["n_gen"] == 38 and fid["tail"]["n_ref"] == 60
+    assert fid["class 2"]["value"] is None  # 8 samples < min_samples
+    assert all(r["value"] is None or np.isfinite(r["value"]) for r in data["records"])
+    assert np.array(data["confusion"]).sum() == 98

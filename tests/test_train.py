@@ -1,0 +1,153 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from cbdm.dataset import prepare_source, build_longtail
+from cbdm.diffusion import NoiseSchedule
+from cbdm.io import InputError
+from cbdm.losses import register_loss
+from cbdm.modelfile import load_model, save_checkpoint
+from cbdm.networks import build_unet
+from cbdm.objective import Objective
+from cbdm.train import train
+
+NETWORK = {"base_channels": 8, "channel_mult": [1, 2], "attention_levels": [], "num_res_blocks": 1,
+           "dropout": 0.0, "norm_groups": 4}
+DIFFUSION = {"num_timesteps": 100, "beta_start": 1e-4, "beta_end": 0.02}
+TERMS = [{"name": "eps_mse", "weight": 1.0, "options": {}},
+         {"name": "cbdm", "weight": 1.0, "options": {"tau": 1.0, "commitment": 0.25, "target": "train_prior"}},
+         {"name": "overlap_hinge", "weight": 0.1, "options": {
+             "margin": 0.1, "negatives": "uniform", "num_negatives": 2, "stop_gradient": "none", "time_weight": "kl"}}]
+
+
+@register_loss("test_nan", conditional_only=False)
+def nan_loss(batch, eps, eps_alt):
+    """Always NaN: for the non-finite-loss test."""
+    return eps.flatten(1).mean(1) * float("nan")
+
+
+def settings(steps=40, terms=TERMS, **training):
+    return {"name": "v", "losses": terms, "training": {
+        "steps": steps, "batch_size": 16, "lr": 2e-3, "warmup_steps": 5, "grad_clip": 1.0, "ema_decay": 0.9,
+        "hflip": False, "label_drop": {"policy": "sample", "probability": 0.2}, "checkpoint_every": 10,
+        "log_every": 5, "batched_forward": True, **training}}
+
+
+@pytest.fixture(scope="module")
+def digits_lt(tmp_path_factory):
+    d = tmp_path_factory.mktemp("digits")
+    prepare_source({"source": "sklearn_digits", "heldout_per_class": 20, "split_seed": 0},
+                   d / "source.npz", d / "source.json")
+    build_longtail({"profile": "exponential", "n_max": 40, "seed": 0}, 5.0, d / "source.npz",
+                   d / "source.json", d / "train.npz", d / "manifest.json")
+    return d / "train.npz"
+
+
+def run(tmp, train_npz, s, tag):
+    train(s, network=NETWORK, diffusion=DIFFUSION, train_npz=str(train_npz), num_classes=10, seed=3,
+          device="cpu", out_model=str(tmp / f"{tag}.pt"), out_log=str(tmp / f"{tag}.csv"),
+          checkpoint_path=str(tmp / f"{tag}.ckpt"))
+    return load_model(tmp / f"{tag}.pt")[0].state_dict()
+
+
+def test_training_writes_the_model_and_the_loss_log(tmp_path, digits_lt):
+    state = run(tmp_path, digits_lt, settings(steps=10), "a")
+    assert state and not (tmp_path / "a.ckpt").exists()
+    log = (tmp_path / "a.csv").read_text().splitlines()
+    assert log[0] == "step,lr,loss,eps_mse,cbdm,overlap_hinge" and len(log) == 3
+
+
+KILL_SCRIPT = """
+import sys, torch
+torch.set_num_threads(1)
+sys.path.insert(0, {tests!r})
+from test_train import settings, NETWORK, DIFFUSION
+from cbdm.train import train
+train(settings(steps={steps}, checkpoint_every=10), network=NETWORK, diffusion=DIFFUSION,
+      train_npz={npz!r}, num_classes=10, seed=3, device="cpu", out_model={out!r}, out_log={log!r},
+      checkpoint_path={ckpt!r})
+"""
+
+
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path, digits_lt):
+    steps = 400
+    uninterrupted = run(tmp_path, digits_lt, settings(steps=steps), "whole")
+
+    out, ckpt = tmp_path / "resumed.pt", tmp_path / "resumed.ckpt"
+    script = KILL_SCRIPT.format(tests=os.path.dirname(__file__), steps=steps, npz=str(digits_lt),
+                                out=str(out), log=str(tmp_path / "resumed.csv"), ckpt=str(ckpt))
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists() and not out.exists(), "the run must be killed between a checkpoint and the end"
+    killed_at = torch.load(ckpt, weights_only=True)["step"]
+    assert 0 < killed_at < steps
+
+    resumed = run(tmp_path, digits_lt, settings(steps=steps), "resumed")
+    assert resumed.keys() == uninterrupted.keys()
+    for name in uninterrupted:
+        assert torch.equal(resumed[name], uninterrupted[name]), name
+    assert (tmp_path / "resumed.csv").read_text() == (tmp_path / "whole.csv").read_text()
+
+
+def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path, digits_lt, capsys):
+    save_checkpoint(tmp_path / "b.ckpt", {"fingerprint": "someone else", "step": 5})
+    run(tmp_path, digits_lt, settings(steps=5), "b")
+    assert "belongs to other settings; starting from step 0" in capsys.readouterr().out
+
+
+def test_a_corrupt_checkpoint_names_the_fix(tmp_path, digits_lt):
+    (tmp_path / "c.ckpt").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(InputError, match="delete the checkpoint"):
+        run(tmp_path, digits_lt, settings(steps=5), "c")
+
+
+def test_a_non_finite_loss_stops_training_with_a_clear_error(tmp_path, digits_lt):
+    with pytest.raises(FloatingPointError, match="non-finite loss at step 5"):
+        run(tmp_path, digits_lt, settings(steps=10, terms=[{"name": "test_nan", "weight": 1.0, "options": {}}]), "d")
+    assert not (tmp_path / "d.pt").exists()
+
+
+def test_model_file_errors(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        load_model(tmp_path / "missing.pt")
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    with pytest.raises(InputError, match="corrupt or truncated"):
+        load_model(tmp_path / "bad.pt")
+    torch.save({"format": "something/else"}, tmp_path / "other.pt")
+    with pytest.raises(InputError, match="not a cbdm.model/1 file"):
+        load_model(tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize("policy", ["batch", "sample"])
+def test_one_batched_forward_gives_the_loss_of_separate_forwards(policy):
+    torch.manual_seed(0)
+    model = build_unet(NETWORK, image_channels=1, image_size=8, num_classes=10, num_timesteps=100)
+    schedule = NoiseSchedule.linear(100, 1e-4, 0.02)
+    prior = torch.full((10,), 0.1)
+    x0, y = torch.randn(12, 1, 8, 8), torch.randint(0, 10, (12,))
+    losses = []
+    for batched in (True, False):
+        objective = Objective(TERMS, schedule, prior, model.null_label,
+                              {"policy": policy, "probability": 0.3}, batched)
+        loss, parts = objective(model, x0, y, torch.Generator().manual_seed(1), torch.Generator().manual_seed(2))
+        losses.append((loss, parts))
+    assert torch.allclose(losses[0][0], losses[1][0], rtol=1e-5)
+    assert losses[0][1].keys() == losses[1][1].keys() == {"eps_mse", "cbdm", "overlap_hinge"}
+
+
+def test_a_dropped_batch_carries_no_conditional_terms():
+    model = build_unet(NETWORK, image_channels=1, image_size=8, num_classes=10, num_timesteps=100)
+    objective = Objective(TERMS, NoiseSchedule.linear(100, 1e-4, 0.02), torch.full((10,), 0.1),
+                          model.null_label, {"policy": "batch", "probability": 1.0}, True)
+    _, parts = objective(model, torch.randn(4, 1, 8, 8), torch.arange(4), torch.Generator(), torch.Generator())
+    assert set(parts) == {"eps_mse"}

@@ -1,0 +1,109 @@
+# Config validation, result paths and the factors the DAG expands over.
+import itertools
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+import cbdm.config as cbdm_config
+from cbdm.sources import NUM_CLASSES
+
+
+validate(config, "../schemas/config.schema.yaml")
+try:
+    cbdm_config.check(config)
+except cbdm_config.ConfigError as err:
+    raise WorkflowError(f"config error: {err}")
+
+RESULTS = f"results/{config['suite']}"
+LOGS = f"{RESULTS}/logs"
+BENCH = f"{RESULTS}/benchmarks"
+VARIANTS = {name: cbdm_config.variant_settings(config, name) for name in config["variants"]}
+BUILT_IN_VARIANTS = [name for name, v in VARIANTS.items() if not v["external"]]
+
+# Paths of the stages; {imb} and {guidance} are factor_label()s of numbers, e.g. 10 or 0.8.
+RUN = "{dataset}/IF{imb}/{variant}/seed{seed}"
+CELL = f"{RUN}/w{{guidance}}-s{{sample_seed}}"
+SOURCE_NPZ = f"{RESULTS}/data/{{dataset}}/source.npz"
+SOURCE_JSON = f"{RESULTS}/data/{{dataset}}/source.json"
+TRAIN_NPZ = f"{RESULTS}/data/{{dataset}}/IF{{imb}}/train.npz"
+MANIFEST = f"{RESULTS}/data/{{dataset}}/IF{{imb}}/manifest.json"
+CLASSIFIER = f"{RESULTS}/classifier/{{dataset}}/classifier.pt"
+MODEL = f"{RESULTS}/models/{RUN}/model.pt"
+LOSS_LOG = f"{RESULTS}/models/{RUN}/loss.csv"
+SAMPLES = f"{RESULTS}/samples/{CELL}.npz"
+FEATURES = f"{RESULTS}/features/{CELL}.npz"
+REFERENCE_FEATURES = f"{RESULTS}/features/{{dataset}}/IF{{imb}}/reference-{{reference}}.npz"
+METRICS = f"{RESULTS}/metrics/{CELL}.json"
+REPORT_DIR = f"{RESULTS}/report/{{dataset}}-IF{{imb}}"
+
+# Where each reference set's images live: (file, array prefix).
+REFERENCE_IMAGES = {
+    "heldout": (SOURCE_NPZ, "heldout_"),
+    "balanced_train": (SOURCE_NPZ, "pool_"),
+    "longtail_train": (TRAIN_NPZ, ""),
+}
+
+
+def model_path(variant):
+    """Path pattern of a variant's model file, with {dataset}, {imb} and {seed} left open."""
+    return MODEL.replace("{variant}", variant)
+
+
+def loss_log_path(variant):
+    return LOSS_LOG.replace("{variant}", variant)
+
+
+def dataset_spec(wildcards):
+    return config["datasets"][wildcards.dataset]
+
+
+def num_classes(wildcards):
+    return NUM_CLASSES[config["datasets"][wildcards.dataset]["source"]]
+
+
+def dataset_factors():
+    """(dataset, imbalance-factor label) pairs."""
+    return [(name, cbdm_config.factor_label(f))
+            for name, spec in config["datasets"].items()
+            for f in cbdm_config.imbalance_factors(spec)]
+
+
+def cells(dataset, imb, variants=None):
+    """Wildcard dicts of every evaluated sample set of one long-tailed dataset."""
+    for variant in variants or VARIANTS:
+        settings = VARIANTS[variant]
+        for seed, guidance, sample_seed in itertools.product(
+                config["seeds"], settings["guidance"], settings["sampling"]["seeds"]):
+            yield dict(dataset=dataset, imb=imb, variant=variant, seed=seed,
+                       guidance=cbdm_config.factor_label(guidance), sample_seed=sample_seed)
+
+
+REPORT_FILES = {
+    "csv": "table.csv", "md": "table.md", "tex": "table.tex",
+    "fid_vs_count": "fid_vs_count.png", "groups": "groups.png", "confusion": "confusion.png",
+    "samples": "samples.png", "loss": "loss.png",
+}
+
+
+def report_outputs():
+    return [f"{REPORT_DIR}/{name}".format(dataset=dataset, imb=imb)
+            for dataset, imb in dataset_factors() for name in REPORT_FILES.values()]
+
+
+def init_model(wildcards):
+    """The model a variant starts from (training.init_from), same dataset and seed."""
+    source = VARIANTS[wildcards.variant]["training"]["init_from"]
+    return [] if source is None else MODEL.format(**{**wildcards, "variant": source})
+
+
+def report_inputs(wildcards):
+    all_cells = list(cells(wildcards.dataset, wildcards.imb))
+    first_cell = {}  # the sample set shown in the grid: first seed, guidance and sampling seed
+    for cell in all_cells:
+        first_cell.setdefault(cell["variant"], cell)
+    return {
+        "metrics": [METRICS.format(**c) for c in all_cells],
+        "samples": [SAMPLES.format(**c) for c in first_cell.values()],
+        "losses": [LOSS_LOG.format(**c) for v, c in first_cell.items() if v in BUILT_IN_VARIANTS],
+        "manifest": MANIFEST.format(**wildcards),
+    }

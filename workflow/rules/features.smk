@@ -1,0 +1,62 @@
+# Stage 4: the feature extractor, and features of every sample set and reference set.
+
+
+rule train_classifier:
+    conda:
+        "../envs/cbdm.yaml"
+    input:
+        npz=SOURCE_NPZ,
+    output:
+        model=CLASSIFIER,
+        report=f"{RESULTS}/classifier/{{dataset}}/classifier.json",
+    params:
+        features=config["features"],
+        device=config["device"],
+        num_classes=num_classes,
+    threads: config["features"]["threads"]
+    log:
+        f"{LOGS}/train_classifier/{{dataset}}.log",
+    benchmark:
+        f"{BENCH}/train_classifier/{{dataset}}.tsv"
+    script:
+        "../scripts/train_classifier.py"
+
+
+rule features_reference:
+    conda:
+        "../envs/cbdm.yaml"
+    input:
+        images=lambda wc: REFERENCE_IMAGES[wc.reference][0],
+        extractor=CLASSIFIER,
+    output:
+        features=REFERENCE_FEATURES,
+    wildcard_constraints:
+        reference="|".join(REFERENCE_IMAGES),
+    params:
+        prefix=lambda wc: REFERENCE_IMAGES[wc.reference][1],
+        device=config["device"],
+    threads: config["features"]["threads"]
+    log:
+        f"{LOGS}/features/{{dataset}}/IF{{imb}}/reference-{{reference}}.log",
+    script:
+        "../scripts/features.py"
+
+
+rule features_samples:
+    conda:
+        "../envs/cbdm.yaml"
+    input:
+        images=SAMPLES,
+        extractor=CLASSIFIER,
+    output:
+        features=FEATURES,
+    params:
+        prefix="",
+        device=config["device"],
+    threads: config["features"]["threads"]
+    log:
+        f"{LOGS}/features/{CELL}.log",
+    benchmark:
+        f"{BENCH}/features/{CELL}.tsv"
+    script:
+        "../scripts/features.py"

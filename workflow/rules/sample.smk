@@ -1,0 +1,20 @@
+# Stage 3: draw a sample set from every trained model, per guidance scale and sampling seed.
+
+
+rule sample:
+    conda:
+        "../envs/cbdm.yaml"
+    input:
+        model=MODEL,
+    output:
+        samples=SAMPLES,
+    params:
+        settings=lambda wc: VARIANTS[wc.variant],
+        device=config["device"],
+    threads: lambda wc: VARIANTS[wc.variant]["sampling"]["threads"]
+    log:
+        f"{LOGS}/sample/{CELL}.log",
+    benchmark:
+        f"{BENCH}/sample/{CELL}.tsv"
+    script:
+        "../scripts/sample.py"

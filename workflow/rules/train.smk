@@ -1,0 +1,28 @@
+# Stage 2: train every built-in variant (one whose model is not built by an extension rule).
+
+
+rule train:
+    conda:
+        "../envs/cbdm.yaml"
+    input:
+        train=TRAIN_NPZ,
+        init=init_model,
+    output:
+        model=MODEL,
+        loss=LOSS_LOG,
+    wildcard_constraints:
+        variant="|".join(BUILT_IN_VARIANTS) or "^$",
+    params:
+        settings=lambda wc: VARIANTS[wc.variant],
+        network=config["network"],
+        diffusion=config["diffusion"],
+        device=config["device"],
+        num_classes=num_classes,
+        checkpoint=f"{RESULTS}/models/{RUN}/checkpoint.pt",
+    threads: lambda wc: VARIANTS[wc.variant]["training"]["threads"]
+    log:
+        f"{LOGS}/train/{RUN}.log",
+    benchmark:
+        f"{BENCH}/train/{RUN}.tsv"
+    script:
+        "../scripts/train.py"
