@@ -23,6 +23,8 @@ wildcard_constraints:
     guidance=r"[0-9.e+]+",
     seed=r"\d+",
     sample_seed=r"\d+",
+    labelset=r"(exact|uniform_random|train_prior)-\d+",
+    protocol="|".join(config["evaluation"]["protocols"]),
 
 
 include: "workflow/rules/dataset.smk"

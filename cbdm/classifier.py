@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from .dataset import read_image_set
+from .sources import ImageSet
 from .io import atomic_path, write_json
 from .modelfile import load_payload
 from .train import images_to_model_range, resolve_device
@@ -61,40 +62,51 @@ def embed(model: FeatureClassifier, images: np.ndarray, device, batch_size: int 
     return np.concatenate(feats), np.concatenate(logits)
 
 
-def train_classifier(features_cfg: dict, *, source_npz: str, num_classes: int, device: str,
-                     out_model: str, out_report: str) -> None:
-    dev = resolve_device(device)
-    pool, heldout = read_image_set(source_npz, "pool_"), read_image_set(source_npz, "heldout_")
-    torch.manual_seed(features_cfg["seed"])
-    generator = torch.Generator().manual_seed(features_cfg["seed"])
-    model = FeatureClassifier(pool.images.shape[1], num_classes, features_cfg["feature_dim"]).to(dev)
-    optimizer = torch.optim.Adam(model.parameters(), lr=features_cfg["lr"])
-    x_all = images_to_model_range(torch.from_numpy(pool.images)).to(dev)
-    y_all = torch.from_numpy(pool.labels).to(dev)
-    print(f"classifier: {len(y_all)} balanced training images, class counts "
-          f"{np.bincount(pool.labels, minlength=num_classes).tolist()}", flush=True)
-    for epoch in tqdm(range(features_cfg["epochs"]), desc="classifier", file=sys.stderr, mininterval=10, ncols=100):
+def fit_classifier(images: ImageSet, num_classes: int, cfg: dict, device, desc: str) -> FeatureClassifier:
+    """Train a FeatureClassifier on uint8 images with cross-entropy (Adam, `cfg` epochs)."""
+    torch.manual_seed(cfg["seed"])
+    generator = torch.Generator().manual_seed(cfg["seed"])
+    model = FeatureClassifier(images.images.shape[1], num_classes, cfg["feature_dim"]).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    x_all = images_to_model_range(torch.from_numpy(images.images)).to(device)
+    y_all = torch.from_numpy(images.labels).to(device)
+    for _ in tqdm(range(cfg["epochs"]), desc=desc, file=sys.stderr, mininterval=10, ncols=100):
         model.train()
-        order = torch.randperm(len(y_all), generator=generator).to(dev)
-        for start in range(0, len(order), features_cfg["batch_size"]):
-            idx = order[start:start + features_cfg["batch_size"]]
+        order = torch.randperm(len(y_all), generator=generator).to(device)
+        for start in range(0, len(order), cfg["batch_size"]):
+            idx = order[start:start + cfg["batch_size"]]
             loss = F.cross_entropy(model(x_all[idx])[1], y_all[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+    return model.eval()
+
+
+def per_class_accuracy(model: FeatureClassifier, test: ImageSet, num_classes: int, device) -> list[float | None]:
+    """Accuracy on each class's test images (None for a class without test images)."""
+    predicted = embed(model, test.images, device)[1].argmax(1)
+    return [float((predicted[test.labels == c] == c).mean()) if (test.labels == c).any() else None
+            for c in range(num_classes)]
+
+
+def train_classifier(features_cfg: dict, *, source_npz: str, num_classes: int, device: str,
+                     out_model: str, out_report: str) -> None:
+    dev = resolve_device(device)
+    pool, heldout = read_image_set(source_npz, "pool_"), read_image_set(source_npz, "heldout_")
+    print(f"classifier: {len(pool.labels)} balanced training images, class counts "
+          f"{np.bincount(pool.labels, minlength=num_classes).tolist()}", flush=True)
+    model = fit_classifier(pool, num_classes, features_cfg, dev, "classifier")
     pool_features, _ = embed(model, pool.images, dev)
     model.feature_mean.copy_(torch.from_numpy(pool_features.mean(0)))
     model.feature_std.copy_(torch.from_numpy(pool_features.std(0)).clamp_min(1e-6))
-    _, logits = embed(model, heldout.images, dev)
-    predicted = logits.argmax(1)
-    per_class = [float((predicted[heldout.labels == c] == c).mean()) for c in range(num_classes)]
-    accuracy = float((predicted == heldout.labels).mean())
-    print(f"held-out accuracy {accuracy:.4f} on {len(predicted)} images; worst class "
+    per_class = per_class_accuracy(model, heldout, num_classes, dev)
+    accuracy = float(np.average(per_class, weights=np.bincount(heldout.labels, minlength=num_classes)))
+    print(f"held-out accuracy {accuracy:.4f} on {len(heldout.labels)} images; worst class "
           f"{int(np.argmin(per_class))} at {min(per_class):.3f}", flush=True)
     with atomic_path(out_model) as tmp:
         torch.save({"format": CLASSIFIER_FORMAT, "hparams": model.hparams,
                     "state_dict": model.state_dict()}, tmp)
-    write_json(out_report, {"heldout_accuracy": accuracy, "heldout_n": int(len(predicted)),
+    write_json(out_report, {"heldout_accuracy": accuracy, "heldout_n": int(len(heldout.labels)),
                             "per_class_accuracy": per_class, "epochs": features_cfg["epochs"],
                             "feature_dim": features_cfg["feature_dim"]})
 

@@ -1,4 +1,5 @@
-"""The `cbdm` command: inspect what a config can use and check a config before running it."""
+"""The `cbdm` command: check a config, list the registered losses, and list, verify or fetch
+the files a config needs (the only way cbdm downloads anything besides `download: true`)."""
 from __future__ import annotations
 
 import argparse
@@ -30,6 +31,64 @@ def cmd_check(args) -> int:
     return 0
 
 
+def _config_assets(config: dict):
+    """(label, check, fetch) for every file the config reads that cbdm does not ship."""
+    from pathlib import Path
+
+    from .assets import download, require_weights, weights_entry
+    from .sources import fetch_source, verify_source
+
+    for name, spec in config["datasets"].items():
+        if spec["source"] != "sklearn_digits":  # digits ship with scikit-learn
+            yield (f"dataset {name} ({spec['source']}, root {spec['root']})",
+                   lambda spec=spec: verify_source({**spec, "download": False}),
+                   lambda spec=spec: fetch_source(spec))
+    if config["features"]["extractor"] == "inception":
+        path = config["features"]["inception_weights"]
+        entry = weights_entry("inception_v3_fid")
+        yield (f"Inception weights ({path})", lambda: require_weights("inception_v3_fid", path),
+               lambda: download(entry["url"], Path(path), entry))
+
+
+def cmd_assets(args) -> int:
+    from .assets import DataError, asset_lock
+
+    if args.action == "list":
+        print(yaml_dump(asset_lock()))
+        return 0
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        print(f"{args.config}: {err}", file=sys.stderr)
+        return 1
+    failures = 0
+    for label, check, fetch in _config_assets(config):
+        try:
+            check()
+            print(f"ok       {label}")
+            continue
+        except DataError as err:
+            if args.action == "verify":
+                print(f"MISSING  {label}: {err}")
+                failures += 1
+                continue
+        try:
+            print(f"fetching {label} ...", flush=True)
+            fetch()
+            check()
+            print(f"ok       {label}")
+        except (DataError, OSError) as err:
+            print(f"FAILED   {label}: {err}")
+            failures += 1
+    return 1 if failures else 0
+
+
+def yaml_dump(data) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="cbdm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -37,6 +96,10 @@ def main(argv=None) -> int:
     check = sub.add_parser("check", help="validate a config file")
     check.add_argument("config")
     check.set_defaults(run=cmd_check)
+    assets = sub.add_parser("assets", help="list, verify or fetch the files a config needs (datasets, weights)")
+    assets.add_argument("action", choices=["list", "verify", "fetch"])
+    assets.add_argument("--config", default="config/config.yaml")
+    assets.set_defaults(run=cmd_assets)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -81,7 +81,10 @@ def check(config: dict) -> None:
         _check_dataset(name, dataset, config["evaluation"]["overlap"])
     for name in config["variants"]:
         variant_settings(config, name)  # raises on a bad override or loss
+    _check_protocols(config)
     _check_init_chains(config)
+    if config["published"] is not None:
+        load_published(config["published"])
     for path in config["extensions"]:
         if not Path(path).exists():
             raise ConfigError(f"extensions: rule file {path!r} does not exist (paths are relative "
@@ -109,6 +112,27 @@ def _check_dataset(name: str, dataset: dict, overlap: dict | None) -> None:
         if factor < 1:
             raise ConfigError(f"datasets.{name}.longtail.imbalance_factor {factor} < 1: it is "
                               f"n_max / n_min (e.g. 100 for the reference code's imb_factor=0.01)")
+
+
+def _check_protocols(config: dict) -> None:
+    protocols = config["evaluation"]["protocols"]
+    baseline = config["evaluation"]["baseline"]
+    if baseline is not None and baseline not in config["variants"]:
+        raise ConfigError(f"evaluation.baseline {baseline!r} is not a declared variant "
+                          f"({', '.join(config['variants'])})")
+    main = config["evaluation"]["report_protocol"]
+    if main is not None and main not in protocols:
+        raise ConfigError(f"evaluation.report_protocol {main!r} is not one of the protocols "
+                          f"{sorted(protocols)}")
+    for name, spec in protocols.items():
+        if spec["labels"] != "exact":
+            continue
+        for dataset, dspec in config["datasets"].items():
+            classes = NUM_CLASSES[dspec["source"]]
+            if spec["num_samples"] % classes:
+                raise ConfigError(f"evaluation.protocols.{name}: num_samples {spec['num_samples']} is not a "
+                                  f"multiple of the {classes} classes of {dataset}; 'exact' labels give "
+                                  f"every class the same count")
 
 
 def variant_settings(config: dict, name: str) -> dict:
@@ -165,6 +189,26 @@ def _check_init_chains(config: dict) -> None:
                 raise ConfigError(f"variants initialise each other in a cycle: {' -> '.join(seen + [source])}")
             seen.append(source)
             source = variant_settings(config, source)["training"]["init_from"]
+
+
+PUBLISHED_FIELDS = {"source", "imbalance_factor", "method", "variant", "metric", "value", "protocol", "reference"}
+
+
+def load_published(path: str) -> list[dict]:
+    """The registry of published results (config `published:`), checked entry by entry."""
+    if not Path(path).exists():
+        raise ConfigError(f"published: registry {path!r} does not exist (paths are relative to the folder "
+                          f"snakemake runs in)")
+    entries = yaml.safe_load(Path(path).read_text()) or []
+    for i, entry in enumerate(entries):
+        fields = set(entry) if isinstance(entry, dict) else set()
+        if fields != PUBLISHED_FIELDS:
+            raise ConfigError(f"{path}, entry {i + 1}: fields must be exactly {sorted(PUBLISHED_FIELDS)}; "
+                              f"missing {sorted(PUBLISHED_FIELDS - fields)}, unknown {sorted(fields - PUBLISHED_FIELDS)}")
+        if entry["value"] is not None and not isinstance(entry["value"], (int, float)):
+            raise ConfigError(f"{path}, entry {i + 1} ({entry['method']}): value must be a number or null "
+                              f"(not available), got {entry['value']!r}")
+    return entries
 
 
 def registered_losses() -> dict[str, str]:

@@ -76,6 +76,9 @@ def prepare_source(spec: dict, out_npz: str, out_json: str) -> None:
         pool_idx, heldout_idx = split_heldout(source.train.labels, spec["heldout_per_class"], spec["split_seed"])
         pool, heldout = source.train.subset(pool_idx), source.train.subset(heldout_idx)
         split = f"{spec['heldout_per_class']} images per class held out (seed {spec['split_seed']})"
+    if spec.get("image_size") and spec["image_size"] != pool.images.shape[-1]:
+        pool, heldout = resize(pool, spec["image_size"]), resize(heldout, spec["image_size"])
+        split += f"; resized to {spec['image_size']}x{spec['image_size']}"
     num_classes = NUM_CLASSES[spec["source"]]
     write_npz(out_npz, pool_images=pool.images, pool_labels=pool.labels,
               heldout_images=heldout.images, heldout_labels=heldout.labels)
@@ -89,6 +92,19 @@ def prepare_source(spec: dict, out_npz: str, out_json: str) -> None:
         "heldout_counts": np.bincount(heldout.labels, minlength=num_classes).tolist(),
         "pool_digest": array_digest(pool.images, pool.labels),
     })
+
+
+def resize(images: ImageSet, side: int) -> ImageSet:
+    """Antialiased bilinear resize of uint8 images to side x side."""
+    import torch
+    from torch.nn.functional import interpolate
+
+    out = []
+    for start in range(0, len(images.images), 4096):
+        x = torch.from_numpy(images.images[start:start + 4096]).float()
+        out.append(interpolate(x, size=(side, side), mode="bilinear", antialias=True,
+                               align_corners=False).round().clamp(0, 255).to(torch.uint8).numpy())
+    return ImageSet(np.concatenate(out), images.labels)
 
 
 def read_image_set(npz: str, prefix: str = "") -> ImageSet:

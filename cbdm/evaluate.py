@@ -1,19 +1,23 @@
 """Stage 5: metrics of one sample set against the reference set, for all classes, every class
-group and every class.
+group and every class, plus the groups compared at a matched sample size.
 
-Each number is a record {scope, metric, value, n_gen, n_ref, note}. A metric that cannot be
-computed on the samples at hand (too few on either side) has value None and a note saying
-why; a metric computed where it is known to be unreliable (FID with n at or below the feature
-dimension, whose covariance is singular) has a value and a note. Nothing becomes NaN silently.
+Each number is a record {scope, metric, value, n_gen, n_ref, note, sd, ci_low, ci_high}. A metric
+that cannot be computed on the samples at hand (too few on either side) has value None and a
+note saying why; a metric computed where it is known to be unreliable (FID with n at or below
+the feature dimension, whose covariance is singular) has a value and a note, or is refused if
+the config says so. Nothing becomes NaN silently.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .io import read_npz, write_json
-from .metrics import confusion_matrix, frechet_distance, kernel_distance, precision_recall
+from .metrics import (confusion_matrix, frechet_distance, frechet_distance_infinity, inception_score,
+                      kernel_distance, precision_recall)
 
-FEATURE_ARRAYS = {"features": 2, "labels": 1, "predicted": 1}
+FEATURE_ARRAYS = {"features": 2, "labels": 1, "predicted": 1, "logits": 2}
+DISTRIBUTION_METRICS = ("fid", "kid_mean", "kid_std", "kid_subset_size", "precision", "recall")
+MATCHED_METRICS = ("fid", "kid_mean", "precision", "recall")
 
 
 def scopes(groups: dict[str, list[int]], num_classes: int) -> list[tuple[str, list[int]]]:
@@ -22,39 +26,107 @@ def scopes(groups: dict[str, list[int]], num_classes: int) -> list[tuple[str, li
             + [(f"class {c}", [c]) for c in range(num_classes)])
 
 
-def scope_records(scope: str, gen: dict, ref: dict, groups: dict, cfg: dict) -> list[dict]:
-    n_gen, n_ref, dim = len(gen["features"]), len(ref["features"]), gen["features"].shape[1]
+def record(scope, metric, value, n_gen, n_ref, note="", sd=None, ci=(None, None)) -> dict:
+    as_float = lambda v: None if v is None else float(v)  # noqa: E731
+    return {"scope": scope, "metric": metric, "value": as_float(value), "n_gen": int(n_gen),
+            "n_ref": int(n_ref), "note": note, "sd": as_float(sd), "ci_low": as_float(ci[0]),
+            "ci_high": as_float(ci[1])}
 
-    def record(metric, value, note="", n_gen=n_gen, n_ref=n_ref):
-        return {"scope": scope, "metric": metric, "value": None if value is None else float(value),
-                "n_gen": int(n_gen), "n_ref": int(n_ref), "note": note}
 
-    records = []
-    accuracy = (gen["predicted"] == gen["labels"]).mean() if n_gen else None
-    records.append(record("accuracy", accuracy, "" if n_gen else "no samples", n_ref=0))
-    for group, classes in groups.items():
-        wrong_into = np.isin(gen["predicted"], classes) & (gen["predicted"] != gen["labels"])
-        records.append(record(f"misclassified_into:{group}", wrong_into.mean() if n_gen else None,
-                              "" if n_gen else "no samples", n_ref=0))
-
-    too_few = min(n_gen, n_ref) < cfg["min_samples"]
-    skip_note = f"not computed: n_gen={n_gen}, n_ref={n_ref}, fewer than evaluation.min_samples={cfg['min_samples']}"
-    if too_few:
-        return records + [record(m, None, skip_note) for m in
-                          ("fid", "kid_mean", "kid_std", "kid_subset_size", "precision", "recall")]
-
-    fid_note = (f"n <= feature dim {dim}: singular covariance, FID unreliable"
-                if min(n_gen, n_ref) <= dim else "")
-    records.append(record("fid", frechet_distance(gen["features"], ref["features"]), fid_note))
-    kid_mean, kid_std, m = kernel_distance(gen["features"], ref["features"], subsets=cfg["kid_subsets"],
-                                           subset_size=cfg["kid_subset_size"], seed=cfg["seed"])
-    records += [record("kid_mean", kid_mean), record("kid_std", kid_std), record("kid_subset_size", m)]
+def distribution_metrics(gen: np.ndarray, ref: np.ndarray, cfg: dict) -> dict[str, tuple[float | None, str]]:
+    """metric -> (value or None, note) for FID, KID and precision/recall of two feature arrays."""
+    n_gen, n_ref, dim = len(gen), len(ref), gen.shape[1]
+    if min(n_gen, n_ref) < cfg["min_samples"]:
+        note = (f"not computed: n_gen={n_gen}, n_ref={n_ref}, fewer than "
+                f"evaluation.min_samples={cfg['min_samples']}")
+        return {m: (None, note) for m in DISTRIBUTION_METRICS}
+    out = {}
+    if min(n_gen, n_ref) <= dim:
+        note = f"n <= feature dim {dim}: singular covariance"
+        out["fid"] = ((None, f"not computed: {note} (evaluation.fid_small_n: refuse)")
+                      if cfg["fid_small_n"] == "refuse" else (frechet_distance(gen, ref), f"{note}, FID unreliable"))
+    else:
+        out["fid"] = (frechet_distance(gen, ref), "")
+    mean, sd, m = kernel_distance(gen, ref, subsets=cfg["kid_subsets"], subset_size=cfg["kid_subset_size"],
+                                  seed=cfg["seed"])
+    out.update(kid_mean=(mean, ""), kid_std=(sd, ""), kid_subset_size=(m, ""))
     k = cfg["pr_neighborhood"]
     if min(n_gen, n_ref) <= k:
         note = f"not computed: precision/recall with k={k} needs more than {k} samples on each side"
-        return records + [record("precision", None, note), record("recall", None, note)]
-    precision, recall = precision_recall(gen["features"], ref["features"], k)
-    return records + [record("precision", precision), record("recall", recall)]
+        out.update(precision=(None, note), recall=(None, note))
+    else:
+        precision, recall = precision_recall(gen, ref, k)
+        out.update(precision=(precision, ""), recall=(recall, ""))
+    return out
+
+
+def kid_bootstrap_interval(gen: np.ndarray, ref: np.ndarray, cfg: dict) -> tuple[float, float]:
+    """95 % percentile interval of KID over bootstrap resamples of both sets."""
+    rng = np.random.RandomState(cfg["seed"])
+    values = []
+    for _ in range(cfg["kid_bootstrap"]):
+        g = gen[rng.randint(len(gen), size=len(gen))]
+        r = ref[rng.randint(len(ref), size=len(ref))]
+        values.append(kernel_distance(g, r, subsets=1, subset_size=min(len(g), len(r)),
+                                      seed=int(rng.randint(2**31)))[0])
+    return tuple(np.percentile(values, [2.5, 97.5]))
+
+
+def scope_records(scope: str, gen: dict, ref: dict, groups: dict, cfg: dict) -> list[dict]:
+    n_gen, n_ref = len(gen["features"]), len(ref["features"])
+    records = []
+    no_samples = "" if n_gen else "no samples"
+    accuracy = (gen["predicted"] == gen["labels"]).mean() if n_gen else None
+    records.append(record(scope, "accuracy", accuracy, n_gen, 0, no_samples))
+    for group, classes in groups.items():
+        wrong_into = np.isin(gen["predicted"], classes) & (gen["predicted"] != gen["labels"])
+        records.append(record(scope, f"misclassified_into:{group}", wrong_into.mean() if n_gen else None,
+                              n_gen, 0, no_samples))
+    values = distribution_metrics(gen["features"], ref["features"], cfg)
+    for metric, (value, note) in values.items():
+        ci = (None, None)
+        if (metric == "kid_mean" and value is not None and scope.startswith("class ")
+                and cfg["kid_bootstrap"]):
+            ci = kid_bootstrap_interval(gen["features"], ref["features"], cfg)
+        records.append(record(scope, metric, value, n_gen, n_ref, note, ci=ci))
+    if cfg["fid_infinity"] and not scope.startswith("class ") and values["fid"][0] is not None:
+        value, fitted = frechet_distance_infinity(gen["features"], ref["features"], seed=cfg["seed"])
+        records.append(record(scope, "fid_infinity", value, n_gen, n_ref,
+                              f"FID at n = {fitted} fitted linearly in 1/n, extrapolated to 1/n = 0"))
+    return records
+
+
+def matched_group_records(gen: dict, ref: dict, groups: dict, cfg: dict) -> list[dict]:
+    """Every group's FID, KID, precision and recall on the same number of generated and of
+    reference images, `matched_fraction` of the smallest group's, over `matched_repeats` random
+    subsets: value is the mean, sd and a 95 % percentile interval the spread over subsets.
+    Subsets smaller than every group make the spread show even for groups of equal size."""
+    members = {g: (np.isin(gen["labels"], c), np.isin(ref["labels"], c)) for g, c in groups.items()}
+    n_gen = int(cfg["matched_fraction"] * min(int(m[0].sum()) for m in members.values()))
+    n_ref = int(cfg["matched_fraction"] * min(int(m[1].sum()) for m in members.values()))
+    note = f"{cfg['matched_repeats']} random subsets of {n_gen} generated and {n_ref} reference images per group"
+    rng = np.random.RandomState(cfg["seed"])
+    records = []
+    for group, (in_gen, in_ref) in members.items():
+        draws = {m: [] for m in MATCHED_METRICS}
+        why = {m: set() for m in MATCHED_METRICS}
+        for _ in range(cfg["matched_repeats"]):
+            g = gen["features"][rng.choice(np.where(in_gen)[0], n_gen, replace=False)]
+            r = ref["features"][rng.choice(np.where(in_ref)[0], n_ref, replace=False)]
+            for m, (value, reason) in distribution_metrics(g, r, cfg).items():
+                if m in draws:
+                    draws[m] += [] if value is None else [value]
+                    why[m] |= {reason} if reason else set()
+        for m, vals in draws.items():
+            notes = "; ".join(sorted(why[m]))
+            if not vals:
+                records.append(record(group, f"{m}@matched", None, n_gen, n_ref, notes))
+                continue
+            records.append(record(group, f"{m}@matched", np.mean(vals), n_gen, n_ref,
+                                  "; ".join(filter(None, [note, notes])),
+                                  sd=np.std(vals, ddof=1) if len(vals) > 1 else None,
+                                  ci=tuple(np.percentile(vals, [2.5, 97.5]))))
+    return records
 
 
 def _select(arrays: dict, classes: list[int]) -> dict:
@@ -69,9 +141,33 @@ def evaluate(*, generated_npz: str, reference_npz: str, groups: dict, num_classe
     records = []
     for scope, classes in scopes(groups, num_classes):
         records += scope_records(scope, _select(gen, classes), _select(ref, classes), groups, evaluation)
+    if len(groups) > 1:
+        records += matched_group_records(gen, ref, groups, evaluation)
+    is_mean, is_sd = inception_score(gen["logits"], evaluation["is_splits"], evaluation["seed"])
+    records += [record("all", "is_mean", is_mean, len(gen["logits"]), 0,
+                       f"from the feature extractor's logits, {evaluation['is_splits']} splits"),
+                record("all", "is_std", is_sd, len(gen["logits"]), 0)]
     confusion = confusion_matrix(gen["labels"], gen["predicted"], num_classes)
     write_json(out_json, {"cell": cell, "records": records, "confusion": confusion.tolist(),
                           "feature_dim": int(gen["features"].shape[1])})
     overall = {r["metric"]: r["value"] for r in records if r["scope"] == "all"}
     print(f"{cell}: FID {overall['fid']}, KID {overall['kid_mean']}, recall {overall['recall']}, "
           f"accuracy {overall['accuracy']}", flush=True)
+
+
+def diagnose(*, samples_npz: str, train_npz: str, source_npz: str, groups: dict, num_classes: int,
+             classifier_cfg: dict, memorization_cfg: dict, device: str, cell: dict, out_json: str) -> None:
+    """Overlap and memorization diagnostics of one sample set, which need its images rather
+    than its features: the classification accuracy score and the memorization audit."""
+    from .cas import cas_records
+    from .dataset import read_image_set
+    from .memorization import memorization_records
+    from .train import resolve_device
+
+    generated, heldout = read_image_set(samples_npz), read_image_set(source_npz, "heldout_")
+    records = cas_records(classifier_cfg, generated, heldout, groups, num_classes, resolve_device(device))
+    records += memorization_records(memorization_cfg, generated, read_image_set(train_npz), heldout, num_classes)
+    write_json(out_json, {"cell": cell, "records": records})
+    summary = {r["scope"]: round(r["value"], 3) for r in records if r["metric"] == "cas" and "class" not in r["scope"]}
+    shares = [round(r["value"], 3) for r in records if r["metric"] == "near_copy_share" and r["value"] is not None]
+    print(f"CAS {summary}; near-copy share per class {shares}", flush=True)

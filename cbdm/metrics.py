@@ -35,6 +35,37 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     return frechet_distance_from_stats(*mean_and_covariance(features_a), *mean_and_covariance(features_b))
 
 
+def frechet_distance_infinity(features_gen: np.ndarray, features_ref: np.ndarray, *, seed: int,
+                              points: int = 5) -> tuple[float, list[int]]:
+    """FD-infinity (Chong & Forsyth 2020): FID is about linear in 1/n for n generated samples;
+    fit it over `points` subset sizes between n/5 and n and extrapolate to 1/n = 0.
+    Returns (estimate, the subset sizes used)."""
+    n, dim = len(features_gen), features_gen.shape[1]
+    sizes = sorted({int(s) for s in np.linspace(max(n // 5, dim + 2), n, points)})
+    if len(sizes) < 2:
+        raise ValueError(f"FD-infinity needs generated sets larger than the feature dimension {dim} + 2")
+    rng = np.random.RandomState(seed)
+    ref_stats = mean_and_covariance(features_ref)
+    fids = [frechet_distance_from_stats(*mean_and_covariance(features_gen[rng.choice(n, size, replace=False)]),
+                                        *ref_stats) for size in sizes]
+    slope, intercept = np.polyfit(1.0 / np.array(sizes), fids, 1)
+    return float(intercept), sizes
+
+
+def inception_score(logits: np.ndarray, splits: int, seed: int = 2020) -> tuple[float, float]:
+    """IS: exp(E_x KL(p(y|x) || p(y))) per split of the shuffled samples; (mean, sd) over splits,
+    as torch-fidelity computes it."""
+    logits = np.asarray(logits, dtype=np.float64)[np.random.RandomState(seed).permutation(len(logits))]
+    log_p = logits - logits.max(axis=1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+    scores = []
+    for i in range(splits):
+        chunk = log_p[i * len(log_p) // splits:(i + 1) * len(log_p) // splits]
+        log_q = np.log(np.exp(chunk).mean(axis=0, keepdims=True))
+        scores.append(np.exp((np.exp(chunk) * (chunk - log_q)).sum(axis=1).mean()))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
 def _poly_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (x @ y.T / x.shape[1] + 1.0) ** 3
 
@@ -67,6 +98,12 @@ def kernel_distance(features_a: np.ndarray, features_b: np.ndarray, *, subsets: 
 def _pairwise_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     sq = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2 * x @ y.T
     return np.sqrt(np.clip(sq, 0, None))
+
+
+def nearest_neighbour_distances(points: np.ndarray, reference: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Euclidean distance from each point to its nearest neighbour in `reference`."""
+    return np.concatenate([_pairwise_distances(points[s:s + chunk], reference).min(axis=1)
+                           for s in range(0, len(points), chunk)])
 
 
 def knn_radii(features: np.ndarray, k: int, chunk: int = 4096) -> np.ndarray:

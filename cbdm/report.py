@@ -1,7 +1,8 @@
 """Stage 6: per-run metrics -> comparison tables (CSV, Markdown, LaTeX) and plots.
 
-Runs of the same variant (training seeds x sampling seeds) are aggregated to mean, sd and
-the number of runs; every table cell carries the sample sizes it was computed from.
+Runs of a variant (training seeds x sampling seeds) are aggregated to mean, sd over runs and the
+number of runs; intervals computed inside a run (matched-n subsets, KID bootstrap) are averaged
+over runs. Every printed number carries the sample sizes it came from.
 """
 from __future__ import annotations
 
@@ -16,23 +17,44 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .io import atomic_path, read_json, read_npz  # noqa: E402
+from .statistics import compare_to_baseline, seed_variance  # noqa: E402
 
-TABLE_METRICS = {"fid": "FID", "kid_mean": "KID", "recall": "recall", "accuracy": "acc"}
+MAIN_METRICS = {"fid": "FID", "kid_mean": "KID", "recall": "recall", "accuracy": "acc"}
+MATCHED_METRICS = {"fid@matched": "FID", "recall@matched": "recall"}
 
 
-def collect_records(metric_files: list[str]) -> pd.DataFrame:
+class ReportError(RuntimeError):
+    """The report cannot be rendered as asked; the message names what is missing."""
+
+
+# --- collecting and aggregating ---------------------------------------------------------------
+
+def collect_records(files: list[str]) -> pd.DataFrame:
     """One row per (run, scope, metric), with the run's cell columns."""
     rows = []
-    for path in metric_files:
+    for path in files:
         data = read_json(path)
         rows += [{**data["cell"], **r} for r in data["records"]]
     return pd.DataFrame(rows)
 
 
+def check_complete(runs: pd.DataFrame, expected: list[dict]) -> None:
+    """Refuse to render a partial table: every expected evaluation must have its metrics."""
+    have = {(r.variant, int(r.seed), float(r.guidance), int(r.sample_seed), r.protocol)
+            for r in runs[["variant", "seed", "guidance", "sample_seed", "protocol"]].drop_duplicates().itertuples()}
+    missing = [c for c in expected if (c["variant"], int(c["seed"]), float(c["guidance"]),
+                                       int(c["sample_seed"]), c["protocol"]) not in have]
+    if missing:
+        listed = "\n".join(f"  {c}" for c in missing)
+        raise ReportError(f"{len(missing)} evaluation(s) have no metrics; the table would be partial:\n{listed}\n"
+                          f"Run the workflow to completion (snakemake ... all) before the report.")
+
+
 def aggregate(records: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sd and run count per (variant, guidance, scope, metric); a metric missing in some
-    run is reported with the runs that have it and the notes that explain the rest."""
-    keys = ["variant", "guidance", "scope", "metric"]
+    """Mean, sd and run count per (protocol, variant, guidance, scope, metric) over training and
+    sampling seeds; a metric missing in some run is reported with the runs that have it and the
+    notes that explain the rest."""
+    keys = ["protocol", "variant", "guidance", "scope", "metric"]
 
     def summarise(group: pd.DataFrame) -> pd.Series:
         values = group["value"].dropna()
@@ -41,6 +63,8 @@ def aggregate(records: pd.DataFrame) -> pd.DataFrame:
             "sd": values.std(ddof=1) if len(values) > 1 else np.nan,
             "runs": len(values),
             "runs_total": len(group),
+            "ci_low": group["ci_low"].mean(),
+            "ci_high": group["ci_high"].mean(),
             "n_gen": _one_or_range(group["n_gen"]),
             "n_ref": _one_or_range(group["n_ref"]),
             "note": "; ".join(sorted(set(n for n in group["note"] if n))),
@@ -54,38 +78,88 @@ def _one_or_range(values: pd.Series) -> str:
     return str(lo) if lo == hi else f"{lo}-{hi}"
 
 
-def format_value(mean, sd, runs: int, metric: str) -> str:
-    if math.isnan(mean):
+def chosen_guidance(agg: pd.DataFrame, protocol: str, choice: str, declared: dict[str, float]) -> dict[str, float]:
+    """The guidance scale each variant is shown with: its declared (first listed) one, or the one
+    with the lowest FID over all classes under `protocol`."""
+    if choice == "declared":
+        return dict(declared)
+    fid = agg[(agg["protocol"] == protocol) & (agg["scope"] == "all") & (agg["metric"] == "fid")]
+    best = {}
+    for variant, sub in fid.groupby("variant", sort=False):
+        sub = sub.dropna(subset=["mean"])
+        best[variant] = float(sub.loc[sub["mean"].idxmin(), "guidance"]) if len(sub) else declared[variant]
+    return best
+
+
+def at_guidance(frame: pd.DataFrame, guidance: dict[str, float]) -> np.ndarray:
+    """Rows of `frame` at the guidance scale chosen for their variant."""
+    return np.array([guidance[v] == float(g) for v, g in zip(frame["variant"], frame["guidance"])], dtype=bool)
+
+
+# --- tables -----------------------------------------------------------------------------------
+
+def format_value(row, metric: str) -> str:
+    """mean [± sd over runs] [[interval]]; KID x 1e3."""
+    if math.isnan(row["mean"]):
         return "n/a"
     scale = 1000.0 if metric.startswith("kid") else 1.0
-    text = f"{mean * scale:.3g}" if abs(mean * scale) < 1000 else f"{mean * scale:.0f}"
-    if runs > 1 and not math.isnan(sd):
-        text += f" ± {sd * scale:.2g}"
+    text = f"{row['mean'] * scale:.3g}"
+    if row["runs"] > 1 and not math.isnan(row["sd"]):
+        text += f" ± {row['sd'] * scale:.2g}"
+    if not math.isnan(row["ci_low"]):
+        text += f" [{row['ci_low'] * scale:.3g}, {row['ci_high'] * scale:.3g}]"
     return text
 
 
-def summary_table(agg: pd.DataFrame, scopes: list[str], overlap: dict | None) -> pd.DataFrame:
-    """Variants as rows; for each scope, FID / KID (x1e3) / recall / accuracy with their n."""
+def wide_table(agg: pd.DataFrame, columns: list[tuple[str, str, str]]) -> pd.DataFrame:
+    """Variants as rows; one value column and one 'n ...' column per (label, scope, metric).
+    `agg` holds one protocol and one guidance per variant."""
     rows = []
-    for (variant, guidance), sub in agg.groupby(["variant", "guidance"], sort=False):
-        row = {"variant": variant, "guidance": guidance}
-        for scope in scopes:
-            for metric, label in TABLE_METRICS.items():
-                hit = sub[(sub["scope"] == scope) & (sub["metric"] == metric)]
-                if hit.empty:
-                    continue
-                r = hit.iloc[0]
-                row[f"{label} {scope}"] = format_value(r["mean"], r["sd"], r["runs"], metric)
-                row[f"n {label} {scope}"] = (f"{r['n_gen']}" if metric == "accuracy"
-                                             else f"{r['n_gen']} vs {r['n_ref']}")
-        if overlap is not None:
-            metric = f"misclassified_into:{overlap['target']}"
-            hit = sub[(sub["scope"] == overlap["source"]) & (sub["metric"] == metric)]
-            if not hit.empty:
-                r = hit.iloc[0]
-                row[f"{overlap['source']}->{overlap['target']}"] = format_value(r["mean"], r["sd"], r["runs"], metric)
-                row[f"n {overlap['source']}->{overlap['target']}"] = f"{r['n_gen']}"
+    for variant, sub in agg.groupby("variant", sort=False):
+        row = {"variant": variant, "guidance": sub["guidance"].iloc[0]}
+        for label, scope, metric in columns:
+            hit = sub[(sub["scope"] == scope) & (sub["metric"] == metric)]
+            if hit.empty:
+                continue
+            r = hit.iloc[0]
+            row[label] = format_value(r, metric)
+            row[f"n {label}"] = r["n_gen"] if r["n_ref"] == "0" else f"{r['n_gen']} vs {r['n_ref']}"
         row["runs"] = int(sub["runs_total"].max())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def main_columns(scopes: list[str], overlap: dict | None) -> list[tuple[str, str, str]]:
+    columns = [(f"{label} {scope}", scope, metric) for scope in scopes for metric, label in MAIN_METRICS.items()]
+    if overlap is not None:
+        columns.append((f"{overlap['source']}->{overlap['target']}", overlap["source"],
+                        f"misclassified_into:{overlap['target']}"))
+    return columns
+
+
+def overlap_columns(scopes: list[str], overlap: dict | None) -> list[tuple[str, str, str]]:
+    columns = [(f"acc {s}", s, "accuracy") for s in scopes] + [(f"CAS {s}", s, "cas") for s in scopes]
+    if overlap is not None:
+        columns.append((f"{overlap['source']}->{overlap['target']}", overlap["source"],
+                        f"misclassified_into:{overlap['target']}"))
+    return columns
+
+
+def memorization_table(agg: pd.DataFrame, class_counts: list[int]) -> pd.DataFrame:
+    """Classes as rows: training count, each variant's near-copy share, and the held-out
+    images' share under the same threshold (the rate at which the rule fires on non-copies)."""
+    rows = []
+    mem = agg[agg["metric"].isin(["near_copy_share", "near_copy_share_heldout"])]
+    for c, count in enumerate(class_counts):
+        sub = mem[mem["scope"] == f"class {c}"]
+        row = {"class": c, "training images": count}
+        for variant, v in sub[sub["metric"] == "near_copy_share"].groupby("variant", sort=False):
+            row[variant] = format_value(v.iloc[0], "near_copy_share")
+            row[f"n {variant}"] = v.iloc[0]["n_gen"]
+        held = sub[sub["metric"] == "near_copy_share_heldout"]
+        if len(held):
+            row["held-out"] = format_value(held.iloc[0], "near_copy_share_heldout")
+            row["n held-out"] = held.iloc[0]["n_gen"]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -96,7 +170,7 @@ def fold_sample_sizes(table: pd.DataFrame) -> pd.DataFrame:
     out = table.copy()
     for col in [c for c in table.columns if c.startswith("n ")]:
         value_col = col[2:]
-        if table[col].nunique() == 1:
+        if table[col].nunique(dropna=False) == 1:
             out = out.rename(columns={value_col: f"{value_col} (n={table[col].iloc[0]})"})
         else:
             out[value_col] = [f"{v} (n={n})" for v, n in zip(table[value_col], table[col])]
@@ -104,27 +178,79 @@ def fold_sample_sizes(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def format_differences(diffs: pd.DataFrame) -> pd.DataFrame:
+    if diffs.empty:
+        return diffs
+    out = diffs.copy()
+    scale = [1000.0 if m.startswith("kid") else 1.0 for m in out["metric"]]
+    out["difference"] = [f"{d * s:+.3g}" for d, s in zip(out["diff"], scale)]
+    out["95% CI (t)"] = ["" if lo is None or (isinstance(lo, float) and math.isnan(lo))
+                         else f"[{lo * s:+.3g}, {hi * s:+.3g}]"
+                         for lo, hi, s in zip(out["ci_low"], out["ci_high"], scale)]
+    return out[["variant", "baseline", "scope", "metric", "difference", "95% CI (t)", "pairs", "verdict"]]
+
+
+def paper_table(agg: pd.DataFrame, published: list[dict], variants: list[str]) -> pd.DataFrame:
+    """Published numbers beside ours (`agg`: main protocol, chosen guidance): one row per
+    registry entry, then one per variant of ours that no entry covers."""
+    def ours(variant, metric):
+        hit = agg[(agg["variant"] == variant) & (agg["scope"] == "all") & (agg["metric"] == metric)]
+        return hit.iloc[0] if len(hit) else None
+
+    rows, covered = [], set()
+    for entry in published:
+        mine = ours(entry["variant"], entry["metric"]) if entry["variant"] in variants else None
+        covered.add((entry["variant"], entry["metric"]))
+        rows.append({
+            "method": entry["method"], "variant": entry["variant"] or "", "metric": entry["metric"],
+            "published": "not available" if entry["value"] is None else f"{entry['value']:g}",
+            "ours": "not run" if mine is None else format_value(mine, entry["metric"]),
+            "n ours": "" if mine is None else f"{mine['n_gen']} vs {mine['n_ref']}, {mine['runs']} run(s)",
+            "ours - published": ("" if mine is None or entry["value"] is None or math.isnan(mine["mean"])
+                                 else f"{mine['mean'] - entry['value']:+.3g}"),
+            "published protocol": entry["protocol"], "reference": entry["reference"]})
+    for variant in variants:
+        mine = ours(variant, "fid")
+        if (variant, "fid") not in covered and mine is not None:
+            rows.append({"method": variant, "variant": variant, "metric": "fid", "published": "not available",
+                         "ours": format_value(mine, "fid"),
+                         "n ours": f"{mine['n_gen']} vs {mine['n_ref']}, {mine['runs']} run(s)",
+                         "ours - published": "", "published protocol": "", "reference": ""})
+    return pd.DataFrame(rows)
+
+
+def protocol_line(name: str, spec: dict) -> str:
+    return (f"protocol '{name}': {spec['num_samples']} samples with {spec['labels']} labels, "
+            f"compared with the {spec['reference']} images")
+
+
 def write_text(path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 
 
-def write_tables(table: pd.DataFrame, agg: pd.DataFrame, out_csv: str, out_md: str, out_tex: str,
-                 preamble: str) -> None:
-    with atomic_path(out_csv) as tmp:
+def write_csv(path, frame: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
         # Blank mean: not computed (see note); blank sd: a single run.
-        agg.to_csv(tmp, index=False, na_rep="")
-    printed = fold_sample_sizes(table)
-    notes = agg[agg["note"] != ""][["variant", "scope", "metric", "note"]].drop_duplicates()
-    md = [preamble, "", printed.to_markdown(index=False), ""]
+        frame.to_csv(tmp, index=False, na_rep="")
+
+
+def write_tables(sections: list[tuple[str, str, pd.DataFrame]], notes: pd.DataFrame, outputs: dict,
+                 preamble: str) -> None:
+    """`sections`: (heading, explanation, table) triples, the main table first."""
+    md, tex = [preamble, ""], [f"% {preamble}"]
+    for heading, explanation, table in sections:
+        printed = fold_sample_sizes(table)
+        md += [f"## {heading}", "", explanation, "", printed.to_markdown(index=False), ""]
+        tex += [f"% {heading}", printed.to_latex(index=False, escape=True)]
     if len(notes):
-        md += ["Notes:", ""] + [f"- {r.variant} / {r.scope} / {r.metric}: {r.note}" for r in notes.itertuples()]
-    write_text(out_md, "\n".join(md) + "\n")
-    tex = printed.to_latex(index=False, escape=True)
-    write_text(out_tex, f"% {preamble}\n{tex}")
+        md += ["## Notes", ""] + [f"- {r.protocol} / {r.variant} / {r.scope} / {r.metric}: {r.note}"
+                                  for r in notes.itertuples()]
+    write_text(outputs["md"], "\n".join(md) + "\n")
+    write_text(outputs["tex"], "\n".join(tex))
 
 
-# --- plots ----------------------------------------------------------------------------------
+# --- plots ------------------------------------------------------------------------------------
 
 def _save(fig, path: str) -> None:
     with atomic_path(path) as tmp:
@@ -164,6 +290,21 @@ def plot_groups(agg: pd.DataFrame, scopes: list[str], path: str) -> None:
     _save(fig, path)
 
 
+def plot_guidance(agg: pd.DataFrame, path: str) -> None:
+    """FID and recall over all classes against the guidance scale, per variant."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, metric in zip(axes, ("fid", "recall")):
+        sub = agg[(agg["scope"] == "all") & (agg["metric"] == metric)]
+        for variant, rows in sub.groupby("variant", sort=False):
+            rows = rows.sort_values("guidance")
+            ax.errorbar(rows["guidance"], rows["mean"], yerr=np.nan_to_num(rows["sd"].to_numpy(float)),
+                        marker="o", capsize=3, label=variant)
+        ax.set_xlabel("guidance scale w")
+        ax.set_title(f"{metric} (all classes)")
+    axes[0].legend(fontsize=8)
+    _save(fig, path)
+
+
 def plot_confusions(confusions: dict[str, np.ndarray], path: str) -> None:
     fig, axes = plt.subplots(1, len(confusions), figsize=(3.6 * len(confusions), 3.6), squeeze=False)
     for ax, (variant, counts) in zip(axes[0], confusions.items()):
@@ -176,12 +317,12 @@ def plot_confusions(confusions: dict[str, np.ndarray], path: str) -> None:
     _save(fig, path)
 
 
-def plot_sample_grids(sample_files: dict[str, str], path: str, per_class: int = 10) -> None:
+def plot_sample_grids(sample_files: dict[str, str], path: str, per_class: int = 10, max_classes: int = 20) -> None:
     fig, axes = plt.subplots(1, len(sample_files), figsize=(3 * len(sample_files), 3.4), squeeze=False)
     for ax, (variant, sample_npz) in zip(axes[0], sample_files.items()):
         data = read_npz(sample_npz, {"images": 4, "labels": 1})
         rows = []
-        for c in np.unique(data["labels"]):
+        for c in np.unique(data["labels"])[:max_classes]:
             imgs = data["images"][data["labels"] == c][:per_class]
             imgs = np.concatenate([imgs, np.zeros((per_class - len(imgs), *imgs.shape[1:]), np.uint8)])
             rows.append(np.concatenate(list(imgs.transpose(0, 2, 3, 1)), axis=1))
@@ -189,7 +330,7 @@ def plot_sample_grids(sample_files: dict[str, str], path: str, per_class: int = 
         ax.imshow(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255)
         ax.set_title(variant)
         ax.axis("off")
-    fig.suptitle("Samples, one row per class (class 0 at the top)")
+    fig.suptitle(f"Samples, one row per class (class 0 at the top, at most {max_classes} classes)")
     _save(fig, path)
 
 
@@ -208,29 +349,103 @@ def plot_losses(loss_logs: dict[str, str], path: str) -> None:
     _save(fig, path)
 
 
-def build_report(*, metric_files: list[str], sample_files: dict[str, str], loss_logs: dict[str, str],
-                 manifest_json: str, groups: dict, overlap: dict | None, evaluation: dict, title: str,
-                 outputs: dict[str, str]) -> None:
-    records = collect_records(metric_files)
-    agg = aggregate(records)
+# --- the report -------------------------------------------------------------------------------
+
+def build_report(*, metric_files: list[str], diagnostic_files: list[str], expected_cells: list[dict],
+                 variants: list[str], sample_files: dict[str, str], loss_logs: dict[str, str],
+                 manifest_json: str, groups: dict, overlap: dict | None, evaluation: dict,
+                 declared_guidance: dict[str, float], sampling: dict[str, dict], features: dict,
+                 published: list[dict], title: str, outputs: dict[str, str]) -> None:
+    """`variants`: the declared variants in config order, which the tables keep; `sampling`: each
+    variant's sampling settings; `published`: the registry entries of this dataset."""
+    runs = collect_records(metric_files)
+    check_complete(runs, expected_cells)
+    runs = pd.concat([runs, collect_records(diagnostic_files)], ignore_index=True)
+    runs = runs.sort_values("variant", key=lambda v: v.map(variants.index), kind="stable")
+    agg = aggregate(runs)
+    protocols = evaluation["protocols"]
+    main = evaluation["report_protocol"] or next(iter(protocols))
+    baseline = evaluation["baseline"] or variants[0]
+    guidance = chosen_guidance(agg, main, evaluation["guidance_choice"], declared_guidance)
+    shown = agg[at_guidance(agg, guidance)]
+    main_agg = shown[shown["protocol"] == main]
     scopes = ["all"] + list(groups)
-    table = summary_table(agg, scopes, overlap)
     manifest = read_json(manifest_json)
-    preamble = (f"{title}. Training set: {manifest['total']} images, class counts "
-                f"{manifest['class_counts']}. Reference images: {evaluation['reference']}. "
-                f"'n': generated vs reference images. KID x 1e3, mean of {evaluation['kid_subsets']} "
-                f"subsets of min({evaluation['kid_subset_size']}, n). acc: share of samples the "
-                f"classifier assigns to their own class."
-                + (f" {overlap['source']}->{overlap['target']}: share of {overlap['source']} samples "
-                   f"classified as a {overlap['target']} class." if overlap else ""))
-    write_tables(table, agg, outputs["csv"], outputs["md"], outputs["tex"], preamble)
-    plot_fid_vs_count(agg, manifest["class_counts"], outputs["fid_vs_count"])
-    plot_groups(agg, scopes, outputs["groups"])
+
+    sections = [(f"Main table: {protocol_line(main, protocols[main])}",
+                 f"Each variant at its {evaluation['guidance_choice']} guidance scale. KID x 1e3. "
+                 f"acc: share of samples the classifier assigns to their own class.",
+                 wide_table(main_agg, main_columns(scopes, overlap)))]
+    sections += [(protocol_line(name, protocols[name]).capitalize(), "",
+                  wide_table(shown[shown["protocol"] == name], main_columns(scopes, overlap)))
+                 for name in protocols if name != main]
+    if len(groups) > 1:
+        sections.append(("Class groups at matched n",
+                         f"Every group evaluated on the same number of generated and reference images "
+                         f"({evaluation['matched_fraction']:g} of the smallest group's), over "
+                         f"{evaluation['matched_repeats']} random subsets: mean [2.5 %, 97.5 % of the "
+                         f"subsets]. FID grows as n shrinks: compare these groups with each other, not "
+                         f"with the main table.",
+                         wide_table(main_agg, [(f"{label} {g}", g, m) for g in groups
+                                               for m, label in MATCHED_METRICS.items()])))
+    sections.append(("Overlap diagnostics",
+                     "acc: the balanced classifier's accuracy on the samples; CAS: accuracy on held-out "
+                     "real images of a classifier trained on the samples only (mean over classes)"
+                     + (f"; {overlap['source']}->{overlap['target']}: share of {overlap['source']} samples "
+                        f"classified as a {overlap['target']} class" if overlap else "") + ".",
+                     wide_table(main_agg, overlap_columns(scopes, overlap))))
+    sections.append(("Memorization audit",
+                     f"Share of generated images whose nearest training image of their class (pixel "
+                     f"distance) is closer than {evaluation['memorization']['relative_threshold']} x the "
+                     f"median held-out image's distance; 'held-out': the same share for real held-out "
+                     f"images, which cannot be copies.",
+                     memorization_table(main_agg, manifest["class_counts"])))
+
+    how = "; ".join(f"{v}: {sampling[v]['sampler']} {sampling[v]['steps']} steps, guidance {guidance[v]:g}"
+                    for v in variants)
+    ours_protocol = (f"Ours: {protocol_line(main, protocols[main])}; {features['extractor']} features; "
+                     f"{how}; {manifest['total']} training images.")
+    paper = paper_table(main_agg, published, variants)
+    if published:
+        sections.insert(1, ("Paper comparison", "Published numbers beside ours. " + ours_protocol, paper))
+
+    targets = [(s, "fid") for s in scopes] + [("all", "recall"), ("all", "accuracy")]
+    targets += [(s, "cas") for s in scopes] + [(g, "fid@matched") for g in groups]
+    if overlap is not None:
+        targets.append((overlap["source"], f"misclassified_into:{overlap['target']}"))
+    main_runs = runs[(runs["protocol"] == main).to_numpy() & at_guidance(runs, guidance)]
+    diffs = compare_to_baseline(main_runs, baseline, targets)
+    variance = pd.concat([seed_variance(main_runs, s, m) for s, m in [("all", "fid"), ("all", "recall")]])
+    sections.append((f"Differences to {baseline}",
+                     "Variant minus baseline, paired by training and sampling seed; a t-based 95 % "
+                     "interval over the pairs; 'better'/'worse' when it excludes 0.",
+                     format_differences(diffs)))
+    sections.append(("Spread over seeds",
+                     "sd over training seeds (of each seed's mean over sampling seeds) and pooled sd "
+                     "over sampling seeds within a training seed; blank with a single seed.",
+                     variance))
+
+    preamble = (f"# {title}\n\nTraining set: {manifest['total']} images, class counts "
+                f"{manifest['class_counts']}. 'n' is generated vs reference images; ± is the sd over "
+                f"runs (training x sampling seeds) where there are several.")
+    notes = agg[agg["note"] != ""][["protocol", "variant", "scope", "metric", "note"]].drop_duplicates()
+    notes = notes[~notes["metric"].str.endswith("@matched") & ~notes["metric"].str.startswith("near_copy")]
+    write_csv(outputs["csv"], agg)
+    write_csv(outputs["paper"], paper)
+    write_csv(outputs["runs"], runs)
+    write_csv(outputs["stats"], pd.concat([diffs.assign(kind="paired difference"),
+                                           variance.assign(kind="seed spread")]))
+    write_tables(sections, notes, outputs, preamble)
+
+    plot_fid_vs_count(main_agg, manifest["class_counts"], outputs["fid_vs_count"])
+    plot_groups(main_agg, scopes, outputs["groups"])
+    plot_guidance(agg[agg["protocol"] == main], outputs["guidance"])
     confusions = {}
     for path in metric_files:
         data = read_json(path)
-        variant = data["cell"]["variant"]
-        confusions[variant] = confusions.get(variant, 0) + np.asarray(data["confusion"])
+        cell = data["cell"]
+        if cell["protocol"] == main and guidance[cell["variant"]] == cell["guidance"]:
+            confusions[cell["variant"]] = confusions.get(cell["variant"], 0) + np.asarray(data["confusion"])
     plot_confusions(confusions, outputs["confusion"])
     plot_sample_grids(sample_files, outputs["samples"])
     plot_losses(loss_logs, outputs["loss"])

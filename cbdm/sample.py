@@ -1,8 +1,9 @@
 """Stage 3: draw a sample set from a trained model.
 
-Labels are exact per-class counts ('exact', every class gets `per_class` images) or drawn
-uniformly at random per image ('uniform_random', the reference evaluation). Image i of
-sampling seed s has seed s * SEED_STRIDE + i, so any image can be regenerated alone.
+The labels follow a protocol's policy: 'exact' (the same count for every class),
+'uniform_random' (an independent uniform label per image, the reference evaluation) or
+'train_prior' (exact counts in proportion to the training set). Image i of sampling seed s has
+seed s * SEED_STRIDE + i, so any image can be regenerated alone.
 """
 from __future__ import annotations
 
@@ -21,12 +22,23 @@ from .train import resolve_device
 SEED_STRIDE = 1_000_000
 
 
-def sample_labels(num_classes: int, per_class: int, policy: str, seed: int) -> np.ndarray:
+def sample_labels(policy: str, num_samples: int, class_counts: list[int], seed: int) -> np.ndarray:
+    """Labels of a sample set, sorted by class except for 'uniform_random'."""
+    num_classes = len(class_counts)
     if policy == "exact":
-        return np.repeat(np.arange(num_classes), per_class)
+        if num_samples % num_classes:
+            raise ValueError(f"num_samples={num_samples} is not a multiple of the {num_classes} classes; "
+                             f"'exact' labels give every class the same count")
+        return np.repeat(np.arange(num_classes), num_samples // num_classes)
     if policy == "uniform_random":
-        return np.random.RandomState(seed).randint(num_classes, size=num_classes * per_class)
-    raise ValueError(f"unknown label policy {policy!r}; use 'exact' or 'uniform_random'")
+        return np.random.RandomState(seed).randint(num_classes, size=num_samples)
+    if policy == "train_prior":
+        share = np.asarray(class_counts, dtype=np.float64) * num_samples / np.sum(class_counts)
+        counts = np.floor(share).astype(int)
+        # Largest remainders take the images left over by rounding down.
+        counts[np.argsort(-(share - counts), kind="stable")[:num_samples - counts.sum()]] += 1
+        return np.repeat(np.arange(num_classes), counts)
+    raise ValueError(f"unknown label policy {policy!r}; use 'exact', 'uniform_random' or 'train_prior'")
 
 
 def image_seeds(sample_seed: int, count: int) -> np.ndarray:
@@ -57,18 +69,21 @@ def generate(model, schedule, labels: np.ndarray, seeds: np.ndarray, sampling: d
     return np.concatenate(out)
 
 
-def sample(settings: dict, *, model_path: str, guidance: float, sample_seed: int, device: str,
-           out_npz: str) -> None:
+def sample(settings: dict, *, model_path: str, guidance: float, sample_seed: int, labels: str,
+           num_samples: int, class_counts: list[int], device: str, out_npz: str) -> None:
     sampling = settings["sampling"]
     dev = resolve_device(device)
     model, schedule, _ = load_model(model_path, dev)
-    num_classes = model.cfg.num_classes
-    labels = sample_labels(num_classes, sampling["per_class"], sampling["labels"], sample_seed)
-    seeds = image_seeds(sample_seed, len(labels))
+    if model.cfg.num_classes != len(class_counts):
+        raise ValueError(f"{model_path} has {model.cfg.num_classes} classes but the dataset has "
+                         f"{len(class_counts)}: the model file belongs to another dataset; rebuild it")
+    y = sample_labels(labels, num_samples, class_counts, sample_seed)
+    seeds = image_seeds(sample_seed, len(y))
     started = time.time()
-    print(f"sampling {len(labels)} images of variant {settings['name']} ({sampling['sampler']}, "
-          f"{sampling['steps']} steps, guidance {guidance}, seed {sample_seed}) on {dev}", flush=True)
-    images = generate(model, schedule, labels, seeds, sampling, guidance, dev, f"sample {settings['name']}")
+    print(f"sampling {len(y)} images ({labels} labels) of variant {settings['name']} "
+          f"({sampling['sampler']}, {sampling['steps']} steps, guidance {guidance}, seed {sample_seed}) "
+          f"on {dev}", flush=True)
+    images = generate(model, schedule, y, seeds, sampling, guidance, dev, f"sample {settings['name']}")
     seconds = time.time() - started
-    print(f"done in {seconds:.0f} s ({len(labels) / seconds:.1f} images/s)", flush=True)
-    write_npz(out_npz, images=images, labels=labels, seeds=seeds)
+    print(f"done in {seconds:.0f} s ({len(y) / seconds:.1f} images/s)", flush=True)
+    write_npz(out_npz, images=images, labels=y, seeds=seeds)

@@ -7,19 +7,14 @@ Nothing here downloads unless the config says `download: true`.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import pickle
 from dataclasses import dataclass
-from functools import cache
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-
-class DataError(RuntimeError):
-    """A dataset file is missing or not what it should be; the message names the fix."""
+from .assets import DataError, asset_lock, check_file, file_digest
 
 
 @dataclass(frozen=True)
@@ -47,32 +42,6 @@ class Source:
 NUM_CLASSES = {"sklearn_digits": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
 
 
-@cache
-def asset_lock() -> dict:
-    return yaml.safe_load(resources.files("cbdm").joinpath("assets.lock.yaml").read_text())
-
-
-def file_digest(path: Path, algorithm: str = "sha256", decompressed: bool = False) -> str:
-    h = hashlib.new(algorithm)
-    opener = gzip.open if decompressed else open
-    with opener(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return f"{algorithm}:{h.hexdigest()}"
-
-
-def check_file(path: Path, entry: dict, verify: bool) -> str:
-    """Digest of `path` in the lock's algorithm; raises DataError on a mismatch when `verify`."""
-    algorithm, expected = entry["digest"].split(":")
-    digest = file_digest(path, algorithm, entry.get("decompressed", False))
-    if verify and digest != entry["digest"]:
-        raise DataError(
-            f"{path} has {digest} but the official file has {entry['digest']}: the file is "
-            f"corrupt or not the official release. Delete it and fetch it again, or set "
-            f"verify_checksums: false for this dataset if you use a deliberate variant.")
-    return digest
-
-
 def load_source(spec: dict) -> Source:
     """Read the dataset named by a config `datasets.<name>` entry."""
     readers = {"sklearn_digits": _read_digits, "fashion_mnist": _read_fashion_mnist,
@@ -92,37 +61,61 @@ def _read_digits(spec: dict) -> Source:
     return Source(ImageSet(images, digits.target.astype(np.int64)), None, files)
 
 
-def _require_root(spec: dict, hint: str) -> Path:
+HINTS = {
+    "fashion_mnist": ("the folder with train-images-idx3-ubyte.gz and the three other IDX files "
+                      "(Debian: `apt-get install dataset-fashion-mnist` puts them in "
+                      "/usr/share/datasets/fashion-mnist)"),
+    "cifar10": "the folder that holds cifar-10-batches-py/ (extract cifar-10-python.tar.gz there)",
+    "cifar100": "the folder that holds cifar-100-python/ (extract cifar-100-python.tar.gz there)",
+}
+
+
+def fetch_source(spec: dict) -> None:
+    """Download a dataset with torchvision's downloader (which checks its own checksums)."""
+    from torchvision import datasets
+
     if spec.get("root") is None:
-        raise DataError(f"dataset source {spec['source']!r} needs `root:` in its config entry: {hint}")
-    return Path(spec["root"]).expanduser()
+        raise DataError(f"dataset source {spec['source']!r} needs `root:` to download into")
+    getattr(datasets, asset_lock()["datasets"][spec["source"]]["torchvision"])(str(spec["root"]), download=True)
+
+
+def source_folder(spec: dict) -> Path:
+    """The folder holding every file of a file-based source; downloads first if the config says
+    `download: true` and the files are missing."""
+    name, lock = spec["source"], asset_lock()["datasets"][spec["source"]]
+    if spec.get("root") is None:
+        raise DataError(f"dataset source {name!r} needs `root:` in its config entry: {HINTS[name]}")
+    root = Path(spec["root"]).expanduser()
+    candidates = [root / folder for folder in lock["folders"]]
+
+    def complete():
+        return next((d for d in candidates if all((d / f).exists() for f in lock["files"])), None)
+
+    if complete() is None and spec.get("download"):
+        fetch_source(spec)
+    folder = complete()
+    if folder is None:
+        missing = [f for f in lock["files"] if not (candidates[0] / f).exists()]
+        raise DataError(f"{name}: {missing} not found in {' or '.join(map(str, candidates))}. Set root to "
+                        f"{HINTS[name]}, or set `download: true` (or run `cbdm assets fetch`) to let "
+                        f"torchvision fetch it.")
+    return folder
+
+
+def verify_source(spec: dict) -> dict[str, str]:
+    """file name -> digest of every file of a file-based source, checked against the lock."""
+    folder, entries = source_folder(spec), asset_lock()["datasets"][spec["source"]]["files"]
+    return {f: check_file(folder / f, entry, spec.get("verify_checksums", True)) for f, entry in entries.items()}
 
 
 def _read_fashion_mnist(spec: dict) -> Source:
-    hint = ("the folder with train-images-idx3-ubyte.gz and the three other IDX files "
-            "(Debian: `apt-get install dataset-fashion-mnist` puts them in "
-            "/usr/share/datasets/fashion-mnist), or any folder with `download: true`")
-    root = _require_root(spec, hint)
-    entries = asset_lock()["datasets"]["fashion_mnist"]["files"]
-    folder = next((d for d in (root, root / "FashionMNIST" / "raw")
-                   if all((d / name).exists() for name in entries)), None)
-    if folder is None and spec.get("download"):
-        from torchvision.datasets import FashionMNIST
-        FashionMNIST(str(root), train=True, download=True)
-        folder = root / "FashionMNIST" / "raw"
-    if folder is None:
-        missing = [name for name in entries if not (root / name).exists()]
-        raise DataError(f"Fashion-MNIST files {missing} not found in {root} (nor in "
-                        f"{root / 'FashionMNIST' / 'raw'}). Set root to {hint}.")
-    verify = spec.get("verify_checksums", True)
-    files = {name: check_file(folder / name, entry, verify) for name, entry in entries.items()}
+    files = verify_source(spec)
+    folder, lock = source_folder(spec), asset_lock()["datasets"]["fashion_mnist"]
 
-    def split(prefix):
-        images = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")
-        labels = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")
-        return ImageSet(images[:, None], labels.astype(np.int64))
+    def split(images_file, labels_file):
+        return ImageSet(read_idx(folder / images_file)[:, None], read_idx(folder / labels_file).astype(np.int64))
 
-    return Source(split("train"), split("t10k"), files)
+    return Source(split(*lock["train"]), split(*lock["test"]), files)
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -141,21 +134,8 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def _read_cifar(spec: dict) -> Source:
-    name = spec["source"]
-    lock = asset_lock()["datasets"][name]
-    hint = (f"the folder that holds {lock['folder']}/ (extract {lock['archive']['url']} there, "
-            f"or set `download: true` to let torchvision fetch it)")
-    root = _require_root(spec, hint)
-    folder = root / lock["folder"]
-    if not all((folder / f).exists() for f in lock["files"]) and spec.get("download"):
-        from torchvision import datasets
-        getattr(datasets, {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}[name])(str(root), download=True)
-    missing = [f for f in lock["files"] if not (folder / f).exists()]
-    if missing:
-        raise DataError(f"{name}: {', '.join(str(folder / f) for f in missing)} not found. "
-                        f"Set root to {hint}.")
-    verify = spec.get("verify_checksums", True)
-    files = {f: check_file(folder / f, lock["files"][f], verify) for f in lock["files"]}
+    files = verify_source(spec)
+    folder, lock = source_folder(spec), asset_lock()["datasets"][spec["source"]]
 
     def split(names):
         parts = [read_cifar_pickle(folder / n, lock["label_key"]) for n in names]

@@ -21,9 +21,8 @@ def job(snakemake):
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:
-            import torch
-
-            torch.set_num_threads(snakemake.threads)
+            if "torch" in sys.modules:  # stages without torch should not pay for importing it
+                sys.modules["torch"].set_num_threads(snakemake.threads)
             yield
         except BaseException:
             traceback.print_exc()

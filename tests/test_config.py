@@ -24,7 +24,8 @@ def test_defaults_are_filled_from_the_schema():
     assert c["seeds"] == [0]
 
 
-def test_the_shipped_configs_validate(repo):
+def test_the_shipped_configs_validate(repo, monkeypatch):
+    monkeypatch.chdir(repo)  # their paths (published registry) are relative to the repository
     for path in [repo / "config/config.yaml", *sorted((repo / "config/paper").glob("*.yaml"))]:
         load_config(path)
 
@@ -77,3 +78,17 @@ def test_load_config_reads_yaml(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(MINIMAL))
     assert load_config(path)["suite"] == "t"
+
+
+def test_the_published_registry_is_checked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pub.yaml").write_text("- {source: cifar10, imbalance_factor: 100, method: X, metric: fid, value: 1.0}\n")
+    with pytest.raises(ConfigError, match=r"missing \['protocol', 'reference', 'variant'\]"):
+        config(published="pub.yaml")
+    (tmp_path / "pub.yaml").write_text(
+        "- {source: cifar10, imbalance_factor: 100, method: X, variant: null, metric: fid, value: about 6,"
+        " protocol: p, reference: r}\n")
+    with pytest.raises(ConfigError, match="number or null"):
+        config(published="pub.yaml")
+    with pytest.raises(ConfigError, match="does not exist"):
+        config(published="missing.yaml")

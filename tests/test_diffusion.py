@@ -132,3 +132,14 @@ def test_unet_config_errors_name_the_problem():
     with pytest.raises(ValueError, match="image_size"):
         build_unet({**TINY_NET, "channel_mult": [1, 2, 2, 2]}, image_channels=1, image_size=4,
                    num_classes=3, num_timesteps=10)
+
+
+def test_the_cifar_unet_has_the_reference_parameter_count(repo):
+    """The pytorch-ddpm UNet at the CIFAR setting has about 35.7 M parameters (conditional)."""
+    import yaml
+
+    from cbdm.networks import count_parameters
+
+    network = yaml.safe_load((repo / "config/paper/cifar10-lt.yaml").read_text())["network"]
+    model = build_unet(network, image_channels=3, image_size=32, num_classes=10, num_timesteps=1000)
+    assert count_parameters(model) == pytest.approx(35.7e6, rel=0.01)

@@ -3,16 +3,17 @@ import json
 import numpy as np
 import pytest
 
-from cbdm.evaluate import evaluate, scope_records
+from cbdm.evaluate import evaluate, matched_group_records, scope_records
 from cbdm.io import write_npz
 
-CFG = {"min_samples": 10, "kid_subsets": 5, "kid_subset_size": 50, "pr_neighborhood": 3, "seed": 0}
+CFG = {"min_samples": 10, "kid_subsets": 5, "kid_subset_size": 50, "pr_neighborhood": 3, "seed": 0,
+       "fid_small_n": "flag", "fid_infinity": False, "matched_repeats": 4, "matched_fraction": 0.5, "kid_bootstrap": 20, "is_splits": 2}
 
 
 def arrays(n, dim=4, labels=None, predicted=None, seed=0):
     rng = np.random.RandomState(seed)
     labels = np.zeros(n, dtype=np.int64) if labels is None else np.asarray(labels)
-    return {"features": rng.randn(n, dim), "labels": labels,
+    return {"features": rng.randn(n, dim), "labels": labels, "logits": rng.randn(n, 3),
             "predicted": labels.copy() if predicted is None else np.asarray(predicted)}
 
 
@@ -35,6 +36,29 @@ def test_fid_at_or_below_the_feature_dimension_is_flagged():
     assert "singular covariance" in records["fid"]["note"]
     clean = by_metric(scope_records("all", arrays(300, dim=8), arrays(200, dim=8, seed=1), {}, CFG))
     assert clean["fid"]["note"] == ""
+    refused = by_metric(scope_records("class 0", arrays(30, dim=32), arrays(200, dim=32, seed=1), {},
+                                      {**CFG, "fid_small_n": "refuse"}))
+    assert refused["fid"]["value"] is None and "fid_small_n: refuse" in refused["fid"]["note"]
+
+
+def test_class_kid_has_a_bootstrap_interval_around_it():
+    records = by_metric(scope_records("class 1", arrays(60, dim=4), arrays(60, dim=4, seed=3), {}, CFG))
+    kid = records["kid_mean"]
+    assert kid["ci_low"] < kid["ci_high"]
+    assert by_metric(scope_records("all", arrays(60), arrays(60, seed=3), {}, CFG))["kid_mean"]["ci_low"] is None
+
+
+def test_groups_are_compared_at_matched_n():
+    labels = np.repeat([0, 1], [200, 40])
+    gen = arrays(240, labels=labels)
+    ref = arrays(150, labels=np.repeat([0, 1], [100, 50]), seed=1)
+    records = matched_group_records(gen, ref, {"head": [0], "tail": [1]}, CFG)
+    fid = {r["scope"]: r for r in records if r["metric"] == "fid@matched"}
+    assert fid["head"]["n_gen"] == fid["tail"]["n_gen"] == 20  # half the smallest group
+    assert fid["head"]["n_ref"] == fid["tail"]["n_ref"] == 25
+    assert fid["head"]["sd"] > 0 and fid["head"]["ci_low"] <= fid["head"]["value"] <= fid["head"]["ci_high"]
+    assert "4 random subsets of 20 generated and 25 reference images" in fid["head"]["note"]
+    assert fid["tail"]["sd"] > 0  # the smallest group varies too
 
 
 def test_accuracy_and_misclassification_into_groups():
@@ -55,6 +79,7 @@ def test_evaluate_writes_every_scope_with_its_n(tmp_path):
     data = json.loads((tmp_path / "m.json").read_text())
     scopes = {r["scope"] for r in data["records"]}
     assert scopes == {"all", "head", "tail", "class 0", "class 1", "class 2"}
+    assert {r["metric"] for r in data["records"] if r["scope"] == "tail"} >= {"fid@matched", "recall@matched"}
     fid = {r["scope"]: r for r in data["records"] if r["metric"] == "fid"}
     assert fid["tail"]["n_gen"] == 38 and fid["tail"]["n_ref"] == 60
     assert fid["class 2"]["value"] is None  # 8 samples < min_samples

@@ -4,11 +4,12 @@ import pytest
 import torch
 from cleanfid import fid as cleanfid
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 
-from cbdm.metrics import (confusion_matrix, frechet_distance, kernel_distance, mean_and_covariance,
-                          precision_recall)
+from cbdm.metrics import (confusion_matrix, frechet_distance, frechet_distance_infinity, inception_score,
+                          kernel_distance, mean_and_covariance, precision_recall)
 
 
 @pytest.fixture
@@ -102,3 +103,27 @@ def test_confusion_matrix_counts():
     labels = np.array([0, 0, 1, 2, 2, 2])
     predicted = np.array([0, 1, 1, 0, 2, 2])
     assert confusion_matrix(labels, predicted, 3).tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+
+
+def test_inception_score_matches_torch_fidelity():
+    logits = np.random.RandomState(4).randn(1000, 10) * 3
+    ours = inception_score(logits, splits=10, seed=2020)
+    ref = isc_features_to_metric(torch.from_numpy(logits), splits=10, shuffle=True, rng_seed=2020)
+    assert ours[0] == pytest.approx(ref["inception_score_mean"], rel=1e-6)
+    assert ours[1] == pytest.approx(ref["inception_score_std"], rel=1e-6)
+
+
+def test_inception_score_known_cases():
+    confident = np.eye(10)[np.arange(1000) % 10] * 50  # sure of each image, all classes equally often
+    assert inception_score(confident, splits=1)[0] == pytest.approx(10.0, rel=1e-3)
+    undecided = np.zeros((1000, 10))
+    assert inception_score(undecided, splits=5)[0] == pytest.approx(1.0)
+
+
+def test_fid_infinity_removes_the_small_sample_bias():
+    rng = np.random.RandomState(5)
+    ref = rng.randn(20000, 8)
+    gen = rng.randn(2000, 8)  # same distribution: the true distance is 0
+    estimate, sizes = frechet_distance_infinity(gen, ref, seed=0)
+    assert sizes[0] == 400 and sizes[-1] == 2000
+    assert abs(estimate) < frechet_distance(gen, ref) / 3

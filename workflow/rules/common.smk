@@ -21,8 +21,11 @@ VARIANTS = {name: cbdm_config.variant_settings(config, name) for name in config[
 BUILT_IN_VARIANTS = [name for name, v in VARIANTS.items() if not v["external"]]
 
 # Paths of the stages; {imb} and {guidance} are factor_label()s of numbers, e.g. 10 or 0.8.
+# A sample set is CELL/{labelset}, e.g. .../w1-s0/exact-1000; its metrics are CELL/{protocol}.
 RUN = "{dataset}/IF{imb}/{variant}/seed{seed}"
 CELL = f"{RUN}/w{{guidance}}-s{{sample_seed}}"
+PROTOCOLS = config["evaluation"]["protocols"]
+MAIN_PROTOCOL = config["evaluation"]["report_protocol"] or next(iter(PROTOCOLS))
 SOURCE_NPZ = f"{RESULTS}/data/{{dataset}}/source.npz"
 SOURCE_JSON = f"{RESULTS}/data/{{dataset}}/source.json"
 TRAIN_NPZ = f"{RESULTS}/data/{{dataset}}/IF{{imb}}/train.npz"
@@ -30,10 +33,11 @@ MANIFEST = f"{RESULTS}/data/{{dataset}}/IF{{imb}}/manifest.json"
 CLASSIFIER = f"{RESULTS}/classifier/{{dataset}}/classifier.pt"
 MODEL = f"{RESULTS}/models/{RUN}/model.pt"
 LOSS_LOG = f"{RESULTS}/models/{RUN}/loss.csv"
-SAMPLES = f"{RESULTS}/samples/{CELL}.npz"
-FEATURES = f"{RESULTS}/features/{CELL}.npz"
+SAMPLES = f"{RESULTS}/samples/{CELL}/{{labelset}}.npz"
+FEATURES = f"{RESULTS}/features/{CELL}/{{labelset}}.npz"
 REFERENCE_FEATURES = f"{RESULTS}/features/{{dataset}}/IF{{imb}}/reference-{{reference}}.npz"
-METRICS = f"{RESULTS}/metrics/{CELL}.json"
+METRICS = f"{RESULTS}/metrics/{CELL}/{{protocol}}.json"
+DIAGNOSTICS = f"{RESULTS}/diagnostics/{CELL}/{{labelset}}.json"
 REPORT_DIR = f"{RESULTS}/report/{{dataset}}-IF{{imb}}"
 
 # Where each reference set's images live: (file, array prefix).
@@ -68,20 +72,28 @@ def dataset_factors():
             for f in cbdm_config.imbalance_factors(spec)]
 
 
-def cells(dataset, imb, variants=None):
-    """Wildcard dicts of every evaluated sample set of one long-tailed dataset."""
-    for variant in variants or VARIANTS:
-        settings = VARIANTS[variant]
-        for seed, guidance, sample_seed in itertools.product(
-                config["seeds"], settings["guidance"], settings["sampling"]["seeds"]):
+def labelset(protocol):
+    """The sample set a protocol evaluates: its label policy and size, e.g. 'exact-1000'."""
+    spec = PROTOCOLS[protocol]
+    return f"{spec['labels']}-{spec['num_samples']}"
+
+
+def cells(dataset, imb):
+    """Wildcard dicts of every evaluation of one long-tailed dataset: variant x training seed x
+    guidance x sampling seed x protocol."""
+    for variant, settings in VARIANTS.items():
+        for seed, guidance, sample_seed, protocol in itertools.product(
+                config["seeds"], settings["guidance"], settings["sampling"]["seeds"], PROTOCOLS):
             yield dict(dataset=dataset, imb=imb, variant=variant, seed=seed,
-                       guidance=cbdm_config.factor_label(guidance), sample_seed=sample_seed)
+                       guidance=cbdm_config.factor_label(guidance), sample_seed=sample_seed,
+                       protocol=protocol, labelset=labelset(protocol))
 
 
 REPORT_FILES = {
-    "csv": "table.csv", "md": "table.md", "tex": "table.tex",
-    "fid_vs_count": "fid_vs_count.png", "groups": "groups.png", "confusion": "confusion.png",
-    "samples": "samples.png", "loss": "loss.png",
+    "csv": "table.csv", "runs": "runs.csv", "stats": "stats.csv", "paper": "paper_table.csv",
+    "md": "table.md", "tex": "table.tex",
+    "fid_vs_count": "fid_vs_count.png", "groups": "groups.png", "guidance": "guidance.png",
+    "confusion": "confusion.png", "samples": "samples.png", "loss": "loss.png",
 }
 
 
@@ -98,12 +110,30 @@ def init_model(wildcards):
 
 def report_inputs(wildcards):
     all_cells = list(cells(wildcards.dataset, wildcards.imb))
-    first_cell = {}  # the sample set shown in the grid: first seed, guidance and sampling seed
+    first_cell = {}  # the sample set in the grid: first seed, guidance, sampling seed and protocol
     for cell in all_cells:
         first_cell.setdefault(cell["variant"], cell)
+    main_cells = [c for c in all_cells if c["protocol"] == MAIN_PROTOCOL]
     return {
         "metrics": [METRICS.format(**c) for c in all_cells],
+        "diagnostics": [DIAGNOSTICS.format(**c) for c in main_cells],
         "samples": [SAMPLES.format(**c) for c in first_cell.values()],
         "losses": [LOSS_LOG.format(**c) for v, c in first_cell.items() if v in BUILT_IN_VARIANTS],
         "manifest": MANIFEST.format(**wildcards),
     }
+
+
+def cell_fields(wildcards, protocol):
+    """What a metrics file says about the evaluation it belongs to."""
+    return dict(dataset=wildcards.dataset, imbalance_factor=float(wildcards.imb), variant=wildcards.variant,
+                seed=int(wildcards.seed), guidance=float(wildcards.guidance),
+                sample_seed=int(wildcards.sample_seed), protocol=protocol, **PROTOCOLS[protocol])
+
+
+def published_results(wildcards):
+    """Registry entries (config `published:`) for one long-tailed dataset."""
+    if config["published"] is None:
+        return []
+    spec = dataset_spec(wildcards)
+    return [e for e in cbdm_config.load_published(config["published"])
+            if e["source"] == spec["source"] and float(e["imbalance_factor"]) == float(wildcards.imb)]

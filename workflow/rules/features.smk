@@ -27,13 +27,14 @@ rule features_reference:
         "../envs/cbdm.yaml"
     input:
         images=lambda wc: REFERENCE_IMAGES[wc.reference][0],
-        extractor=CLASSIFIER,
+        classifier=CLASSIFIER,
     output:
         features=REFERENCE_FEATURES,
     wildcard_constraints:
         reference="|".join(REFERENCE_IMAGES),
     params:
         prefix=lambda wc: REFERENCE_IMAGES[wc.reference][1],
+        features=config["features"],
         device=config["device"],
     threads: config["features"]["threads"]
     log:
@@ -47,16 +48,17 @@ rule features_samples:
         "../envs/cbdm.yaml"
     input:
         images=SAMPLES,
-        extractor=CLASSIFIER,
+        classifier=CLASSIFIER,
     output:
         features=FEATURES,
     params:
         prefix="",
+        features=config["features"],
         device=config["device"],
     threads: config["features"]["threads"]
     log:
-        f"{LOGS}/features/{CELL}.log",
+        f"{LOGS}/features/{CELL}/{{labelset}}.log",
     benchmark:
-        f"{BENCH}/features/{CELL}.tsv"
+        f"{BENCH}/features/{CELL}/{{labelset}}.tsv"
     script:
         "../scripts/features.py"

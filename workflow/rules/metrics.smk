@@ -5,22 +5,46 @@ rule metrics:
     conda:
         "../envs/cbdm.yaml"
     input:
-        generated=FEATURES,
+        generated=lambda wc: FEATURES.format(**wc, labelset=labelset(wc.protocol)),
         reference=lambda wc: REFERENCE_FEATURES.format(
-            dataset=wc.dataset, imb=wc.imb, reference=config["evaluation"]["reference"]),
+            dataset=wc.dataset, imb=wc.imb, reference=PROTOCOLS[wc.protocol]["reference"]),
     output:
         metrics=METRICS,
     params:
         groups=lambda wc: dataset_spec(wc)["groups"],
         num_classes=num_classes,
         evaluation=config["evaluation"],
-        cell=lambda wc: dict(dataset=wc.dataset, imbalance_factor=float(wc.imb), variant=wc.variant,
-                             seed=int(wc.seed), guidance=float(wc.guidance),
-                             sample_seed=int(wc.sample_seed),
-                             reference=config["evaluation"]["reference"]),
+        cell=lambda wc: cell_fields(wc, wc.protocol),
     log:
-        f"{LOGS}/metrics/{CELL}.log",
+        f"{LOGS}/metrics/{CELL}/{{protocol}}.log",
     benchmark:
-        f"{BENCH}/metrics/{CELL}.tsv"
+        f"{BENCH}/metrics/{CELL}/{{protocol}}.tsv"
     script:
         "../scripts/metrics.py"
+
+
+
+
+rule diagnostics:
+    conda:
+        "../envs/cbdm.yaml"
+    input:
+        samples=SAMPLES,
+        train=TRAIN_NPZ,
+        source=SOURCE_NPZ,
+    output:
+        diagnostics=DIAGNOSTICS,
+    params:
+        classifier=config["features"],
+        memorization=config["evaluation"]["memorization"],
+        groups=lambda wc: dataset_spec(wc)["groups"],
+        num_classes=num_classes,
+        device=config["device"],
+        cell=lambda wc: cell_fields(wc, MAIN_PROTOCOL),
+    threads: config["features"]["threads"]
+    log:
+        f"{LOGS}/diagnostics/{CELL}/{{labelset}}.log",
+    benchmark:
+        f"{BENCH}/diagnostics/{CELL}/{{labelset}}.tsv"
+    script:
+        "../scripts/diagnostics.py"

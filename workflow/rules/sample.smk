@@ -6,6 +6,7 @@ rule sample:
         "../envs/cbdm.yaml"
     input:
         model=MODEL,
+        manifest=MANIFEST,
     output:
         samples=SAMPLES,
     params:
@@ -13,8 +14,8 @@ rule sample:
         device=config["device"],
     threads: lambda wc: VARIANTS[wc.variant]["sampling"]["threads"]
     log:
-        f"{LOGS}/sample/{CELL}.log",
+        f"{LOGS}/sample/{CELL}/{{labelset}}.log",
     benchmark:
-        f"{BENCH}/sample/{CELL}.tsv"
+        f"{BENCH}/sample/{CELL}/{{labelset}}.tsv"
     script:
         "../scripts/sample.py"

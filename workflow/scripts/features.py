@@ -2,6 +2,7 @@ from cbdm.features import extract_features
 from cbdm.workflow import job
 
 with job(snakemake):
-    extract_features(extractor_path=snakemake.input.extractor, images_npz=snakemake.input.images,
-                     prefix=snakemake.params.prefix, device=snakemake.params.device,
+    p = snakemake.params
+    extract_features(features_cfg=p.features, classifier_path=snakemake.input.classifier,
+                     images_npz=snakemake.input.images, prefix=p.prefix, device=p.device,
                      out_npz=snakemake.output.features)

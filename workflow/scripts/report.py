@@ -3,8 +3,10 @@ from cbdm.workflow import job
 
 with job(snakemake):
     p, i = snakemake.params, snakemake.input
-    build_report(metric_files=list(i.metrics),
+    build_report(metric_files=list(i.metrics), diagnostic_files=list(i.diagnostics),
+                 expected_cells=p.expected_cells, variants=p.variants,
                  sample_files=dict(zip(p.variants, i.samples)),
-                 loss_logs=dict(zip(p.built_in, i.losses)),
-                 manifest_json=i.manifest, groups=p.groups, overlap=p.overlap, evaluation=p.evaluation, title=p.title,
-                 outputs=dict(snakemake.output.items()))
+                 loss_logs=dict(zip(p.built_in, i.losses)), manifest_json=i.manifest, groups=p.groups,
+                 overlap=p.overlap, evaluation=p.evaluation, declared_guidance=p.declared_guidance,
+                 sampling=p.sampling, features=p.features, published=p.published,
+                 title=p.title, outputs=dict(snakemake.output.items()))

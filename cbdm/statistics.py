@@ -1,0 +1,69 @@
+"""Statistics across seeds: paired differences to a baseline with a t interval, and the share
+of the spread that comes from training seeds vs sampling seeds."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+LOWER_IS_BETTER = ("fid", "kid", "misclassified_into", "near_copy_share")
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric.startswith(LOWER_IS_BETTER)
+
+
+def paired_difference(diffs: np.ndarray, metric: str) -> dict:
+    """Mean of paired differences (variant - baseline), its t-based 95 % interval, and a verdict:
+    'better' / 'worse' when the interval excludes 0, else 'inconclusive'."""
+    n = len(diffs)
+    mean = float(np.mean(diffs))
+    if n < 2:
+        return {"diff": mean, "ci_low": None, "ci_high": None, "pairs": n,
+                "verdict": "inconclusive (one run: add seeds)"}
+    half = stats.t.ppf(0.975, n - 1) * np.std(diffs, ddof=1) / math.sqrt(n)
+    low, high = mean - half, mean + half
+    if low > 0 or high < 0:
+        improved = (high < 0) == lower_is_better(metric)
+        verdict = "better" if improved else "worse"
+    else:
+        verdict = "inconclusive"
+    return {"diff": mean, "ci_low": float(low), "ci_high": float(high), "pairs": n, "verdict": verdict}
+
+
+def compare_to_baseline(runs: pd.DataFrame, baseline: str, targets: list[tuple[str, str]]) -> pd.DataFrame:
+    """Paired differences of every variant to `baseline` for (scope, metric) `targets`; runs
+    are paired by training seed and sampling seed. `runs` holds one guidance per variant."""
+    rows = []
+    keys = ["seed", "sample_seed"]
+    for scope, metric in targets:
+        sub = runs[(runs["scope"] == scope) & (runs["metric"] == metric)].dropna(subset=["value"])
+        base = sub[sub["variant"] == baseline].set_index(keys)["value"]
+        for variant in [v for v in dict.fromkeys(sub["variant"]) if v != baseline]:
+            mine = sub[sub["variant"] == variant].set_index(keys)["value"]
+            paired = mine.index.intersection(base.index)
+            if len(paired) == 0:
+                continue
+            diffs = (mine.loc[paired] - base.loc[paired]).to_numpy()
+            rows.append({"variant": variant, "baseline": baseline, "scope": scope, "metric": metric,
+                         **paired_difference(diffs, metric)})
+    return pd.DataFrame(rows)
+
+
+def seed_variance(runs: pd.DataFrame, scope: str, metric: str) -> pd.DataFrame:
+    """Per variant: sd over training seeds (of each seed's mean over sampling seeds) and the
+    pooled sd over sampling seeds within a training seed; None where there is one seed."""
+    rows = []
+    sub = runs[(runs["scope"] == scope) & (runs["metric"] == metric)].dropna(subset=["value"])
+    for variant, v in sub.groupby("variant", sort=False):
+        per_seed = v.groupby("seed")["value"]
+        means = per_seed.mean()
+        within = per_seed.var(ddof=1).dropna()
+        rows.append({"variant": variant, "scope": scope, "metric": metric,
+                     "sd_training_seeds": float(means.std(ddof=1)) if len(means) > 1 else None,
+                     "training_seeds": len(means),
+                     "sd_sampling_seeds": float(math.sqrt(within.mean())) if len(within) else None,
+                     "sampling_seeds": int(per_seed.size().max())})
+    return pd.DataFrame(rows)

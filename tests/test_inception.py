@@ -1,0 +1,60 @@
+"""The Inception feature path, offline: randomly initialised weights saved in the exact file
+format torch-fidelity loads, through cbdm's features stage and asset checks."""
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+from cbdm.assets import DataError, asset_lock, file_digest, require_weights
+from cbdm.classifier import CLASSIFIER_FORMAT, FeatureClassifier
+from cbdm.features import extract_features
+from cbdm.io import read_npz, write_npz
+
+
+@pytest.fixture(scope="module")
+def random_inception_weights(tmp_path_factory):
+    """A state dict with the keys and shapes of the real file, random values."""
+    path = tmp_path_factory.mktemp("weights") / "weights-inception-random.pth"
+    with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None), \
+            mock.patch("torch_fidelity.feature_extractor_inceptionv3.torch.load", return_value={}):
+        torch.manual_seed(0)
+        model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path="unused")
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def trusted(monkeypatch, random_inception_weights):
+    """Let the lock accept the random file, as it accepts the real one."""
+    entry = asset_lock()["weights"]["inception_v3_fid"]
+    monkeypatch.setitem(entry, "digest", file_digest(random_inception_weights))
+    return random_inception_weights
+
+
+def test_inception_features_through_the_features_stage(tmp_path, trusted):
+    classifier = FeatureClassifier(1, 10, 8)
+    torch.save({"format": CLASSIFIER_FORMAT, "hparams": classifier.hparams, "state_dict": classifier.state_dict()},
+               tmp_path / "classifier.pt")
+    rng = np.random.RandomState(0)
+    write_npz(tmp_path / "samples.npz", images=rng.randint(0, 256, size=(6, 1, 8, 8), dtype=np.uint8),
+              labels=np.arange(6) % 3)
+    cfg = {"extractor": "inception", "inception_weights": str(trusted)}
+    extract_features(features_cfg=cfg, classifier_path=str(tmp_path / "classifier.pt"),
+                     images_npz=str(tmp_path / "samples.npz"), prefix="", device="cpu",
+                     out_npz=str(tmp_path / "features.npz"))
+    out = read_npz(tmp_path / "features.npz")
+    assert out["features"].shape == (6, 2048) and out["logits"].shape == (6, 1008)
+    assert np.isfinite(out["features"]).all() and out["features"].std() > 0
+    assert out["predicted"].shape == (6,) and out["predicted"].max() < 10  # classes from the domain classifier
+
+
+def test_missing_weights_name_the_fetch_command(tmp_path):
+    with pytest.raises(DataError, match=r"cbdm assets fetch.*torch-fidelity/releases"):
+        require_weights("inception_v3_fid", tmp_path / "nope.pth")
+
+
+def test_weights_that_are_not_the_official_file_are_refused(random_inception_weights):
+    with pytest.raises(DataError, match="sha256-prefix:6726825d"):
+        require_weights("inception_v3_fid", random_inception_weights)

@@ -1,0 +1,142 @@
+"""The report on synthetic metrics files: aggregation over seeds, guidance choice, sections,
+paired differences, and the refusal to render a partial table."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cbdm.evaluate import record
+from cbdm.io import write_json, write_npz
+from cbdm.report import ReportError, build_report
+from cbdm.statistics import compare_to_baseline, paired_difference, seed_variance
+
+GROUPS = {"head": [0], "tail": [1]}
+EVALUATION = {"protocols": {"ours": {"labels": "exact", "num_samples": 20, "reference": "heldout"},
+                            "paper": {"labels": "uniform_random", "num_samples": 20, "reference": "balanced_train"}},
+              "report_protocol": None, "guidance_choice": "best", "baseline": None, "matched_repeats": 3, "matched_fraction": 0.5,
+              "memorization": {"relative_threshold": 0.5}}
+FID = {("ddpm", 1.0): [10.0, 12.0, 11.0], ("ddpm", 2.0): [20.0, 21.0, 22.0],
+       ("cbdm", 1.0): [8.0, 10.0, 9.0]}
+
+
+PUBLISHED = [
+    {"source": "x", "imbalance_factor": 10, "method": "DDPM", "variant": "ddpm", "metric": "fid", "value": 10.5,
+     "protocol": "50k samples", "reference": "paper A"},
+    {"source": "x", "imbalance_factor": 10, "method": "T2H", "variant": None, "metric": "fid", "value": 7.0,
+     "protocol": "50k samples", "reference": "paper B"},
+    {"source": "x", "imbalance_factor": 10, "method": "DiffROP", "variant": "overlap", "metric": "fid",
+     "value": None, "protocol": "?", "reference": "paper C"},
+]
+
+
+def metrics_records(fid):
+    out = []
+    for scope, n in (("all", 20), ("head", 10), ("tail", 10), ("class 0", 10), ("class 1", 10)):
+        out += [record(scope, "fid", fid, n, n), record(scope, "kid_mean", 0.001, n, n),
+                record(scope, "recall", 0.5, n, n), record(scope, "accuracy", 0.9, n, 0),
+                record(scope, "misclassified_into:head", 0.05, n, 0)]
+    out += [record(g, "fid@matched", fid + 1, 10, 10, "3 random subsets", sd=0.5, ci=(fid, fid + 2))
+            for g in GROUPS]
+    return out
+
+
+def diagnostics_records():
+    out = [record(s, "cas", 0.8, 10, 10) for s in ("all", "head", "tail")]
+    for c in (0, 1):
+        out += [record(f"class {c}", "near_copy_share", 0.1 * c, 10, 5),
+                record(f"class {c}", "near_copy_share_heldout", 0.0, 10, 5)]
+    return out
+
+
+@pytest.fixture
+def report_inputs(tmp_path):
+    metric_files, diagnostic_files, cells = [], [], []
+    for (variant, guidance), values in FID.items():
+        for seed, fid in enumerate(values):
+            for protocol in EVALUATION["protocols"]:
+                cell = dict(variant=variant, seed=seed, guidance=guidance, sample_seed=0, protocol=protocol)
+                cells.append(cell)
+                path = tmp_path / f"m-{variant}-{guidance}-{seed}-{protocol}.json"
+                write_json(path, {"cell": cell, "records": metrics_records(fid + (protocol == "paper")),
+                                  "confusion": [[9, 1], [1, 9]]})
+                metric_files.append(str(path))
+            path = tmp_path / f"d-{variant}-{guidance}-{seed}.json"
+            write_json(path, {"cell": {**cell, "protocol": "ours"}, "records": diagnostics_records()})
+            diagnostic_files.append(str(path))
+    write_json(tmp_path / "manifest.json", {"total": 30, "class_counts": [20, 10]})
+    write_npz(tmp_path / "s.npz", images=np.zeros((20, 1, 8, 8), np.uint8), labels=np.repeat([0, 1], 10))
+    (tmp_path / "loss.csv").write_text("step,lr,loss,eps_mse\n1,0.1,1.0,1.0\n2,0.1,0.5,0.5\n")
+    outputs = {k: str(tmp_path / f"out.{k}") for k in
+               ("csv", "runs", "stats", "paper", "md", "tex", "fid_vs_count", "groups", "guidance", "confusion",
+                "samples", "loss")}
+    return dict(metric_files=metric_files, diagnostic_files=diagnostic_files, expected_cells=cells,
+                variants=["ddpm", "cbdm"],
+                sample_files={"ddpm": str(tmp_path / "s.npz"), "cbdm": str(tmp_path / "s.npz")},
+                loss_logs={"ddpm": str(tmp_path / "loss.csv")}, manifest_json=str(tmp_path / "manifest.json"),
+                groups=GROUPS, overlap={"source": "tail", "target": "head"}, evaluation=EVALUATION,
+                declared_guidance={"ddpm": 2.0, "cbdm": 1.0},
+                sampling={v: {"sampler": "ddim", "steps": 10} for v in ("ddpm", "cbdm")},
+                features={"extractor": "classifier"}, published=PUBLISHED, title="synthetic", outputs=outputs)
+
+
+def test_report_sections_guidance_choice_and_differences(report_inputs):
+    build_report(**report_inputs)
+    out = report_inputs["outputs"]
+    md = open(out["md"]).read()
+    for heading in ("## Main table: protocol 'ours'", "## Protocol 'paper'", "## Class groups at matched n",
+                    "## Overlap diagnostics", "## Memorization audit", "## Differences to ddpm",
+                    "## Spread over seeds"):
+        assert heading in md
+    # 'best' guidance: ddpm is shown at w = 1 (FID 11), not its declared 2 (FID 21).
+    agg = pd.read_csv(out["csv"])
+    assert set(agg[(agg.variant == "ddpm")].guidance) == {1.0, 2.0}
+    main_section = md.split("## Protocol 'paper'")[0]
+    assert "11 ± 1" in main_section and "21 ± 1" not in main_section  # FID over three seeds at w = 1
+    stats = pd.read_csv(out["stats"])
+    fid_all = stats[(stats.kind == "paired difference") & (stats.scope == "all") & (stats.metric == "fid")].iloc[0]
+    assert fid_all["diff"] == pytest.approx(-2.0) and fid_all["pairs"] == 3 and fid_all["verdict"] == "better"
+    assert "12 ± 1 [11, 13]" in md  # matched-n: mean ± sd over seeds [interval over subsets]
+    runs = pd.read_csv(out["runs"])
+    assert len(runs[(runs.metric == "fid") & (runs.scope == "all")]) == 18
+
+
+def test_paper_comparison_shows_published_numbers_and_never_guesses(report_inputs):
+    build_report(**report_inputs)
+    paper = pd.read_csv(report_inputs["outputs"]["paper"], keep_default_na=False).set_index("method")
+    assert paper.loc["DDPM", "published"] == "10.5" and paper.loc["DDPM", "ours"] == "11 ± 1"
+    assert paper.loc["DDPM", "ours - published"] == "+0.5" and paper.loc["DDPM", "n ours"] == "20 vs 20, 3 run(s)"
+    assert paper.loc["T2H", "ours"] == "not run"
+    assert paper.loc["DiffROP", "published"] == "not available" and paper.loc["DiffROP", "ours"] == "not run"
+    assert paper.loc["cbdm", "published"] == "not available"  # ours, with no published number
+    md = open(report_inputs["outputs"]["md"]).read()
+    assert "## Paper comparison" in md and "ddpm: ddim 10 steps, guidance 1" in md
+
+
+def test_report_refuses_a_partial_table(report_inputs):
+    report_inputs["metric_files"] = report_inputs["metric_files"][1:]
+    with pytest.raises(ReportError, match="(?s)1 evaluation.*'variant': 'ddpm', 'seed': 0, 'guidance': 1.0"):
+        build_report(**report_inputs)
+
+
+def test_paired_difference_interval_and_verdicts():
+    diffs = np.array([-1.0, -3.0, -2.0, -2.5])
+    out = paired_difference(diffs, "fid")
+    half = 3.182446305 * np.std(diffs, ddof=1) / 2  # t(0.975, 3)
+    assert out["ci_low"] == pytest.approx(-2.125 - half) and out["ci_high"] == pytest.approx(-2.125 + half)
+    assert out["verdict"] == "better"
+    assert paired_difference(-diffs, "fid")["verdict"] == "worse"
+    assert paired_difference(diffs, "recall")["verdict"] == "worse"  # lower recall is worse
+    assert paired_difference(np.array([-1.0, 1.5, 0.2]), "fid")["verdict"] == "inconclusive"
+    assert paired_difference(np.array([-1.0]), "fid")["verdict"].startswith("inconclusive (one run")
+
+
+def test_seed_variance_separates_training_and_sampling_seeds():
+    rows = []
+    for seed, base in ((0, 10.0), (1, 14.0)):
+        for sample_seed, jitter in ((0, -0.5), (1, 0.5)):
+            rows.append(dict(variant="v", scope="all", metric="fid", seed=seed, sample_seed=sample_seed,
+                             value=base + jitter))
+    out = seed_variance(pd.DataFrame(rows), "all", "fid").iloc[0]
+    assert out["sd_training_seeds"] == pytest.approx(np.std([10, 14], ddof=1))
+    assert out["sd_sampling_seeds"] == pytest.approx(np.std([-0.5, 0.5], ddof=1))
