@@ -16,6 +16,10 @@ if "datasets" not in config:
 include: "workflow/rules/common.smk"
 
 
+report: "workflow/report/workflow.rst"
+
+
+
 wildcard_constraints:
     dataset="|".join(config["datasets"]),
     variant="|".join(config["variants"]),

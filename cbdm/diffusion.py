@@ -7,6 +7,7 @@ guidance. Timesteps `t` are 0-based indices into the schedule (t = 0 is the firs
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 
@@ -36,6 +37,11 @@ class NoiseSchedule:
     @property
     def num_timesteps(self) -> int:
         return len(self.betas)
+
+    @cached_property
+    def kl_weight(self) -> torch.Tensor:
+        """reverse_kl_weight for the 'fixedlarge' variance, computed once."""
+        return reverse_kl_weight(self)
 
     @property
     def posterior_variance(self) -> torch.Tensor:
@@ -104,10 +110,10 @@ def guided_eps(model, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, null_la
     same as two forwards (up to float reassociation inside the network).
     """
     if guidance == 0:
-        return model(x, t, y)
+        return model(x, t, y).float()
     null = torch.full_like(y, null_label)
     if batched:
-        eps_cond, eps_null = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null])).chunk(2)
+        eps_cond, eps_null = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null])).float().chunk(2)
     else:
-        eps_cond, eps_null = model(x, t, y), model(x, t, null)
+        eps_cond, eps_null = model(x, t, y).float(), model(x, t, null).float()
     return eps_cond + guidance * (eps_cond - eps_null)

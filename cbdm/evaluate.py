@@ -33,7 +33,7 @@ def record(scope, metric, value, n_gen, n_ref, note="", sd=None, ci=(None, None)
             "ci_high": as_float(ci[1])}
 
 
-def distribution_metrics(gen: np.ndarray, ref: np.ndarray, cfg: dict) -> dict[str, tuple[float | None, str]]:
+def distribution_metrics(gen: np.ndarray, ref: np.ndarray, cfg: dict, device="cpu") -> dict[str, tuple[float | None, str]]:
     """metric -> (value or None, note) for FID, KID and precision/recall of two feature arrays."""
     n_gen, n_ref, dim = len(gen), len(ref), gen.shape[1]
     if min(n_gen, n_ref) < cfg["min_samples"]:
@@ -44,18 +44,19 @@ def distribution_metrics(gen: np.ndarray, ref: np.ndarray, cfg: dict) -> dict[st
     if min(n_gen, n_ref) <= dim:
         note = f"n <= feature dim {dim}: singular covariance"
         out["fid"] = ((None, f"not computed: {note} (evaluation.fid_small_n: refuse)")
-                      if cfg["fid_small_n"] == "refuse" else (frechet_distance(gen, ref), f"{note}, FID unreliable"))
+                      if cfg["fid_small_n"] == "refuse"
+                      else (frechet_distance(gen, ref, device), f"{note}, FID unreliable"))
     else:
-        out["fid"] = (frechet_distance(gen, ref), "")
+        out["fid"] = (frechet_distance(gen, ref, device), "")
     mean, sd, m = kernel_distance(gen, ref, subsets=cfg["kid_subsets"], subset_size=cfg["kid_subset_size"],
-                                  seed=cfg["seed"])
+                                  seed=cfg["seed"], device=device)
     out.update(kid_mean=(mean, ""), kid_std=(sd, ""), kid_subset_size=(m, ""))
     k = cfg["pr_neighborhood"]
     if min(n_gen, n_ref) <= k:
         note = f"not computed: precision/recall with k={k} needs more than {k} samples on each side"
         out.update(precision=(None, note), recall=(None, note))
     else:
-        precision, recall = precision_recall(gen, ref, k)
+        precision, recall = precision_recall(gen, ref, k, device)
         out.update(precision=(precision, ""), recall=(recall, ""))
     return out
 
@@ -72,7 +73,7 @@ def kid_bootstrap_interval(gen: np.ndarray, ref: np.ndarray, cfg: dict) -> tuple
     return tuple(np.percentile(values, [2.5, 97.5]))
 
 
-def scope_records(scope: str, gen: dict, ref: dict, groups: dict, cfg: dict) -> list[dict]:
+def scope_records(scope: str, gen: dict, ref: dict, groups: dict, cfg: dict, device="cpu") -> list[dict]:
     n_gen, n_ref = len(gen["features"]), len(ref["features"])
     records = []
     no_samples = "" if n_gen else "no samples"
@@ -82,7 +83,7 @@ def scope_records(scope: str, gen: dict, ref: dict, groups: dict, cfg: dict) -> 
         wrong_into = np.isin(gen["predicted"], classes) & (gen["predicted"] != gen["labels"])
         records.append(record(scope, f"misclassified_into:{group}", wrong_into.mean() if n_gen else None,
                               n_gen, 0, no_samples))
-    values = distribution_metrics(gen["features"], ref["features"], cfg)
+    values = distribution_metrics(gen["features"], ref["features"], cfg, device)
     for metric, (value, note) in values.items():
         ci = (None, None)
         if (metric == "kid_mean" and value is not None and scope.startswith("class ")
@@ -90,13 +91,13 @@ def scope_records(scope: str, gen: dict, ref: dict, groups: dict, cfg: dict) -> 
             ci = kid_bootstrap_interval(gen["features"], ref["features"], cfg)
         records.append(record(scope, metric, value, n_gen, n_ref, note, ci=ci))
     if cfg["fid_infinity"] and not scope.startswith("class ") and values["fid"][0] is not None:
-        value, fitted = frechet_distance_infinity(gen["features"], ref["features"], seed=cfg["seed"])
+        value, fitted = frechet_distance_infinity(gen["features"], ref["features"], seed=cfg["seed"], device=device)
         records.append(record(scope, "fid_infinity", value, n_gen, n_ref,
                               f"FID at n = {fitted} fitted linearly in 1/n, extrapolated to 1/n = 0"))
     return records
 
 
-def matched_group_records(gen: dict, ref: dict, groups: dict, cfg: dict) -> list[dict]:
+def matched_group_records(gen: dict, ref: dict, groups: dict, cfg: dict, device="cpu") -> list[dict]:
     """Every group's FID, KID, precision and recall on the same number of generated and of
     reference images, `matched_fraction` of the smallest group's, over `matched_repeats` random
     subsets: value is the mean, sd and a 95 % percentile interval the spread over subsets.
@@ -113,7 +114,7 @@ def matched_group_records(gen: dict, ref: dict, groups: dict, cfg: dict) -> list
         for _ in range(cfg["matched_repeats"]):
             g = gen["features"][rng.choice(np.where(in_gen)[0], n_gen, replace=False)]
             r = ref["features"][rng.choice(np.where(in_ref)[0], n_ref, replace=False)]
-            for m, (value, reason) in distribution_metrics(g, r, cfg).items():
+            for m, (value, reason) in distribution_metrics(g, r, cfg, device).items():
                 if m in draws:
                     draws[m] += [] if value is None else [value]
                     why[m] |= {reason} if reason else set()
@@ -135,14 +136,17 @@ def _select(arrays: dict, classes: list[int]) -> dict:
 
 
 def evaluate(*, generated_npz: str, reference_npz: str, groups: dict, num_classes: int,
-             evaluation: dict, cell: dict, out_json: str) -> None:
+             evaluation: dict, cell: dict, device: str, out_json: str) -> None:
+    from .train import resolve_device
+
+    dev = resolve_device(device)
     gen = read_npz(generated_npz, FEATURE_ARRAYS)
     ref = read_npz(reference_npz, FEATURE_ARRAYS)
     records = []
     for scope, classes in scopes(groups, num_classes):
-        records += scope_records(scope, _select(gen, classes), _select(ref, classes), groups, evaluation)
+        records += scope_records(scope, _select(gen, classes), _select(ref, classes), groups, evaluation, dev)
     if len(groups) > 1:
-        records += matched_group_records(gen, ref, groups, evaluation)
+        records += matched_group_records(gen, ref, groups, evaluation, dev)
     is_mean, is_sd = inception_score(gen["logits"], evaluation["is_splits"], evaluation["seed"])
     records += [record("all", "is_mean", is_mean, len(gen["logits"]), 0,
                        f"from the feature extractor's logits, {evaluation['is_splits']} splits"),

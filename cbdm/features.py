@@ -39,6 +39,20 @@ def inception_features(images: np.ndarray, weights_path, device, batch_size: int
     return np.concatenate(feats), np.concatenate(logits)
 
 
+def save_random_inception_weights(path, seed: int = 0) -> None:
+    """Randomly initialised Inception weights in the exact file format torch-fidelity loads, for
+    exercising the Inception path (tests, CPU benchmarks) where the real file cannot be fetched."""
+    from unittest import mock
+
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None), \
+            mock.patch("torch_fidelity.feature_extractor_inceptionv3.torch.load", return_value={}):
+        torch.manual_seed(seed)
+        model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path="-")
+    torch.save(model.state_dict(), path)
+
+
 def extract_features(*, features_cfg: dict, classifier_path: str, images_npz: str, prefix: str,
                      device: str, out_npz: str) -> None:
     """Features, logits, labels and predicted classes of the images under `prefix` in `images_npz`."""

@@ -23,7 +23,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from .diffusion import NoiseSchedule, reverse_kl_weight
+from .diffusion import NoiseSchedule
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,11 @@ class NoisedBatch:
     @property
     def num_classes(self) -> int:
         return len(self.class_prior)
+
+    def select(self, rows: slice) -> "NoisedBatch":
+        """The same batch restricted to `rows` (one data-parallel process's share)."""
+        return NoisedBatch(self.x0[rows], self.x_t[rows], self.t[rows], self.y[rows], self.noise[rows],
+                           self.schedule, self.class_prior)
 
 
 @dataclass(frozen=True)
@@ -146,7 +151,7 @@ def weight_over_time(batch: NoisedBatch, kind: str) -> torch.Tensor:
     """w(t) of the overlap loss: 'kl' (the KL factor lambda_t, mean 1 over t), 'linear'
     (t / T, as CBDM) or 'constant'."""
     if kind == "kl":
-        return reverse_kl_weight(batch.schedule)[batch.t].float()
+        return batch.schedule.kl_weight[batch.t].float()
     if kind == "linear":
         return batch.t.float() / batch.schedule.num_timesteps
     if kind == "constant":

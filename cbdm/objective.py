@@ -18,11 +18,13 @@ class WeightedTerm:
 
 
 class Objective:
-    """loss, parts = objective(model, x0, y, generator, coin_generator)
+    """loss, parts = objective(model, x0, y, generator, coin_generator, shard)
 
     `generator` (on the data's device) draws timesteps, noise and alternative labels;
     `coin_generator` (on the CPU) draws the label-drop coin, so deciding whether a batch is
-    conditional never waits for the device.
+    conditional never waits for the device. `shard = (rank, world)`: every randomness is drawn
+    for the whole batch, then only this process's equal share of it is evaluated, so that
+    `world` data-parallel processes, with gradients averaged, take the step one process would.
     """
 
     def __init__(self, terms: list[dict], schedule: NoiseSchedule, class_prior: torch.Tensor,
@@ -36,7 +38,8 @@ class Objective:
         self.batched_forward = batched_forward
 
     def __call__(self, model, x0: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
-                 coin_generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 coin_generator: torch.Generator, shard: tuple[int, int] = (0, 1),
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         b = len(x0)
         t = torch.randint(self.schedule.num_timesteps, (b,), device=x0.device, generator=generator)
         noise = torch.randn(x0.shape, device=x0.device, generator=generator)
@@ -54,8 +57,15 @@ class Objective:
         active = [term for term in self.terms if conditional is not False or not term.loss.conditional_only]
         alt_labels = {i: term.loss.labels(batch, generator, term.options)
                       for i, term in enumerate(active) if term.loss.draw_labels is not None}
+
+        rank, world = shard
+        mine = slice(rank * b // world, (rank + 1) * b // world)
+        batch, trained_labels = batch.select(mine), trained_labels[mine]
+        alt_labels = {i: labels[:, mine] for i, labels in alt_labels.items()}
+        if not isinstance(conditional, bool):
+            conditional = conditional[mine]
         label_sets = [trained_labels] + [labels for ls in alt_labels.values() for labels in ls]
-        predictions = self._predict(model, batch.x_t, t, label_sets)
+        predictions = self._predict(model, batch.x_t, batch.t, label_sets)
         eps, rest = predictions[0], predictions[1:]
 
         total = x0.new_zeros(())
@@ -82,7 +92,9 @@ class Objective:
         return torch.rand(b, device=device, generator=generator) >= self.drop_probability
 
     def _predict(self, model, x_t, t, label_sets):
+        """Noise predictions under each label set, in fp32 whatever precision the network runs in."""
         if self.batched_forward and len(label_sets) > 1:
             n = len(label_sets)
-            return list(model(x_t.repeat(n, 1, 1, 1), t.repeat(n), torch.cat(label_sets)).chunk(n))
-        return [model(x_t, t, labels) for labels in label_sets]
+            out = model(x_t.repeat(n, 1, 1, 1), t.repeat(n), torch.cat(label_sets)).float()
+            return list(out.chunk(n))
+        return [model(x_t, t, labels).float() for labels in label_sets]

@@ -7,14 +7,17 @@ seed s * SEED_STRIDE + i, so any image can be regenerated alone.
 """
 from __future__ import annotations
 
+import shutil
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .io import write_npz
+from .acceleration import autocast, prepare_network
+from .io import InputError, read_npz, write_npz
 from .modelfile import load_model
 from .samplers import sample_ancestral, sample_ddim, to_uint8
 from .train import resolve_device
@@ -48,25 +51,54 @@ def image_seeds(sample_seed: int, count: int) -> np.ndarray:
 
 
 def generate(model, schedule, labels: np.ndarray, seeds: np.ndarray, sampling: dict, guidance: float,
-             device: torch.device, desc: str = "sample") -> np.ndarray:
-    """uint8 images [N, C, H, W] for the given labels and per-image seeds."""
-    out = []
+             device: torch.device, desc: str = "sample", shard_dir: Path | None = None) -> np.ndarray:
+    """uint8 images [N, C, H, W] for the given labels and per-image seeds, batch by batch. With
+    `shard_dir`, every finished batch is kept there, so that a killed job started again redoes
+    only the batches it had not finished (an image depends only on its seed and label)."""
+    network = prepare_network(model, compile=sampling["compile"])
     batch = sampling["batch_size"]
     steps_per_batch = schedule.num_timesteps if sampling["sampler"] == "ancestral" else sampling["steps"]
     progress = tqdm(total=steps_per_batch * -(-len(labels) // batch), desc=desc, file=sys.stderr,
                     mininterval=10, ncols=100)
+    out, reused = [], 0
     for start in range(0, len(labels), batch):
-        y = torch.from_numpy(labels[start:start + batch]).to(device)
-        s = seeds[start:start + batch]
-        if sampling["sampler"] == "ancestral":
-            x = sample_ancestral(model, schedule, y, s, guidance=guidance,
-                                 variance=sampling["variance"], progress=progress)
-        else:
-            x = sample_ddim(model, schedule, y, s, guidance=guidance, steps=sampling["steps"],
-                            eta=sampling["eta"], progress=progress)
+        y_np, s = labels[start:start + batch], seeds[start:start + batch]
+        shard = shard_dir / f"{start:09d}.npz" if shard_dir is not None else None
+        kept = _read_shard(shard, y_np, s)
+        if kept is not None:
+            out.append(kept)
+            reused += 1
+            progress.update(steps_per_batch)
+            continue
+        y = torch.from_numpy(y_np).to(device)
+        with autocast(device, sampling["precision"]):
+            if sampling["sampler"] == "ancestral":
+                x = sample_ancestral(network, schedule, y, s, guidance=guidance, variance=sampling["variance"],
+                                     batched_guidance=sampling["batched_guidance"], progress=progress)
+            else:
+                x = sample_ddim(network, schedule, y, s, guidance=guidance, steps=sampling["steps"],
+                                eta=sampling["eta"], batched_guidance=sampling["batched_guidance"],
+                                progress=progress)
         out.append(to_uint8(x).cpu().numpy())
+        if shard is not None:
+            write_npz(shard, images=out[-1], labels=y_np, seeds=s)
     progress.close()
+    if reused:
+        print(f"reused {reused} finished batch(es) from {shard_dir}", flush=True)
     return np.concatenate(out)
+
+
+def _read_shard(path: Path | None, labels: np.ndarray, seeds: np.ndarray) -> np.ndarray | None:
+    """A kept batch, if it is the batch asked for (same labels and seeds)."""
+    if path is None or not path.exists():
+        return None
+    try:
+        shard = read_npz(path, {"images": 4, "labels": 1, "seeds": 1})
+    except InputError:
+        return None
+    if np.array_equal(shard["labels"], labels) and np.array_equal(shard["seeds"], seeds):
+        return shard["images"]
+    return None
 
 
 def sample(settings: dict, *, model_path: str, guidance: float, sample_seed: int, labels: str,
@@ -83,7 +115,9 @@ def sample(settings: dict, *, model_path: str, guidance: float, sample_seed: int
     print(f"sampling {len(y)} images ({labels} labels) of variant {settings['name']} "
           f"({sampling['sampler']}, {sampling['steps']} steps, guidance {guidance}, seed {sample_seed}) "
           f"on {dev}", flush=True)
-    images = generate(model, schedule, y, seeds, sampling, guidance, dev, f"sample {settings['name']}")
+    shard_dir = Path(f"{out_npz}.shards")
+    images = generate(model, schedule, y, seeds, sampling, guidance, dev, f"sample {settings['name']}", shard_dir)
     seconds = time.time() - started
     print(f"done in {seconds:.0f} s ({len(y) / seconds:.1f} images/s)", flush=True)
     write_npz(out_npz, images=images, labels=y, seeds=seeds)
+    shutil.rmtree(shard_dir, ignore_errors=True)

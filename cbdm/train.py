@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .acceleration import autocast, ema_update, prepare_network, to_layout
 from .dataset import read_image_set
 from .diffusion import NoiseSchedule
 from .io import atomic_path
@@ -48,8 +49,53 @@ def run_fingerprint(*parts) -> str:
 def train(settings: dict, *, network: dict, diffusion: dict, train_npz: str, num_classes: int,
           seed: int, device: str, out_model: str, out_log: str, checkpoint_path: str,
           init_model: str | None = None) -> None:
+    """Train one variant; with `training.processes` > 1, in that many data-parallel processes
+    (one per GPU, or gloo processes on a CPU) that together take the steps one process would."""
+    run = dict(settings=settings, network=network, diffusion=diffusion, train_npz=train_npz,
+               num_classes=num_classes, seed=seed, device=device, out_model=out_model, out_log=out_log,
+               checkpoint_path=checkpoint_path, init_model=init_model)
+    processes = settings["training"]["processes"]
+    if processes == 1:
+        _train_process(0, 1, **run)
+        return
+    if settings["training"]["batch_size"] % processes:
+        raise ValueError(f"training.batch_size {settings['training']['batch_size']} is not a multiple of "
+                         f"training.processes {processes}: every process takes an equal share")
+    import torch.multiprocessing as mp
+
+    threads = max(1, torch.get_num_threads() // processes)
+    mp.spawn(_distributed_worker, args=(processes, _free_port(), threads, run), nprocs=processes, join=True)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _distributed_worker(rank: int, world: int, port: int, threads: int, run: dict) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(threads)
+    backend = "nccl" if resolve_device(run["device"]).type == "cuda" else "gloo"
+    dist.init_process_group(backend, rank=rank, world_size=world)
+    try:
+        _train_process(rank, world, **run)
+    finally:
+        dist.destroy_process_group()
+
+
+def _train_process(rank: int, world: int, *, settings: dict, network: dict, diffusion: dict,
+                   train_npz: str, num_classes: int, seed: int, device: str, out_model: str,
+                   out_log: str, checkpoint_path: str, init_model: str | None) -> None:
     cfg = settings["training"]
     dev = resolve_device(device)
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", rank)
+    lead = rank == 0  # the process that writes files and progress
     data = read_image_set(train_npz)
     images = images_to_model_range(torch.from_numpy(data.images)).to(dev)
     labels = torch.from_numpy(data.labels).to(dev)
@@ -65,14 +111,16 @@ def train(settings: dict, *, network: dict, diffusion: dict, train_npz: str, num
         print(f"initialised from {init_model}")
     ema = copy.deepcopy(model).requires_grad_(False)
     n_params = count_parameters(model)
-    print(f"variant {settings['name']} seed {seed}: {n_params:,} parameters, {len(labels)} training "
-          f"images, class counts {counts.tolist()}, device {dev}", flush=True)
+    if lead:
+        print(f"variant {settings['name']} seed {seed}: {n_params:,} parameters, {len(labels)} training "
+              f"images, class counts {counts.tolist()}, device {dev}, {world} process(es)", flush=True)
 
     schedule = NoiseSchedule.linear(diffusion["num_timesteps"], diffusion["beta_start"],
                                     diffusion["beta_end"]).to(dev)
     objective = Objective(settings["losses"], schedule, class_prior.float(), model.null_label,
                           cfg["label_drop"], cfg["batched_forward"])
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], fused=cfg["fused_adam"] or None)
+    images = to_layout(images, cfg["channels_last"])
     generator = torch.Generator(dev).manual_seed(seed)
     coin_generator = torch.Generator().manual_seed(seed)
 
@@ -90,8 +138,9 @@ def train(settings: dict, *, network: dict, diffusion: dict, train_npz: str, num
             coin_generator.set_state(state["coin_generator"])
             torch.set_rng_state(state["torch_rng"])
             step, log_rows = state["step"], state["log"]
-            print(f"resumed from {checkpoint_path} at step {step}", flush=True)
-        else:
+            if lead:
+                print(f"resumed from {checkpoint_path} at step {step}", flush=True)
+        elif lead:
             print(f"{checkpoint_path} belongs to other settings; starting from step 0", flush=True)
 
     def checkpoint():
@@ -101,12 +150,19 @@ def train(settings: dict, *, network: dict, diffusion: dict, train_npz: str, num
             "generator": generator.get_state(), "coin_generator": coin_generator.get_state(),
             "torch_rng": torch.get_rng_state(), "log": log_rows})
 
+    network_in_use = prepare_network(model, channels_last=cfg["channels_last"], compile=False)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        network_in_use = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if cfg["compile"]:
+        network_in_use = torch.compile(network_in_use)
     params, ema_params = list(model.parameters()), list(ema.parameters())
     running = {}
     started = time.time()
     model.train()
     progress = tqdm(total=cfg["steps"], initial=step, desc=f"train {settings['name']}", file=sys.stderr,
-                    mininterval=10, dynamic_ncols=False, ncols=100)
+                    mininterval=10, dynamic_ncols=False, ncols=100, disable=not lead)
     while step < cfg["steps"]:
         lr = cfg["lr"] * min(1.0, (step + 1) / cfg["warmup_steps"]) if cfg["warmup_steps"] else cfg["lr"]
         for group in optimizer.param_groups:
@@ -116,19 +172,19 @@ def train(settings: dict, *, network: dict, diffusion: dict, train_npz: str, num
         if cfg["hflip"]:
             flip = torch.rand(len(idx), device=dev, generator=generator) < 0.5
             x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-        loss, parts = objective(model, x0, labels[idx], generator, coin_generator)
+        with autocast(dev, cfg["precision"]):
+            loss, parts = objective(network_in_use, x0, labels[idx], generator, coin_generator, (rank, world))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"])
         optimizer.step()
-        with torch.no_grad():
-            torch._foreach_lerp_(ema_params, params, 1.0 - cfg["ema_decay"])
+        ema_update(ema_params, params, cfg["ema_decay"], cfg["ema_update"])
         step += 1
         for name, value in {"loss": loss.detach(), **parts}.items():
             running[name] = running.get(name, 0.0) + value
         if step % cfg["log_every"] == 0 or step == cfg["steps"]:
             n = cfg["log_every"] if step % cfg["log_every"] == 0 else step % cfg["log_every"]
-            row = {"step": step, "lr": lr, **{k: float(v) / n for k, v in running.items()}}
+            row = {"step": step, "lr": lr, **{k: v / n for k, v in _mean_over_processes(running, world).items()}}
             if not all(map(_finite, row.values())):
                 raise FloatingPointError(
                     f"non-finite loss at step {step}: {row}. Lower training.lr or check the data; "
@@ -136,20 +192,34 @@ def train(settings: dict, *, network: dict, diffusion: dict, train_npz: str, num
             log_rows.append(row)
             running = {}
             progress.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
-        if step % cfg["checkpoint_every"] == 0 and step < cfg["steps"]:
+        if lead and step % cfg["checkpoint_every"] == 0 and step < cfg["steps"]:
             checkpoint()
         progress.update(1)
     progress.close()
-
+    if not lead:
+        return
     save_model(out_model, ema, diffusion, state_dict=ema.state_dict(), meta={
         "variant": settings["name"], "seed": seed, "steps": step, "parameters": n_params,
         "losses": settings["losses"], "class_counts": counts.tolist(), "device": str(dev),
-        "torch": str(torch.__version__), "seconds_this_session": round(time.time() - started, 1)})
+        "processes": world, "torch": str(torch.__version__),
+        "seconds_this_session": round(time.time() - started, 1)})
     write_log_csv(out_log, log_rows)
     if os.path.exists(checkpoint_path):
         os.unlink(checkpoint_path)
     print(f"done: {step} steps, final loss {log_rows[-1]['loss']:.4f}, "
           f"{time.time() - started:.0f} s this session", flush=True)
+
+
+def _mean_over_processes(sums: dict, world: int) -> dict[str, float]:
+    """Logged values averaged over data-parallel processes (each saw its share of the batch)."""
+    if world == 1:
+        return {k: float(v) for k, v in sums.items()}
+    import torch.distributed as dist
+
+    names = list(sums)
+    values = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64) for k in names])
+    dist.all_reduce(values)
+    return {k: float(v) / world for k, v in zip(names, values)}
 
 
 def _finite(value) -> bool:

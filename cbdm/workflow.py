@@ -1,19 +1,61 @@
-"""Glue between Snakemake's `script:` jobs and the stage functions."""
+"""Glue between Snakemake's `script:` jobs and the stage functions: logging to the rule's log
+file, thread limits, and one GPU per job on a machine with several."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sys
+import tempfile
 import traceback
+from pathlib import Path
+
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
+GPU_LOCKS = Path(tempfile.gettempdir()) / "cbdm-gpu-locks"
+
+
+def visible_gpus() -> int:
+    """NVIDIA GPUs on this machine (cheap: no CUDA initialisation, no torch import)."""
+    return len(list(NVIDIA_GPUS.iterdir())) if NVIDIA_GPUS.is_dir() else 0
+
+
+def claim_gpus(count: int, available: int, lock_dir: Path = GPU_LOCKS) -> tuple[list[int], list]:
+    """Claim `count` free GPU slots out of `available` with exclusive file locks, held until the
+    returned handles are closed (or the process ends). Snakemake schedules GPU jobs by a `gpu`
+    resource count but does not say which GPU a job gets; the locks make concurrent jobs on one
+    machine take different ones."""
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    slots, handles = [], []
+    for slot in range(available):
+        handle = open(lock_dir / f"gpu{slot}.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        slots.append(slot)
+        handles.append(handle)
+        if len(slots) == count:
+            return slots, handles
+    for handle in handles:
+        handle.close()
+    raise RuntimeError(f"no {count} free GPU(s) among {available}: more GPU jobs run than the `gpu` resource "
+                       f"allows; run snakemake with --resources gpu={available}")
 
 
 @contextlib.contextmanager
 def job(snakemake):
-    """Run a rule's body with stdout/stderr (Python's and C's) going to the rule's log file and
-    torch limited to the rule's threads. An error is written to the log and raised again
-    with the console restored, so Snakemake shows it too."""
+    """Run a rule's body with stdout/stderr (Python's and C's) going to the rule's log file,
+    torch limited to the rule's threads and, on a machine with more GPUs than the job asked
+    for, CUDA_VISIBLE_DEVICES set to GPUs no other job holds. An error is written to the log
+    and raised again with the console restored, so Snakemake shows it too."""
     log_path = snakemake.log[0]
     os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
+    gpus = int(snakemake.resources.get("gpu", 0) or 0)
+    held = []
+    if gpus and "CUDA_VISIBLE_DEVICES" not in os.environ and visible_gpus() > gpus:
+        slots, held = claim_gpus(gpus, visible_gpus())
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, slots))
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
@@ -21,6 +63,8 @@ def job(snakemake):
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:
+            if held:
+                print(f"CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']}", flush=True)
             if "torch" in sys.modules:  # stages without torch should not pay for importing it
                 sys.modules["torch"].set_num_threads(snakemake.threads)
             yield
@@ -34,3 +78,5 @@ def job(snakemake):
             os.dup2(saved[1], 2)
             for fd in saved:
                 os.close(fd)
+            for handle in held:
+                handle.close()

@@ -75,7 +75,7 @@ def test_evaluate_writes_every_scope_with_its_n(tmp_path):
     write_npz(tmp_path / "ref.npz", **arrays(90, labels=np.repeat(np.arange(3), 30), seed=2))
     evaluate(generated_npz=tmp_path / "gen.npz", reference_npz=tmp_path / "ref.npz",
              groups={"head": [0], "tail": [1, 2]}, num_classes=3, evaluation=CFG,
-             cell={"variant": "v"}, out_json=tmp_path / "m.json")
+             cell={"variant": "v"}, device="cpu", out_json=tmp_path / "m.json")
     data = json.loads((tmp_path / "m.json").read_text())
     scopes = {r["scope"] for r in data["records"]}
     assert scopes == {"all", "head", "tail", "class 0", "class 1", "class 2"}
@@ -85,3 +85,15 @@ def test_evaluate_writes_every_scope_with_its_n(tmp_path):
     assert fid["class 2"]["value"] is None  # 8 samples < min_samples
     assert all(r["value"] is None or np.isfinite(r["value"]) for r in data["records"])
     assert np.array(data["confusion"]).sum() == 98
+
+
+def test_a_sample_file_of_the_wrong_shape_names_the_file_and_the_fix(tmp_path):
+    from cbdm.features import extract_features
+    from cbdm.io import InputError
+
+    write_npz(tmp_path / "samples.npz", images=np.zeros((4, 8, 8), np.uint8), labels=np.zeros(4, np.int64))
+    with pytest.raises(InputError, match=r"samples.npz: array 'images' has shape \(4, 8, 8\).*re-run its stage"):
+        extract_features(features_cfg={"extractor": "classifier"}, classifier_path="unused.pt",
+                         images_npz=str(tmp_path / "samples.npz"), prefix="", device="cpu",
+                         out_npz=str(tmp_path / "features.npz"))
+    assert not (tmp_path / "features.npz").exists()

@@ -1,15 +1,12 @@
 """The Inception feature path, offline: randomly initialised weights saved in the exact file
 format torch-fidelity loads, through cbdm's features stage and asset checks."""
-from unittest import mock
-
 import numpy as np
 import pytest
 import torch
-from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
 from cbdm.assets import DataError, asset_lock, file_digest, require_weights
 from cbdm.classifier import CLASSIFIER_FORMAT, FeatureClassifier
-from cbdm.features import extract_features
+from cbdm.features import extract_features, save_random_inception_weights
 from cbdm.io import read_npz, write_npz
 
 
@@ -17,11 +14,7 @@ from cbdm.io import read_npz, write_npz
 def random_inception_weights(tmp_path_factory):
     """A state dict with the keys and shapes of the real file, random values."""
     path = tmp_path_factory.mktemp("weights") / "weights-inception-random.pth"
-    with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None), \
-            mock.patch("torch_fidelity.feature_extractor_inceptionv3.torch.load", return_value={}):
-        torch.manual_seed(0)
-        model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path="unused")
-    torch.save(model.state_dict(), path)
+    save_random_inception_weights(path)
     return path
 
 

@@ -10,6 +10,7 @@ from cbdm.sources import DataError, load_source, read_idx
 from cbdm.train import train
 
 from fakes import write_cifar, write_fashion_mnist
+from helpers import training_settings
 
 
 def cifar_spec(root, name="cifar10", verify=False):
@@ -77,12 +78,8 @@ def test_longtail_selection_on_fake_cifar_equals_the_reference_rule_and_trains(t
     subset = read_image_set(tmp_path / "train.npz")
     assert np.bincount(subset.labels, minlength=10).tolist() == manifest["class_counts"]
 
-    settings = {"name": "cbdm", "losses": [
-        {"name": "eps_mse", "weight": 1.0, "options": {}},
-        {"name": "cbdm", "weight": 1.0, "options": {"tau": 1.0, "commitment": 0.25, "target": "train_prior"}}],
-        "training": {"steps": 2, "batch_size": 4, "lr": 1e-3, "warmup_steps": 1, "grad_clip": 1.0,
-                     "ema_decay": 0.9, "hflip": True, "label_drop": {"policy": "batch", "probability": 0.1},
-                     "checkpoint_every": 1, "log_every": 1, "batched_forward": True}}
+    settings = training_settings([{"name": "eps_mse"}, {"name": "cbdm"}], steps=2, batch_size=4, lr=1e-3,
+                                 warmup_steps=1, ema_decay=0.9, hflip=True, checkpoint_every=1, log_every=1)
     network = {"base_channels": 8, "channel_mult": [1, 2], "attention_levels": [1], "num_res_blocks": 1,
                "dropout": 0.1, "norm_groups": 4}
     train(settings, network=network, diffusion={"num_timesteps": 100, "beta_start": 1e-4, "beta_end": 0.02},

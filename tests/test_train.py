@@ -17,13 +17,14 @@ from cbdm.networks import build_unet
 from cbdm.objective import Objective
 from cbdm.train import train
 
+from helpers import training_settings
+
 NETWORK = {"base_channels": 8, "channel_mult": [1, 2], "attention_levels": [], "num_res_blocks": 1,
            "dropout": 0.0, "norm_groups": 4}
 DIFFUSION = {"num_timesteps": 100, "beta_start": 1e-4, "beta_end": 0.02}
-TERMS = [{"name": "eps_mse", "weight": 1.0, "options": {}},
-         {"name": "cbdm", "weight": 1.0, "options": {"tau": 1.0, "commitment": 0.25, "target": "train_prior"}},
-         {"name": "overlap_hinge", "weight": 0.1, "options": {
-             "margin": 0.1, "negatives": "uniform", "num_negatives": 2, "stop_gradient": "none", "time_weight": "kl"}}]
+LOSSES = [{"name": "eps_mse"}, {"name": "cbdm"},
+          {"name": "overlap_hinge", "weight": 0.1, "margin": 0.1, "num_negatives": 2}]
+TERMS = training_settings(LOSSES)["losses"]
 
 
 @register_loss("test_nan", conditional_only=False)
@@ -32,11 +33,10 @@ def nan_loss(batch, eps, eps_alt):
     return eps.flatten(1).mean(1) * float("nan")
 
 
-def settings(steps=40, terms=TERMS, **training):
-    return {"name": "v", "losses": terms, "training": {
-        "steps": steps, "batch_size": 16, "lr": 2e-3, "warmup_steps": 5, "grad_clip": 1.0, "ema_decay": 0.9,
-        "hflip": False, "label_drop": {"policy": "sample", "probability": 0.2}, "checkpoint_every": 10,
-        "log_every": 5, "batched_forward": True, **training}}
+def settings(steps=40, losses=LOSSES, **training):
+    defaults = dict(batch_size=16, lr=2e-3, warmup_steps=5, ema_decay=0.9, hflip=False,
+                    label_drop={"policy": "sample", "probability": 0.2}, checkpoint_every=10, log_every=5)
+    return training_settings(losses, steps=steps, **{**defaults, **training})
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +69,8 @@ torch.set_num_threads(1)
 sys.path.insert(0, {tests!r})
 from test_train import settings, NETWORK, DIFFUSION
 from cbdm.train import train
+
+from helpers import training_settings
 train(settings(steps={steps}, checkpoint_every=10), network=NETWORK, diffusion=DIFFUSION,
       train_npz={npz!r}, num_classes=10, seed=3, device="cpu", out_model={out!r}, out_log={log!r},
       checkpoint_path={ckpt!r})
@@ -113,7 +115,7 @@ def test_a_corrupt_checkpoint_names_the_fix(tmp_path, digits_lt):
 
 def test_a_non_finite_loss_stops_training_with_a_clear_error(tmp_path, digits_lt):
     with pytest.raises(FloatingPointError, match="non-finite loss at step 5"):
-        run(tmp_path, digits_lt, settings(steps=10, terms=[{"name": "test_nan", "weight": 1.0, "options": {}}]), "d")
+        run(tmp_path, digits_lt, settings(steps=10, losses=[{"name": "test_nan"}]), "d")
     assert not (tmp_path / "d.pt").exists()
 
 
@@ -151,3 +153,20 @@ def test_a_dropped_batch_carries_no_conditional_terms():
                           model.null_label, {"policy": "batch", "probability": 1.0}, True)
     _, parts = objective(model, torch.randn(4, 1, 8, 8), torch.arange(4), torch.Generator(), torch.Generator())
     assert set(parts) == {"eps_mse"}
+
+
+def test_two_data_parallel_processes_take_the_steps_of_one(tmp_path, digits_lt):
+    """DDP with gloo on the CPU: the same seed and global batch give the same weights."""
+    one = run(tmp_path, digits_lt, settings(steps=20), "one")
+    two = run(tmp_path, digits_lt, settings(steps=20, processes=2), "two")
+    for name in one:
+        assert torch.allclose(one[name], two[name], rtol=1e-4, atol=1e-6), name
+    assert (tmp_path / "two.csv").read_text().splitlines()[0] == "step,lr,loss,eps_mse,cbdm,overlap_hinge"
+    logged_one = np.loadtxt(tmp_path / "one.csv", delimiter=",", skiprows=1)
+    logged_two = np.loadtxt(tmp_path / "two.csv", delimiter=",", skiprows=1)
+    assert np.allclose(logged_one, logged_two, rtol=1e-4)  # the logged loss is the global one
+
+
+def test_an_uneven_split_is_refused(tmp_path, digits_lt):
+    with pytest.raises(ValueError, match="not a multiple of training.processes 3"):
+        run(tmp_path, digits_lt, settings(steps=2, processes=3), "uneven")

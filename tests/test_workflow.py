@@ -1,4 +1,5 @@
 """The whole DAG through Snakemake's API on a tiny suite, with an extension-built variant."""
+import json
 import math
 from pathlib import Path
 
@@ -6,6 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 from snakemake.api import SnakemakeApi
+from snakemake.report.html_reporter import ReportSettings
 from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
 
 from cbdm.config import ConfigError, load_config
@@ -13,12 +15,16 @@ from cbdm.config import ConfigError, load_config
 VARIANTS = ["ddpm", "cbdm", "overlap", "cbdm_overlap", "ddpm_resampled"]
 
 
-def run_workflow(repo: Path, workdir: Path, configfile: Path, executor="local"):
+def run_workflow(repo: Path, workdir: Path, configfile: Path, executor="local", html_report: Path | None = None):
     with SnakemakeApi(OutputSettings(quiet={"all"} if executor == "dryrun" else set())) as api:
         workflow = api.workflow(resource_settings=ResourceSettings(cores=2),
                                 config_settings=ConfigSettings(configfiles=[configfile]),
                                 snakefile=repo / "Snakefile", workdir=workdir)
-        workflow.dag(DAGSettings(targets={"all"})).execute_workflow(executor=executor)
+        dag = workflow.dag(DAGSettings(targets={"all"}))
+        if html_report is None:
+            dag.execute_workflow(executor=executor)
+        else:
+            dag.create_report(reporter="html", report_settings=ReportSettings(path=html_report))
 
 
 @pytest.fixture
@@ -58,6 +64,14 @@ def test_the_dag_runs_end_to_end_and_reports_every_variant_and_group(tmp_path, r
     assert "\\begin{tabular}" in (report / "table.tex").read_text()
     log = (tmp_path / "results/tiny/logs/train/digits/IF5/cbdm/seed0.log").read_text()
     assert "parameters" in log and "done: 30 steps" in log
+
+    provenance = json.loads((tmp_path / "results/tiny/provenance.json").read_text())
+    assert provenance["packages"]["torch"] and provenance["seeds"] == {"training": [0], "sampling": [0]}
+    assert {run["variant"] for run in provenance["training_runs"]} == set(VARIANTS)
+    run_workflow(repo, tmp_path, tiny_config, html_report=tmp_path / "report.html")
+    html = (tmp_path / "report.html").read_text()
+    assert "Per-class FID against the number of training images" in html  # a caption
+    assert "fid_vs_count.png" in html and "provenance.json" in html
 
 
 def test_dry_runs_plan_the_default_and_every_paper_config(repo):

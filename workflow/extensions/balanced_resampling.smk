@@ -39,7 +39,7 @@ rule train_ddpm_resampled:
         model=model_path("ddpm_resampled"),
         loss=loss_log_path("ddpm_resampled"),
     params:
-        settings={**VARIANTS["ddpm_resampled"],
+        settings={**training_settings("ddpm_resampled"),
                   "losses": [{"name": "eps_mse", "weight": 1.0, "options": {}}]},
         network=config["network"],
         diffusion=config["diffusion"],

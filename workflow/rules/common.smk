@@ -6,6 +6,7 @@ from snakemake.utils import validate
 
 import cbdm.config as cbdm_config
 from cbdm.sources import NUM_CLASSES
+from cbdm.workflow import visible_gpus
 
 
 validate(config, "../schemas/config.schema.yaml")
@@ -18,6 +19,17 @@ RESULTS = f"results/{config['suite']}"
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
 VARIANTS = {name: cbdm_config.variant_settings(config, name) for name in config["variants"]}
+
+
+def training_settings(variant):
+    """What a training job depends on (sampling settings are not: changing them must not retrain)."""
+    settings = VARIANTS[variant]
+    return {key: settings[key] for key in ("name", "losses", "training")}
+
+
+def sampling_settings(variant):
+    settings = VARIANTS[variant]
+    return {key: settings[key] for key in ("name", "sampling")}
 BUILT_IN_VARIANTS = [name for name, v in VARIANTS.items() if not v["external"]]
 
 # Paths of the stages; {imb} and {guidance} are factor_label()s of numbers, e.g. 10 or 0.8.
@@ -46,6 +58,27 @@ REFERENCE_IMAGES = {
     "balanced_train": (SOURCE_NPZ, "pool_"),
     "longtail_train": (TRAIN_NPZ, ""),
 }
+
+
+def gpus_per_job():
+    """GPUs a GPU job asks for: the config's choice, else whether this machine has an NVIDIA GPU."""
+    chosen = config["resources"]["gpus_per_job"]
+    if chosen is not None:
+        return chosen
+    if config["device"] == "cpu":
+        return 0
+    return 1 if config["device"] == "cuda" or visible_gpus() else 0
+
+
+def stage_resources(stage, gpus=0):
+    """Snakemake resources of a rule: GPUs (a number, or a function of the wildcards), memory
+    (MB) and runtime (minutes) from the config."""
+    return dict(gpu=gpus, **config["resources"][stage])
+
+
+def train_gpus(wildcards):
+    """One GPU per data-parallel training process."""
+    return VARIANTS[wildcards.variant]["training"]["processes"] * gpus_per_job()
 
 
 def model_path(variant):
@@ -97,9 +130,31 @@ REPORT_FILES = {
 }
 
 
+# Outputs of the report rule that Snakemake's HTML report (snakemake --report) shows, with the
+# caption file (workflow/report/<caption>.rst) that explains each.
+REPORT_CAPTIONS = {
+    "csv": "table", "runs": "runs", "stats": "stats", "paper": "paper", "fid_vs_count": "fid_vs_count",
+    "groups": "groups", "guidance": "guidance", "confusion": "confusion", "samples": "samples", "loss": "loss",
+}
+PROVENANCE = f"{RESULTS}/provenance.json"
+RESOLVED_CONFIG = f"{RESULTS}/config.yaml"
+
+
+def report_output(key):
+    path = f"{REPORT_DIR}/{REPORT_FILES[key]}"
+    if key not in REPORT_CAPTIONS:
+        return path
+    return report(path, caption=f"../report/{REPORT_CAPTIONS[key]}.rst", category="{dataset} IF {imb}")
+
+
 def report_outputs():
     return [f"{REPORT_DIR}/{name}".format(dataset=dataset, imb=imb)
-            for dataset, imb in dataset_factors() for name in REPORT_FILES.values()]
+            for dataset, imb in dataset_factors() for name in REPORT_FILES.values()] + [PROVENANCE, RESOLVED_CONFIG]
+
+
+def all_models():
+    return [MODEL.format(dataset=dataset, imb=imb, variant=variant, seed=seed)
+            for dataset, imb in dataset_factors() for variant in VARIANTS for seed in config["seeds"]]
 
 
 def init_model(wildcards):

@@ -9,6 +9,8 @@ rule prepare_source:
         json=SOURCE_JSON,
     params:
         spec=dataset_spec,
+    resources:
+        **stage_resources("other"),
     log:
         f"{LOGS}/prepare_source/{{dataset}}.log",
     benchmark:
@@ -28,6 +30,8 @@ rule longtail:
         manifest=MANIFEST,
     params:
         longtail=lambda wc: dataset_spec(wc)["longtail"],
+    resources:
+        **stage_resources("other"),
     log:
         f"{LOGS}/longtail/{{dataset}}-IF{{imb}}.log",
     script:

@@ -14,6 +14,8 @@ rule train_classifier:
         device=config["device"],
         num_classes=num_classes,
     threads: config["features"]["threads"]
+    resources:
+        **stage_resources("features", gpus=gpus_per_job()),
     log:
         f"{LOGS}/train_classifier/{{dataset}}.log",
     benchmark:
@@ -37,6 +39,8 @@ rule features_reference:
         features=config["features"],
         device=config["device"],
     threads: config["features"]["threads"]
+    resources:
+        **stage_resources("features", gpus=gpus_per_job()),
     log:
         f"{LOGS}/features/{{dataset}}/IF{{imb}}/reference-{{reference}}.log",
     script:
@@ -56,6 +60,8 @@ rule features_samples:
         features=config["features"],
         device=config["device"],
     threads: config["features"]["threads"]
+    resources:
+        **stage_resources("features", gpus=gpus_per_job()),
     log:
         f"{LOGS}/features/{CELL}/{{labelset}}.log",
     benchmark:

@@ -14,7 +14,10 @@ rule metrics:
         groups=lambda wc: dataset_spec(wc)["groups"],
         num_classes=num_classes,
         evaluation=config["evaluation"],
+        device=config["device"],
         cell=lambda wc: cell_fields(wc, wc.protocol),
+    resources:
+        **stage_resources("other", gpus=gpus_per_job()),
     log:
         f"{LOGS}/metrics/{CELL}/{{protocol}}.log",
     benchmark:
@@ -42,6 +45,8 @@ rule diagnostics:
         device=config["device"],
         cell=lambda wc: cell_fields(wc, MAIN_PROTOCOL),
     threads: config["features"]["threads"]
+    resources:
+        **stage_resources("diagnostics", gpus=gpus_per_job()),
     log:
         f"{LOGS}/diagnostics/{CELL}/{{labelset}}.log",
     benchmark:

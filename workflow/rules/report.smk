@@ -7,7 +7,7 @@ rule report:
     input:
         unpack(report_inputs),
     output:
-        **{key: f"{REPORT_DIR}/{name}" for key, name in REPORT_FILES.items()},
+        **{key: report_output(key) for key in REPORT_FILES},
     params:
         expected_cells=lambda wc: list(cells(wc.dataset, wc.imb)),
         variants=list(VARIANTS),
@@ -20,7 +20,30 @@ rule report:
         features=config["features"],
         published=published_results,
         title=lambda wc: f"{config['suite']}: {wc.dataset}, imbalance factor {wc.imb}",
+    resources:
+        **stage_resources("other"),
     log:
         f"{LOGS}/report/{{dataset}}-IF{{imb}}.log",
     script:
         "../scripts/report.py"
+
+
+rule provenance:
+    conda:
+        "../envs/cbdm.yaml"
+    input:
+        models=all_models(),
+    output:
+        provenance=report(PROVENANCE, caption="../report/provenance.rst", category="Provenance"),
+        config=report(RESOLVED_CONFIG, caption="../report/provenance.rst", category="Provenance"),
+    params:
+        config=config,
+        seeds={"training": config["seeds"],
+               "sampling": sorted({s for v in VARIANTS.values() for s in v["sampling"]["seeds"]})},
+        code_dir=workflow.basedir,
+    resources:
+        **stage_resources("other"),
+    log:
+        f"{LOGS}/provenance.log",
+    script:
+        "../scripts/provenance.py"

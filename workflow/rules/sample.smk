@@ -10,9 +10,11 @@ rule sample:
     output:
         samples=SAMPLES,
     params:
-        settings=lambda wc: VARIANTS[wc.variant],
+        settings=lambda wc: sampling_settings(wc.variant),
         device=config["device"],
     threads: lambda wc: VARIANTS[wc.variant]["sampling"]["threads"]
+    resources:
+        **stage_resources("sample", gpus=gpus_per_job()),
     log:
         f"{LOGS}/sample/{CELL}/{{labelset}}.log",
     benchmark:

@@ -13,13 +13,15 @@ rule train:
     wildcard_constraints:
         variant="|".join(BUILT_IN_VARIANTS) or "^$",
     params:
-        settings=lambda wc: VARIANTS[wc.variant],
+        settings=lambda wc: training_settings(wc.variant),
         network=config["network"],
         diffusion=config["diffusion"],
         device=config["device"],
         num_classes=num_classes,
         checkpoint=f"{RESULTS}/models/{RUN}/checkpoint.pt",
     threads: lambda wc: VARIANTS[wc.variant]["training"]["threads"]
+    resources:
+        **stage_resources("train", gpus=train_gpus),
     log:
         f"{LOGS}/train/{RUN}.log",
     benchmark:

@@ -1,0 +1,13 @@
+"""Shared test helpers."""
+from cbdm.config import validate_config, variant_settings
+
+DIGITS = {"source": "sklearn_digits", "groups": {"head": [0, 1, 2, 3, 4], "tail": [5, 6, 7, 8, 9]}}
+
+
+def training_settings(losses: list[dict], **training) -> dict:
+    """What a training job receives for a variant with these losses (config form, e.g.
+    {"name": "cbdm", "tau": 1.0}) and training keys, every other key at its schema default."""
+    config = validate_config({"suite": "t", "datasets": {"digits": dict(DIGITS)}, "training": training,
+                              "variants": {"v": {"losses": losses}}})
+    resolved = variant_settings(config, "v")
+    return {"name": "v", "losses": resolved["losses"], "training": resolved["training"]}

@@ -1,0 +1,105 @@
+"""The fast path computes what the reference path computes."""
+import numpy as np
+import pytest
+import torch
+
+from cbdm.acceleration import autocast, ema_update, prepare_network, to_layout
+from cbdm.diffusion import NoiseSchedule
+from cbdm.networks import build_unet
+from cbdm.objective import Objective
+from cbdm.sample import generate
+
+NETWORK = dict(base_channels=16, channel_mult=[1, 2], attention_levels=[1], num_res_blocks=1, dropout=0.0,
+               norm_groups=4)
+TERMS = [{"name": "eps_mse", "weight": 1.0, "options": {}},
+         {"name": "cbdm", "weight": 1.0, "options": {"tau": 1.0, "commitment": 0.25, "target": "train_prior"}},
+         {"name": "overlap_hinge", "weight": 0.1, "options": {
+             "margin": 0.1, "negatives": "uniform", "num_negatives": 1, "stop_gradient": "none", "time_weight": "kl"}}]
+
+
+def model_and_objective(batched=True):
+    torch.manual_seed(0)
+    model = build_unet(NETWORK, image_channels=1, image_size=8, num_classes=10, num_timesteps=100)
+    with torch.no_grad():  # leave the near-zero initialisation, so that the outputs matter
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    objective = Objective(TERMS, NoiseSchedule.linear(100, 1e-4, 0.02), torch.full((10,), 0.1),
+                          model.null_label, {"policy": "batch", "probability": 0.0}, batched)
+    return model, objective
+
+
+def loss_of(model, objective, network=None, precision="fp32", channels_last=False):
+    x0 = to_layout(torch.rand(32, 1, 8, 8) * 2 - 1, channels_last)
+    y = torch.arange(32) % 10
+    with autocast(torch.device("cpu"), precision):
+        loss, _ = objective(network or model, x0, y, torch.Generator().manual_seed(3), torch.Generator().manual_seed(4))
+    return loss
+
+
+def test_bf16_autocast_gives_the_fp32_loss_within_bf16_tolerance():
+    model, objective = model_and_objective()
+    reference = loss_of(model, objective)
+    fast = loss_of(model, objective, precision="bf16")
+    assert fast.dtype == torch.float32
+    assert fast.item() == pytest.approx(reference.item(), rel=2e-2)
+
+
+def test_channels_last_and_one_batched_forward_give_the_reference_loss():
+    model, objective = model_and_objective(batched=False)
+    reference = loss_of(model, objective)
+    model_fast, objective_fast = model_and_objective(batched=True)
+    network = prepare_network(model_fast, channels_last=True)
+    fast = loss_of(model_fast, objective_fast, network=network, channels_last=True)
+    assert fast.item() == pytest.approx(reference.item(), rel=1e-5)
+
+
+def test_the_two_ema_updates_agree():
+    params = [torch.randn(5, 3), torch.randn(7)]
+    a, b = [p.clone() + 1 for p in params], [p.clone() + 1 for p in params]
+    ema_update(a, params, 0.99, "foreach")
+    ema_update(b, params, 0.99, "loop")
+    assert all(torch.allclose(x, y) for x, y in zip(a, b))
+    with pytest.raises(ValueError, match="foreach"):
+        ema_update(a, params, 0.99, "sometimes")
+
+
+def test_fused_adam_takes_the_plain_adam_step():
+    torch.manual_seed(0)
+    w1 = torch.nn.Parameter(torch.randn(10))
+    w2 = torch.nn.Parameter(w1.detach().clone())
+    plain, fused = torch.optim.Adam([w1], lr=0.1), torch.optim.Adam([w2], lr=0.1, fused=True)
+    for _ in range(3):
+        for w, opt in ((w1, plain), (w2, fused)):
+            opt.zero_grad()
+            (w ** 2).sum().backward()
+            opt.step()
+    assert torch.allclose(w1, w2, atol=1e-6)
+
+
+SAMPLING = {"sampler": "ddim", "steps": 4, "eta": 0.5, "variance": "fixedlarge", "batch_size": 4,
+            "batched_guidance": True, "precision": "fp32", "compile": False}
+
+
+def test_sampling_in_bf16_stays_close_to_fp32():
+    model, _ = model_and_objective()
+    model.eval()
+    schedule = NoiseSchedule.linear(100, 1e-4, 0.02)
+    labels, seeds = np.arange(8) % 10, np.arange(8)
+    reference = generate(model, schedule, labels, seeds, SAMPLING, 1.0, torch.device("cpu")).astype(int)
+    fast = generate(model, schedule, labels, seeds, {**SAMPLING, "precision": "bf16"}, 1.0,
+                    torch.device("cpu")).astype(int)
+    assert np.abs(reference - fast).mean() < 3  # of 255 grey levels
+
+
+def test_killed_sampling_redoes_only_the_unfinished_batches(tmp_path):
+    model, _ = model_and_objective()
+    model.eval()
+    schedule = NoiseSchedule.linear(100, 1e-4, 0.02)
+    labels, seeds = np.arange(10) % 10, np.arange(10)
+    whole = generate(model, schedule, labels, seeds, SAMPLING, 1.0, torch.device("cpu"), shard_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["000000000.npz", "000000004.npz", "000000008.npz"]
+    (tmp_path / "000000004.npz").unlink()  # as if the job died during the second batch
+    again = generate(model, schedule, labels, seeds, SAMPLING, 1.0, torch.device("cpu"), shard_dir=tmp_path)
+    assert np.array_equal(whole, again)
+    other = generate(model, schedule, labels, seeds + 100, SAMPLING, 1.0, torch.device("cpu"), shard_dir=tmp_path)
+    assert not np.array_equal(whole, other)  # shards of other seeds are not reused

@@ -1,0 +1,85 @@
+"""The SLURM profile against a fake cluster: sbatch, sacct and friends on PATH record what
+Snakemake submits; nothing is run, every job is reported failed, and the test reads the
+sbatch lines."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+FAKE_SLURM = """#!{python}
+import json, os, sys
+from pathlib import Path
+
+state = Path(os.environ["FAKE_SLURM_DIR"])
+name, args = Path(sys.argv[0]).name, sys.argv[1:]
+submitted = state / "sbatch.jsonl"
+if name == "sbatch":
+    job_id = 1000 + (len(submitted.read_text().splitlines()) if submitted.exists() else 0)
+    with open(submitted, "a") as f:
+        f.write(json.dumps({{"id": job_id, "args": args}}) + "\\n")
+    print(job_id)
+elif name == "sacct" and any("JobIdRaw,State" in a for a in args):
+    for line in submitted.read_text().splitlines() if submitted.exists() else []:
+        print(f"{{json.loads(line)['id']}}|FAILED")
+elif name == "scontrol":
+    print("MinJobAge = 300 sec")
+elif name in ("sacctmgr", "sshare"):
+    print("testaccount")
+"""
+
+
+@pytest.fixture
+def fake_cluster(tmp_path):
+    bin_dir, state = tmp_path / "bin", tmp_path / "slurm"
+    bin_dir.mkdir()
+    state.mkdir()
+    script = bin_dir / "fake_slurm"
+    script.write_text(FAKE_SLURM.format(python=sys.executable))
+    script.chmod(0o755)
+    for name in ("sbatch", "sacct", "squeue", "sinfo", "scontrol", "sacctmgr", "sshare", "scancel"):
+        (bin_dir / name).symlink_to(script)
+    env = {**os.environ, "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "FAKE_SLURM_DIR": str(state)}
+    return env, state / "sbatch.jsonl"
+
+
+def snakemake(repo, workdir, env, *args):
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), *args],
+                          cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_the_slurm_profile_submits_gpu_jobs_with_their_resources(tmp_path, repo, fake_cluster):
+    env, submissions = fake_cluster
+    config = yaml.safe_load((repo / "tests/data/tiny.yaml").read_text())
+    del config["variants"]["ddpm_resampled"]
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    train_npz = "results/tiny/data/digits/IF5/train.npz"
+    local = snakemake(repo, tmp_path, env, train_npz, "--cores", "2", "--configfile", "tiny.yaml")
+    assert local.returncode == 0, local.stderr[-2000:]
+
+    target = "results/tiny/models/digits/IF5/cbdm/seed0/model.pt"
+    cluster = snakemake(repo, tmp_path, env, target, "--workflow-profile", str(repo / "profiles/slurm"),
+                        "--slurm-init-seconds-before-status-checks", "1", "--configfile", "tiny.yaml")
+    assert cluster.returncode != 0  # the fake cluster fails every job
+    assert "SLURM" in cluster.stderr or "slurm" in cluster.stderr
+    lines = [json.loads(line)["args"] for line in submissions.read_text().splitlines()]
+    assert len(lines) == 2  # the job and its one retry (profile: retries: 1)
+    call = " ".join(lines[0])
+    for expected in ("--parsable", "-p gpu", "-t 2880", "--mem 16000", "--gpus=1", "--wrap="):
+        assert expected in call, (expected, call)
+    assert "rule_train_wildcards_" in call and "--executor slurm-jobstep" in call
+
+
+def test_the_cluster_profiles_name_rules_that_exist(repo):
+    import re
+
+    rules = set(re.findall(r"^rule (\w+):", "".join(p.read_text() for p in (repo / "workflow").rglob("*.smk")), re.M))
+    for profile in ("slurm", "kubernetes"):
+        settings = yaml.safe_load((repo / "profiles" / profile / "config.yaml").read_text())
+        assert set(settings["set-resources"]) <= rules, profile
+        assert {"train", "sample", "features_samples"} <= set(settings["set-resources"])
