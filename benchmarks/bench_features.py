@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import machine, peak_memory_mb, print_comparison, reset_peak_memory, synchronize
 from PIL import Image
 
-from common import machine, peak_memory_mb, print_comparison, reset_peak_memory, synchronize
 from cbdm.features import inception_features, save_random_inception_weights
 from cbdm.metrics import frechet_distance
 

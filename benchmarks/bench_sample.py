@@ -13,9 +13,17 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from common import (
+    arguments,
+    build_model,
+    machine,
+    parameters_line,
+    peak_memory_mb,
+    print_comparison,
+    reset_peak_memory,
+    time_it,
+)
 
-from common import (arguments, build_model, machine, parameters_line, peak_memory_mb, print_comparison,
-                    reset_peak_memory, time_it)
 from cbdm.acceleration import autocast, prepare_network
 from cbdm.diffusion import NoiseSchedule
 from cbdm.samplers import sample_ancestral

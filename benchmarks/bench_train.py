@@ -13,9 +13,17 @@ from __future__ import annotations
 import copy
 
 import torch
+from common import (
+    arguments,
+    build_model,
+    machine,
+    parameters_line,
+    peak_memory_mb,
+    print_comparison,
+    reset_peak_memory,
+    time_it,
+)
 
-from common import (arguments, build_model, machine, parameters_line, peak_memory_mb, print_comparison,
-                    reset_peak_memory, time_it)
 from cbdm.acceleration import autocast, ema_update, prepare_network, to_layout
 from cbdm.diffusion import NoiseSchedule
 from cbdm.losses import get_loss

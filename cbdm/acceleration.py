@@ -1,4 +1,5 @@
-"""The switchable pieces of the fast path, shared by training, sampling and the benchmarks.
+"""Where and how the networks run: the device, and the switchable pieces of the fast path,
+shared by training, sampling, feature extraction and the benchmarks.
 
 Each is off by default in the schema, so the reference path (fp32, eager, contiguous layout,
 plain Adam, a Python-loop EMA) stays one config away; benchmarks/ measures the difference.
@@ -8,6 +9,15 @@ from __future__ import annotations
 import contextlib
 
 import torch
+
+
+def resolve_device(name: str) -> torch.device:
+    """The config's `device`: 'auto' (a GPU if torch sees one), 'cuda' or 'cpu'."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was asked for, but torch sees no GPU; set device: auto or cpu")
+    return torch.device(name)
 
 
 def autocast(device: torch.device, precision: str):

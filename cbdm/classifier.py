@@ -14,11 +14,11 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from .dataset import read_image_set
-from .sources import ImageSet
+from .acceleration import resolve_device
+from .dataset import images_to_model_range, read_image_set
 from .io import atomic_path, write_json
 from .modelfile import load_payload
-from .train import images_to_model_range, resolve_device
+from .sources import ImageSet
 
 CLASSIFIER_FORMAT = "cbdm.classifier/1"
 
@@ -50,15 +50,16 @@ class FeatureClassifier(nn.Module):
 
 
 @torch.no_grad()
-def embed(model: FeatureClassifier, images: np.ndarray, device, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+def embed(model: FeatureClassifier, images: np.ndarray, device,
+          batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """(features float64 [N, D], logits float32 [N, C]) of uint8 images [N, C, H, W]."""
     model.eval()
     feats, logits = [], []
     for start in range(0, len(images), batch_size):
         x = images_to_model_range(torch.from_numpy(images[start:start + batch_size]).to(device))
-        f, l = model(x)
-        feats.append(f.double().cpu().numpy())
-        logits.append(l.float().cpu().numpy())
+        features, scores = model(x)
+        feats.append(features.double().cpu().numpy())
+        logits.append(scores.float().cpu().numpy())
     return np.concatenate(feats), np.concatenate(logits)
 
 

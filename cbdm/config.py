@@ -42,8 +42,8 @@ def load_config(path: str | Path, overrides: dict | None = None) -> dict:
 
 def validate_config(config: dict) -> dict:
     """Schema-validate `config` in place (filling defaults), then run `check`; returns it."""
-    from snakemake.utils import validate  # the Snakefile validates with the same function
     from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate  # the Snakefile validates with the same function
 
     try:
         validate(config, str(schema_path()))
@@ -204,7 +204,8 @@ def load_published(path: str) -> list[dict]:
         fields = set(entry) if isinstance(entry, dict) else set()
         if fields != PUBLISHED_FIELDS:
             raise ConfigError(f"{path}, entry {i + 1}: fields must be exactly {sorted(PUBLISHED_FIELDS)}; "
-                              f"missing {sorted(PUBLISHED_FIELDS - fields)}, unknown {sorted(fields - PUBLISHED_FIELDS)}")
+                              f"missing {sorted(PUBLISHED_FIELDS - fields)}, "
+                              f"unknown {sorted(fields - PUBLISHED_FIELDS)}")
         if entry["value"] is not None and not isinstance(entry["value"], (int, float)):
             raise ConfigError(f"{path}, entry {i + 1} ({entry['method']}): value must be a number or null "
                               f"(not available), got {entry['value']!r}")

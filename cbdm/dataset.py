@@ -12,7 +12,7 @@ import hashlib
 import numpy as np
 
 from .io import read_json, read_npz, write_json, write_npz
-from .sources import DataError, ImageSet, NUM_CLASSES, load_source
+from .sources import NUM_CLASSES, DataError, ImageSet, load_source
 
 
 def longtail_counts(num_classes: int, n_max: float, imbalance_factor: float, profile: str) -> list[int]:
@@ -105,6 +105,11 @@ def resize(images: ImageSet, side: int) -> ImageSet:
         out.append(interpolate(x, size=(side, side), mode="bilinear", antialias=True,
                                align_corners=False).round().clamp(0, 255).to(torch.uint8).numpy())
     return ImageSet(np.concatenate(out), images.labels)
+
+
+def images_to_model_range(images):
+    """uint8 [0, 255] tensor -> float [-1, 1], the range the networks see."""
+    return images.float() / 127.5 - 1.0
 
 
 def read_image_set(npz: str, prefix: str = "") -> ImageSet:

@@ -12,8 +12,14 @@ from __future__ import annotations
 import numpy as np
 
 from .io import read_npz, write_json
-from .metrics import (confusion_matrix, frechet_distance, frechet_distance_infinity, inception_score,
-                      kernel_distance, precision_recall)
+from .metrics import (
+    confusion_matrix,
+    frechet_distance,
+    frechet_distance_infinity,
+    inception_score,
+    kernel_distance,
+    precision_recall,
+)
 
 FEATURE_ARRAYS = {"features": 2, "labels": 1, "predicted": 1, "logits": 2}
 DISTRIBUTION_METRICS = ("fid", "kid_mean", "kid_std", "kid_subset_size", "precision", "recall")
@@ -33,7 +39,8 @@ def record(scope, metric, value, n_gen, n_ref, note="", sd=None, ci=(None, None)
             "ci_high": as_float(ci[1])}
 
 
-def distribution_metrics(gen: np.ndarray, ref: np.ndarray, cfg: dict, device="cpu") -> dict[str, tuple[float | None, str]]:
+def distribution_metrics(gen: np.ndarray, ref: np.ndarray, cfg: dict,
+                         device="cpu") -> dict[str, tuple[float | None, str]]:
     """metric -> (value or None, note) for FID, KID and precision/recall of two feature arrays."""
     n_gen, n_ref, dim = len(gen), len(ref), gen.shape[1]
     if min(n_gen, n_ref) < cfg["min_samples"]:
@@ -137,7 +144,7 @@ def _select(arrays: dict, classes: list[int]) -> dict:
 
 def evaluate(*, generated_npz: str, reference_npz: str, groups: dict, num_classes: int,
              evaluation: dict, cell: dict, device: str, out_json: str) -> None:
-    from .train import resolve_device
+    from .acceleration import resolve_device
 
     dev = resolve_device(device)
     gen = read_npz(generated_npz, FEATURE_ARRAYS)
@@ -163,10 +170,10 @@ def diagnose(*, samples_npz: str, train_npz: str, source_npz: str, groups: dict,
              classifier_cfg: dict, memorization_cfg: dict, device: str, cell: dict, out_json: str) -> None:
     """Overlap and memorization diagnostics of one sample set, which need its images rather
     than its features: the classification accuracy score and the memorization audit."""
+    from .acceleration import resolve_device
     from .cas import cas_records
     from .dataset import read_image_set
     from .memorization import memorization_records
-    from .train import resolve_device
 
     generated, heldout = read_image_set(samples_npz), read_image_set(source_npz, "heldout_")
     records = cas_records(classifier_cfg, generated, heldout, groups, num_classes, resolve_device(device))

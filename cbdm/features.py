@@ -14,15 +14,16 @@ import time
 import numpy as np
 import torch
 
+from .acceleration import resolve_device
 from .assets import require_weights
 from .classifier import embed, load_classifier
 from .dataset import read_image_set
 from .io import write_npz
-from .train import resolve_device
 
 
 @torch.no_grad()
-def inception_features(images: np.ndarray, weights_path, device, batch_size: int = 200) -> tuple[np.ndarray, np.ndarray]:
+def inception_features(images: np.ndarray, weights_path, device,
+                       batch_size: int = 200) -> tuple[np.ndarray, np.ndarray]:
     """(2048-d pool features float64, 1008 'unbiased' logits) of uint8 images [N, C, H, W]."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
@@ -33,9 +34,9 @@ def inception_features(images: np.ndarray, weights_path, device, batch_size: int
         x = torch.from_numpy(images[start:start + batch_size]).to(device)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)  # Inception expects RGB
-        f, l = model(x)
-        feats.append(f.double().cpu().numpy())
-        logits.append(l.float().cpu().numpy())
+        features, scores = model(x)
+        feats.append(features.double().cpu().numpy())
+        logits.append(scores.float().cpu().numpy())
     return np.concatenate(feats), np.concatenate(logits)
 
 

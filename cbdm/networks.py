@@ -8,7 +8,7 @@ The class label enters as a learned embedding added to the time embedding; the e
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn

@@ -35,7 +35,8 @@ def package_versions() -> dict:
     return versions
 
 
-def write_provenance(*, config: dict, seeds: dict, code_dir: str, model_files: list[str], out_json: str, out_config: str) -> None:
+def write_provenance(*, config: dict, seeds: dict, code_dir: str, model_files: list[str], out_json: str,
+                     out_config: str) -> None:
     runs = []
     for path in model_files:
         meta = load_payload(path, MODEL_FORMAT, "rebuild the model")["meta"]

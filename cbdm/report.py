@@ -235,14 +235,14 @@ def write_csv(path, frame: pd.DataFrame) -> None:
         frame.to_csv(tmp, index=False, na_rep="")
 
 
-def write_tables(sections: list[tuple[str, str, pd.DataFrame]], notes: pd.DataFrame, outputs: dict,
-                 preamble: str) -> None:
-    """`sections`: (heading, explanation, table) triples, the main table first."""
+def write_tables(sections: list[tuple], notes: pd.DataFrame, outputs: dict, preamble: str) -> None:
+    """`sections`: (heading, explanation, table[, footer]) tuples, the main table first."""
     md, tex = [preamble, ""], [f"% {preamble}"]
-    for heading, explanation, table in sections:
+    for heading, explanation, table, *footer in sections:
         printed = fold_sample_sizes(table)
         md += [f"## {heading}", "", explanation, "", printed.to_markdown(index=False), ""]
-        tex += [f"% {heading}", printed.to_latex(index=False, escape=True)]
+        md += [*footer, ""] if footer else []
+        tex += [f"% {heading}", printed.to_latex(index=False, escape=True)] + [f"% {line}" for line in footer]
     if len(notes):
         md += ["## Notes", ""] + [f"- {r.protocol} / {r.variant} / {r.scope} / {r.metric}: {r.note}"
                                   for r in notes.itertuples()]
@@ -407,7 +407,8 @@ def build_report(*, metric_files: list[str], diagnostic_files: list[str], expect
                      f"{how}; {manifest['total']} training images.")
     paper = paper_table(main_agg, published, variants)
     if published:
-        sections.insert(1, ("Paper comparison", "Published numbers beside ours. " + ours_protocol, paper))
+        sections.insert(1, ("Paper comparison", "Published numbers (`published:` registry) beside ours.",
+                            paper, ours_protocol))
 
     targets = [(s, "fid") for s in scopes] + [("all", "recall"), ("all", "accuracy")]
     targets += [(s, "cas") for s in scopes] + [(g, "fid@matched") for g in groups]

@@ -16,11 +16,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .acceleration import autocast, prepare_network
+from .acceleration import autocast, prepare_network, resolve_device
 from .io import InputError, read_npz, write_npz
 from .modelfile import load_model
 from .samplers import sample_ancestral, sample_ddim, to_uint8
-from .train import resolve_device
 
 SEED_STRIDE = 1_000_000
 

@@ -19,27 +19,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .acceleration import autocast, ema_update, prepare_network, to_layout
-from .dataset import read_image_set
+from .acceleration import autocast, ema_update, prepare_network, resolve_device, to_layout
+from .dataset import images_to_model_range, read_image_set
 from .diffusion import NoiseSchedule
 from .io import atomic_path
 from .modelfile import load_checkpoint, load_model, save_checkpoint, save_model
 from .networks import build_unet, count_parameters
 from .objective import Objective
 from .sources import file_digest
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was asked for, but torch sees no GPU; set device: auto or cpu")
-    return torch.device(name)
-
-
-def images_to_model_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1]."""
-    return images.float() / 127.5 - 1.0
 
 
 def run_fingerprint(*parts) -> str:

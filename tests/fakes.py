@@ -14,7 +14,8 @@ def write_cifar(root: Path, name: str = "cifar10", per_batch: int = 60, num_clas
     """A CIFAR python archive layout with random pixels; returns the training labels in file order."""
     rng = np.random.RandomState(seed)
     if name == "cifar10":
-        folder, train, test, key = root / "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels"
+        folder, test, key = root / "cifar-10-batches-py", ["test_batch"], "labels"
+        train = [f"data_batch_{i}" for i in range(1, 6)]
     else:
         folder, train, test, key = root / "cifar-100-python", ["train"], ["test"], "fine_labels"
     folder.mkdir(parents=True, exist_ok=True)

@@ -48,13 +48,15 @@ def test_variant_settings_merge_overrides_and_resolve_loss_options():
     ({"variants": {"x": {}}}, "declares no `losses`"),
     ({"datasets": {"digits": {"groups": {"tail": [10]}}}}, "classes 0..9"),
     ({"datasets": {"digits": {"longtail": {"imbalance_factor": [10, 0.5]}}}}, "imbalance_factor 0.5 < 1"),
-    ({"datasets": {"digits": {"groups": {"many": [0]}}}, "evaluation": {"overlap": {"source": "few", "target": "many"}}},
+    ({"datasets": {"digits": {"groups": {"many": [0]}}},
+      "evaluation": {"overlap": {"source": "few", "target": "many"}}},
      "evaluation.overlap names group"),
     ({"training": {"steps": "ten"}}, "not of type 'integer'"),
     ({"datasets": {"digits": {"source": "mnist"}}}, "is not one of"),
     ({"variants": {"x": {"external": True}}}, "no `extensions:`"),
     ({"variants": {"x": {"losses": [{"name": "eps_mse"}], "training": {"init_from": "x"}}}}, "cycle"),
-    ({"variants": {"x": {"losses": [{"name": "eps_mse"}], "training": {"init_from": "nope"}}}}, "unknown variant 'nope'"),
+    ({"variants": {"x": {"losses": [{"name": "eps_mse"}], "training": {"init_from": "nope"}}}},
+     "unknown variant 'nope'"),
     ({"variants": {"x": {"losses": [{"name": "eps_mse"}], "sampling": {"sampler": "ancestral", "steps": 50}}}},
      "set sampler: ddim"),
     ({"extensions": ["missing.smk"]}, "does not exist"),
@@ -82,7 +84,8 @@ def test_load_config_reads_yaml(tmp_path):
 
 def test_the_published_registry_is_checked(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "pub.yaml").write_text("- {source: cifar10, imbalance_factor: 100, method: X, metric: fid, value: 1.0}\n")
+    (tmp_path / "pub.yaml").write_text(
+        "- {source: cifar10, imbalance_factor: 100, method: X, metric: fid, value: 1.0}\n")
     with pytest.raises(ConfigError, match=r"missing \['protocol', 'reference', 'variant'\]"):
         config(published="pub.yaml")
     (tmp_path / "pub.yaml").write_text(

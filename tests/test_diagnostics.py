@@ -36,7 +36,8 @@ def test_copies_of_training_images_are_flagged_and_new_images_are_not(digits):
 def test_a_class_without_samples_is_reported_not_computed(digits):
     pool, heldout = digits
     no_nines = pool.subset(np.where(pool.labels != 9)[0])
-    records = by_scope(memorization_records({"relative_threshold": 0.5}, no_nines, pool, heldout, 10), "near_copy_share")
+    records = by_scope(memorization_records({"relative_threshold": 0.5}, no_nines, pool, heldout, 10),
+                       "near_copy_share")
     assert records["class 9"]["value"] is None and "0 generated" in records["class 9"]["note"]
 
 

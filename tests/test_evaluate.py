@@ -7,7 +7,8 @@ from cbdm.evaluate import evaluate, matched_group_records, scope_records
 from cbdm.io import write_npz
 
 CFG = {"min_samples": 10, "kid_subsets": 5, "kid_subset_size": 50, "pr_neighborhood": 3, "seed": 0,
-       "fid_small_n": "flag", "fid_infinity": False, "matched_repeats": 4, "matched_fraction": 0.5, "kid_bootstrap": 20, "is_splits": 2}
+       "fid_small_n": "flag", "fid_infinity": False, "matched_repeats": 4, "matched_fraction": 0.5,
+       "kid_bootstrap": 20, "is_splits": 2}
 
 
 def arrays(n, dim=4, labels=None, predicted=None, seed=0):

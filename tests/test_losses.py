@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from cbdm.diffusion import NoiseSchedule, posterior_mean, predict_x0, reverse_kl_weight
-from cbdm.losses import (LOSSES, NoisedBatch, draw_negative_labels, draw_target_labels, get_loss,
-                         register_loss)
+from cbdm.losses import LOSSES, NoisedBatch, draw_negative_labels, draw_target_labels, get_loss, register_loss
 
 SCHEDULE = NoiseSchedule.linear(1000, 1e-4, 0.02)
 

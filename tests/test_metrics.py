@@ -8,8 +8,15 @@ from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 
-from cbdm.metrics import (confusion_matrix, frechet_distance, frechet_distance_infinity, inception_score,
-                          kernel_distance, mean_and_covariance, precision_recall)
+from cbdm.metrics import (
+    confusion_matrix,
+    frechet_distance,
+    frechet_distance_infinity,
+    inception_score,
+    kernel_distance,
+    mean_and_covariance,
+    precision_recall,
+)
 
 
 @pytest.fixture

@@ -2,13 +2,12 @@
 import re
 
 import torch
+from test_config import MINIMAL
 
 from cbdm.config import deep_merge, validate_config, variant_settings
 from cbdm.diffusion import NoiseSchedule
 from cbdm.networks import build_unet
 from cbdm.objective import Objective
-
-from test_config import MINIMAL
 
 
 def readme_blocks(repo, language):

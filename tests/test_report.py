@@ -1,6 +1,5 @@
 """The report on synthetic metrics files: aggregation over seeds, guidance choice, sections,
 paired differences, and the refusal to render a partial table."""
-import json
 
 import numpy as np
 import pandas as pd
@@ -9,12 +8,13 @@ import pytest
 from cbdm.evaluate import record
 from cbdm.io import write_json, write_npz
 from cbdm.report import ReportError, build_report
-from cbdm.statistics import compare_to_baseline, paired_difference, seed_variance
+from cbdm.statistics import paired_difference, seed_variance
 
 GROUPS = {"head": [0], "tail": [1]}
 EVALUATION = {"protocols": {"ours": {"labels": "exact", "num_samples": 20, "reference": "heldout"},
                             "paper": {"labels": "uniform_random", "num_samples": 20, "reference": "balanced_train"}},
-              "report_protocol": None, "guidance_choice": "best", "baseline": None, "matched_repeats": 3, "matched_fraction": 0.5,
+              "report_protocol": None, "guidance_choice": "best", "baseline": None, "matched_repeats": 3,
+              "matched_fraction": 0.5,
               "memorization": {"relative_threshold": 0.5}}
 FID = {("ddpm", 1.0): [10.0, 12.0, 11.0], ("ddpm", 2.0): [20.0, 21.0, 22.0],
        ("cbdm", 1.0): [8.0, 10.0, 9.0]}

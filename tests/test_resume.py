@@ -46,7 +46,7 @@ def test_killing_the_workflow_mid_training_loses_nothing(tmp_path, repo):
     assert 0 < torch.load(checkpoint, weights_only=True)["step"] < 300
 
     snakemake(repo, killed, "--unlock")
-    rerun = snakemake(repo, killed)
+    snakemake(repo, killed)
     log = (killed / "results/tiny/logs/train/digits/IF5/ddpm/seed0.log").read_text()
     assert "resumed from" in log
     whole = torch.load(tmp_path / "whole" / TARGET, weights_only=True)["state_dict"]

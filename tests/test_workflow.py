@@ -10,8 +10,6 @@ from snakemake.api import SnakemakeApi
 from snakemake.report.html_reporter import ReportSettings
 from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
 
-from cbdm.config import ConfigError, load_config
-
 VARIANTS = ["ddpm", "cbdm", "overlap", "cbdm_overlap", "ddpm_resampled"]
 
 
@@ -87,3 +85,44 @@ def test_a_config_error_stops_the_workflow_with_the_fix(tmp_path, repo, tiny_con
     bad.write_text(yaml.safe_dump(config, sort_keys=False))
     with pytest.raises(Exception, match="unknown loss 'cbdn'; registered losses"):
         run_workflow(repo, tmp_path, bad, executor="dryrun")
+
+
+def planned_jobs(repo, workdir, configfile) -> dict[str, int]:
+    """Jobs per rule of a dry run, from Snakemake's job statistics."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-n", "--quiet",
+                             "rules", "--configfile", str(configfile)], cwd=workdir, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    counts = {}
+    for line in (result.stdout + result.stderr).splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_every_factor_of_the_config_expands_the_dag(tmp_path, repo):
+    config = yaml.safe_load((repo / "tests/data/tiny.yaml").read_text())
+    del config["variants"]["ddpm_resampled"]
+    config["datasets"]["digits"]["longtail"]["imbalance_factor"] = [5, 10]
+    config["seeds"] = [0, 1]
+    config["sampling"]["seeds"] = [0, 1]
+    config["variants"]["ddpm"]["sampling"] = {"guidance": [1.0, 2.0]}
+    config["evaluation"]["protocols"] = {"ours": {"labels": "exact", "num_samples": 120},
+                                        "paper": {"labels": "uniform_random", "num_samples": 100,
+                                                  "reference": "balanced_train"},
+                                        "same_samples": {"labels": "exact", "num_samples": 120,
+                                                         "reference": "longtail_train"}}
+    path = tmp_path / "factors.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    jobs = planned_jobs(repo, tmp_path, path)
+    cells = 2 * 2 * (2 + 3) * 2  # IF x training seeds x guidance scales over variants x sampling seeds
+    assert jobs["train"] == 2 * 4 * 2
+    assert jobs["sample"] == cells * 2  # two label sets: 'same_samples' reuses the 'ours' samples
+    assert jobs["metrics"] == cells * 3
+    assert jobs["diagnostics"] == cells
+    assert jobs["features_reference"] == 2 * 3
+    assert jobs["report"] == 2

@@ -43,6 +43,8 @@ rule features_reference:
         **stage_resources("features", gpus=gpus_per_job()),
     log:
         f"{LOGS}/features/{{dataset}}/IF{{imb}}/reference-{{reference}}.log",
+    benchmark:
+        f"{BENCH}/features/{{dataset}}/IF{{imb}}/reference-{{reference}}.tsv"
     script:
         "../scripts/features.py"
 
