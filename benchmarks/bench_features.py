@@ -19,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine, peak_memory_mb, print_comparison, reset_peak_memory, synchronize
 from PIL import Image
 
 from cbdm.features import inception_features, save_random_inception_weights
 from cbdm.metrics import frechet_distance
+
+import harness
 
 
 def main():
@@ -65,7 +66,7 @@ def main():
             folders.append(folder)
 
         rows, fids = [], {}
-        reset_peak_memory(device)
+        harness.reset_peak_memory(device)
         started = time.perf_counter()
         feats = [cleanfid.get_folder_features(str(f), model=cleanfid_model, num_workers=args.workers,
                                               batch_size=args.cleanfid_batch, device=device, mode="clean",
@@ -73,22 +74,22 @@ def main():
         stats = [(f.mean(axis=0), np.cov(f, rowvar=False)) for f in feats]
         fids["clean-fid"] = float(cleanfid.frechet_distance(*stats[0], *stats[1]))
         seconds = time.perf_counter() - started
-        rows.append({"path": "clean-fid", "rate": 2 * args.images / seconds, "peak_mb": peak_memory_mb(device),
-                     "machine": machine(device), "detail": f"PNG files, PIL resize, batch {args.cleanfid_batch}, "
-                                                           f"{args.workers} workers, numpy FID"})
+        rows.append(harness.result_row("clean-fid", 2 * args.images / seconds, device,
+                                       f"PNG files, PIL resize, batch {args.cleanfid_batch}, "
+                                       f"{args.workers} workers, numpy FID"))
 
-        reset_peak_memory(device)
-        synchronize(device)
+        harness.reset_peak_memory(device)
+        harness.synchronize(device)
         started = time.perf_counter()
         ours = [inception_features(images, weights, device, args.batch)[0] for images in sets]
         fids["ours"] = frechet_distance(ours[0], ours[1], device)
-        synchronize(device)
+        harness.synchronize(device)
         seconds = time.perf_counter() - started
-        rows.append({"path": "ours", "rate": 2 * args.images / seconds, "peak_mb": peak_memory_mb(device),
-                     "machine": machine(device), "detail": f"uint8 arrays, resize on the device, batch {args.batch}, "
-                                                           f"torch FID on the device"})
+        rows.append(harness.result_row("ours", 2 * args.images / seconds, device,
+                                       f"uint8 arrays, resize on the device, batch {args.batch}, "
+                                       f"torch FID on the device"))
     weights_note = "real Inception weights" if args.inception_weights else "RANDOM weights: FID values not meaningful"
-    print_comparison(f"Features + FID of 2 x {args.images} 32x32 images ({weights_note})", rows,
+    harness.print_comparison(f"Features + FID of 2 x {args.images} 32x32 images ({weights_note})", rows,
                      "images/s", args, {"FID clean-fid vs ours": f"{fids['clean-fid']:.4f} vs {fids['ours']:.4f} "
                                                                   f"(the resize differs: bicubic PIL vs bilinear TF)"})
 

@@ -13,31 +13,23 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from common import (
-    arguments,
-    build_model,
-    machine,
-    parameters_line,
-    peak_memory_mb,
-    print_comparison,
-    reset_peak_memory,
-    time_it,
-)
 
 from cbdm.acceleration import autocast, prepare_network
 from cbdm.diffusion import NoiseSchedule
 from cbdm.samplers import sample_ancestral
 
+import harness
+
 FULL_RUN_STEPS = 1000
 
 
 def main():
-    parser = arguments(__doc__, steps=10, warmup=2, batch=256)
+    parser = harness.arguments(__doc__, steps=10, warmup=2, batch=256)
     parser.add_argument("--fast-batch", type=int, default=1024)
     parser.add_argument("--guidance", type=float, default=1.6)
     args = parser.parse_args()
     device = torch.device(args.device)
-    model, spec = build_model(args.size, device)
+    model, spec = harness.build_model(args.size, device)
     model.eval()
     # A schedule of --steps timesteps: one timed call is --steps reverse steps of the same cost.
     schedule = NoiseSchedule.linear(args.steps, 1e-4, 0.02).to(device)
@@ -56,15 +48,14 @@ def main():
                 images[name] = sample_ancestral(network, schedule, labels, seeds, guidance=args.guidance,
                                                 batched_guidance=path["batched_guidance"])
 
-        reset_peak_memory(device)
-        seconds = time_it(run, device, 1, args.warmup)
+        harness.reset_peak_memory(device)
+        seconds = harness.time_it(run, device, 1, args.warmup)
         rate = path["batch"] / (seconds * FULL_RUN_STEPS / args.steps)
-        rows.append({"path": name, "rate": rate, "peak_mb": peak_memory_mb(device), "machine": machine(device),
-                     "detail": ", ".join(f"{k}={v}" for k, v in path.items())})
+        rows.append(harness.result_row(name, rate, device, ", ".join(f"{k}={v}" for k, v in path.items())))
     n = min(args.batch, args.fast_batch)
     difference = (images["reference"][:n] - images["fast"][:n]).abs().mean().item()
-    print_comparison(f"Sampling ({parameters_line(model)}, {FULL_RUN_STEPS}-step runs, guidance {args.guidance})",
-                     rows, "images/s", args,
+    title = f"Sampling ({harness.parameters_line(model)}, {FULL_RUN_STEPS}-step runs, guidance {args.guidance})"
+    harness.print_comparison(title, rows, "images/s", args,
                      {"mean |reference - fast| on shared seeds (images in [-1, 1])": f"{difference:.4f}"})
 
 

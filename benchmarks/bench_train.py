@@ -13,21 +13,13 @@ from __future__ import annotations
 import copy
 
 import torch
-from common import (
-    arguments,
-    build_model,
-    machine,
-    parameters_line,
-    peak_memory_mb,
-    print_comparison,
-    reset_peak_memory,
-    time_it,
-)
 
 from cbdm.acceleration import autocast, ema_update, prepare_network, to_layout
 from cbdm.diffusion import NoiseSchedule
 from cbdm.losses import get_loss
 from cbdm.objective import Objective
+
+import harness
 
 LOSSES = {"ddpm": [{"name": "eps_mse"}], "cbdm": [{"name": "eps_mse"}, {"name": "cbdm"}]}
 
@@ -63,11 +55,11 @@ def training_step(model, path: dict, x0, y, device, terms):
 
 
 def main():
-    parser = arguments(__doc__, steps=20, batch=128)
+    parser = harness.arguments(__doc__, steps=20, batch=128)
     parser.add_argument("--losses", choices=LOSSES, default="cbdm")
     args = parser.parse_args()
     device = torch.device(args.device)
-    base, spec = build_model(args.size, device)
+    base, spec = harness.build_model(args.size, device)
     shape = (args.batch, spec["image_channels"], spec["image_size"], spec["image_size"])
     x0 = torch.rand(shape, generator=torch.Generator().manual_seed(1)).to(device) * 2 - 1
     y = torch.randint(0, 10, (args.batch,), generator=torch.Generator().manual_seed(2)).to(device)
@@ -80,14 +72,14 @@ def main():
     rows, first_losses = [], {}
     for name, path in paths.items():
         model = copy.deepcopy(base)
-        reset_peak_memory(device)
+        harness.reset_peak_memory(device)
         step, losses = training_step(model, path, x0, y, device, resolved(LOSSES[args.losses]))
-        seconds = time_it(step, device, args.steps, args.warmup)
+        seconds = harness.time_it(step, device, args.steps, args.warmup)
         first_losses[name] = losses[0].item()
-        rows.append({"path": name, "rate": args.batch / seconds, "peak_mb": peak_memory_mb(device),
-                     "machine": machine(device), "detail": ", ".join(f"{k}={v}" for k, v in path.items())})
-    print_comparison(f"Training ({args.losses} objective, batch {args.batch}, {parameters_line(base)})",
-                     rows, "images/s", args,
+        rows.append(harness.result_row(name, args.batch / seconds, device,
+                                       ", ".join(f"{k}={v}" for k, v in path.items())))
+    title = f"Training ({args.losses} objective, batch {args.batch}, {harness.parameters_line(base)})"
+    harness.print_comparison(title, rows, "images/s", args,
                      {"first-step loss, reference vs fast": f"{first_losses['reference']:.5f} vs "
                                                             f"{first_losses['fast']:.5f}"})
 

@@ -4,12 +4,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from fakes import write_cifar, write_fashion_mnist
-from helpers import training_settings
 
 from cbdm.dataset import build_longtail, prepare_source, read_image_set
 from cbdm.sources import DataError, load_source, read_idx
 from cbdm.train import train
+
+from fakes import write_cifar, write_fashion_mnist
+from helpers import training_settings
 
 
 def cifar_spec(root, name="cifar10", verify=False):

@@ -7,7 +7,6 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import training_settings
 
 from cbdm.dataset import build_longtail, prepare_source
 from cbdm.diffusion import NoiseSchedule
@@ -17,6 +16,8 @@ from cbdm.modelfile import load_model, save_checkpoint
 from cbdm.networks import build_unet
 from cbdm.objective import Objective
 from cbdm.train import train
+
+from helpers import training_settings
 
 NETWORK = {"base_channels": 8, "channel_mult": [1, 2], "attention_levels": [], "num_res_blocks": 1,
            "dropout": 0.0, "norm_groups": 4}

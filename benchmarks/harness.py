@@ -81,6 +81,12 @@ def machine(device: torch.device) -> str:
     return f"CPU, {torch.get_num_threads()} threads"
 
 
+def result_row(path: str, rate: float, device: torch.device, detail: str) -> dict:
+    """One path's figures, taken right after it ran (peak memory included)."""
+    return {"path": path, "rate": rate, "peak_mb": peak_memory_mb(device), "machine": machine(device),
+            "detail": detail}
+
+
 def print_comparison(title: str, rows: list[dict], unit: str, args, extra: dict | None = None) -> None:
     """rows: [{'path': ..., 'rate': units per second, 'peak_mb': ...}], the reference first."""
     reference = rows[0]["rate"]
