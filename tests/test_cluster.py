@@ -66,7 +66,7 @@ def test_the_slurm_profile_submits_gpu_jobs_with_their_resources(tmp_path, repo,
     cluster = snakemake(repo, tmp_path, env, target, "--workflow-profile", str(repo / "profiles/slurm"),
                         "--slurm-init-seconds-before-status-checks", "1", "--configfile", "tiny.yaml")
     assert cluster.returncode != 0  # the fake cluster fails every job
-    assert "SLURM" in cluster.stderr or "slurm" in cluster.stderr
+    assert submissions.exists(), f"nothing was submitted to sbatch:\n{cluster.stderr[-3000:]}"
     lines = [json.loads(line)["args"] for line in submissions.read_text().splitlines()]
     assert len(lines) == 2  # the job and its one retry (profile: retries: 1)
     call = " ".join(lines[0])
