@@ -83,3 +83,38 @@ def test_the_cluster_profiles_name_rules_that_exist(repo):
         settings = yaml.safe_load((repo / "profiles" / profile / "config.yaml").read_text())
         assert set(settings["set-resources"]) <= rules, profile
         assert {"train", "sample", "features_samples"} <= set(settings["set-resources"])
+
+
+def test_concurrent_jobs_claim_different_gpus(tmp_path):
+    from cbdm.workflow import claim_gpus
+
+    first, held_first = claim_gpus(1, 3, tmp_path)
+    second, held_second = claim_gpus(2, 3, tmp_path)
+    assert first == [0] and second == [1, 2]
+    with pytest.raises(RuntimeError, match="--resources gpu=3"):
+        claim_gpus(1, 3, tmp_path)  # every GPU is held
+    for handle in held_first:
+        handle.close()
+    assert claim_gpus(1, 3, tmp_path)[0] == [0]  # freed when the job ends
+
+
+def test_gpu_rules_declare_their_gpus_memory_and_runtime(tmp_path, repo):
+    config = yaml.safe_load((repo / "tests/data/tiny.yaml").read_text())
+    del config["variants"]["ddpm_resampled"]
+    config["resources"] = {"gpus_per_job": 1}
+    config["variants"]["cbdm"]["training"] = {"processes": 2}
+    (tmp_path / "gpu.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-n",
+                             "--configfile", "gpu.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = {}
+    for block in (result.stdout + result.stderr).split("rule ")[1:]:
+        name = block.split(":")[0]
+        resources = next((line for line in block.splitlines() if "resources:" in line), "")
+        wildcards = next((line for line in block.splitlines() if "wildcards:" in line), "")
+        jobs.setdefault(name, []).append((wildcards, resources))
+    train = {w: r for w, r in jobs["train"]}
+    assert any("variant=cbdm," in w and "gpu=2" in r for w, r in train.items())  # one GPU per DDP process
+    assert any("variant=ddpm," in w and "gpu=1" in r for w, r in train.items())
+    assert all("gpu=1" in r and "runtime=1440" in r and "mem_mb=16000" in r for _, r in jobs["sample"])
+    assert all("gpu=0" in r for _, r in jobs["prepare_source"])
