@@ -48,6 +48,10 @@ def train(settings: dict, *, network: dict, diffusion: dict, train_npz: str, num
     if settings["training"]["batch_size"] % processes:
         raise ValueError(f"training.batch_size {settings['training']['batch_size']} is not a multiple of "
                          f"training.processes {processes}: every process takes an equal share")
+    if resolve_device(device).type == "cuda" and torch.cuda.device_count() < processes:
+        raise RuntimeError(f"training.processes {processes} needs one GPU per process but this job sees "
+                           f"{torch.cuda.device_count()}: run snakemake with --resources gpu=N (N = the "
+                           f"machine's GPUs; the default profile allows 1) or lower training.processes")
     import torch.multiprocessing as mp
 
     threads = max(1, torch.get_num_threads() // processes)

@@ -170,3 +170,12 @@ def test_two_data_parallel_processes_take_the_steps_of_one(tmp_path, digits_lt):
 def test_an_uneven_split_is_refused(tmp_path, digits_lt):
     with pytest.raises(ValueError, match="not a multiple of training.processes 3"):
         run(tmp_path, digits_lt, settings(steps=2, processes=3), "uneven")
+
+
+def test_more_processes_than_visible_gpus_names_the_fix(tmp_path, digits_lt, monkeypatch):
+    # Snakemake caps a job's `gpu` to the global limit (1 in the default profile), so a 2-process
+    # job can start seeing one GPU; it must say how to give it more rather than fail in NCCL.
+    monkeypatch.setattr("cbdm.train.resolve_device", lambda device: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(RuntimeError, match="--resources gpu=N"):
+        run(tmp_path, digits_lt, settings(steps=2, processes=2), "short")
