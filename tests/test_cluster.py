@@ -105,7 +105,8 @@ def test_gpu_rules_declare_their_gpus_memory_and_runtime(tmp_path, repo):
     config["variants"]["cbdm"]["training"] = {"processes": 2}
     (tmp_path / "gpu.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-n",
-                             "--configfile", "gpu.yaml", "--resources", "gpu=4"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                             "--configfile", "gpu.yaml", "--resources", "gpu=4"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = {}
     for block in (result.stdout + result.stderr).split("rule ")[1:]:
