@@ -68,7 +68,7 @@ def distribution_metrics(gen: np.ndarray, ref: np.ndarray, cfg: dict,
     return out
 
 
-def kid_bootstrap_interval(gen: np.ndarray, ref: np.ndarray, cfg: dict) -> tuple[float, float]:
+def kid_bootstrap_interval(gen: np.ndarray, ref: np.ndarray, cfg: dict, device="cpu") -> tuple[float, float]:
     """95 % percentile interval of KID over bootstrap resamples of both sets."""
     rng = np.random.RandomState(cfg["seed"])
     values = []
@@ -76,7 +76,7 @@ def kid_bootstrap_interval(gen: np.ndarray, ref: np.ndarray, cfg: dict) -> tuple
         g = gen[rng.randint(len(gen), size=len(gen))]
         r = ref[rng.randint(len(ref), size=len(ref))]
         values.append(kernel_distance(g, r, subsets=1, subset_size=min(len(g), len(r)),
-                                      seed=int(rng.randint(2**31)))[0])
+                                      seed=int(rng.randint(2**31)), device=device)[0])
     return tuple(np.percentile(values, [2.5, 97.5]))
 
 
@@ -95,7 +95,7 @@ def scope_records(scope: str, gen: dict, ref: dict, groups: dict, cfg: dict, dev
         ci = (None, None)
         if (metric == "kid_mean" and value is not None and scope.startswith("class ")
                 and cfg["kid_bootstrap"]):
-            ci = kid_bootstrap_interval(gen["features"], ref["features"], cfg)
+            ci = kid_bootstrap_interval(gen["features"], ref["features"], cfg, device)
         records.append(record(scope, metric, value, n_gen, n_ref, note, ci=ci))
     if cfg["fid_infinity"] and not scope.startswith("class ") and values["fid"][0] is not None:
         value, fitted = frechet_distance_infinity(gen["features"], ref["features"], seed=cfg["seed"], device=device)
@@ -175,9 +175,11 @@ def diagnose(*, samples_npz: str, train_npz: str, source_npz: str, groups: dict,
     from .dataset import read_image_set
     from .memorization import memorization_records
 
+    dev = resolve_device(device)
     generated, heldout = read_image_set(samples_npz), read_image_set(source_npz, "heldout_")
-    records = cas_records(classifier_cfg, generated, heldout, groups, num_classes, resolve_device(device))
-    records += memorization_records(memorization_cfg, generated, read_image_set(train_npz), heldout, num_classes)
+    records = cas_records(classifier_cfg, generated, heldout, groups, num_classes, dev)
+    records += memorization_records(memorization_cfg, generated, read_image_set(train_npz), heldout, num_classes,
+                                    dev)
     write_json(out_json, {"cell": cell, "records": records})
     summary = {r["scope"]: round(r["value"], 3) for r in records if r["metric"] == "cas" and "class" not in r["scope"]}
     shares = [round(r["value"], 3) for r in records if r["metric"] == "near_copy_share" and r["value"] is not None]

@@ -17,7 +17,7 @@ from .sources import ImageSet
 
 
 def memorization_records(cfg: dict, generated: ImageSet, train: ImageSet, heldout: ImageSet,
-                         num_classes: int) -> list[dict]:
+                         num_classes: int, device="cpu") -> list[dict]:
     def flat(images: np.ndarray) -> np.ndarray:
         return images.reshape(len(images), int(np.prod(images.shape[1:]))).astype(np.float64) / 255.0
 
@@ -33,8 +33,8 @@ def memorization_records(cfg: dict, generated: ImageSet, train: ImageSet, heldou
                         ("near_copy_share", "near_copy_share_heldout", "nn_distance_median",
                          "nn_distance_median_heldout")]
             continue
-        d_gen = nearest_neighbour_distances(gen, reference)
-        d_held = nearest_neighbour_distances(held, reference)
+        d_gen = nearest_neighbour_distances(gen, reference, device)
+        d_held = nearest_neighbour_distances(held, reference, device)
         threshold = cfg["relative_threshold"] * np.median(d_held)
         note = f"{len(reference)} training images; threshold {threshold:.3g}"
         records += [

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+ROWS_PER_CHUNK = 4096  # rows of a pairwise-distance matrix held at once (memory, not results)
+
 
 def _tensor(x, device) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x), dtype=torch.float64, device=device)
@@ -106,23 +108,23 @@ def kernel_distance(features_a, features_b, *, subsets: int, subset_size: int, s
     return float(values.mean()), float(values.std()), m
 
 
-def nearest_neighbour_distances(points, reference, chunk: int = 4096, device="cpu") -> np.ndarray:
+def nearest_neighbour_distances(points, reference, device="cpu") -> np.ndarray:
     """Euclidean distance from each point to its nearest neighbour in `reference`."""
     p, r = _tensor(points, device), _tensor(reference, device)
-    return torch.cat([torch.cdist(p[s:s + chunk], r).min(dim=1).values
-                      for s in range(0, len(p), chunk)]).cpu().numpy()
+    return torch.cat([torch.cdist(p[s:s + ROWS_PER_CHUNK], r).min(dim=1).values
+                      for s in range(0, len(p), ROWS_PER_CHUNK)]).cpu().numpy()
 
 
-def knn_radii(features: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:
+def knn_radii(features: torch.Tensor, k: int) -> torch.Tensor:
     """Distance of every point to its k-th nearest neighbour in the same set (itself excluded)."""
-    return torch.cat([torch.cdist(features[s:s + chunk], features).kthvalue(k + 1, dim=1).values
-                      for s in range(0, len(features), chunk)])
+    return torch.cat([torch.cdist(features[s:s + ROWS_PER_CHUNK], features).kthvalue(k + 1, dim=1).values
+                      for s in range(0, len(features), ROWS_PER_CHUNK)])
 
 
-def _coverage(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, chunk: int = 4096) -> float:
+def _coverage(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) -> float:
     """Share of `points` inside at least one ball (centres, radii)."""
-    inside = torch.cat([(torch.cdist(points[s:s + chunk], centres) <= radii[None, :]).any(dim=1)
-                        for s in range(0, len(points), chunk)])
+    inside = torch.cat([(torch.cdist(points[s:s + ROWS_PER_CHUNK], centres) <= radii[None, :]).any(dim=1)
+                        for s in range(0, len(points), ROWS_PER_CHUNK)])
     return float(inside.double().mean())
 
 

@@ -11,6 +11,7 @@ import copy
 import csv
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -176,7 +177,7 @@ def _train_process(rank: int, world: int, *, settings: dict, network: dict, diff
         if step % cfg["log_every"] == 0 or step == cfg["steps"]:
             n = cfg["log_every"] if step % cfg["log_every"] == 0 else step % cfg["log_every"]
             row = {"step": step, "lr": lr, **{k: v / n for k, v in _mean_over_processes(running, world).items()}}
-            if not all(map(_finite, row.values())):
+            if not all(map(math.isfinite, row.values())):
                 raise FloatingPointError(
                     f"non-finite loss at step {step}: {row}. Lower training.lr or check the data; "
                     f"the last checkpoint ({checkpoint_path}) is from before this point")
@@ -211,10 +212,6 @@ def _mean_over_processes(sums: dict, world: int) -> dict[str, float]:
     values = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64) for k in names])
     dist.all_reduce(values)
     return {k: float(v) / world for k, v in zip(names, values)}
-
-
-def _finite(value) -> bool:
-    return value == value and abs(value) != float("inf")
 
 
 def write_log_csv(path, rows: list[dict]) -> None:
