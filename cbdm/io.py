@@ -6,6 +6,8 @@ into place, so a killed job never leaves a half-written file under a final name.
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import json
 import os
 import tempfile
@@ -20,19 +22,62 @@ class InputError(RuntimeError):
     """An input file is missing or malformed; the message names the file and the fix."""
 
 
+class DiskFullError(OSError):
+    """Writing a file failed for lack of space; the message names the file."""
+
+
+# How torch.save reports a failed write (it raises RuntimeError, not OSError).
+TORCH_WRITE_FAILURES = ("file write failed", "PytorchStreamWriter failed", "unexpected pos")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it onto `path` if the block succeeds."""
+    """Yield a temporary path next to `path`; rename it onto `path` if the block succeeds. The
+    file gets the mode a plain open() would give (0666 less the umask), and temporary files a
+    killed writer left for the same path are removed once it is in place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        yield Path(tmp)
+        with _name_write_failures(path):
+            yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
+        _remove_leftovers(path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Temporary files of earlier, killed writes of `path` (one job writes a path at a time)."""
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _name_write_failures(path: Path) -> Iterator[None]:
+    """Turn 'no space left' (OSError ENOSPC, or torch.save's RuntimeError) into one line naming
+    the file."""
+    fix = (f"writing {path} failed: the disk is full (no space left in {path.parent}); free space "
+           f"or move results/ to a larger disk, then run the same command again")
+    try:
+        yield
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        raise DiskFullError(errno.ENOSPC, fix) from err
+    except RuntimeError as err:
+        if not any(marker in str(err) for marker in TORCH_WRITE_FAILURES):
+            raise
+        raise DiskFullError(errno.ENOSPC, f"{fix} ({str(err).splitlines()[0]})") from err
 
 
 def write_json(path, obj) -> None:

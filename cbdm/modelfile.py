@@ -7,9 +7,12 @@ loadable with `weights_only=True`:
     unet:        UNetConfig as a dict (image_channels, image_size, num_classes, base_channels, ...)
     diffusion:   {num_timesteps, beta_start, beta_end}
     state_dict:  the UNet weights to sample with (the EMA weights for cbdm's trainer)
-    meta:        free-form provenance (variant, seed, steps, parameter count, ...)
+    meta:        provenance (steps, parameter count, ...) and `identity`: what the model was
+                 trained for, {variant, dataset, imbalance_factor (its path label), seed,
+                 training_digest (fingerprint of the resolved training settings)}
 
-A user rule that builds an external variant writes exactly this (see `save_model`).
+A user rule that builds an external variant writes exactly this with `save_model`. A sampling
+job refuses a model file whose identity is not the one it expects (a copied or moved file).
 """
 from __future__ import annotations
 
@@ -27,12 +30,39 @@ MODEL_FORMAT = "cbdm.model/1"
 CHECKPOINT_FORMAT = "cbdm.checkpoint/1"
 
 
-def save_model(path, model: UNet, diffusion: dict, meta: dict, state_dict: dict | None = None) -> None:
+IDENTITY_KEYS = ("variant", "dataset", "imbalance_factor", "seed", "training_digest")
+# What a sampling job checks; the training digest is provenance (Snakemake reruns on new settings).
+CHECKED_IDENTITY = IDENTITY_KEYS[:4]
+
+
+def save_model(path, model: UNet, diffusion: dict, meta: dict, *, identity: dict,
+               state_dict: dict | None = None) -> None:
+    """Write a model file; `identity` holds exactly IDENTITY_KEYS."""
+    if set(identity) != set(IDENTITY_KEYS):
+        raise ValueError(f"a model file's identity needs exactly {list(IDENTITY_KEYS)}, got {sorted(identity)}")
     payload = {"format": MODEL_FORMAT, "unet": model.cfg.to_dict(), "diffusion": dict(diffusion),
                "state_dict": state_dict if state_dict is not None else model.state_dict(),
-               "meta": meta}
+               "meta": {**meta, "identity": dict(identity)}}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+
+
+def check_identity(path, payload: dict, expected: dict) -> None:
+    """InputError unless the model file at `path` was trained for `expected` (variant, dataset,
+    imbalance factor label, seed)."""
+    found = payload.get("meta", {}).get("identity")
+    if not isinstance(found, dict):
+        raise InputError(f"{path} records no identity (variant, dataset, imbalance factor, seed): it was "
+                         f"not written by cbdm.modelfile.save_model; delete it and re-run snakemake to rebuild it")
+    have = {k: found.get(k) for k in CHECKED_IDENTITY}
+    want = {k: expected[k] for k in CHECKED_IDENTITY}
+    if {k: str(v) for k, v in have.items()} != {k: str(v) for k, v in want.items()}:
+        raise InputError(f"{path} was trained for {_describe(have)}, but this job needs {_describe(want)}: "
+                         f"the file was copied or moved; delete it and re-run snakemake to rebuild it")
+
+
+def _describe(identity: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in identity.items())
 
 
 def load_payload(path, expected_format: str, fix: str) -> dict:

@@ -17,11 +17,14 @@ import torch
 from tqdm import tqdm
 
 from .acceleration import autocast, prepare_network, resolve_device
+from .fingerprint import file_fingerprint, fingerprint
 from .io import InputError, read_npz, write_npz
-from .modelfile import load_model
+from .modelfile import check_identity, load_model
 from .samplers import sample_ancestral, sample_ddim, to_uint8
 
 SEED_STRIDE = 1_000_000
+# The sampling settings an image depends on (threads and batch size do not change any image).
+IMAGE_SETTINGS = ("sampler", "steps", "eta", "variance", "precision", "batched_guidance", "compile")
 
 
 def sample_labels(policy: str, num_samples: int, class_counts: list[int], seed: int) -> np.ndarray:
@@ -50,20 +53,25 @@ def image_seeds(sample_seed: int, count: int) -> np.ndarray:
 
 
 def generate(model, schedule, labels: np.ndarray, seeds: np.ndarray, sampling: dict, guidance: float,
-             device: torch.device, desc: str = "sample", shard_dir: Path | None = None) -> np.ndarray:
+             device: torch.device, desc: str = "sample", shard_dir: Path | None = None,
+             model_id: str | None = None) -> np.ndarray:
     """uint8 images [N, C, H, W] for the given labels and per-image seeds, batch by batch. With
     `shard_dir`, every finished batch is kept there, so that a killed job started again redoes
-    only the batches it had not finished (an image depends only on its seed and label)."""
+    only the batches it had not finished. A kept batch carries the fingerprint of everything its
+    images depend on (`model_id`: the model file's digest; the sampling settings, guidance,
+    labels and seeds) and is reused only on an exact match."""
     network = prepare_network(model, compile=sampling["compile"])
     batch = sampling["batch_size"]
     steps_per_batch = schedule.num_timesteps if sampling["sampler"] == "ancestral" else sampling["steps"]
     progress = tqdm(total=steps_per_batch * -(-len(labels) // batch), desc=desc, file=sys.stderr,
                     mininterval=10, ncols=100)
+    content_settings = {key: sampling[key] for key in IMAGE_SETTINGS} | {"device": device.type}
     out, reused = [], 0
     for start in range(0, len(labels), batch):
         y_np, s = labels[start:start + batch], seeds[start:start + batch]
         shard = shard_dir / f"{start:09d}.npz" if shard_dir is not None else None
-        kept = _read_shard(shard, y_np, s)
+        batch_id = fingerprint(model_id, content_settings, guidance, y_np.tolist(), s.tolist())
+        kept = _read_shard(shard, batch_id)
         if kept is not None:
             out.append(kept)
             reused += 1
@@ -80,31 +88,33 @@ def generate(model, schedule, labels: np.ndarray, seeds: np.ndarray, sampling: d
                                 progress=progress)
         out.append(to_uint8(x).cpu().numpy())
         if shard is not None:
-            write_npz(shard, images=out[-1], labels=y_np, seeds=s)
+            write_npz(shard, images=out[-1], labels=y_np, seeds=s, fingerprint=np.array(batch_id))
     progress.close()
     if reused:
         print(f"reused {reused} finished batch(es) from {shard_dir}", flush=True)
     return np.concatenate(out)
 
 
-def _read_shard(path: Path | None, labels: np.ndarray, seeds: np.ndarray) -> np.ndarray | None:
-    """A kept batch, if it is the batch asked for (same labels and seeds)."""
+def _read_shard(path: Path | None, batch_id: str) -> np.ndarray | None:
+    """A kept batch, if it was made by exactly this job (same fingerprint)."""
     if path is None or not path.exists():
         return None
     try:
-        shard = read_npz(path, {"images": 4, "labels": 1, "seeds": 1})
+        shard = read_npz(path, {"images": 4, "fingerprint": 0})
     except InputError:
         return None
-    if np.array_equal(shard["labels"], labels) and np.array_equal(shard["seeds"], seeds):
-        return shard["images"]
-    return None
+    return shard["images"] if str(shard["fingerprint"]) == batch_id else None
 
 
 def sample(settings: dict, *, model_path: str, guidance: float, sample_seed: int, labels: str,
-           num_samples: int, class_counts: list[int], device: str, out_npz: str) -> None:
+           num_samples: int, class_counts: list[int], device: str, out_npz: str,
+           identity: dict | None = None) -> None:
+    """Draw one sample set; with `identity`, refuse a model file trained for anything else."""
     sampling = settings["sampling"]
     dev = resolve_device(device)
-    model, schedule, _ = load_model(model_path, dev)
+    model, schedule, payload = load_model(model_path, dev)
+    if identity is not None:
+        check_identity(model_path, payload, identity)
     if model.cfg.num_classes != len(class_counts):
         raise ValueError(f"{model_path} has {model.cfg.num_classes} classes but the dataset has "
                          f"{len(class_counts)}: the model file belongs to another dataset; rebuild it")
@@ -115,7 +125,8 @@ def sample(settings: dict, *, model_path: str, guidance: float, sample_seed: int
           f"({sampling['sampler']}, {sampling['steps']} steps, guidance {guidance}, seed {sample_seed}) "
           f"on {dev}", flush=True)
     shard_dir = Path(f"{out_npz}.shards")
-    images = generate(model, schedule, y, seeds, sampling, guidance, dev, f"sample {settings['name']}", shard_dir)
+    images = generate(model, schedule, y, seeds, sampling, guidance, dev, f"sample {settings['name']}", shard_dir,
+                      model_id=file_fingerprint(model_path))
     seconds = time.time() - started
     print(f"done in {seconds:.0f} s ({len(y) / seconds:.1f} images/s)", flush=True)
     write_npz(out_npz, images=images, labels=y, seeds=seeds)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import hashlib
-import json
 import math
 import os
 import sys
@@ -23,25 +21,25 @@ from tqdm import tqdm
 from .acceleration import autocast, ema_update, prepare_network, resolve_device, to_layout
 from .dataset import images_to_model_range, read_image_set
 from .diffusion import NoiseSchedule
+from .fingerprint import file_fingerprint, fingerprint
 from .io import atomic_path
 from .modelfile import load_checkpoint, load_model, save_checkpoint, save_model
 from .networks import build_unet, count_parameters
 from .objective import Objective
-from .sources import file_digest
-
-
-def run_fingerprint(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def train(settings: dict, *, network: dict, diffusion: dict, train_npz: str, num_classes: int,
           seed: int, device: str, out_model: str, out_log: str, checkpoint_path: str,
-          init_model: str | None = None) -> None:
+          init_model: str | None = None, identity: dict | None = None) -> None:
     """Train one variant; with `training.processes` > 1, in that many data-parallel processes
-    (one per GPU, or gloo processes on a CPU) that together take the steps one process would."""
+    (one per GPU, or gloo processes on a CPU) that together take the steps one process would.
+    `identity` ({variant, dataset, imbalance_factor, seed}) is what the model file says it was
+    trained for; the sampling job checks it."""
+    identity = {"variant": settings["name"], "dataset": None, "imbalance_factor": None, "seed": seed,
+                **(identity or {}), "training_digest": fingerprint(settings, network, diffusion)}
     run = dict(settings=settings, network=network, diffusion=diffusion, train_npz=train_npz,
                num_classes=num_classes, seed=seed, device=device, out_model=out_model, out_log=out_log,
-               checkpoint_path=checkpoint_path, init_model=init_model)
+               checkpoint_path=checkpoint_path, init_model=init_model, identity=identity)
     processes = settings["training"]["processes"]
     if processes == 1:
         _train_process(0, 1, **run)
@@ -82,7 +80,7 @@ def _distributed_worker(rank: int, world: int, port: int, threads: int, run: dic
 
 def _train_process(rank: int, world: int, *, settings: dict, network: dict, diffusion: dict,
                    train_npz: str, num_classes: int, seed: int, device: str, out_model: str,
-                   out_log: str, checkpoint_path: str, init_model: str | None) -> None:
+                   out_log: str, checkpoint_path: str, init_model: str | None, identity: dict) -> None:
     cfg = settings["training"]
     dev = resolve_device(device)
     if dev.type == "cuda" and world > 1:
@@ -117,12 +115,12 @@ def _train_process(rank: int, world: int, *, settings: dict, network: dict, diff
     coin_generator = torch.Generator().manual_seed(seed)
 
     # A checkpoint is resumed only by the run that wrote it: same settings, data and start.
-    fingerprint = run_fingerprint(settings, network, diffusion, seed, file_digest(Path(train_npz)),
-                                  init_model and file_digest(Path(init_model)))
-    step, log_rows = 0, []
+    run_id = fingerprint(settings, network, diffusion, seed, file_fingerprint(train_npz),
+                         file_fingerprint(init_model))
+    step, log_rows, saved_step = 0, [], None
     if os.path.exists(checkpoint_path):
         state = load_checkpoint(checkpoint_path)
-        if state["fingerprint"] == fingerprint:
+        if state["fingerprint"] == run_id:
             model.load_state_dict(state["model"])
             ema.load_state_dict(state["ema"])
             optimizer.load_state_dict(state["optimizer"])
@@ -130,14 +128,17 @@ def _train_process(rank: int, world: int, *, settings: dict, network: dict, diff
             coin_generator.set_state(state["coin_generator"])
             torch.set_rng_state(state["torch_rng"])
             step, log_rows = state["step"], state["log"]
+            saved_step = step
             if lead:
                 print(f"resumed from {checkpoint_path} at step {step}", flush=True)
         elif lead:
             print(f"{checkpoint_path} belongs to other settings; starting from step 0", flush=True)
 
     def checkpoint():
+        nonlocal saved_step
+        saved_step = step
         save_checkpoint(checkpoint_path, {
-            "fingerprint": fingerprint, "step": step, "model": model.state_dict(),
+            "fingerprint": run_id, "step": step, "model": model.state_dict(),
             "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
             "generator": generator.get_state(), "coin_generator": coin_generator.get_state(),
             "torch_rng": torch.get_rng_state(), "log": log_rows})
@@ -178,9 +179,8 @@ def _train_process(rank: int, world: int, *, settings: dict, network: dict, diff
             n = cfg["log_every"] if step % cfg["log_every"] == 0 else step % cfg["log_every"]
             row = {"step": step, "lr": lr, **{k: v / n for k, v in _mean_over_processes(running, world).items()}}
             if not all(map(math.isfinite, row.values())):
-                raise FloatingPointError(
-                    f"non-finite loss at step {step}: {row}. Lower training.lr or check the data; "
-                    f"the last checkpoint ({checkpoint_path}) is from before this point")
+                raise FloatingPointError(f"non-finite loss at step {step}: {row}. Lower training.lr or check "
+                                         f"the data; {restart_point(saved_step, checkpoint_path)}")
             log_rows.append(row)
             running = {}
             progress.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
@@ -190,7 +190,7 @@ def _train_process(rank: int, world: int, *, settings: dict, network: dict, diff
     progress.close()
     if not lead:
         return
-    save_model(out_model, ema, diffusion, state_dict=ema.state_dict(), meta={
+    save_model(out_model, ema, diffusion, identity=identity, state_dict=ema.state_dict(), meta={
         "variant": settings["name"], "seed": seed, "steps": step, "parameters": n_params,
         "losses": settings["losses"], "class_counts": counts.tolist(), "device": str(dev),
         "processes": world, "torch": str(torch.__version__),
@@ -200,6 +200,14 @@ def _train_process(rank: int, world: int, *, settings: dict, network: dict, diff
         os.unlink(checkpoint_path)
     print(f"done: {step} steps, final loss {log_rows[-1]['loss']:.4f}, "
           f"{time.time() - started:.0f} s this session", flush=True)
+
+
+def restart_point(saved_step: int | None, checkpoint_path: str) -> str:
+    """What running the job again does after a failure."""
+    if saved_step is None:
+        return "no checkpoint exists yet, so running it again starts over from step 0"
+    return (f"run again with the same settings it resumes from step {saved_step} ({checkpoint_path}); "
+            f"with changed settings it starts over from step 0")
 
 
 def _mean_over_processes(sums: dict, world: int) -> dict[str, float]:

@@ -9,7 +9,9 @@
 #     ddpm_resampled: {external: true, description: DDPM on a class-balanced resampled set}
 #
 # The contract with the rest of the workflow is one file: the rule must write
-# model_path("<variant name>"), a model file in the format documented in cbdm/modelfile.py.
+# model_path("<variant name>"), a model file in the format documented in cbdm/modelfile.py,
+# with cbdm.modelfile.save_model and the identity model_identity(wildcards, "<variant name>")
+# (scripts/train.py does both), or sampling refuses it.
 # From there the variant is sampled, evaluated and reported like the built-in ones.
 # Available here: RESULTS, LOGS, TRAIN_NPZ, model_path(), VARIANTS (resolved settings),
 # config, num_classes().
@@ -44,6 +46,7 @@ rule train_ddpm_resampled:
         network=config["network"],
         diffusion=config["diffusion"],
         device=config["device"],
+        identity=lambda wc: model_identity(wc, "ddpm_resampled"),
         num_classes=num_classes,
         checkpoint=lambda wc: model_path("ddpm_resampled").format(**wc).replace("model.pt", "checkpoint.pt"),
     threads: VARIANTS["ddpm_resampled"]["training"]["threads"]

@@ -86,6 +86,13 @@ def model_path(variant):
     return MODEL.replace("{variant}", variant)
 
 
+def model_identity(wildcards, variant=None):
+    """What a model file must say it was trained for (cbdm.modelfile.check_identity); `variant`
+    for a rule whose path names the variant instead of a {variant} wildcard."""
+    return dict(variant=variant or wildcards.variant, dataset=wildcards.dataset, imbalance_factor=wildcards.imb,
+                seed=int(wildcards.seed))
+
+
 def loss_log_path(variant):
     return LOSS_LOG.replace("{variant}", variant)
 

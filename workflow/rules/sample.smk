@@ -12,6 +12,7 @@ rule sample:
     params:
         settings=lambda wc: sampling_settings(wc.variant),
         device=config["device"],
+        identity=model_identity,
     threads: lambda wc: VARIANTS[wc.variant]["sampling"]["threads"]
     resources:
         **stage_resources("sample", gpus=gpus_per_job()),

@@ -17,6 +17,7 @@ rule train:
         network=config["network"],
         diffusion=config["diffusion"],
         device=config["device"],
+        identity=model_identity,
         num_classes=num_classes,
         checkpoint=f"{RESULTS}/models/{RUN}/checkpoint.pt",
     threads: lambda wc: VARIANTS[wc.variant]["training"]["threads"]

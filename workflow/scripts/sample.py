@@ -8,4 +8,5 @@ with job(snakemake):
     sample(snakemake.params.settings, model_path=snakemake.input.model, guidance=float(w.guidance),
            sample_seed=int(w.sample_seed), labels=labels, num_samples=int(num_samples),
            class_counts=read_json(snakemake.input.manifest)["class_counts"],
-           device=snakemake.params.device, out_npz=snakemake.output.samples)
+           device=snakemake.params.device, out_npz=snakemake.output.samples,
+           identity=snakemake.params.identity)

@@ -6,4 +6,5 @@ with job(snakemake):
     train(p.settings, network=p.network, diffusion=p.diffusion, train_npz=snakemake.input.train,
           num_classes=p.num_classes, seed=int(snakemake.wildcards.seed), device=p.device,
           out_model=snakemake.output.model, out_log=snakemake.output.loss,
-          checkpoint_path=p.checkpoint, init_model=snakemake.input.get("init") or None)
+          checkpoint_path=p.checkpoint, init_model=snakemake.input.get("init") or None,
+          identity=p.identity)

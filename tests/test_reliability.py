@@ -1,0 +1,156 @@
+"""Regression tests of issue 10: reused files prove what produced them, outputs keep the umask,
+a full disk and a non-finite loss say what happened and what comes next."""
+import errno
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import cbdm.sample as sample_module
+from cbdm.io import DiskFullError, atomic_path, write_json, write_npz
+from cbdm.modelfile import IDENTITY_KEYS, save_model
+from cbdm.networks import build_unet
+from cbdm.sample import sample
+from cbdm.train import restart_point
+
+NETWORK = {"base_channels": 8, "channel_mult": [1], "attention_levels": [], "num_res_blocks": 1,
+           "dropout": 0.0, "norm_groups": 4}
+DIFFUSION = {"num_timesteps": 20, "beta_start": 1e-4, "beta_end": 0.02}
+SAMPLING = {"sampler": "ddim", "steps": 3, "eta": 0.0, "variance": "fixedlarge", "batch_size": 10,
+            "batched_guidance": True, "precision": "fp32", "compile": False}
+IDENTITY = {"variant": "ddpm", "dataset": "digits", "imbalance_factor": "10", "seed": 0}
+
+
+def model_file(path, weight_seed: int, **identity) -> str:
+    torch.manual_seed(weight_seed)
+    model = build_unet(NETWORK, image_channels=1, image_size=8, num_classes=10, num_timesteps=20)
+    save_model(path, model, DIFFUSION, meta={},
+               identity={**IDENTITY, "training_digest": "t", **identity})
+    return str(path)
+
+
+def draw(model_path, out, sampling=SAMPLING, identity=IDENTITY) -> np.ndarray:
+    sample({"name": "ddpm", "sampling": sampling}, model_path=model_path, guidance=1.0, sample_seed=0,
+           labels="exact", num_samples=30, class_counts=[5] * 10, device="cpu", out_npz=str(out),
+           identity=identity)
+    return np.load(out)["images"]
+
+
+def killed_after_batches(model_path, out, monkeypatch, sampling=SAMPLING):
+    """A sample job that dies after its batches, before the final file: the shards stay."""
+    def write_or_die(path, **arrays):
+        if path == str(out):
+            raise KeyboardInterrupt
+        write_npz(path, **arrays)
+
+    monkeypatch.setattr(sample_module, "write_npz", write_or_die)
+    with pytest.raises(KeyboardInterrupt):
+        draw(model_path, out, sampling)
+    monkeypatch.undo()
+    assert len(list((out.parent / f"{out.name}.shards").iterdir())) == 3
+
+
+@pytest.mark.parametrize("change", ["retrained model", "other steps"])
+def test_stale_sample_shards_are_not_reused(tmp_path, monkeypatch, change):
+    model = model_file(tmp_path / "model.pt", 0)
+    out = tmp_path / "run" / "samples.npz"
+    killed_after_batches(model, out, monkeypatch)
+    sampling = SAMPLING
+    if change == "retrained model":
+        model_file(tmp_path / "model.pt", 1)  # same identity, other weights
+    else:
+        sampling = {**SAMPLING, "steps": 4}
+    resumed = draw(model, out, sampling)
+    fresh = draw(model, tmp_path / "fresh" / "samples.npz", sampling)
+    assert np.array_equal(resumed, fresh)
+
+
+def test_shards_of_the_same_job_are_reused(tmp_path, monkeypatch, capsys):
+    model = model_file(tmp_path / "model.pt", 0)
+    out = tmp_path / "run" / "samples.npz"
+    killed_after_batches(model, out, monkeypatch)
+    resumed = draw(model, out)
+    assert "reused 3 finished batch(es)" in capsys.readouterr().out
+    assert np.array_equal(resumed, draw(model, tmp_path / "fresh.npz"))
+
+
+@pytest.mark.parametrize("key, value", [("variant", "cbdm"), ("dataset", "fashion"),
+                                        ("imbalance_factor", "100"), ("seed", 1)])
+def test_a_model_file_trained_for_something_else_is_refused(tmp_path, key, value):
+    foreign = model_file(tmp_path / "model.pt", 0, **{key: value})
+    with pytest.raises(Exception, match=f"was trained for .*{key} {value}.* but this job needs .*{key} "
+                                        f"{IDENTITY[key]}.*delete it and re-run snakemake"):
+        draw(foreign, tmp_path / "s.npz")
+
+
+def test_a_model_file_without_identity_is_refused(tmp_path):
+    path = model_file(tmp_path / "model.pt", 0)
+    payload = torch.load(path, weights_only=True)
+    del payload["meta"]["identity"]
+    torch.save(payload, path)
+    with pytest.raises(Exception, match="records no identity.*save_model"):
+        draw(path, tmp_path / "s.npz")
+
+
+def test_save_model_requires_the_whole_identity(tmp_path):
+    model = build_unet(NETWORK, image_channels=1, image_size=8, num_classes=10, num_timesteps=20)
+    with pytest.raises(ValueError, match="identity needs exactly"):
+        save_model(tmp_path / "m.pt", model, DIFFUSION, meta={}, identity={"variant": "x"})
+    assert set(IDENTITY) | {"training_digest"} == set(IDENTITY_KEYS)
+
+
+def test_outputs_keep_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        os.umask(0o077)
+        write_json(tmp_path / "b.json", {"x": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_killed_writers_temporary_file_does_not_survive_the_rerun(tmp_path):
+    leftover = tmp_path / ".groups.png.abc123.tmp"
+    leftover.write_bytes(b"")
+    other = tmp_path / ".other.png.abc123.tmp"  # another file's: left alone
+    other.write_bytes(b"")
+    with atomic_path(tmp_path / "groups.png") as tmp:
+        tmp.write_bytes(b"png")
+    assert not leftover.exists() and other.exists() and (tmp_path / "groups.png").read_bytes() == b"png"
+
+
+@pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"),
+                                     RuntimeError("[enforce fail at inline_container.cc:778] . "
+                                                  "PytorchStreamWriter failed writing file data/3: file write failed")])
+def test_a_full_disk_names_the_file(tmp_path, monkeypatch, failure):
+    def full(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(torch, "save", full)
+    model = build_unet(NETWORK, image_channels=1, image_size=8, num_classes=10, num_timesteps=20)
+    with pytest.raises(DiskFullError, match=r"writing .*model.pt failed: the disk is full") as err:
+        save_model(tmp_path / "model.pt", model, DIFFUSION, meta={}, identity={**IDENTITY, "training_digest": "t"})
+    assert err.value.errno == errno.ENOSPC and "\n" not in str(err.value)
+    assert not list(tmp_path.iterdir())  # no temporary file left
+
+
+def test_other_write_errors_pass_unchanged(tmp_path):
+    with pytest.raises(RuntimeError, match="^unrelated$"):
+        with atomic_path(tmp_path / "x"):
+            raise RuntimeError("unrelated")
+
+
+def test_cbdms_model_copied_over_ddpms_is_refused(tmp_path):
+    cbdm_model = model_file(tmp_path / "cbdm.pt", 0, variant="cbdm")
+    shutil.copy(cbdm_model, tmp_path / "ddpm.pt")
+    with pytest.raises(Exception, match="variant cbdm.*needs variant ddpm"):
+        draw(str(tmp_path / "ddpm.pt"), tmp_path / "s.npz")
+
+
+def test_the_non_finite_loss_error_says_where_a_rerun_starts():
+    assert "resumes from step 500 (ck.pt)" in restart_point(500, "ck.pt")
+    assert "starts over from step 0" in restart_point(None, "ck.pt")
