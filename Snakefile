@@ -7,8 +7,8 @@ from snakemake.utils import min_version
 min_version("8.0")
 
 
-# A suite given with --configfile replaces the embedded default instead of merging into it.
-if "datasets" not in config:
+# A suite given with --configfile stands alone: the embedded default is read only without one.
+if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
 
@@ -23,8 +23,8 @@ report: "workflow/report/workflow.rst"
 wildcard_constraints:
     dataset="|".join(config["datasets"]),
     variant="|".join(config["variants"]),
-    imb=r"[0-9.e+]+",
-    guidance=r"[0-9.e+]+",
+    imb=r"[0-9.e+-]+",
+    guidance=r"[0-9.e+-]+",
     seed=r"\d+",
     sample_seed=r"\d+",
     labelset=r"(exact|uniform_random|train_prior)-\d+",

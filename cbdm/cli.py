@@ -18,17 +18,47 @@ def cmd_losses(args) -> int:
 
 
 def cmd_check(args) -> int:
+    """Validate a config and everything that can be known before the first job: the schema,
+    losses and their options, class counts, data files and weights (against the asset lock) and,
+    as a warning, a GPU for `device: cuda`."""
     try:
         config = load_config(args.config)
     except ConfigError as err:
-        print(f"{args.config}: {err}", file=sys.stderr)
+        print(err, file=sys.stderr)
         return 1
+    missing = missing_assets(config, args.config)
+    for line in missing:
+        print(line, file=sys.stderr)
+    if config["device"] == "cuda" and not _torch_sees_a_gpu():
+        print(f"{args.config}: warning: device: cuda, but torch sees no GPU on this machine; jobs that run "
+              f"here will fail (set device: auto to run on the CPU)", file=sys.stderr)
     for name in config["variants"]:
         settings = variant_settings(config, name)
         terms = ", ".join(f"{t['weight']} x {t['name']}" for t in settings["losses"]) or "external rule"
         print(f"variant {name}: {terms}; guidance {settings['guidance']}")
+    if missing:
+        return 1
     print(f"{args.config}: OK")
     return 0
+
+
+def missing_assets(config: dict, config_path: str) -> list[str]:
+    """One error line per data or weights file the config needs that is missing or corrupt."""
+    from .assets import DataError
+
+    lines = []
+    for label, check, _ in _config_assets(config):
+        try:
+            check()
+        except DataError as err:
+            lines.append(f"{config_path}: {label}: {err} (fetch: cbdm assets fetch --config {config_path})")
+    return lines
+
+
+def _torch_sees_a_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _config_assets(config: dict):

@@ -8,6 +8,7 @@ name real classes, that variant overrides are well-typed. Stages receive resolve
 from __future__ import annotations
 
 import copy
+import difflib
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -15,8 +16,10 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from .dataset import longtail_counts
+from .labels import factor_label  # noqa: F401 (the rules call cbdm.config.factor_label)
 from .losses import LOSSES, get_loss
-from .sources import NUM_CLASSES
+from .sources import NUM_CLASSES, SOURCES_WITHOUT_TEST_SPLIT, TRAIN_CLASS_SIZES
 
 
 class ConfigError(ValueError):
@@ -33,24 +36,112 @@ def _schema() -> dict:
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> dict:
+    """The validated config in `path`; every error is one line starting with the file name."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
-    config = yaml.safe_load(path.read_text()) or {}
-    return validate_config(deep_merge(config, overrides or {}))
-
-
-def validate_config(config: dict) -> dict:
-    """Schema-validate `config` in place (filling defaults), then run `check`; returns it."""
-    from snakemake.exceptions import WorkflowError
-    from snakemake.utils import validate  # the Snakefile validates with the same function
-
     try:
-        validate(config, str(schema_path()))
-    except WorkflowError as err:
-        raise ConfigError(str(err)) from err
+        return validate_config(deep_merge(read_config_file(path), overrides or {}), source=path)
+    except ConfigError as err:
+        raise ConfigError(err.args[0] if err.args[0].startswith(str(path)) else f"{path}: {err}") from err
+
+
+def read_config_file(path: Path) -> dict:
+    """The mapping in a YAML file; a syntax error, an empty file or a non-mapping is a one-line
+    ConfigError naming the file and line."""
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        raise ConfigError(f"{path}:{mark.line + 1 if mark else '?'}: YAML syntax error: {err.problem or err.context}; "
+                          f"fix the indentation, colon or quoting on that line") from err
+    if config is None:
+        raise ConfigError(f"{path} is empty: a config needs at least {', '.join(_schema()['required'])} "
+                          f"(start from config/config.yaml)")
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}:1: a config is a mapping of keys ({', '.join(_schema()['required'])}, ...), "
+                          f"not a {type(config).__name__}")
+    return config
+
+
+def validate_config(config: dict, source: Path | None = None) -> dict:
+    """Schema-validate `config` in place (filling defaults), then run `check`; returns it.
+    `source`: the YAML file it came from, to name the line of a schema error."""
+    from snakemake.utils import validate  # fills the schema's defaults, as the Snakefile did
+
+    problem = schema_problem(config, source)
+    if problem is not None:
+        raise ConfigError(problem)
+    validate(config, str(schema_path()))
     check(config)
     return config
+
+
+def schema_problem(config: dict, source: Path | None = None) -> str | None:
+    """The most relevant schema violation of `config` as one line, or None."""
+    if not config:
+        return f"the config is empty: it needs at least {', '.join(_schema()['required'])}"
+    validator = jsonschema.Draft202012Validator(_schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is None:
+        return None
+    keys, message = _explain(error)
+    line = _line_of(source.read_text(), keys) if source is not None and source.exists() else None
+    return f"{'.'.join(map(str, keys)) or 'top level'}{f' (line {line})' if line else ''}: {message}"
+
+
+def _explain(error: jsonschema.ValidationError) -> tuple[list, str]:
+    """(key path, what is wrong and the fix) of a schema error."""
+    keys = list(error.absolute_path)
+    if error.validator == "additionalProperties" and error.validator_value is False:
+        known = list(error.schema.get("properties", {}))
+        unknown = [k for k in error.instance if k not in known][0]
+        nearest = difflib.get_close_matches(str(unknown), known, n=1)
+        hint = f"did you mean `{nearest[0]}`?" if nearest else f"valid keys: {', '.join(known)}"
+        return keys + [unknown], f"unknown key `{unknown}`; {hint}"
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if k not in error.instance]
+        return keys, f"missing required key `{missing[0]}` (see cbdm/config.schema.yaml and config/config.yaml)"
+    message = error.message if len(error.message) <= 160 else error.message[:160] + "..."
+    return keys, f"{message} (see cbdm/config.schema.yaml)"
+
+
+def _line_of(text: str, keys: list) -> int | None:
+    """1-based line of the deepest of `keys` found in the YAML `text`."""
+    node, line = yaml.compose(text), None
+    for key in keys:
+        if isinstance(node, yaml.MappingNode):
+            pair = next(((k, v) for k, v in node.value if k.value == str(key)), None)
+            if pair is None:
+                break
+            line, node = pair[0].start_mark.line + 1, pair[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def command_line_values(values: dict) -> dict:
+    """Snakemake's --config reads nested values as strings ('seeds=[0,1]' gives ['0', '1']):
+    the same values with numbers, booleans and null typed."""
+    return {key: _typed(value) if isinstance(value, (list, dict)) else value for key, value in values.items()}
+
+
+def _typed(value):
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    if not isinstance(value, str):
+        return value
+    for parse in (int, float):
+        try:
+            return parse(value)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "null": None}.get(value.lower(), value)
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -65,11 +156,6 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 def as_list(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def factor_label(value: float) -> str:
-    """How a numeric factor (imbalance factor, guidance scale) appears in paths: 10, 2.5, 0.8."""
-    return f"{value:g}"
 
 
 def imbalance_factors(dataset: dict) -> list[float]:
@@ -108,10 +194,45 @@ def _check_dataset(name: str, dataset: dict, overlap: dict | None) -> None:
     if missing:
         raise ConfigError(f"evaluation.overlap names group(s) {missing}, but datasets.{name}.groups "
                           f"declares {sorted(dataset['groups'])}: name two of them, or set overlap: null")
+    if overlap is not None:
+        shared = sorted(set(dataset["groups"][overlap["source"]]) & set(dataset["groups"][overlap["target"]]))
+        if shared:
+            raise ConfigError(f"datasets.{name}.groups: {overlap['source']} and {overlap['target']} share class(es) "
+                              f"{shared}, so the {overlap['source']}->{overlap['target']} overlap would count "
+                              f"correct samples as overlap; make the two groups disjoint")
     for factor in imbalance_factors(dataset):
         if factor < 1:
             raise ConfigError(f"datasets.{name}.longtail.imbalance_factor {factor} < 1: it is "
                               f"n_max / n_min (e.g. 100 for the reference code's imb_factor=0.01)")
+    _check_class_counts(name, dataset)
+
+
+def training_pool_sizes(dataset: dict) -> list[int]:
+    """Images per class of a dataset's training pool (before the long tail is drawn)."""
+    sizes = TRAIN_CLASS_SIZES[dataset["source"]]
+    held_out = dataset["heldout_per_class"] if dataset["source"] in SOURCES_WITHOUT_TEST_SPLIT else 0
+    return [n - held_out for n in sizes]
+
+
+def _check_class_counts(name: str, dataset: dict) -> None:
+    """Every class gets at least one training image and no more than its pool holds."""
+    pool, longtail = training_pool_sizes(dataset), dataset["longtail"]
+    if min(pool) < 1:
+        raise ConfigError(f"datasets.{name}.heldout_per_class {dataset['heldout_per_class']} holds out every image "
+                          f"of class {pool.index(min(pool))}; lower heldout_per_class")
+    n_max = longtail["n_max"] if longtail["n_max"] is not None else sum(pool) / len(pool)
+    for factor in imbalance_factors(dataset):
+        counts = longtail_counts(len(pool), n_max, factor, longtail["profile"])
+        empty = [c for c, n in enumerate(counts) if n < 1]
+        if empty:
+            raise ConfigError(f"datasets.{name}.longtail: imbalance_factor {factor:g} with n_max {n_max:g} gives "
+                              f"class(es) {empty} no training image (counts {counts}); lower imbalance_factor "
+                              f"or raise n_max")
+        short = [c for c, (n, p) in enumerate(zip(counts, pool)) if n > p]
+        if short:
+            raise ConfigError(f"datasets.{name}.longtail.n_max {n_max:g}: class {short[0]} would need "
+                              f"{counts[short[0]]} images but its training pool holds {pool[short[0]]}; lower "
+                              f"n_max (or heldout_per_class)")
 
 
 def _check_protocols(config: dict) -> None:

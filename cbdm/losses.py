@@ -18,7 +18,7 @@ To add a loss: write the two functions and call `register_loss`; README has an e
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import torch
@@ -48,6 +48,31 @@ class NoisedBatch:
 
 
 @dataclass(frozen=True)
+class Option:
+    """What values a loss option takes: its type (float accepts integers too), the allowed
+    values, and a range. Declared in `register_loss(..., options=)`; an option declared only by
+    its default gets the default's type."""
+    type: type
+    choices: tuple | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def problem(self, value) -> str | None:
+        """Why `value` is not allowed, or None."""
+        numeric = self.type in (int, float)
+        allowed = (int, float) if self.type is float else (self.type,)
+        if not isinstance(value, allowed) or (numeric and isinstance(value, bool)):
+            return f"must be of type {self.type.__name__}, got {value!r}"
+        if self.choices is not None and value not in self.choices:
+            return f"must be one of {list(self.choices)}, got {value!r}"
+        if self.minimum is not None and value < self.minimum:
+            return f"must be >= {self.minimum}, got {value!r}"
+        if self.maximum is not None and value > self.maximum:
+            return f"must be <= {self.maximum}, got {value!r}"
+        return None
+
+
+@dataclass(frozen=True)
 class LossTerm:
     name: str
     compute: Callable[..., torch.Tensor]
@@ -55,12 +80,18 @@ class LossTerm:
     defaults: Mapping[str, object]
     conditional_only: bool
     description: str
+    specs: Mapping[str, Option] = field(default_factory=dict)
 
     def options(self, overrides: Mapping[str, object]) -> dict:
+        """The term's options: defaults updated by `overrides`, each checked against its spec."""
         unknown = sorted(set(overrides) - set(self.defaults))
         if unknown:
             raise ValueError(f"loss {self.name!r} has no option(s) {unknown}; "
                              f"known options: {sorted(self.defaults) or 'none'}")
+        for key, value in overrides.items():
+            problem = self.specs[key].problem(value)
+            if problem:
+                raise ValueError(f"loss {self.name!r}: option {key} {problem}")
         return {**self.defaults, **overrides}
 
     def labels(self, batch: NoisedBatch, generator: torch.Generator, options: Mapping) -> torch.Tensor:
@@ -86,10 +117,15 @@ def _keywords_of(fn: Callable, options: Mapping) -> dict:
 
 
 def register_loss(name: str, *, defaults: Mapping[str, object] | None = None,
-                  draw_labels: Callable | None = None, conditional_only: bool = True):
+                  draw_labels: Callable | None = None, conditional_only: bool = True,
+                  options: Mapping[str, Option] | None = None):
     """Decorator: register `compute` under `name`. Every option in `defaults` must be a
-    keyword-only argument of `compute` or `draw_labels`, and vice versa."""
+    keyword-only argument of `compute` or `draw_labels`, and vice versa. `options` declares an
+    option's type, choices and range (`Option`); one not declared takes its default's type."""
     defaults = dict(defaults or {})
+    specs = {key: Option(type(value)) for key, value in defaults.items()} | dict(options or {})
+    if set(specs) != set(defaults):
+        raise ValueError(f"loss {name!r}: options {sorted(set(specs) - set(defaults))} have no default")
 
     def decorate(compute):
         if name in LOSSES:
@@ -100,7 +136,7 @@ def register_loss(name: str, *, defaults: Mapping[str, object] | None = None,
                              f"arguments {sorted(accepted)} of its functions")
         doc = inspect.getdoc(compute) or ""
         LOSSES[name] = LossTerm(name, compute, draw_labels, defaults, conditional_only,
-                                doc.splitlines()[0] if doc else "")
+                                doc.splitlines()[0] if doc else "", specs)
         return compute
 
     return decorate
@@ -177,7 +213,9 @@ def eps_mse(batch: NoisedBatch, eps: torch.Tensor, eps_alt: None) -> torch.Tenso
 
 
 @register_loss("cbdm", defaults={"tau": 1.0, "commitment": 0.25, "target": "train_prior"},
-               draw_labels=draw_target_labels)
+               draw_labels=draw_target_labels,
+               options={"tau": Option(float, minimum=0), "commitment": Option(float, minimum=0),
+                        "target": Option(str, choices=("train_prior", "uniform"))})
 def cbdm_regularizer(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor, *,
                      tau: float, commitment: float) -> torch.Tensor:
     """CBDM (Qin et al. 2023): pull eps(x_t, y) toward eps(x_t, y'), y' from the target."""
@@ -190,10 +228,14 @@ def cbdm_regularizer(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tenso
 
 _OVERLAP_DEFAULTS = {"negatives": "uniform", "num_negatives": 1, "stop_gradient": "none",
                      "time_weight": "kl"}
+_OVERLAP_OPTIONS = {"negatives": Option(str, choices=("uniform", "head_weighted")),
+                    "num_negatives": Option(int, minimum=1),
+                    "stop_gradient": Option(str, choices=("none", "negative")),
+                    "time_weight": Option(str, choices=("kl", "linear", "constant"))}
 
 
 @register_loss("overlap_hinge", defaults={**_OVERLAP_DEFAULTS, "margin": 0.1},
-               draw_labels=draw_negative_labels)
+               draw_labels=draw_negative_labels, options={**_OVERLAP_OPTIONS, "margin": Option(float, minimum=0)})
 def overlap_hinge(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor, *,
                   margin: float, stop_gradient: str, time_weight: str) -> torch.Tensor:
     """Overlap (DiffROP re-implementation): w(t) * max(0, m - d), mean over K negatives."""
@@ -202,7 +244,7 @@ def overlap_hinge(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor, 
 
 
 @register_loss("overlap_neg_kl", defaults={**_OVERLAP_DEFAULTS, "ceiling": 0.1},
-               draw_labels=draw_negative_labels)
+               draw_labels=draw_negative_labels, options={**_OVERLAP_OPTIONS, "ceiling": Option(float, minimum=0)})
 def overlap_neg_kl(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor, *,
                    ceiling: float, stop_gradient: str, time_weight: str) -> torch.Tensor:
     """Overlap (DiffROP re-implementation): -w(t) * min(d, ceiling), mean over K negatives."""
@@ -212,7 +254,8 @@ def overlap_neg_kl(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor,
 
 @register_loss("overlap_infonce", defaults={**_OVERLAP_DEFAULTS, "num_negatives": 4,
                                             "temperature": 0.1},
-               draw_labels=draw_negative_labels)
+               draw_labels=draw_negative_labels,
+               options={**_OVERLAP_OPTIONS, "temperature": Option(float, minimum=1e-12)})
 def overlap_infonce(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor, *,
                     temperature: float, stop_gradient: str, time_weight: str) -> torch.Tensor:
     """Overlap (DiffROP re-implementation): InfoNCE over -d / temperature, K negatives.

@@ -14,6 +14,7 @@ import pandas as pd
 
 from . import plots
 from .io import atomic_path, read_json
+from .labels import factor_label, same_factor
 from .statistics import compare_to_baseline, seed_variance
 
 MAIN_METRICS = {"fid": "FID", "kid_mean": "KID", "recall": "recall", "accuracy": "acc"}
@@ -37,9 +38,9 @@ def collect_records(files: list[str]) -> pd.DataFrame:
 
 def check_complete(runs: pd.DataFrame, expected: list[dict]) -> None:
     """Refuse to render a partial table: every expected evaluation must have its metrics."""
-    have = {(r.variant, int(r.seed), float(r.guidance), int(r.sample_seed), r.protocol)
+    have = {(r.variant, int(r.seed), factor_label(float(r.guidance)), int(r.sample_seed), r.protocol)
             for r in runs[["variant", "seed", "guidance", "sample_seed", "protocol"]].drop_duplicates().itertuples()}
-    missing = [c for c in expected if (c["variant"], int(c["seed"]), float(c["guidance"]),
+    missing = [c for c in expected if (c["variant"], int(c["seed"]), factor_label(float(c["guidance"])),
                                        int(c["sample_seed"]), c["protocol"]) not in have]
     if missing:
         listed = "\n".join(f"  {c}" for c in missing)
@@ -90,7 +91,7 @@ def chosen_guidance(agg: pd.DataFrame, protocol: str, choice: str, declared: dic
 
 def at_guidance(frame: pd.DataFrame, guidance: dict[str, float]) -> np.ndarray:
     """Rows of `frame` at the guidance scale chosen for their variant."""
-    return np.array([guidance[v] == float(g) for v, g in zip(frame["variant"], frame["guidance"])], dtype=bool)
+    return np.array([same_factor(guidance[v], g) for v, g in zip(frame["variant"], frame["guidance"])], dtype=bool)
 
 
 # --- tables -----------------------------------------------------------------------------------
@@ -343,7 +344,7 @@ def build_report(*, metric_files: list[str], diagnostic_files: list[str], expect
     for path in metric_files:
         data = read_json(path)
         cell = data["cell"]
-        if cell["protocol"] == main and guidance[cell["variant"]] == cell["guidance"]:
+        if cell["protocol"] == main and same_factor(guidance[cell["variant"]], cell["guidance"]):
             confusions[cell["variant"]] = confusions.get(cell["variant"], 0) + np.asarray(data["confusion"])
     plots.plot_confusions(confusions, outputs["confusion"])
     plots.plot_sample_grids(sample_files, outputs["samples"])

@@ -40,6 +40,11 @@ class Source:
 
 
 NUM_CLASSES = {"sklearn_digits": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
+# Images per class of each source's training split (the official files; digits has no test
+# split and holds out images from these), so that a config's long tail is checked before any job.
+TRAIN_CLASS_SIZES = {"sklearn_digits": [178, 182, 177, 183, 181, 182, 181, 179, 174, 180],
+                     "fashion_mnist": [6000] * 10, "cifar10": [5000] * 10, "cifar100": [500] * 100}
+SOURCES_WITHOUT_TEST_SPLIT = {"sklearn_digits"}
 
 
 def load_source(spec: dict) -> Source:

@@ -13,7 +13,6 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
 
 import torch
 from tqdm import tqdm

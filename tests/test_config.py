@@ -7,7 +7,8 @@ from cbdm.config import ConfigError, deep_merge, load_config, validate_config, v
 
 MINIMAL = {
     "suite": "t",
-    "datasets": {"digits": {"source": "sklearn_digits", "groups": {"head": [0, 1], "tail": [8, 9]}}},
+    "datasets": {"digits": {"source": "sklearn_digits", "longtail": {"n_max": 100},
+                            "groups": {"head": [0, 1], "tail": [8, 9]}}},
     "variants": {"ddpm": {"losses": [{"name": "eps_mse"}]}},
 }
 

@@ -1,19 +1,21 @@
 # Config validation, result paths and the factors the DAG expands over.
 import itertools
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 import cbdm.config as cbdm_config
 from cbdm.sources import NUM_CLASSES
 from cbdm.workflow import visible_gpus
 
 
-validate(config, "../schemas/config.schema.yaml")
+# The config files this run reads (--configfile, else the Snakefile's default), for errors.
+CONFIG_FILES = [str(f) for f in workflow.overwrite_configfiles] or ["config/config.yaml"]
+config.update(cbdm_config.deep_merge(config, cbdm_config.command_line_values(workflow.config_settings.config)))
 try:
-    cbdm_config.check(config)
+    cbdm_config.validate_config(config, source=Path(CONFIG_FILES[0]) if len(CONFIG_FILES) == 1 else None)
 except cbdm_config.ConfigError as err:
-    raise WorkflowError(f"config error: {err}")
+    raise WorkflowError(f"config error in {', '.join(CONFIG_FILES)}: {err}")
 
 RESULTS = f"results/{config['suite']}"
 LOGS = f"{RESULTS}/logs"
@@ -198,4 +200,4 @@ def published_results(wildcards):
         return []
     spec = dataset_spec(wildcards)
     return [e for e in cbdm_config.load_published(config["published"])
-            if e["source"] == spec["source"] and float(e["imbalance_factor"]) == float(wildcards.imb)]
+            if e["source"] == spec["source"] and cbdm_config.factor_label(e["imbalance_factor"]) == wildcards.imb]
