@@ -11,7 +11,7 @@ import hashlib
 
 import numpy as np
 
-from .io import read_json, read_npz, write_json, write_npz
+from .io import InputError, read_json, read_npz, write_json, write_npz
 from .sources import NUM_CLASSES, DataError, ImageSet, load_source
 
 
@@ -112,11 +112,34 @@ def images_to_model_range(images):
     return images.float() / 127.5 - 1.0
 
 
-def read_image_set(npz: str, prefix: str = "") -> ImageSet:
+def read_image_set(npz: str, prefix: str = "", num_classes: int | None = None,
+                   image_shape: tuple | list | None = None) -> ImageSet:
     """The `<prefix>images` and `<prefix>labels` arrays of an .npz file: prefix 'pool_' or
-    'heldout_' in a prepared source, '' in a training or sample set."""
+    'heldout_' in a prepared source, '' in a training or sample set. Checked: uint8 images, one
+    label per image, labels in 0..num_classes-1 and images of `image_shape` [C, H, W] (where given);
+    an InputError names the file otherwise."""
     data = read_npz(npz, {f"{prefix}images": 4, f"{prefix}labels": 1})
-    return ImageSet(data[f"{prefix}images"], data[f"{prefix}labels"])
+    images, labels = data[f"{prefix}images"], data[f"{prefix}labels"]
+    problem = image_set_problem(images, labels, num_classes, image_shape)
+    if problem:
+        raise InputError(f"{npz}: {problem}; it does not belong to this dataset: delete it and re-run its stage")
+    return ImageSet(images, labels.astype(np.int64))
+
+
+def image_set_problem(images: np.ndarray, labels: np.ndarray, num_classes: int | None,
+                      image_shape: tuple | list | None) -> str | None:
+    """What is wrong with an image set, or None."""
+    if images.dtype != np.uint8:
+        return f"images are {images.dtype}, expected uint8"
+    if len(images) != len(labels):
+        return f"{len(images)} images but {len(labels)} labels"
+    if not np.issubdtype(labels.dtype, np.integer):
+        return f"labels are {labels.dtype}, expected integers"
+    if num_classes is not None and len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        return f"labels range {labels.min()}..{labels.max()}, but the dataset has classes 0..{num_classes - 1}"
+    if image_shape is not None and tuple(images.shape[1:]) != tuple(image_shape):
+        return f"images are {list(images.shape[1:])} [C, H, W], but the dataset's are {list(image_shape)}"
+    return None
 
 
 def build_longtail(longtail: dict, imbalance_factor: float, source_npz: str, source_json: str,

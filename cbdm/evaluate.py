@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .io import read_npz, write_json
+from .io import InputError, read_npz, write_json
 from .metrics import (
     confusion_matrix,
     frechet_distance,
@@ -142,6 +142,19 @@ def _select(arrays: dict, classes: list[int]) -> dict:
     return {k: v[keep] for k, v in arrays.items()}
 
 
+def check_feature_sets(sets: dict[str, dict], num_classes: int) -> None:
+    """Feature files compared with each other: one dimension, labels of the dataset's classes."""
+    dims = {path: arrays["features"].shape[1] for path, arrays in sets.items()}
+    if len(set(dims.values())) > 1:
+        raise InputError(f"feature files of different dimensions {dims}: they come from different extractors "
+                         f"or image sizes; delete the wrong one and re-run its stage")
+    for path, arrays in sets.items():
+        labels = arrays["labels"]
+        if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+            raise InputError(f"{path}: labels range {labels.min()}..{labels.max()}, but the dataset has classes "
+                             f"0..{num_classes - 1}; delete it and re-run its stage")
+
+
 def evaluate(*, generated_npz: str, reference_npz: str, groups: dict, num_classes: int,
              evaluation: dict, cell: dict, device: str, out_json: str) -> None:
     from .acceleration import resolve_device
@@ -149,6 +162,7 @@ def evaluate(*, generated_npz: str, reference_npz: str, groups: dict, num_classe
     dev = resolve_device(device)
     gen = read_npz(generated_npz, FEATURE_ARRAYS)
     ref = read_npz(reference_npz, FEATURE_ARRAYS)
+    check_feature_sets({generated_npz: gen, reference_npz: ref}, num_classes)
     records = []
     for scope, classes in scopes(groups, num_classes):
         records += scope_records(scope, _select(gen, classes), _select(ref, classes), groups, evaluation, dev)
@@ -176,10 +190,11 @@ def diagnose(*, samples_npz: str, train_npz: str, source_npz: str, groups: dict,
     from .memorization import memorization_records
 
     dev = resolve_device(device)
-    generated, heldout = read_image_set(samples_npz), read_image_set(source_npz, "heldout_")
+    heldout = read_image_set(source_npz, "heldout_", num_classes)
+    generated = read_image_set(samples_npz, "", num_classes, heldout.images.shape[1:])
     records = cas_records(classifier_cfg, generated, heldout, groups, num_classes, dev)
-    records += memorization_records(memorization_cfg, generated, read_image_set(train_npz), heldout, num_classes,
-                                    dev)
+    training = read_image_set(train_npz, "", num_classes, heldout.images.shape[1:])
+    records += memorization_records(memorization_cfg, generated, training, heldout, num_classes, dev)
     write_json(out_json, {"cell": cell, "records": records})
     summary = {r["scope"]: round(r["value"], 3) for r in records if r["metric"] == "cas" and "class" not in r["scope"]}
     shares = [round(r["value"], 3) for r in records if r["metric"] == "near_copy_share" and r["value"] is not None]

@@ -18,7 +18,7 @@ from .acceleration import resolve_device
 from .assets import require_weights
 from .classifier import embed, load_classifier
 from .dataset import read_image_set
-from .io import write_npz
+from .io import read_json, write_npz
 
 
 @torch.no_grad()
@@ -55,10 +55,13 @@ def save_random_inception_weights(path, seed: int = 0) -> None:
 
 
 def extract_features(*, features_cfg: dict, classifier_path: str, images_npz: str, prefix: str,
-                     device: str, out_npz: str) -> None:
-    """Features, logits, labels and predicted classes of the images under `prefix` in `images_npz`."""
+                     device: str, out_npz: str, source_json: str | None = None) -> None:
+    """Features, logits, labels and predicted classes of the images under `prefix` in `images_npz`;
+    with `source_json` (the prepared source's record), images of another shape or labels out of
+    its classes are refused."""
     dev = resolve_device(device)
-    images = read_image_set(images_npz, prefix)
+    info = read_json(source_json) if source_json is not None else {}
+    images = read_image_set(images_npz, prefix, info.get("num_classes"), info.get("image_shape"))
     started = time.time()
     classifier = load_classifier(classifier_path, dev)
     features, logits = embed(classifier, images.images, dev)

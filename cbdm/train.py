@@ -85,7 +85,7 @@ def _train_process(rank: int, world: int, *, settings: dict, network: dict, diff
     if dev.type == "cuda" and world > 1:
         dev = torch.device("cuda", rank)
     lead = rank == 0  # the process that writes files and progress
-    data = read_image_set(train_npz)
+    data = read_image_set(train_npz, "", num_classes)
     images = images_to_model_range(torch.from_numpy(data.images)).to(dev)
     labels = torch.from_numpy(data.labels).to(dev)
     counts = torch.bincount(labels, minlength=num_classes)

@@ -154,3 +154,31 @@ def test_cbdms_model_copied_over_ddpms_is_refused(tmp_path):
 def test_the_non_finite_loss_error_says_where_a_rerun_starts():
     assert "resumes from step 500 (ck.pt)" in restart_point(500, "ck.pt")
     assert "starts over from step 0" in restart_point(None, "ck.pt")
+
+
+def test_sample_sets_of_the_wrong_size_or_classes_are_refused_naming_the_file(tmp_path):
+    from cbdm.features import extract_features
+    from cbdm.io import InputError
+
+    write_json(tmp_path / "source.json", {"num_classes": 10, "image_shape": [1, 8, 8]})
+    cases = {"small.npz": (np.zeros((4, 1, 4, 4), np.uint8), np.zeros(4, np.int64), r"images are \[1, 4, 4\]"),
+             "labels.npz": (np.zeros((4, 1, 8, 8), np.uint8), np.array([0, 1, 2, 11]), r"labels range 0..11")}
+    for name, (images, labels, message) in cases.items():
+        write_npz(tmp_path / name, images=images, labels=labels)
+        with pytest.raises(InputError, match=f"{name}: {message}.*delete it and re-run its stage"):
+            extract_features(features_cfg={"extractor": "classifier"}, classifier_path="unused.pt",
+                             images_npz=str(tmp_path / name), prefix="", device="cpu",
+                             out_npz=str(tmp_path / "features.npz"), source_json=str(tmp_path / "source.json"))
+    assert not (tmp_path / "features.npz").exists()
+
+
+def test_feature_files_of_different_dimensions_are_refused_before_any_metric(tmp_path):
+    from cbdm.evaluate import evaluate
+    from cbdm.io import InputError
+
+    for name, dim in (("gen.npz", 8), ("ref.npz", 16)):
+        write_npz(tmp_path / name, features=np.zeros((20, dim)), logits=np.zeros((20, 10), np.float32),
+                  labels=np.arange(20) % 10, predicted=np.arange(20) % 10)
+    with pytest.raises(InputError, match="feature files of different dimensions.*gen.npz.*ref.npz"):
+        evaluate(generated_npz=str(tmp_path / "gen.npz"), reference_npz=str(tmp_path / "ref.npz"), groups={},
+                 num_classes=10, evaluation={}, cell={}, device="cpu", out_json=str(tmp_path / "m.json"))

@@ -30,6 +30,7 @@ rule features_reference:
     input:
         images=lambda wc: REFERENCE_IMAGES[wc.reference][0],
         classifier=CLASSIFIER,
+        source=SOURCE_JSON,
     output:
         features=REFERENCE_FEATURES,
     wildcard_constraints:
@@ -55,6 +56,7 @@ rule features_samples:
     input:
         images=SAMPLES,
         classifier=CLASSIFIER,
+        source=SOURCE_JSON,
     output:
         features=FEATURES,
     params:
