@@ -91,7 +91,8 @@ def load_model(path, device="cpu") -> tuple[UNet, NoiseSchedule, dict]:
         d = payload["diffusion"]
         schedule = NoiseSchedule.linear(d["num_timesteps"], d["beta_start"], d["beta_end"])
     except (KeyError, TypeError, RuntimeError) as err:
-        raise InputError(f"{path} does not hold a consistent model ({err}): {fix}") from err
+        detail = " ".join(str(err).split())  # torch's state_dict errors span several lines
+        raise InputError(f"{path} does not hold a consistent model ({detail[:300]}): {fix}") from err
     return model.to(device).eval(), schedule.to(device), payload
 
 
