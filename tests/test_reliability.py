@@ -182,3 +182,52 @@ def test_feature_files_of_different_dimensions_are_refused_before_any_metric(tmp
     with pytest.raises(InputError, match="feature files of different dimensions.*gen.npz.*ref.npz"):
         evaluate(generated_npz=str(tmp_path / "gen.npz"), reference_npz=str(tmp_path / "ref.npz"), groups={},
                  num_classes=10, evaluation={}, cell={}, device="cpu", out_json=str(tmp_path / "m.json"))
+
+
+def tiny_config(repo, tmp_path, change=None):
+    import yaml
+
+    config = yaml.safe_load((repo / "tests/data/tiny.yaml").read_text())
+    del config["variants"]["ddpm_resampled"]
+    if change:
+        change(config)
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def dry_run(repo, workdir, *args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-n", *args],
+                          cwd=workdir, capture_output=True, text=True, timeout=300)
+
+
+def test_a_configfile_without_datasets_stands_alone(tmp_path, repo):
+    path = tiny_config(repo, tmp_path, lambda c: c.pop("datasets"))
+    result = dry_run(repo, tmp_path, "--configfile", str(path))
+    assert result.returncode != 0
+    assert f"config error in {path}: top level: missing required key `datasets`" in result.stdout + result.stderr
+    assert "train" not in result.stdout  # nothing planned from the default suite
+
+
+def test_seeds_from_the_command_line_and_a_non_round_guidance_expand_the_dag(tmp_path, repo):
+    path = tiny_config(repo, tmp_path, lambda c: c["variants"]["ddpm"].update(sampling={"guidance": [1.2345678]}))
+    result = dry_run(repo, tmp_path, "--configfile", str(path), "--config", "seeds=[0,1]", "--quiet", "rules")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert any(line.split() == ["train", "8"] for line in result.stdout.splitlines())  # 4 variants x 2 seeds
+    paths = dry_run(repo, tmp_path, "--configfile", str(path), "--config", "seeds=[0,1]")
+    assert "ddpm/seed1/w1.2345678-s0/exact-120.npz" in paths.stdout
+
+
+def test_the_report_finds_a_non_round_guidance_by_its_label():
+    import pandas as pd
+
+    from cbdm.report import at_guidance, check_complete
+
+    runs = pd.DataFrame({"variant": ["ddpm", "ddpm"], "guidance": [1.2345678, 2.0], "seed": [0, 0],
+                         "sample_seed": [0, 0], "protocol": ["ours", "ours"]})
+    assert at_guidance(runs, {"ddpm": 1.2345678}).tolist() == [True, False]
+    check_complete(runs, [{"variant": "ddpm", "seed": 0, "guidance": "1.2345678", "sample_seed": 0,
+                           "protocol": "ours"}])
