@@ -18,6 +18,10 @@ from typing import Iterator
 import numpy as np
 
 
+# The advice after deleting a damaged file: the same command rebuilds it and what depends on it.
+RERUN = "run the same snakemake command again: it rebuilds the file and everything made from it"
+
+
 class InputError(RuntimeError):
     """An input file is missing or malformed; the message names the file and the fix."""
 
@@ -100,7 +104,7 @@ def read_json(path) -> dict:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise InputError(f"{path} is not valid JSON ({err}): delete it and re-run its stage") from err
+        raise InputError(f"{path} is not valid JSON ({err}): delete it and re-run its stage ({RERUN})") from err
 
 
 def write_npz(path, **arrays) -> None:
@@ -118,7 +122,7 @@ def read_npz(path, required: dict[str, int | None] | None = None) -> dict[str, n
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
-        raise InputError(f"{path} is corrupt or truncated ({err}): delete it and re-run its stage") from err
+        raise InputError(f"{path} is corrupt or truncated ({err}): delete it and re-run its stage ({RERUN})") from err
     for name, ndim in (required or {}).items():
         if name not in arrays:
             raise InputError(f"{path} lacks the array {name!r} (has {sorted(arrays)}): "
