@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from .acceleration import resolve_device
 from .dataset import images_to_model_range, read_image_set
-from .io import atomic_path, write_json
+from .io import atomic_path, rebuild, write_json
 from .modelfile import load_payload
 from .sources import ImageSet
 
@@ -113,7 +113,7 @@ def train_classifier(features_cfg: dict, *, source_npz: str, num_classes: int, d
 
 
 def load_classifier(path, device) -> FeatureClassifier:
-    payload = load_payload(path, CLASSIFIER_FORMAT, "delete it and re-run the classifier rule")
+    payload = load_payload(path, CLASSIFIER_FORMAT, rebuild(path))
     model = FeatureClassifier(**payload["hparams"])
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval()

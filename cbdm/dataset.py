@@ -11,7 +11,7 @@ import hashlib
 
 import numpy as np
 
-from .io import InputError, read_json, read_npz, write_json, write_npz
+from .io import InputError, read_json, read_npz, rebuild, write_json, write_npz
 from .sources import NUM_CLASSES, DataError, ImageSet, load_source
 
 
@@ -122,7 +122,7 @@ def read_image_set(npz: str, prefix: str = "", num_classes: int | None = None,
     images, labels = data[f"{prefix}images"], data[f"{prefix}labels"]
     problem = image_set_problem(images, labels, num_classes, image_shape)
     if problem:
-        raise InputError(f"{npz}: {problem}; it does not belong to this dataset: delete it and re-run its stage")
+        raise InputError(f"{npz}: {problem}; it does not belong to this dataset: {rebuild(npz)}")
     return ImageSet(images, labels.astype(np.int64))
 
 

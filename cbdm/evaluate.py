@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .io import InputError, read_npz, write_json
+from .io import InputError, read_npz, rebuild, write_json
 from .metrics import (
     confusion_matrix,
     frechet_distance,
@@ -147,12 +147,12 @@ def check_feature_sets(sets: dict[str, dict], num_classes: int) -> None:
     dims = {path: arrays["features"].shape[1] for path, arrays in sets.items()}
     if len(set(dims.values())) > 1:
         raise InputError(f"feature files of different dimensions {dims}: they come from different extractors "
-                         f"or image sizes; delete the wrong one and re-run its stage")
+                         f"or image sizes; for the wrong one, {rebuild('<file>')}")
     for path, arrays in sets.items():
         labels = arrays["labels"]
         if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
             raise InputError(f"{path}: labels range {labels.min()}..{labels.max()}, but the dataset has classes "
-                             f"0..{num_classes - 1}; delete it and re-run its stage")
+                             f"0..{num_classes - 1}; {rebuild(path)}")
 
 
 def evaluate(*, generated_npz: str, reference_npz: str, groups: dict, num_classes: int,

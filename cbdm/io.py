@@ -18,8 +18,11 @@ from typing import Iterator
 import numpy as np
 
 
-# The advice after deleting a damaged file: the same command rebuilds it and what depends on it.
-RERUN = "run the same snakemake command again: it rebuilds the file and everything made from it"
+def rebuild(path) -> str:
+    """The fix for a damaged intermediate file. Deleting it alone is not enough: Snakemake does
+    not remake a missing intermediate file whose later results exist, so it is forced."""
+    return (f"re-run its stage: add `--forcerun {path}` to the same snakemake command (it rebuilds the "
+            f"file and everything made from it)")
 
 
 class InputError(RuntimeError):
@@ -104,7 +107,7 @@ def read_json(path) -> dict:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise InputError(f"{path} is not valid JSON ({err}): delete it and re-run its stage ({RERUN})") from err
+        raise InputError(f"{path} is not valid JSON ({err}): {rebuild(path)}") from err
 
 
 def write_npz(path, **arrays) -> None:
@@ -122,12 +125,12 @@ def read_npz(path, required: dict[str, int | None] | None = None) -> dict[str, n
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
-        raise InputError(f"{path} is corrupt or truncated ({err}): delete it and re-run its stage ({RERUN})") from err
+        raise InputError(f"{path} is corrupt or truncated ({err}): {rebuild(path)}") from err
     for name, ndim in (required or {}).items():
         if name not in arrays:
             raise InputError(f"{path} lacks the array {name!r} (has {sorted(arrays)}): "
-                             f"it was not written by this version of cbdm; delete it and re-run its stage")
+                             f"it was not written by this version of cbdm; {rebuild(path)}")
         if ndim is not None and arrays[name].ndim != ndim:
             raise InputError(f"{path}: array {name!r} has shape {arrays[name].shape}, expected {ndim} dims: "
-                             f"delete it and re-run its stage")
+                             f"{rebuild(path)}")
     return arrays

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from .diffusion import NoiseSchedule
-from .io import InputError, atomic_path
+from .io import InputError, atomic_path, rebuild
 from .networks import UNet, UNetConfig
 
 MODEL_FORMAT = "cbdm.model/1"
@@ -53,12 +53,12 @@ def check_identity(path, payload: dict, expected: dict) -> None:
     found = payload.get("meta", {}).get("identity")
     if not isinstance(found, dict):
         raise InputError(f"{path} records no identity (variant, dataset, imbalance factor, seed): it was "
-                         f"not written by cbdm.modelfile.save_model; delete it and re-run snakemake to rebuild it")
+                         f"not written by cbdm.modelfile.save_model; {rebuild(path)}")
     have = {k: found.get(k) for k in CHECKED_IDENTITY}
     want = {k: expected[k] for k in CHECKED_IDENTITY}
     if {k: str(v) for k, v in have.items()} != {k: str(v) for k, v in want.items()}:
         raise InputError(f"{path} was trained for {_describe(have)}, but this job needs {_describe(want)}: "
-                         f"the file was copied or moved; delete it and re-run snakemake to rebuild it")
+                         f"the file was copied or moved; {rebuild(path)}")
 
 
 def _describe(identity: dict) -> str:
@@ -82,8 +82,7 @@ def load_payload(path, expected_format: str, fix: str) -> dict:
 
 def load_model(path, device="cpu") -> tuple[UNet, NoiseSchedule, dict]:
     """(network in eval mode, noise schedule, the whole payload) of a model file."""
-    fix = ("delete it and re-run the rule that builds it; a user rule must write the format "
-           "documented in cbdm/modelfile.py")
+    fix = f"{rebuild(path)}; a user rule must write the format documented in cbdm/modelfile.py"
     payload = load_payload(path, MODEL_FORMAT, fix)
     try:
         model = UNet(UNetConfig(**payload["unet"]))

@@ -81,7 +81,7 @@ def test_shards_of_the_same_job_are_reused(tmp_path, monkeypatch, capsys):
 def test_a_model_file_trained_for_something_else_is_refused(tmp_path, key, value):
     foreign = model_file(tmp_path / "model.pt", 0, **{key: value})
     with pytest.raises(Exception, match=f"was trained for .*{key} {value}.* but this job needs .*{key} "
-                                        f"{IDENTITY[key]}.*delete it and re-run snakemake"):
+                                        f"{IDENTITY[key]}.*--forcerun .*model.pt"):
         draw(foreign, tmp_path / "s.npz")
 
 
@@ -165,7 +165,7 @@ def test_sample_sets_of_the_wrong_size_or_classes_are_refused_naming_the_file(tm
              "labels.npz": (np.zeros((4, 1, 8, 8), np.uint8), np.array([0, 1, 2, 11]), r"labels range 0..11")}
     for name, (images, labels, message) in cases.items():
         write_npz(tmp_path / name, images=images, labels=labels)
-        with pytest.raises(InputError, match=f"{name}: {message}.*delete it and re-run its stage"):
+        with pytest.raises(InputError, match=f"{name}: {message}.*--forcerun .*{name}"):
             extract_features(features_cfg={"extractor": "classifier"}, classifier_path="unused.pt",
                              images_npz=str(tmp_path / name), prefix="", device="cpu",
                              out_npz=str(tmp_path / "features.npz"), source_json=str(tmp_path / "source.json"))

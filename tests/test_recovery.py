@@ -1,0 +1,42 @@
+"""Following the suite's advice after a damaged file ends in a complete rebuild (issue 10)."""
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+
+
+def run_all(repo: Path, workdir: Path, configfile: Path, forcerun=frozenset()):
+    with SnakemakeApi(OutputSettings()) as api:
+        workflow = api.workflow(resource_settings=ResourceSettings(cores=2),
+                                config_settings=ConfigSettings(configfiles=[configfile]),
+                                snakefile=repo / "Snakefile", workdir=workdir)
+        workflow.dag(DAGSettings(targets={"all"}, forcerun=forcerun)).execute_workflow(executor="local")
+
+
+def outputs(workdir: Path) -> set[str]:
+    results = workdir / "results/tiny"
+    return {str(p.relative_to(results)) for p in results.rglob("*")
+            if p.is_file() and p.parts[len(results.parts)] in ("data", "models", "samples", "metrics", "report")}
+
+
+@pytest.mark.slow
+def test_after_a_truncated_manifest_the_advice_ends_in_a_complete_rebuild(tmp_path, repo, caplog):
+    config = yaml.safe_load((repo / "tests/data/tiny.yaml").read_text())
+    config["variants"] = {name: config["variants"][name] for name in ("ddpm", "cbdm")}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    run_all(repo, tmp_path, path)
+    complete = outputs(tmp_path)
+    manifest = tmp_path / "results/tiny/data/digits/IF5/manifest.json"
+    manifest.write_text(manifest.read_text()[:100])  # truncated
+
+    with pytest.raises(Exception):
+        run_all(repo, tmp_path, path)
+    logs = "".join(p.read_text() for p in (tmp_path / "results/tiny/logs").rglob("*.log"))
+    relative = str(manifest.relative_to(tmp_path))
+    assert f"{relative} is not valid JSON" in logs and f"add `--forcerun {relative}` to the same snakemake" in logs
+    run_all(repo, tmp_path, path, forcerun={relative})  # the advice
+    assert "Nothing to be done" not in caplog.text.split("not valid JSON")[-1]
+    assert outputs(tmp_path) >= complete
