@@ -12,9 +12,20 @@ def cmd_losses(args) -> int:
     from .losses import LOSSES
 
     for name, description in registered_losses().items():
-        options = ", ".join(f"{k}={v!r}" for k, v in LOSSES[name].defaults.items()) or "no options"
+        term = LOSSES[name]
+        options = ", ".join(f"{k}={v!r}{_allowed(term.specs[k])}" for k, v in term.defaults.items()) or "no options"
         print(f"{name}: {description}\n    {options}")
     return 0
+
+
+def _allowed(spec) -> str:
+    """' (one of a|b)', ' (>= 0)' or '' for a loss option's declared values."""
+    if spec.choices is not None:
+        return f" (one of {'|'.join(map(str, spec.choices))})"
+    bounds = [f">= {spec.minimum:g}" if spec.minimum is not None else "",
+              f"> {spec.above:g}" if spec.above is not None else "",
+              f"<= {spec.maximum:g}" if spec.maximum is not None else ""]
+    return f" ({', '.join(b for b in bounds if b)})" if any(bounds) else ""
 
 
 def cmd_check(args) -> int:

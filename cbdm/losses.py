@@ -56,6 +56,7 @@ class Option:
     choices: tuple | None = None
     minimum: float | None = None
     maximum: float | None = None
+    above: float | None = None  # exclusive minimum
 
     def problem(self, value) -> str | None:
         """Why `value` is not allowed, or None."""
@@ -67,6 +68,8 @@ class Option:
             return f"must be one of {list(self.choices)}, got {value!r}"
         if self.minimum is not None and value < self.minimum:
             return f"must be >= {self.minimum}, got {value!r}"
+        if self.above is not None and value <= self.above:
+            return f"must be > {self.above}, got {value!r}"
         if self.maximum is not None and value > self.maximum:
             return f"must be <= {self.maximum}, got {value!r}"
         return None
@@ -255,7 +258,7 @@ def overlap_neg_kl(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor,
 @register_loss("overlap_infonce", defaults={**_OVERLAP_DEFAULTS, "num_negatives": 4,
                                             "temperature": 0.1},
                draw_labels=draw_negative_labels,
-               options={**_OVERLAP_OPTIONS, "temperature": Option(float, minimum=1e-12)})
+               options={**_OVERLAP_OPTIONS, "temperature": Option(float, above=0)})
 def overlap_infonce(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor, *,
                     temperature: float, stop_gradient: str, time_weight: str) -> torch.Tensor:
     """Overlap (DiffROP re-implementation): InfoNCE over -d / temperature, K negatives.

@@ -78,6 +78,8 @@ CONFIG_CASES = [
     ("time-weight-choice", put("variants.cbdm.losses", [{**OVERLAP, "time_weight": "cosine"}]),
      r"option time_weight must be one of \['kl', 'linear', 'constant'\]"),
     ("negative-tau", put("variants.cbdm.losses", [{"name": "cbdm", "tau": -1.0}]), r"option tau must be >= 0"),
+    ("zero-temperature", put("variants.cbdm.losses", [{"name": "overlap_infonce", "temperature": 0}]),
+     r"option temperature must be > 0"),
     ("fractional-negatives", put("variants.cbdm.losses", [{**OVERLAP, "num_negatives": 1.5}]),
      r"option num_negatives must be of type int"),
     ("margin-as-text", put("variants.cbdm.losses", [{**OVERLAP, "margin": "big"}]),

@@ -231,3 +231,17 @@ def test_the_report_finds_a_non_round_guidance_by_its_label():
     assert at_guidance(runs, {"ddpm": 1.2345678}).tolist() == [True, False]
     check_complete(runs, [{"variant": "ddpm", "seed": 0, "guidance": "1.2345678", "sample_seed": 0,
                            "protocol": "ours"}])
+
+
+def test_the_default_profile_redoes_the_jobs_a_kill_interrupted(repo):
+    import yaml
+
+    assert yaml.safe_load((repo / "profiles/default/config.yaml").read_text())["rerun-incomplete"] is True
+
+
+def test_cbdm_losses_lists_each_options_allowed_values(capsys):
+    from cbdm.cli import main
+
+    main(["losses"])
+    out = capsys.readouterr().out
+    assert "target='train_prior' (one of train_prior|uniform)" in out and "tau=1.0 (>= 0)" in out
