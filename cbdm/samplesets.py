@@ -272,11 +272,12 @@ def import_samples(*, source: str, fmt: str, resize: bool, labels: str, num_samp
     return note
 
 
-def export_samples(samples_npz: str, out: str, fmt: str) -> None:
-    """A suite sample set as a class folder of PNGs (`folder`: OUT/<class>/<index>.png) or a
-    guided-diffusion .npz (`npz`: arr_0 uint8 NHWC, arr_1 labels)."""
-    data = read_npz(samples_npz, {"images": 4, "labels": 1})
-    images, labels = data["images"], data["labels"]
+def export_samples(samples_npz: str, out: str, fmt: str, prefix: str = "") -> None:
+    """A suite image set as a class folder of PNGs (`folder`: OUT/<class>/<index>.png) or a
+    guided-diffusion .npz (`npz`: arr_0 uint8 NHWC, arr_1 labels). `prefix`: '' for a sample
+    set, 'pool_' or 'heldout_' for the real images of a prepared source.npz."""
+    data = read_npz(samples_npz, {f"{prefix}images": 4, f"{prefix}labels": 1})
+    images, labels = data[f"{prefix}images"], data[f"{prefix}labels"]
     if fmt == "npz":
         with atomic_path(out) as tmp, open(tmp, "wb") as f:
             np.savez(f, arr_0=images.transpose(0, 2, 3, 1), arr_1=labels)
