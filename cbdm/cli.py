@@ -26,7 +26,8 @@ def cmd_check(args) -> int:
         return 1
     for name in config["variants"]:
         settings = variant_settings(config, name)
-        terms = ", ".join(f"{t['weight']} x {t['name']}" for t in settings["losses"]) or "external rule"
+        terms = ", ".join(f"{t['weight']} x {t['name']}" for t in settings["losses"]) or \
+            (f"imported samples {settings['samples']}" if settings.get("samples") else "external rule")
         print(f"variant {name}: {terms}; guidance {settings['guidance']}")
     print(f"{args.config}: OK")
     return 0

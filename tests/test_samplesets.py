@@ -97,16 +97,16 @@ def read(path, **kw):
     return read_samples(path, num_classes=10, image_shape=SHAPE, class_names=DIGITS, **kw)
 
 
-def score(suite, source, out_dir, reference=None) -> list[dict]:
+def score(suite, source, out_dir, num_samples=10 * PER_CLASS) -> list[dict]:
     """import -> features -> records, as `cbdm evaluate` does."""
     out_dir.mkdir(exist_ok=True)
-    import_samples(source=str(source), fmt="auto", resize=False, labels="exact", num_samples=10 * PER_CLASS,
+    import_samples(source=str(source), fmt="auto", resize=False, labels="exact", num_samples=num_samples,
                    class_counts=[1] * 10, image_shape=list(SHAPE), class_names=DIGITS,
                    out_npz=str(out_dir / "samples.npz"))
     extract_features(features_cfg=suite["config"]["features"], classifier_path=str(suite["root"] / "classifier.pt"),
                      images_npz=str(out_dir / "samples.npz"), prefix="", device="cpu",
                      out_npz=str(out_dir / "features.npz"))
-    evaluate(generated_npz=str(out_dir / "features.npz"), reference_npz=str(reference or suite["root"] / "reference.npz"),
+    evaluate(generated_npz=str(out_dir / "features.npz"), reference_npz=str(suite["root"] / "reference.npz"),
              groups=GROUPS, num_classes=10, evaluation=suite["config"]["evaluation"], cell={}, device="cpu",
              out_json=str(out_dir / "metrics.json"))
     return read_json(out_dir / "metrics.json")["records"]
@@ -135,19 +135,10 @@ def test_every_format_gives_the_records_of_the_suites_own_npz(suite, tmp_path):
 
 def test_heldout_images_scored_as_samples_give_fid_near_zero(suite, tmp_path):
     heldout = read_image_set(str(suite["root"] / "source.npz"), "heldout_")
-    folder = write_class_folder(heldout, tmp_path / "oracle")
-    out = tmp_path / "oracle_out"
-    out.mkdir()
-    import_samples(source=str(folder), fmt="auto", resize=False, labels="exact", num_samples=300,
-                   class_counts=[1] * 10, image_shape=list(SHAPE), class_names=DIGITS, out_npz=str(out / "s.npz"))
-    extract_features(features_cfg=suite["config"]["features"], classifier_path=str(suite["root"] / "classifier.pt"),
-                     images_npz=str(out / "s.npz"), prefix="", device="cpu", out_npz=str(out / "f.npz"))
-    evaluate(generated_npz=str(out / "f.npz"), reference_npz=str(suite["root"] / "reference.npz"), groups=GROUPS,
-             num_classes=10, evaluation=suite["config"]["evaluation"], cell={}, device="cpu",
-             out_json=str(out / "m.json"))
-    fids = {r["scope"]: r["value"] for r in read_json(out / "m.json")["records"] if r["metric"] == "fid"}
+    records = score(suite, write_class_folder(heldout, tmp_path / "oracle"), tmp_path / "oracle_out", 300)
+    fids = {r["scope"]: r["value"] for r in records if r["metric"] == "fid"}
     assert abs(fids["all"]) < 1e-6 and abs(fids["tail"]) < 1e-6 and abs(fids["class 3"]) < 1e-6
-    assert "imported from" in next(r["note"] for r in read_json(out / "m.json")["records"] if r["metric"] == "fid")
+    assert "imported from" in next(r["note"] for r in records if r["metric"] == "fid")
 
 
 def test_fid_from_reference_statistics_equals_fid_from_the_images(suite, tmp_path):
