@@ -42,14 +42,17 @@ def describe_preprocessing(features: dict, spec: dict) -> str:
     return f"uint8 images at {size}, scaled to [-1, 1]"
 
 
-def generation_card(config: dict, cell: dict, external_card: dict | None) -> dict:
+def generation_card(config: dict, cell: dict, external_card: dict | None, note: str) -> dict:
+    """How the rows' samples were made; `note`: the all-classes FID record's note, which says
+    how imported samples were read."""
     if external_card is not None:
         return {"kind": "external (cbdm evaluate)", "sampler": "n/a", "steps": "n/a", "guidance": "n/a",
                 "ema": "n/a", "samples_from": external_card["note"]}
     settings = variant_settings(config, cell["variant"])
     if settings.get("samples"):
         return {"kind": "imported (samples:)", "sampler": "n/a", "steps": "n/a", "guidance": f"{cell['guidance']:g}",
-                "ema": "n/a", "samples_from": settings["samples"][f"{cell['guidance']:g}"][cell["seed"]]}
+                "ema": "n/a", "samples_from": note[note.find("imported from"):] if "imported from" in note
+                else settings["samples"][f"{cell['guidance']:g}"][cell["seed"]]}
     sampling = settings["sampling"]
     return {"kind": "external model" if settings["external"] else "built-in",
             "sampler": sampling["sampler"], "steps": sampling["steps"], "guidance": f"{cell['guidance']:g}",
@@ -66,7 +69,7 @@ def entry_row(config: dict, metrics_json: Path, external_card: dict | None) -> d
            "imbalance_factor": f"{cell['imbalance_factor']:g}", "features": describe_features(config["features"]),
            "preprocessing": describe_preprocessing(config["features"], spec), "reference": cell["reference"],
            "labels": cell["labels"], "num_samples": cell["num_samples"],
-           **generation_card(config, cell, external_card),
+           **generation_card(config, cell, external_card, values[("all", "fid")]["note"]),
            "run": "-" if cell["seed"] is None else f"{cell['seed']}/{cell['sample_seed']}",
            "n_gen": values[("all", "fid")]["n_gen"], "n_ref": values[("all", "fid")]["n_ref"]}
     for metric in ALL_METRICS:
@@ -122,7 +125,8 @@ def markdown(table: pd.DataFrame, suite: str) -> str:
         groups = [c for c in rows.columns if c.startswith("fid_") and rows[c].notna().any()]
         cols = show + [c for g in groups for c in (g, "n_" + g[4:])]
         body = rows[cols].rename(columns={**ALL_METRICS, **{g: f"FID {g[4:]}" for g in groups}})
-        lines += [body.to_markdown(index=False, floatfmt=".4g"), ""]
+        body = body.astype(object).where(body.notna(), None)  # tabulate prints None as '-', NaN as 'nan'
+        lines += [body.to_markdown(index=False, floatfmt=".4g", missingval="-"), ""]
         sources = rows[rows["samples_from"] != "suite sampler"]
         lines += [f"- {r.entry}: {r.samples_from}" for r in sources.itertuples()] + [""]
     return "\n".join(lines)

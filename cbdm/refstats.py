@@ -101,6 +101,8 @@ def evaluate_against_stats(gen: dict, stats_npz: str, groups: dict, num_classes:
                            device="cpu") -> list[dict]:
     """Records of every scope (all, groups, classes) of a featurised sample set against a
     statistics file."""
-    stats = read_reference_stats(stats_npz)
+    from .acceleration import resolve_device
+
+    stats, dev = read_reference_stats(stats_npz), resolve_device(device)
     return [r for scope, classes in scopes(groups, num_classes)
-            for r in stats_scope_records(gen, stats, scope, classes, cfg, stats_npz, device)]
+            for r in stats_scope_records(gen, stats, scope, classes, cfg, stats_npz, dev)]

@@ -110,3 +110,16 @@ def test_the_readme_score_your_own_samples_example_runs(tmp_path, repo):
     assert board["entry"].tolist() == ["oracle"] and board["kind"].tolist() == ["external (cbdm evaluate)"]
     assert 0 < board["fid"].iloc[0] < 1  # real images against other real images of the same classes
     assert len(list((tmp_path / "oracle-png" / "3").glob("*.png"))) > 12
+
+    # the same samples against the travelling statistics of the same reference: the same FID
+    stats = "results/tiny/features/digits/IF5/reference-heldout.stats.npz"
+    steps = (f"snakemake -s {repo / 'Snakefile'} --configfile {configfile} --cores 1 {stats}\n"
+             f"cbdm evaluate --config {configfile} --samples oracle-png --name oracle-stats --ref-stats {stats}")
+    result = subprocess.run(["bash", "-ec", steps], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    board = pd.read_csv(tmp_path / "results/tiny/leaderboard.csv").set_index("entry")
+    assert board.loc["oracle-stats", "fid"] == pytest.approx(board.loc["oracle", "fid"], rel=1e-8)
+    assert board.loc["oracle-stats", "reference"] == f"statistics {stats}"
+    assert math.isnan(board.loc["oracle-stats", "recall"])  # needs the reference images
+    markdown = (tmp_path / "results/tiny/leaderboard.md").read_text()
+    assert "## Card 2:" in markdown  # measured against statistics: its own table
