@@ -260,14 +260,19 @@ def fit_to_protocol(images: ImageSet, labels: str, num_samples: int, class_count
 def import_samples(*, source: str, fmt: str, resize: bool, labels: str, num_samples: int,
                    class_counts: list[int], image_shape: list[int], class_names: list[str],
                    out_npz: str) -> str:
-    """Write a user's sample set as the suite's sample .npz (images, labels, seeds = -1, and a
-    `note` saying where it came from and what was done to it); returns the note."""
+    """Write a user's sample set as the suite's sample .npz (images, labels, seeds = -1, a
+    `note` saying where it came from and what was done to it, and `source_digest`, the digest of
+    the images and labels as read, whatever their format); returns the note."""
+    from .dataset import array_digest
+
     imported = read_samples(source, num_classes=len(class_counts), image_shape=tuple(image_shape),
                             class_names=class_names, fmt=fmt, resize=resize)
+    digest = array_digest(imported.images.images, imported.images.labels)
     fitted, fit_note = fit_to_protocol(imported.images, labels, num_samples, class_counts, source)
     note = "; ".join(filter(None, [f"imported from {source} ({imported.format})", imported.note, fit_note]))
     write_npz(out_npz, images=fitted.images, labels=fitted.labels,
-              seeds=np.full(len(fitted.labels), NO_SEED, dtype=np.int64), note=np.asarray(note))
+              seeds=np.full(len(fitted.labels), NO_SEED, dtype=np.int64), note=np.asarray(note),
+              source_digest=np.asarray(digest))
     print(f"{len(fitted.labels)} images: {note}", flush=True)
     return note
 

@@ -129,8 +129,10 @@ def test_every_format_gives_the_records_of_the_suites_own_npz(suite, tmp_path):
     paths = every_format(samples_of(suite), tmp_path)
     expected = without_import_note(score(suite, paths.pop("suite_npz"), tmp_path / "suite_out"))
     assert any(r["metric"] == "fid" and r["value"] > 0 for r in expected)
+    digest = np.load(tmp_path / "suite_out/samples.npz")["source_digest"]
     for fmt, path in paths.items():
         assert without_import_note(score(suite, path, tmp_path / f"{fmt}_out")) == expected, fmt
+        assert np.load(tmp_path / f"{fmt}_out/samples.npz")["source_digest"] == digest  # the same content
 
 
 def test_heldout_images_scored_as_samples_give_fid_near_zero(suite, tmp_path):

@@ -66,7 +66,7 @@ rule leaderboard:
         md=LEADERBOARD[1],
     params:
         config=config,
-        results=RESULTS,
+        results=lambda wc, output: output.csv.rsplit("/", 1)[0],
     resources:
         **stage_resources("other"),
     log:
