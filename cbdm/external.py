@@ -107,7 +107,7 @@ def summary(metrics_json: str, groups: dict) -> str:
         fid = values[(scope, "fid")]
         lines.append(f"{scope:<10} " + " ".join(f"{fmt(values[(scope, m)]['value']):>10}" for m in SUMMARY_METRICS)
                      + f"   {fid['n_gen']} vs {fid['n_ref']}")
-    notes = sorted({r["note"] for r in records if r["scope"] == "all" and r["note"]})
+    notes = sorted({r["note"] for r in records if r["scope"] == "all" and r["metric"] == "fid" and r["note"]})
     return "\n".join(lines + [f"note: {n}" for n in notes])
 
 
