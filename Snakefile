@@ -34,6 +34,7 @@ wildcard_constraints:
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
+include: "workflow/rules/import.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/report.smk"
@@ -48,4 +49,5 @@ for extension in config["extensions"]:
 rule all:
     input:
         report_outputs(),
+        LEADERBOARD,
     default_target: True

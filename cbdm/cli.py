@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .config import ConfigError, load_config, registered_losses, variant_settings
 
@@ -45,7 +46,8 @@ def cmd_check(args) -> int:
               f"here will fail (set device: auto to run on the CPU)", file=sys.stderr)
     for name in config["variants"]:
         settings = variant_settings(config, name)
-        terms = ", ".join(f"{t['weight']} x {t['name']}" for t in settings["losses"]) or "external rule"
+        terms = ", ".join(f"{t['weight']} x {t['name']}" for t in settings["losses"]) or \
+            (f"imported samples {settings['samples']}" if settings.get("samples") else "external rule")
         print(f"variant {name}: {terms}; guidance {settings['guidance']}")
     if missing:
         return 1
@@ -124,6 +126,56 @@ def cmd_assets(args) -> int:
     return 1 if failures else 0
 
 
+def cmd_evaluate(args) -> int:
+    from .external import evaluate_external
+    from .io import InputError
+
+    try:
+        evaluate_external(configfile=args.config, samples=args.samples, name=args.name or Path(args.samples).stem,
+                          protocol=args.protocol, dataset=args.dataset, imb=args.imb, fmt=args.format,
+                          resize=args.resize, ref_stats=args.ref_stats, cores=args.cores)
+    except (ConfigError, InputError) as err:
+        print(f"cbdm evaluate: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .io import InputError
+    from .samplesets import export_samples
+
+    try:
+        export_samples(args.samples, args.out, args.format, "" if args.part == "samples" else f"{args.part}_")
+    except InputError as err:
+        print(f"cbdm export: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_sample_commands(sub) -> None:
+    from .samplesets import FORMATS
+
+    evaluate = sub.add_parser("evaluate", help="score a sample set made anywhere under a suite's protocol")
+    evaluate.add_argument("--config", required=True, help="the suite's config file")
+    evaluate.add_argument("--samples", required=True, help="class folder, EDM folder + dataset.json, or .npz")
+    evaluate.add_argument("--name", help="name of the entry (default: the samples' file or folder name)")
+    evaluate.add_argument("--format", default="auto", choices=["auto", *FORMATS])
+    evaluate.add_argument("--protocol", help="evaluation protocol (default: the report protocol)")
+    evaluate.add_argument("--dataset", help="dataset of the config (needed when it has several)")
+    evaluate.add_argument("--imb", type=float, help="imbalance factor (needed when the dataset has several)")
+    evaluate.add_argument("--resize", action="store_true", help="resize images of another size to the suite's")
+    evaluate.add_argument("--ref-stats", help="reference statistics .npz (mu, sigma) instead of reference images")
+    evaluate.add_argument("--cores", type=int, default=1, help="cores for building the suite's inputs")
+    evaluate.set_defaults(run=cmd_evaluate)
+    export = sub.add_parser("export", help="write a suite sample set as a class folder of PNGs or an arr_0/arr_1 .npz")
+    export.add_argument("--samples", required=True, help="a sample .npz of the suite (results/<suite>/samples/...)")
+    export.add_argument("--out", required=True, help="a new folder (folder) or an .npz file (npz)")
+    export.add_argument("--format", required=True, choices=["folder", "npz"])
+    export.add_argument("--part", default="samples", choices=["samples", "pool", "heldout"],
+                        help="pool / heldout: the real images of a prepared data/<dataset>/source.npz")
+    export.set_defaults(run=cmd_export)
+
+
 def yaml_dump(data) -> str:
     import yaml
 
@@ -141,6 +193,7 @@ def main(argv=None) -> int:
     assets.add_argument("action", choices=["list", "verify", "fetch"])
     assets.add_argument("--config", default="config/config.yaml")
     assets.set_defaults(run=cmd_assets)
+    add_sample_commands(sub)
     args = parser.parse_args(argv)
     return args.run(args)
 

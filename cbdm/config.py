@@ -277,6 +277,8 @@ def variant_settings(config: dict, name: str) -> dict:
         raise ConfigError(f"variant {name}: ancestral sampling takes every one of the "
                           f"{config['diffusion']['num_timesteps']} timesteps, but sampling.steps is "
                           f"{settings['sampling']['steps']}; set sampler: ddim to sample with fewer steps")
+    if spec.get("samples") is not None:
+        return imported_settings(config, name, spec, settings)
     if spec["external"]:
         if spec.get("losses"):
             raise ConfigError(f"variant {name} is external (built by a user rule); remove its `losses`")
@@ -295,6 +297,36 @@ def variant_settings(config: dict, name: str) -> dict:
             raise ConfigError(f"variant {name}: {err.args[0]}") from err
         terms.append({"name": term["name"], "weight": term.get("weight", 1.0), "options": options})
     settings["losses"] = terms
+    return settings
+
+
+def imported_settings(config: dict, name: str, spec: dict, settings: dict) -> dict:
+    """A variant whose samples were made elsewhere: `samples` resolved to {guidance label:
+    {training seed: path}}, each path checked; it has no training and one sampling seed."""
+    clash = [key for key in ("losses", "training") if spec.get(key)] + (["external"] if spec["external"] else [])
+    if clash:
+        raise ConfigError(f"variant {name} declares `samples` (imported, not trained) and {clash}: remove {clash}")
+    given = spec["samples"]
+    if isinstance(given, str):
+        given = {settings["guidance"][0]: {config["seeds"][0]: given}}
+    sets = {}
+    for guidance, by_seed in given.items():
+        try:
+            sets[factor_label(float(guidance))] = {int(seed): str(path) for seed, path in by_seed.items()}
+        except ValueError as err:
+            raise ConfigError(f"variants.{name}.samples: keys are guidance scales, then training seeds "
+                              f"(numbers), got {guidance!r} -> {list(by_seed)}") from err
+    seeds = [sorted(s) for s in sets.values()]
+    if any(s != seeds[0] for s in seeds):
+        raise ConfigError(f"variants.{name}.samples: give every guidance scale the same seeds, got {seeds}")
+    for path in (p for s in sets.values() for p in s.values()):
+        if not Path(path).exists():
+            raise ConfigError(f"variants.{name}.samples: {path!r} does not exist (paths are relative to the "
+                              f"folder snakemake runs in)")
+    settings.update(losses=[], samples=sets, guidance=[float(g) for g in sets], seeds=seeds[0],
+                    samples_format=spec["samples_format"], samples_resize=spec["samples_resize"])
+    settings["sampling"] = {**settings["sampling"], "sampler": "imported", "steps": None,
+                            "seeds": settings["sampling"]["seeds"][:1]}
     return settings
 
 

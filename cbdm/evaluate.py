@@ -161,6 +161,7 @@ def evaluate(*, generated_npz: str, reference_npz: str, groups: dict, num_classe
 
     dev = resolve_device(device)
     gen = read_npz(generated_npz, FEATURE_ARRAYS)
+    import_note = str(gen.pop("note", ""))  # how an imported sample set was read (cbdm.samplesets)
     ref = read_npz(reference_npz, FEATURE_ARRAYS)
     check_feature_sets({generated_npz: gen, reference_npz: ref}, num_classes)
     records = []
@@ -168,6 +169,8 @@ def evaluate(*, generated_npz: str, reference_npz: str, groups: dict, num_classe
         records += scope_records(scope, _select(gen, classes), _select(ref, classes), groups, evaluation, dev)
     if len(groups) > 1:
         records += matched_group_records(gen, ref, groups, evaluation, dev)
+    for r in records if import_note else []:
+        r["note"] = "; ".join(filter(None, [r["note"], import_note]))
     is_mean, is_sd = inception_score(gen["logits"], evaluation["is_splits"], evaluation["seed"])
     records += [record("all", "is_mean", is_mean, len(gen["logits"]), 0,
                        f"from the feature extractor's logits, {evaluation['is_splits']} splits"),

@@ -71,4 +71,11 @@ def extract_features(*, features_cfg: dict, classifier_path: str, images_npz: st
         features, logits = inception_features(images.images, weights, dev)
     print(f"{len(features)} images of {images_npz} ({prefix or 'all'}) -> {features.shape[1]}-d "
           f"{features_cfg['extractor']} features in {time.time() - started:.1f} s", flush=True)
-    write_npz(out_npz, features=features, logits=logits, labels=images.labels, predicted=predicted)
+    write_npz(out_npz, features=features, logits=logits, labels=images.labels, predicted=predicted,
+              **import_note(images_npz))
+
+
+def import_note(images_npz: str) -> dict:
+    """{'note': ...} of an imported sample set (cbdm.samplesets), which the metrics carry on."""
+    with np.load(images_npz, allow_pickle=False) as data:
+        return {"note": data["note"]} if "note" in data.files else {}

@@ -45,6 +45,22 @@ NUM_CLASSES = {"sklearn_digits": 10, "fashion_mnist": 10, "cifar10": 10, "cifar1
 TRAIN_CLASS_SIZES = {"sklearn_digits": [178, 182, 177, 183, 181, 182, 181, 179, 174, 180],
                      "fashion_mnist": [6000] * 10, "cifar10": [5000] * 10, "cifar100": [500] * 100}
 SOURCES_WITHOUT_TEST_SPLIT = {"sklearn_digits"}
+# Class names in label order, for sample folders named by class (cbdm.samplesets).
+CLASS_NAMES = {
+    "sklearn_digits": [str(c) for c in range(10)],
+    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                      "Bag", "Ankle boot"],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+    "cifar100": (
+        "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly "
+        "camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup "
+        "dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower "
+        "leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid "
+        "otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray road "
+        "rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel streetcar sunflower "
+        "sweet_pepper table tank telephone television tiger tractor train trout tulip turtle wardrobe whale "
+        "willow_tree wolf woman worm").split(),
+}
 
 
 def load_source(spec: dict) -> Source:

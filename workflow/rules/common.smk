@@ -32,7 +32,10 @@ def training_settings(variant):
 def sampling_settings(variant):
     settings = VARIANTS[variant]
     return {key: settings[key] for key in ("name", "sampling")}
-BUILT_IN_VARIANTS = [name for name, v in VARIANTS.items() if not v["external"]]
+# Imported variants (`samples:`) are neither trained nor sampled: rule import_samples reads their files.
+IMPORTED_VARIANTS = [name for name, v in VARIANTS.items() if v.get("samples")]
+BUILT_IN_VARIANTS = [name for name, v in VARIANTS.items() if not v["external"] and name not in IMPORTED_VARIANTS]
+SAMPLED_VARIANTS = [name for name in VARIANTS if name not in IMPORTED_VARIANTS]
 
 # Paths of the stages; {imb} and {guidance} are factor_label()s of numbers, e.g. 10 or 0.8.
 # A sample set is CELL/{labelset}, e.g. .../w1-s0/exact-1000; its metrics are CELL/{protocol}.
@@ -125,7 +128,8 @@ def cells(dataset, imb):
     guidance x sampling seed x protocol."""
     for variant, settings in VARIANTS.items():
         for seed, guidance, sample_seed, protocol in itertools.product(
-                config["seeds"], settings["guidance"], settings["sampling"]["seeds"], PROTOCOLS):
+                settings.get("seeds", config["seeds"]), settings["guidance"], settings["sampling"]["seeds"],
+                PROTOCOLS):
             yield dict(dataset=dataset, imb=imb, variant=variant, seed=seed,
                        guidance=cbdm_config.factor_label(guidance), sample_seed=sample_seed,
                        protocol=protocol, labelset=labelset(protocol))
@@ -163,7 +167,7 @@ def report_outputs():
 
 def all_models():
     return [MODEL.format(dataset=dataset, imb=imb, variant=variant, seed=seed)
-            for dataset, imb in dataset_factors() for variant in VARIANTS for seed in config["seeds"]]
+            for dataset, imb in dataset_factors() for variant in SAMPLED_VARIANTS for seed in config["seeds"]]
 
 
 def init_model(wildcards):

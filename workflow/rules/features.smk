@@ -72,3 +72,31 @@ rule features_samples:
         f"{BENCH}/features/{CELL}/{{labelset}}.tsv"
     script:
         "../scripts/features.py"
+
+
+# Mean and covariance of every reference set's features per scope, in a file that travels
+# (format: cbdm/refstats.py; `mu`/`sigma` as in EDM's fid.py reference files).
+from cbdm.leaderboard import describe_features
+
+REFERENCE_STATS = f"{RESULTS}/features/{{dataset}}/IF{{imb}}/reference-{{reference}}.stats.npz"
+
+
+rule reference_stats:
+    conda:
+        "../envs/cbdm.yaml"
+    input:
+        features=REFERENCE_FEATURES,
+    output:
+        stats=REFERENCE_STATS,
+    wildcard_constraints:
+        reference="|".join(REFERENCE_IMAGES),
+    params:
+        groups=lambda wc: dataset_spec(wc)["groups"],
+        num_classes=num_classes,
+        extractor=lambda wc: describe_features(config["features"]),
+    resources:
+        **stage_resources("other"),
+    log:
+        f"{LOGS}/reference_stats/{{dataset}}/IF{{imb}}/{{reference}}.log",
+    script:
+        "../scripts/reference_stats.py"

@@ -47,3 +47,29 @@ rule provenance:
         f"{LOGS}/provenance.log",
     script:
         "../scripts/provenance.py"
+
+
+# One table per suite across every variant and external entry evaluated (cbdm/leaderboard.py),
+# with the reference statistics that let others score against the same reference.
+LEADERBOARD = [f"{RESULTS}/leaderboard.csv", f"{RESULTS}/leaderboard.md"]
+
+
+rule leaderboard:
+    conda:
+        "../envs/cbdm.yaml"
+    input:
+        metrics=[METRICS.format(**c) for d, imb in dataset_factors() for c in cells(d, imb)],
+        stats=[REFERENCE_STATS.format(dataset=d, imb=imb, reference=r)
+               for d, imb in dataset_factors() for r in REFERENCE_IMAGES],
+    output:
+        csv=LEADERBOARD[0],
+        md=LEADERBOARD[1],
+    params:
+        config=config,
+        results=lambda wc, output: output.csv.rsplit("/", 1)[0],
+    resources:
+        **stage_resources("other"),
+    log:
+        f"{LOGS}/leaderboard.log",
+    script:
+        "../scripts/leaderboard.py"

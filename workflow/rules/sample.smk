@@ -9,6 +9,8 @@ rule sample:
         manifest=MANIFEST,
     output:
         samples=SAMPLES,
+    wildcard_constraints:
+        variant="|".join(SAMPLED_VARIANTS) or "^$",
     params:
         settings=lambda wc: sampling_settings(wc.variant),
         device=config["device"],

@@ -1,0 +1,132 @@
+"""`cbdm evaluate`: score a sample set made anywhere under a suite's protocol.
+
+The suite's own workflow builds what the scoring needs (the feature classifier, the reference
+features, the dataset's manifest) through Snakemake's API, so the reference side is exactly the
+one the built-in variants were scored against; the user's images are then read
+(cbdm.samplesets), featurised (cbdm.features) and measured (cbdm.evaluate) into
+`results/<suite>/external/<name>/<dataset>-IF<x>/`, and the suite's leaderboard is rewritten.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import ConfigError, factor_label, imbalance_factors, load_config
+from .io import read_json, write_json
+
+SNAKEFILE = Path(__file__).resolve().parents[1] / "Snakefile"
+SUMMARY_METRICS = ("fid", "kid_mean", "precision", "recall", "accuracy")
+
+
+def suite_paths(config: dict, dataset: str, imb: str, reference: str) -> dict[str, str]:
+    """The workflow's files this evaluation reads (the patterns of workflow/rules/common.smk)."""
+    results = f"results/{config['suite']}"
+    features = f"{results}/features/{dataset}/IF{imb}/reference-{reference}"
+    return {"classifier": f"{results}/classifier/{dataset}/classifier.pt",
+            "source_json": f"{results}/data/{dataset}/source.json",
+            "manifest": f"{results}/data/{dataset}/IF{imb}/manifest.json",
+            "reference": f"{features}.npz", "reference_stats": f"{features}.stats.npz"}
+
+
+def choose(config: dict, dataset: str | None, imb: float | None, protocol: str | None) -> tuple[str, str, str]:
+    """(dataset, imbalance-factor label, protocol): the given ones, checked, or the only/main one."""
+    datasets = list(config["datasets"])
+    dataset = dataset or (datasets[0] if len(datasets) == 1 else None)
+    if dataset not in config["datasets"]:
+        raise ConfigError(f"--dataset: choose one of {', '.join(datasets)}")
+    factors = [factor_label(f) for f in imbalance_factors(config["datasets"][dataset])]
+    label = factor_label(imb) if imb is not None else (factors[0] if len(factors) == 1 else None)
+    if label not in factors:
+        raise ConfigError(f"--imb: dataset {dataset} has imbalance factors {', '.join(factors)}; choose one")
+    protocols = config["evaluation"]["protocols"]
+    protocol = protocol or config["evaluation"]["report_protocol"] or next(iter(protocols))
+    if protocol not in protocols:
+        raise ConfigError(f"--protocol {protocol!r}: the config declares {', '.join(protocols)}")
+    return dataset, label, protocol
+
+
+def build_inputs(configfile: str, targets: list[str], cores: int = 1) -> None:
+    """Make `targets` with the suite's workflow (only the jobs they need), in the current folder."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+
+    with SnakemakeApi(OutputSettings()) as api:
+        workflow = api.workflow(resource_settings=ResourceSettings(cores=cores),
+                                config_settings=ConfigSettings(configfiles=[Path(configfile).resolve()]),
+                                snakefile=SNAKEFILE, workdir=Path.cwd())
+        workflow.dag(DAGSettings(targets=set(targets))).execute_workflow()
+
+
+def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, protocol: str, paths: dict,
+          fmt: str, resize: bool, ref_stats: str | None, device: str) -> str:
+    """Import, featurise and measure one sample set; returns the metrics file."""
+    from .evaluate import evaluate
+    from .features import extract_features
+    from .io import read_npz
+    from .refstats import evaluate_against_stats
+    from .samplesets import import_samples
+    from .sources import CLASS_NAMES
+
+    spec, proto = config["datasets"][dataset], config["evaluation"]["protocols"][protocol]
+    out = Path(f"results/{config['suite']}/external/{name}/{dataset}-IF{imb}")
+    note = import_samples(source=samples, fmt=fmt, resize=resize, labels=proto["labels"],
+                          num_samples=proto["num_samples"],
+                          class_counts=read_json(paths["manifest"])["class_counts"],
+                          image_shape=read_json(paths["source_json"])["image_shape"],
+                          class_names=CLASS_NAMES[spec["source"]], out_npz=str(out / "samples.npz"))
+    extract_features(features_cfg=config["features"], classifier_path=paths["classifier"],
+                     images_npz=str(out / "samples.npz"), prefix="", device=device,
+                     out_npz=str(out / "features.npz"))
+    reference = f"statistics {ref_stats}" if ref_stats else proto["reference"]
+    cell = dict(dataset=dataset, imbalance_factor=float(imb), variant=name, seed=None, guidance=None,
+                sample_seed=None, protocol=protocol, **{**proto, "reference": reference})
+    metrics = out / f"{protocol}.json"
+    if ref_stats:
+        gen = read_npz(out / "features.npz")
+        records = evaluate_against_stats(gen, ref_stats, spec["groups"], len(CLASS_NAMES[spec["source"]]),
+                                         config["evaluation"], device)
+        for r in records:
+            r["note"] = "; ".join(filter(None, [r["note"], note]))
+        write_json(metrics, {"cell": cell, "records": records})
+    else:
+        evaluate(generated_npz=str(out / "features.npz"), reference_npz=paths["reference"],
+                 groups=spec["groups"], num_classes=len(CLASS_NAMES[spec["source"]]),
+                 evaluation=config["evaluation"], cell=cell, device=device, out_json=str(metrics))
+    write_json(out / "card.json", {"source": str(samples), "note": note, "kind": "external"})
+    return str(metrics)
+
+
+def summary(metrics_json: str, groups: dict) -> str:
+    """A text table of all, each group and each class: FID, KID, precision, recall, accuracy, n."""
+    records = read_json(metrics_json)["records"]
+    order = ["all", *groups] + sorted({r["scope"] for r in records if r["scope"].startswith("class ")},
+                                      key=lambda s: int(s.split()[1]))
+    values = {(r["scope"], r["metric"]): r for r in records}
+    fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
+    lines = [f"{'scope':<10} " + " ".join(f"{m:>10}" for m in SUMMARY_METRICS) + "   n (gen vs ref)"]
+    for scope in order:
+        fid = values[(scope, "fid")]
+        lines.append(f"{scope:<10} " + " ".join(f"{fmt(values[(scope, m)]['value']):>10}" for m in SUMMARY_METRICS)
+                     + f"   {fid['n_gen']} vs {fid['n_ref']}")
+    notes = sorted({r["note"] for r in records if r["scope"] == "all" and r["metric"] == "fid" and r["note"]})
+    return "\n".join(lines + [f"note: {n}" for n in notes])
+
+
+def evaluate_external(*, configfile: str, samples: str, name: str, protocol: str | None = None,
+                      dataset: str | None = None, imb: float | None = None, fmt: str = "auto",
+                      resize: bool = False, ref_stats: str | None = None, cores: int = 1) -> str:
+    """The whole `cbdm evaluate`: returns the metrics file it wrote."""
+    from .leaderboard import write_leaderboard
+
+    config = load_config(configfile)
+    dataset, imb, protocol = choose(config, dataset, imb, protocol)
+    reference = config["evaluation"]["protocols"][protocol]["reference"]
+    paths = suite_paths(config, dataset, imb, reference)
+    needed = ["classifier", "source_json", "manifest"] + ([] if ref_stats else ["reference"])
+    build_inputs(configfile, [paths[k] for k in needed], cores)
+    metrics = score(config=config, samples=samples, name=name, dataset=dataset, imb=imb, protocol=protocol,
+                    paths=paths, fmt=fmt, resize=resize, ref_stats=ref_stats, device=config["device"])
+    print(f"{name} on {dataset} IF {imb}, protocol {protocol}:\n"
+          + summary(metrics, config["datasets"][dataset]["groups"]), flush=True)
+    write_leaderboard(config, f"results/{config['suite']}")
+    print(f"records: {metrics}; leaderboard: results/{config['suite']}/leaderboard.md", flush=True)
+    return metrics

@@ -1,0 +1,143 @@
+"""The suite's leaderboard: one row per variant (at each guidance scale) and per external entry
+that has been evaluated, across the suite's datasets and protocols, each with its protocol card.
+
+A card has two halves. The measurement (dataset and imbalance factor, feature extractor and
+preprocessing, reference set, label policy and number of samples) must be identical for rows to
+be compared, so every distinct measurement gets its own table, and the Markdown says that rows
+of different tables are not comparable. The generation (sampler and steps, guidance, EMA,
+seeds, or where imported samples came from) is what differs between methods and is shown in
+every row.
+
+Written by the `leaderboard` rule after every evaluation of the DAG, and by `cbdm evaluate`
+after each external entry: both read every metrics file under results/<suite>/ that belongs to
+a declared variant or an external entry.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .config import variant_settings
+from .io import atomic_path, read_json
+
+MEASUREMENT = ["dataset", "imbalance_factor", "features", "preprocessing", "reference", "labels", "num_samples"]
+GENERATION = ["kind", "sampler", "steps", "guidance", "ema", "samples_from"]
+ALL_METRICS = {"fid": "FID", "kid_mean": "KID x1e3", "precision": "precision", "recall": "recall",
+               "accuracy": "acc"}
+
+
+def describe_features(features: dict) -> str:
+    if features["extractor"] == "inception":
+        return f"Inception-v3 pool 2048-d (torch-fidelity port, {Path(features['inception_weights']).name})"
+    return (f"domain classifier {features['feature_dim']}-d penultimate features "
+            f"({features['epochs']} epochs on the balanced pool, seed {features['seed']})")
+
+
+def describe_preprocessing(features: dict, spec: dict) -> str:
+    size = "native size" if not spec.get("image_size") else \
+        f"resized to {spec['image_size']}x{spec['image_size']} (antialiased bilinear)"
+    if features["extractor"] == "inception":
+        return f"uint8 images at {size}, resized to 299x299 inside the extractor"
+    return f"uint8 images at {size}, scaled to [-1, 1]"
+
+
+def generation_card(config: dict, cell: dict, external_card: dict | None, note: str) -> dict:
+    """How the rows' samples were made; `note`: the all-classes FID record's note, which says
+    how imported samples were read."""
+    if external_card is not None:
+        return {"kind": "external (cbdm evaluate)", "sampler": "n/a", "steps": "n/a", "guidance": "n/a",
+                "ema": "n/a", "samples_from": external_card["note"]}
+    settings = variant_settings(config, cell["variant"])
+    if settings.get("samples"):
+        return {"kind": "imported (samples:)", "sampler": "n/a", "steps": "n/a", "guidance": f"{cell['guidance']:g}",
+                "ema": "n/a", "samples_from": note[note.find("imported from"):] if "imported from" in note
+                else settings["samples"][f"{cell['guidance']:g}"][cell["seed"]]}
+    sampling = settings["sampling"]
+    return {"kind": "external model" if settings["external"] else "built-in",
+            "sampler": sampling["sampler"], "steps": sampling["steps"], "guidance": f"{cell['guidance']:g}",
+            "ema": settings["training"]["ema_decay"], "samples_from": "suite sampler"}
+
+
+def entry_row(config: dict, metrics_json: Path, external_card: dict | None) -> dict:
+    """One evaluation's card and headline numbers (all classes, and FID of every group)."""
+    data = read_json(metrics_json)
+    cell = data["cell"]
+    spec = config["datasets"][cell["dataset"]]
+    values = {(r["scope"], r["metric"]): r for r in data["records"]}
+    row = {"entry": cell["variant"], "protocol": cell["protocol"], "dataset": cell["dataset"],
+           "imbalance_factor": f"{cell['imbalance_factor']:g}", "features": describe_features(config["features"]),
+           "preprocessing": describe_preprocessing(config["features"], spec), "reference": cell["reference"],
+           "labels": cell["labels"], "num_samples": cell["num_samples"],
+           **generation_card(config, cell, external_card, values[("all", "fid")]["note"]),
+           "run": "-" if cell["seed"] is None else f"{cell['seed']}/{cell['sample_seed']}",
+           "n_gen": values[("all", "fid")]["n_gen"], "n_ref": values[("all", "fid")]["n_ref"]}
+    for metric in ALL_METRICS:
+        value = values.get(("all", metric), {}).get("value")
+        row[metric] = None if value is None else value * (1e3 if metric == "kid_mean" else 1)
+    for group in spec["groups"]:
+        row[f"fid_{group}"] = values[(group, "fid")]["value"]
+        row[f"n_{group}"] = f"{values[(group, 'fid')]['n_gen']} vs {values[(group, 'fid')]['n_ref']}"
+    return row
+
+
+def metrics_files(config: dict, results: Path) -> list[tuple[Path, dict | None]]:
+    """(metrics file, external card or None) of every declared variant and external entry."""
+    found = []
+    for dataset in config["datasets"]:
+        for variant in config["variants"]:
+            found += [(p, None) for p in sorted((results / "metrics" / dataset).glob(f"IF*/{variant}/seed*/*/*.json"))
+                      if p.stem in config["evaluation"]["protocols"]]
+        for card in sorted((results / "external").glob(f"*/{dataset}-IF*/card.json")):
+            found += [(p, read_json(card)) for p in sorted(card.parent.glob("*.json")) if p.name != "card.json"]
+    return found
+
+
+def leaderboard(config: dict, results: Path) -> pd.DataFrame:
+    """Rows aggregated over runs (mean), with the runs they came from."""
+    rows = [entry_row(config, path, card) for path, card in metrics_files(config, results)]
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows)
+    keys = ["entry", "protocol", *MEASUREMENT, *GENERATION]
+    numbers = [c for c in frame.columns if c in ALL_METRICS or c.startswith("fid_")]
+    grouped = frame.groupby(keys, sort=False, dropna=False)
+    table = grouped[numbers].mean()
+    table["runs"] = grouped["run"].agg(lambda r: ", ".join(r))
+    for col in ["n_gen", "n_ref"] + [c for c in frame.columns if c.startswith("n_") and c not in ("n_gen", "n_ref")]:
+        table[col] = grouped[col].agg(lambda v: "/".join(map(str, dict.fromkeys(v))))
+    return table.reset_index()
+
+
+def markdown(table: pd.DataFrame, suite: str) -> str:
+    lines = [f"# Leaderboard: {suite}", "",
+             "One table per measurement (dataset, features, reference set, labels and n): rows in different "
+             "tables were not measured the same way and must not be compared. Runs: training seed / sampling "
+             "seed of each run averaged ('-': a single external set). KID x 1e3; n: generated vs reference.", ""]
+    if table.empty:
+        return "\n".join(lines + ["No evaluations yet."]) + "\n"
+    show = ["entry", "kind", "sampler", "steps", "guidance", "ema", "runs", "n_gen", "n_ref", *ALL_METRICS]
+    for i, (card, rows) in enumerate(table.groupby(["protocol", *MEASUREMENT], sort=False), start=1):
+        fields = dict(zip(["protocol", *MEASUREMENT], card))
+        lines += [f"## Card {i}: {fields['dataset']} IF {fields['imbalance_factor']}, protocol {fields['protocol']}",
+                  "", f"{fields['labels']} labels, {fields['num_samples']} samples against the {fields['reference']} "
+                  f"reference; features: {fields['features']}; preprocessing: {fields['preprocessing']}.", ""]
+        groups = [c for c in rows.columns if c.startswith("fid_") and rows[c].notna().any()]
+        cols = show + [c for g in groups for c in (g, "n_" + g[4:])]
+        body = rows[cols].rename(columns={**ALL_METRICS, **{g: f"FID {g[4:]}" for g in groups}})
+        body = body.astype(object).where(body.notna(), None)  # tabulate prints None as '-', NaN as 'nan'
+        lines += [body.to_markdown(index=False, floatfmt=".4g", missingval="-"), ""]
+        sources = rows[rows["samples_from"] != "suite sampler"]
+        lines += [f"- {r.entry}: {r.samples_from}" for r in sources.itertuples()] + [""]
+    return "\n".join(lines)
+
+
+def write_leaderboard(config: dict, results_dir: str, out_csv: str | None = None, out_md: str | None = None) -> None:
+    """results/<suite>/leaderboard.{csv,md} from every evaluation found under `results_dir`."""
+    results = Path(results_dir)
+    table = leaderboard(config, results)
+    for path, text in ((out_csv or results / "leaderboard.csv", table.to_csv(index=False)),
+                       (out_md or results / "leaderboard.md", markdown(table, config["suite"]))):
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(text)
+    print(markdown(table, config["suite"]), flush=True)

@@ -1,0 +1,306 @@
+"""Sample sets from anywhere: read another method's samples into the suite's format, and
+export the suite's samples in the formats other tools read.
+
+Accepted formats (`detect_format` tells them apart; `fmt` names one explicitly):
+
+- `class_folder`: a folder with one sub-folder per class, named by class index (`0`, `7`) or
+  class name (`cbdm.sources.CLASS_NAMES`, case and punctuation ignored), holding PNG/JPEG images;
+- `edm`: a folder of images (sub-folders allowed) plus EDM's `dataset.json`,
+  `{"labels": [["00000/img00000000.png", 3], ...]}`, paths relative to the folder;
+- `guided_npz`: an .npz with `arr_0` uint8 images [N, H, W, C] (or [N, H, W]) and `arr_1` int
+  labels, as the guided-diffusion evaluator reads;
+- `suite_npz`: the suite's own sample .npz (`images` uint8 [N, C, H, W], `labels`, `seeds`).
+
+Every reader returns the suite's ImageSet (uint8 [N, C, H, W]). Images are never resized unless
+asked (`resize=True`), and then the note says so. Every way an input can be wrong raises a
+SampleSetError whose message names the file and the fix.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .io import InputError, atomic_path, read_npz, write_npz
+from .sources import ImageSet
+
+FORMATS = ("class_folder", "edm", "guided_npz", "suite_npz")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+EDM_LABELS = "dataset.json"
+NO_SEED = -1  # imported images carry no sampling seed
+
+
+class SampleSetError(InputError):
+    """A sample set cannot be read or does not fit the suite; the message says why and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Imported:
+    """A sample set read from `path` in `format`; `note` says what was done to it ('' if nothing)."""
+    images: ImageSet
+    format: str
+    note: str
+
+
+def detect_format(path: Path) -> str:
+    """Which of FORMATS `path` is in, from its layout or its arrays."""
+    if not path.exists():
+        raise SampleSetError(f"{path} does not exist: give a folder of images or an .npz file")
+    if path.is_file():
+        if path.suffix != ".npz":
+            raise SampleSetError(f"{path} is a {path.suffix or 'suffix-less'} file: give an .npz file "
+                                 f"or a folder of images")
+        with np.load(path, allow_pickle=False) as data:
+            keys = set(data.files)
+        if "arr_0" in keys:
+            return "guided_npz"
+        if {"images", "labels"} <= keys:
+            return "suite_npz"
+        raise SampleSetError(f"{path} holds arrays {sorted(keys)}: expected `arr_0` (images NHWC) and "
+                             f"`arr_1` (labels), or the suite's `images` and `labels`")
+    if (path / EDM_LABELS).exists():
+        return "edm"
+    entries = [p for p in path.iterdir()]
+    if not entries:
+        raise SampleSetError(f"empty folder {path}: it holds no images")
+    if any(p.is_dir() for p in entries):
+        return "class_folder"
+    raise SampleSetError(f"{path} is a flat folder without {EDM_LABELS}: add EDM's {EDM_LABELS} "
+                         f"(labels as [[file, label], ...]) or put the images in one sub-folder per class")
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def class_index(folder: Path, class_names: list[str]) -> int:
+    """The class a sub-folder holds, from its name: an index, or a class name."""
+    if folder.name.lstrip("-").isdigit():
+        return int(folder.name)
+    names = {_normalise(n): c for c, n in enumerate(class_names)}
+    if _normalise(folder.name) not in names:
+        raise SampleSetError(f"class folder {folder} is neither a class index nor a class name "
+                             f"({', '.join(class_names[:12])}{', ...' if len(class_names) > 12 else ''})")
+    return names[_normalise(folder.name)]
+
+
+def load_image(file: Path) -> np.ndarray:
+    """One image file as uint8 [C, H, W] (C = 1 for grayscale, 3 for RGB)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if file.suffix.lower() not in IMAGE_SUFFIXES:
+        raise SampleSetError(f"non-image file {file}: only {', '.join(IMAGE_SUFFIXES)} images may be in the "
+                             f"sample folder; move it out")
+    try:
+        with Image.open(file) as image:
+            mode, pixels = image.mode, np.asarray(image)
+    except (UnidentifiedImageError, OSError) as err:
+        raise SampleSetError(f"{file} is not a readable image ({err}): re-save it or remove it") from err
+    if mode not in ("L", "RGB"):
+        raise SampleSetError(f"{file} has image mode {mode!r}: save 8-bit grayscale (L) or RGB images")
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
+def stack_images(arrays: list[np.ndarray], files: list[Path], where: Path) -> np.ndarray:
+    """[N, C, H, W] from per-image arrays that must all have the same size and channels."""
+    if not arrays:
+        raise SampleSetError(f"empty folder {where}: it holds no images")
+    first = arrays[0].shape
+    for array, file in zip(arrays, files):
+        if array.shape != first:
+            raise SampleSetError(f"mixed image sizes or channels in {where}: {files[0]} is "
+                                 f"{'x'.join(map(str, first))} (CxHxW) but {file} is "
+                                 f"{'x'.join(map(str, array.shape))}; give every image the same size and mode")
+    return np.stack(arrays)
+
+
+def read_class_folder(path: Path, class_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    arrays, files, labels = [], [], []
+    folders = sorted(path.iterdir(), key=lambda p: p.name)
+    stray = [p for p in folders if not p.is_dir()]
+    if stray:
+        raise SampleSetError(f"non-image file {stray[0]} beside the class folders of {path}: move it out")
+    for folder in sorted(folders, key=lambda p: class_index(p, class_names)):
+        c = class_index(folder, class_names)
+        for file in sorted(p for p in folder.iterdir()):
+            if file.is_dir():
+                raise SampleSetError(f"{file} is a folder inside class folder {folder}: class folders hold "
+                                     f"images only")
+            arrays.append(load_image(file))
+            files.append(file)
+            labels.append(c)
+    return stack_images(arrays, files, path), np.asarray(labels, dtype=np.int64)
+
+
+def read_edm_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        listed = json.loads((path / EDM_LABELS).read_text())["labels"]
+        names, labels = zip(*[(str(name), int(label)) for name, label in listed]) if listed else ((), ())
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise SampleSetError(f"{path / EDM_LABELS} is not EDM's format {{\"labels\": [[file, label], ...]}} "
+                             f"({err!r})") from err
+    present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()} - {EDM_LABELS}
+    unlisted = sorted(present - set(names))
+    if unlisted:
+        raise SampleSetError(f"{path / unlisted[0]} has no label in {path / EDM_LABELS} "
+                             f"({len(unlisted)} unlisted file(s)): list it or move it out")
+    missing = [n for n in names if n not in present]
+    if missing:
+        raise SampleSetError(f"{path / EDM_LABELS} lists {missing[0]}, which is not in {path}")
+    files = [path / n for n in names]
+    return stack_images([load_image(f) for f in files], files, path), np.asarray(labels, dtype=np.int64)
+
+
+def read_guided_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    data = read_npz(path)
+    if "arr_1" not in data:
+        raise SampleSetError(f"{path} has images (arr_0) but no labels (arr_1): the suite scores class-"
+                             f"conditional samples; save the labels as arr_1")
+    images, labels = data["arr_0"], data["arr_1"]
+    if images.ndim == 3:
+        images = images[..., None]  # [N, H, W] grayscale
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise SampleSetError(f"{path}: arr_0 has shape {images.shape}; expected [N, H, W, C] with C = 1 or 3")
+    return images.transpose(0, 3, 1, 2), labels
+
+
+def read_suite_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    data = read_npz(path, {"images": 4, "labels": 1})
+    return data["images"], data["labels"]
+
+
+READERS = {"class_folder": lambda p, names: read_class_folder(p, names),
+           "edm": lambda p, names: read_edm_folder(p),
+           "guided_npz": lambda p, names: read_guided_npz(p),
+           "suite_npz": lambda p, names: read_suite_npz(p)}
+
+
+def check_arrays(images: np.ndarray, labels: np.ndarray, num_classes: int, path: Path) -> None:
+    if images.dtype != np.uint8:
+        raise SampleSetError(f"{path}: images are {images.dtype}; save them as uint8 in 0..255")
+    if len(images) == 0:
+        raise SampleSetError(f"empty sample set {path}: it holds no images")
+    if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
+        raise SampleSetError(f"{path}: {len(images)} images but labels of shape {labels.shape} and type "
+                             f"{labels.dtype}; give one integer label per image")
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if len(bad):
+        raise SampleSetError(f"labels out of range in {path}: {sorted(set(bad.tolist()))[:5]} are not classes "
+                             f"0..{num_classes - 1} of the suite's dataset")
+
+
+def conform_size(images: np.ndarray, image_shape: tuple[int, int, int], resize: bool,
+                 path: Path) -> tuple[np.ndarray, str]:
+    """Images at the suite's size; resized (antialiased bilinear) only when `resize`."""
+    channels, height, width = image_shape
+    if images.shape[1] != channels:
+        raise SampleSetError(f"{path}: images have {images.shape[1]} channel(s), the suite's have {channels}: "
+                             f"convert them ({'grayscale' if channels == 1 else 'RGB'}) before scoring")
+    if images.shape[2:] == (height, width):
+        return images, ""
+    size = f"{images.shape[2]}x{images.shape[3]}"
+    if not resize:
+        raise SampleSetError(f"wrong image size for the suite: {path} holds {size} images, the suite's are "
+                             f"{height}x{width}; resize them yourself, or pass --resize "
+                             f"(samples_resize: true) to resize them (antialiased bilinear) on import")
+    if height != width:
+        raise SampleSetError(f"{path}: resizing supports square suite images only, not {height}x{width}")
+    from .dataset import resize as resize_images
+
+    resized = resize_images(ImageSet(images, np.zeros(len(images), dtype=np.int64)), height).images
+    return resized, f"resized from {size} to {height}x{width} (antialiased bilinear) on import"
+
+
+def read_samples(path, *, num_classes: int, image_shape: tuple[int, int, int], class_names: list[str],
+                 fmt: str = "auto", resize: bool = False) -> Imported:
+    """A sample set in any of FORMATS as the suite's ImageSet at the suite's image shape."""
+    path = Path(path)
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt not in FORMATS:
+        raise SampleSetError(f"unknown sample format {fmt!r}; use auto or one of {', '.join(FORMATS)}")
+    if not path.exists():
+        raise SampleSetError(f"{path} does not exist: give a folder of images or an .npz file")
+    images, labels = READERS[fmt](path, class_names)
+    check_arrays(images, labels, num_classes, path)
+    images, note = conform_size(np.ascontiguousarray(images), tuple(image_shape), resize, path)
+    return Imported(ImageSet(images, labels.astype(np.int64)), fmt, note)
+
+
+def fit_to_protocol(images: ImageSet, labels: str, num_samples: int, class_counts: list[int],
+                    path) -> tuple[ImageSet, str]:
+    """The images a protocol scores: for 'exact' and 'train_prior' the protocol's count of every
+    class (the first ones of each class, in file order, grouped by class); for 'uniform_random'
+    the first `num_samples`. Too few is an error: scores on fewer images are not comparable."""
+    from .sample import sample_labels
+
+    have = np.bincount(images.labels, minlength=len(class_counts))
+    if labels == "uniform_random":
+        if len(images.labels) < num_samples:
+            raise SampleSetError(f"{path} holds {len(images.labels)} images; the protocol needs {num_samples}")
+        keep = np.arange(num_samples)
+    else:
+        needed = np.bincount(sample_labels(labels, num_samples, class_counts, 0), minlength=len(class_counts))
+        short = np.where(have < needed)[0]
+        if len(short):
+            c = int(short[0])
+            raise SampleSetError(f"class {c} has {have[c]} samples in {path}, fewer than the {needed[c]} the "
+                                 f"protocol needs ({labels} labels, {num_samples} samples; "
+                                 f"{len(short)} class(es) short): generate more")
+        keep = np.concatenate([np.where(images.labels == c)[0][:n] for c, n in enumerate(needed)])
+    note = "" if len(keep) == len(images.labels) else \
+        f"scored {len(keep)} of the {len(images.labels)} images given ({labels} labels: the first of each class)"
+    if labels == "uniform_random" and note:
+        note = f"scored the first {len(keep)} of the {len(images.labels)} images given"
+    return images.subset(keep), note
+
+
+def import_samples(*, source: str, fmt: str, resize: bool, labels: str, num_samples: int,
+                   class_counts: list[int], image_shape: list[int], class_names: list[str],
+                   out_npz: str) -> str:
+    """Write a user's sample set as the suite's sample .npz (images, labels, seeds = -1, a
+    `note` saying where it came from and what was done to it, and `source_digest`, the digest of
+    the images and labels as read, whatever their format); returns the note."""
+    from .dataset import array_digest
+
+    imported = read_samples(source, num_classes=len(class_counts), image_shape=tuple(image_shape),
+                            class_names=class_names, fmt=fmt, resize=resize)
+    digest = array_digest(imported.images.images, imported.images.labels)
+    fitted, fit_note = fit_to_protocol(imported.images, labels, num_samples, class_counts, source)
+    note = "; ".join(filter(None, [f"imported from {source} ({imported.format})", imported.note, fit_note]))
+    write_npz(out_npz, images=fitted.images, labels=fitted.labels,
+              seeds=np.full(len(fitted.labels), NO_SEED, dtype=np.int64), note=np.asarray(note),
+              source_digest=np.asarray(digest))
+    print(f"{len(fitted.labels)} images: {note}", flush=True)
+    return note
+
+
+def export_samples(samples_npz: str, out: str, fmt: str, prefix: str = "") -> None:
+    """A suite image set as a class folder of PNGs (`folder`: OUT/<class>/<index>.png) or a
+    guided-diffusion .npz (`npz`: arr_0 uint8 NHWC, arr_1 labels). `prefix`: '' for a sample
+    set, 'pool_' or 'heldout_' for the real images of a prepared source.npz."""
+    data = read_npz(samples_npz, {f"{prefix}images": 4, f"{prefix}labels": 1})
+    images, labels = data[f"{prefix}images"], data[f"{prefix}labels"]
+    if fmt == "npz":
+        with atomic_path(out) as tmp, open(tmp, "wb") as f:
+            np.savez(f, arr_0=images.transpose(0, 2, 3, 1), arr_1=labels)
+    elif fmt == "folder":
+        write_class_folder(images, labels, Path(out))
+    else:
+        raise SampleSetError(f"unknown export format {fmt!r}; use folder or npz")
+    print(f"wrote {len(labels)} images of {samples_npz} to {out} ({fmt})", flush=True)
+
+
+def write_class_folder(images: np.ndarray, labels: np.ndarray, out: Path) -> None:
+    from PIL import Image
+
+    if out.exists() and any(out.iterdir()):
+        raise SampleSetError(f"{out} is not empty: export into a new folder")
+    for i, (image, label) in enumerate(zip(images, labels)):
+        folder = out / str(int(label))
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
+        with atomic_path(folder / f"{i:06d}.png") as tmp:
+            Image.fromarray(pixels).save(tmp, format="PNG")

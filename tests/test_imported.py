@@ -1,0 +1,125 @@
+"""Imported variants (`samples:`) in the config and the DAG, and `cbdm evaluate` on the tiny suite."""
+import copy
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from test_config import MINIMAL
+from test_workflow import planned_jobs, run_workflow
+
+from cbdm.config import ConfigError, deep_merge, validate_config, variant_settings
+
+
+def config_with(variant: dict, **top):
+    return validate_config(deep_merge(copy.deepcopy(MINIMAL), {"variants": {"mine": variant}, **top}))
+
+
+def test_a_samples_variant_resolves_to_guidance_seed_and_path(in_tmp):
+    (in_tmp / "a.npz").write_bytes(b"")
+    (in_tmp / "b").mkdir()
+    settings = variant_settings(config_with({"samples": "a.npz"}, seeds=[3, 4]), "mine")
+    assert settings["samples"] == {"1": {3: "a.npz"}} and settings["seeds"] == [3]
+    assert settings["losses"] == [] and settings["sampling"]["sampler"] == "imported"
+    settings = variant_settings(config_with({"samples": {1.5: {0: "a.npz", 1: "b"}, 2: {0: "b", 1: "a.npz"}}}), "mine")
+    assert settings["samples"] == {"1.5": {0: "a.npz", 1: "b"}, "2": {0: "b", 1: "a.npz"}}
+    assert settings["guidance"] == [1.5, 2.0] and settings["seeds"] == [0, 1]
+
+
+@pytest.mark.parametrize("variant, message", [
+    ({"samples": "missing.npz"}, "variants.mine.samples: 'missing.npz' does not exist"),
+    ({"samples": "a.npz", "losses": [{"name": "eps_mse"}]}, "declares `samples` .* and \\['losses'\\]: remove"),
+    ({"samples": "a.npz", "external": True}, "and \\['external'\\]: remove"),
+    ({"samples": {1.0: {0: "a.npz"}, 2.0: {1: "a.npz"}}}, "give every guidance scale the same seeds"),
+    ({"samples": {"high": {0: "a.npz"}}}, "keys are guidance scales, then training seeds"),
+])
+def test_a_bad_samples_entry_is_a_named_config_error(in_tmp, variant, message):
+    (in_tmp / "a.npz").write_bytes(b"")
+    with pytest.raises(ConfigError, match=message):
+        config_with(variant)
+
+
+def tiny_with_import(repo, tmp_path, samples) -> "Path":  # noqa: F821
+    config = yaml.safe_load((repo / "tests/data/tiny.yaml").read_text())
+    config["extensions"] = [str(repo / "workflow/extensions/balanced_resampling.smk")]
+    config["variants"]["oracle"] = {"samples": str(samples), "description": "the balanced pool's real images"}
+    path = tmp_path / "tiny-import.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def write_oracle(path, per_class=12):
+    """Real digits (not the suite's held-out ones) as a guided-diffusion .npz."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    keep = np.concatenate([np.where(digits.target == c)[0][-per_class:] for c in range(10)])
+    images = np.rint(digits.images[keep] * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    np.savez(path, arr_0=images, arr_1=digits.target[keep])
+    return path
+
+
+def test_an_imported_variant_is_neither_trained_nor_sampled(tmp_path, repo):
+    configfile = tiny_with_import(repo, tmp_path, write_oracle(tmp_path / "oracle.npz"))
+    jobs = planned_jobs(repo, tmp_path, configfile)
+    assert jobs["import_samples"] == 1
+    assert jobs["train"] == 4 and jobs["sample"] == 5  # the four built-in variants and the extension's
+    assert jobs["reference_stats"] == 3 and jobs["leaderboard"] == 1
+
+
+@pytest.mark.slow
+def test_the_dag_scores_an_imported_variant_beside_the_built_in_ones(tmp_path, repo):
+    configfile = tiny_with_import(repo, tmp_path, write_oracle(tmp_path / "oracle.npz"))
+    run_workflow(repo, tmp_path, configfile)
+    results = tmp_path / "results/tiny"
+    table = pd.read_csv(results / "report/digits-IF5/table.csv")
+    for scope in ("all", "head", "tail"):
+        row = table[(table.variant == "oracle") & (table.scope == scope) & (table.metric == "fid")].iloc[0]
+        assert math.isfinite(row["mean"]) and "imported from" in row["note"]
+    board = pd.read_csv(results / "leaderboard.csv")
+    assert set(board["entry"]) == {"ddpm", "cbdm", "overlap", "cbdm_overlap", "ddpm_resampled", "oracle"}
+    oracle = board[board.entry == "oracle"].iloc[0]
+    assert oracle["kind"] == "imported (samples:)" and str(oracle["n_gen"]) == "120" and str(oracle["n_ref"]) == "300"
+    # real images are closer to the reference than any tiny model's samples
+    assert oracle["fid"] < board[board.entry != "oracle"]["fid"].min()
+    assert "## Card 1: digits IF 5, protocol ours" in (results / "leaderboard.md").read_text()
+    stats = np.load(results / "features/digits/IF5/reference-heldout.stats.npz")
+    assert stats["sigma"].shape == (8, 8) and int(stats["n_tail"]) == 150
+
+
+def test_the_readme_score_your_own_samples_example_runs(tmp_path, repo):
+    """The README's worked example, on the tiny suite instead of the default one."""
+    import subprocess
+
+    from test_readme import readme_blocks
+
+    block = next(b for b in readme_blocks(repo, "bash") if "cbdm evaluate --config config/config.yaml" in b)
+    configfile = tmp_path / "tiny.yaml"
+    config = yaml.safe_load((repo / "tests/data/tiny.yaml").read_text())
+    del config["variants"]["ddpm_resampled"]  # its extension rule is not needed here
+    configfile.write_text(yaml.safe_dump(config, sort_keys=False))
+    script = (block.replace("config/config.yaml", str(configfile)).replace("digits-lt", "tiny")
+              .replace("snakemake ", f"snakemake -s {repo / 'Snakefile'} --configfile {configfile} "))
+    result = subprocess.run(["bash", "-ec", script], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "oracle on digits IF 5, protocol ours:" in result.stdout
+    summary = result.stdout.split("protocol ours:")[1]
+    assert "class 9" in summary and "12 vs 30" in summary and "120 vs 300" in summary
+    board = pd.read_csv(tmp_path / "results/tiny/leaderboard.csv")
+    assert board["entry"].tolist() == ["oracle"] and board["kind"].tolist() == ["external (cbdm evaluate)"]
+    assert 0 < board["fid"].iloc[0] < 1  # real images against other real images of the same classes
+    assert len(list((tmp_path / "oracle-png" / "3").glob("*.png"))) > 12
+
+    # the same samples against the travelling statistics of the same reference: the same FID
+    stats = "results/tiny/features/digits/IF5/reference-heldout.stats.npz"
+    steps = (f"snakemake -s {repo / 'Snakefile'} --configfile {configfile} --cores 1 {stats}\n"
+             f"cbdm evaluate --config {configfile} --samples oracle-png --name oracle-stats --ref-stats {stats}")
+    result = subprocess.run(["bash", "-ec", steps], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    board = pd.read_csv(tmp_path / "results/tiny/leaderboard.csv").set_index("entry")
+    assert board.loc["oracle-stats", "fid"] == pytest.approx(board.loc["oracle", "fid"], rel=1e-8)
+    assert board.loc["oracle-stats", "reference"] == f"statistics {stats}"
+    assert math.isnan(board.loc["oracle-stats", "recall"])  # needs the reference images
+    markdown = (tmp_path / "results/tiny/leaderboard.md").read_text()
+    assert "## Card 2:" in markdown  # measured against statistics: its own table

@@ -1,0 +1,265 @@
+"""Sample sets from anywhere: every accepted format gives the suite's records, every bad input
+its named error, reference statistics give the FID the images give."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cbdm.classifier import train_classifier
+from cbdm.config import validate_config
+from cbdm.dataset import prepare_source, read_image_set
+from cbdm.evaluate import evaluate
+from cbdm.features import extract_features
+from cbdm.io import read_json, write_npz
+from cbdm.refstats import evaluate_against_stats, read_reference_stats, write_reference_stats
+from cbdm.samplesets import (
+    SampleSetError,
+    class_index,
+    export_samples,
+    fit_to_protocol,
+    import_samples,
+    read_samples,
+)
+from cbdm.sources import CLASS_NAMES, ImageSet
+
+DIGITS = CLASS_NAMES["sklearn_digits"]
+SHAPE = (1, 8, 8)
+PER_CLASS = 12
+GROUPS = {"head": [0, 1, 2, 3, 4], "tail": [5, 6, 7, 8, 9]}
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    """Real digits: a prepared source (pool + 30 held-out images per class), a small trained
+    classifier, and the held-out set's features as the reference."""
+    root = tmp_path_factory.mktemp("suite")
+    config = validate_config({"suite": "t", "datasets": {"digits": {
+        "source": "sklearn_digits", "heldout_per_class": 30, "groups": GROUPS}},
+        "features": {"feature_dim": 8, "epochs": 2},
+        "evaluation": {"kid_subset_size": 20, "kid_subsets": 5, "matched_repeats": 3, "kid_bootstrap": 5},
+        "variants": {"v": {"losses": [{"name": "eps_mse"}]}}})
+    spec = config["datasets"]["digits"]
+    prepare_source(spec, str(root / "source.npz"), str(root / "source.json"))
+    train_classifier(config["features"], source_npz=str(root / "source.npz"), num_classes=10, device="cpu",
+                     out_model=str(root / "classifier.pt"), out_report=str(root / "classifier.json"))
+    extract_features(features_cfg=config["features"], classifier_path=str(root / "classifier.pt"),
+                     images_npz=str(root / "source.npz"), prefix="heldout_", device="cpu",
+                     out_npz=str(root / "reference.npz"))
+    return {"root": root, "config": config}
+
+
+def samples_of(suite) -> ImageSet:
+    """The first 12 pool images of every class, grouped by class: a stand-in for generated samples."""
+    pool = read_image_set(str(suite["root"] / "source.npz"), "pool_")
+    keep = np.concatenate([np.where(pool.labels == c)[0][:PER_CLASS] for c in range(10)])
+    return pool.subset(keep)
+
+
+def write_png(path, pixels):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+def write_class_folder(images: ImageSet, root, names=None):
+    for i, (image, label) in enumerate(zip(images.images, images.labels)):
+        folder = str(label) if names is None else names[label]
+        write_png(root / folder / f"{i:05d}.png", image[0])
+    return root
+
+
+def write_edm_folder(images: ImageSet, root):
+    names = [f"{i // 50:05d}/img{i:08d}.png" for i in range(len(images.labels))]
+    for name, image in zip(names, images.images):
+        write_png(root / name, image[0])
+    (root / "dataset.json").write_text(json.dumps({"labels": [[n, int(y)] for n, y in zip(names, images.labels)]}))
+    return root
+
+
+def write_guided_npz(images: ImageSet, path):
+    np.savez(path, arr_0=images.images.transpose(0, 2, 3, 1), arr_1=images.labels)
+    return path
+
+
+def write_suite_npz(images: ImageSet, path):
+    write_npz(path, images=images.images, labels=images.labels, seeds=np.arange(len(images.labels)))
+    return path
+
+
+def every_format(images: ImageSet, root) -> dict:
+    return {"class_folder": write_class_folder(images, root / "folder"),
+            "edm": write_edm_folder(images, root / "edm"),
+            "guided_npz": write_guided_npz(images, root / "guided.npz"),
+            "suite_npz": write_suite_npz(images, root / "suite.npz")}
+
+
+def read(path, **kw):
+    return read_samples(path, num_classes=10, image_shape=SHAPE, class_names=DIGITS, **kw)
+
+
+def score(suite, source, out_dir, num_samples=10 * PER_CLASS) -> list[dict]:
+    """import -> features -> records, as `cbdm evaluate` does."""
+    out_dir.mkdir(exist_ok=True)
+    import_samples(source=str(source), fmt="auto", resize=False, labels="exact", num_samples=num_samples,
+                   class_counts=[1] * 10, image_shape=list(SHAPE), class_names=DIGITS,
+                   out_npz=str(out_dir / "samples.npz"))
+    extract_features(features_cfg=suite["config"]["features"], classifier_path=str(suite["root"] / "classifier.pt"),
+                     images_npz=str(out_dir / "samples.npz"), prefix="", device="cpu",
+                     out_npz=str(out_dir / "features.npz"))
+    evaluate(generated_npz=str(out_dir / "features.npz"), reference_npz=str(suite["root"] / "reference.npz"),
+             groups=GROUPS, num_classes=10, evaluation=suite["config"]["evaluation"], cell={}, device="cpu",
+             out_json=str(out_dir / "metrics.json"))
+    return read_json(out_dir / "metrics.json")["records"]
+
+
+def without_import_note(records):
+    return [{**r, "note": r["note"].split("; imported from")[0].split("imported from")[0]} for r in records]
+
+
+def test_every_format_is_detected_and_reads_the_same_arrays(suite, tmp_path):
+    images = samples_of(suite)
+    for fmt, path in every_format(images, tmp_path).items():
+        imported = read(path)
+        assert imported.format == fmt and imported.note == ""
+        np.testing.assert_array_equal(imported.images.images, images.images)
+        np.testing.assert_array_equal(imported.images.labels, images.labels)
+
+
+def test_every_format_gives_the_records_of_the_suites_own_npz(suite, tmp_path):
+    paths = every_format(samples_of(suite), tmp_path)
+    expected = without_import_note(score(suite, paths.pop("suite_npz"), tmp_path / "suite_out"))
+    assert any(r["metric"] == "fid" and r["value"] > 0 for r in expected)
+    digest = np.load(tmp_path / "suite_out/samples.npz")["source_digest"]
+    for fmt, path in paths.items():
+        assert without_import_note(score(suite, path, tmp_path / f"{fmt}_out")) == expected, fmt
+        assert np.load(tmp_path / f"{fmt}_out/samples.npz")["source_digest"] == digest  # the same content
+
+
+def test_heldout_images_scored_as_samples_give_fid_near_zero(suite, tmp_path):
+    heldout = read_image_set(str(suite["root"] / "source.npz"), "heldout_")
+    records = score(suite, write_class_folder(heldout, tmp_path / "oracle"), tmp_path / "oracle_out", 300)
+    fids = {r["scope"]: r["value"] for r in records if r["metric"] == "fid"}
+    assert abs(fids["all"]) < 1e-6 and abs(fids["tail"]) < 1e-6 and abs(fids["class 3"]) < 1e-6
+    assert "imported from" in next(r["note"] for r in records if r["metric"] == "fid")
+
+
+def test_fid_from_reference_statistics_equals_fid_from_the_images(suite, tmp_path):
+    paths = every_format(samples_of(suite), tmp_path)
+    records = score(suite, paths["suite_npz"], tmp_path / "out")
+    stats_file = tmp_path / "reference-heldout.stats.npz"
+    write_reference_stats(reference_npz=str(suite["root"] / "reference.npz"), groups=GROUPS, num_classes=10,
+                          extractor="classifier 8-d", reference="heldout", out_npz=str(stats_file))
+    stats = read_reference_stats(stats_file)
+    assert stats["mu"].shape == (8,) and stats["sigma"].shape == (8, 8) and int(stats["n"]) == 300
+    assert int(stats["n_class_3"]) == 30 and list(stats["classes_tail"]) == GROUPS["tail"]
+    gen = dict(np.load(tmp_path / "out/features.npz"))
+    from_stats = evaluate_against_stats(gen, str(stats_file), GROUPS, 10, suite["config"]["evaluation"])
+    images = {r["scope"]: r for r in records if r["metric"] == "fid"}
+    compared = 0
+    for r in (r for r in from_stats if r["metric"] == "fid"):
+        assert r["n_ref"] == images[r["scope"]]["n_ref"]
+        if images[r["scope"]]["value"] is not None:
+            assert r["value"] == pytest.approx(images[r["scope"]]["value"], rel=1e-8)
+            compared += 1
+    assert compared == 13  # all, two groups, ten classes
+    # EDM's reference files hold only mu and sigma: accepted, per-scope FIDs say they are missing
+    np.savez(tmp_path / "edm.npz", mu=stats["mu"], sigma=stats["sigma"])
+    edm = {r["scope"]: r for r in evaluate_against_stats(gen, str(tmp_path / "edm.npz"), GROUPS, 10,
+                                                           suite["config"]["evaluation"]) if r["metric"] == "fid"}
+    assert edm["all"]["value"] == pytest.approx(images["all"]["value"], rel=1e-8)
+    assert edm["tail"]["value"] is None and "has no statistics for tail" in edm["tail"]["note"]
+
+
+def test_export_then_import_gives_the_original_arrays(suite, tmp_path):
+    images = samples_of(suite)
+    source = write_suite_npz(images, tmp_path / "ours.npz")
+    export_samples(str(source), str(tmp_path / "png"), "folder")
+    export_samples(str(source), str(tmp_path / "theirs.npz"), "npz")
+    for path, fmt in ((tmp_path / "png", "class_folder"), (tmp_path / "theirs.npz", "guided_npz")):
+        back = read(path)
+        assert back.format == fmt
+        np.testing.assert_array_equal(back.images.images, images.images)
+        np.testing.assert_array_equal(back.images.labels, images.labels)
+    with pytest.raises(SampleSetError, match="is not empty: export into a new folder"):
+        export_samples(str(source), str(tmp_path / "png"), "folder")
+
+
+def test_class_folders_may_be_named_by_class_name():
+    from pathlib import Path
+
+    assert class_index(Path("x/Airplane"), CLASS_NAMES["cifar10"]) == 0
+    assert class_index(Path("x/t-shirt_top"), CLASS_NAMES["fashion_mnist"]) == 0
+    assert class_index(Path("x/maple_tree"), CLASS_NAMES["cifar100"]) == 47
+    assert class_index(Path("x/12"), CLASS_NAMES["cifar100"]) == 12
+    with pytest.raises(SampleSetError, match="neither a class index nor a class name"):
+        class_index(Path("x/zebra"), CLASS_NAMES["cifar10"])
+
+
+def gray(side=8, value=0):
+    return np.full((side, side), value, dtype=np.uint8)
+
+
+def test_a_wrong_image_size_is_refused_or_resized_only_when_asked(tmp_path):
+    for c in range(10):
+        write_png(tmp_path / "big" / str(c) / "a.png", gray(16, 20 * c))
+    with pytest.raises(SampleSetError, match="wrong image size for the suite: .* holds 16x16 images, the suite's "
+                                             "are 8x8; .* --resize"):
+        read(tmp_path / "big")
+    resized = read(tmp_path / "big", resize=True)
+    assert resized.images.images.shape == (10, 1, 8, 8) and resized.images.images[3].max() == 60
+    assert resized.note == "resized from 16x16 to 8x8 (antialiased bilinear) on import"
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: [write_png(d / "0" / "a.png", gray()), write_png(d / "1" / "b.png", gray(9))],
+     "mixed image sizes or channels in .*: .*a.png is 1x8x8 .* but .*b.png is 1x9x9"),
+    (lambda d: [write_png(d / "0" / "a.png", gray()), write_png(d / "0" / "b.png", np.zeros((8, 8, 3), np.uint8))],
+     "mixed image sizes or channels"),
+    (lambda d: [write_png(d / "0" / "a.png", gray()), (d / "0" / "notes.txt").write_text("x")],
+     "non-image file .*notes.txt"),
+    (lambda d: [write_png(d / "0" / "a.png", gray()), (d / "0" / "b.png").write_text("not a png")],
+     "b.png is not a readable image"),
+    (lambda d: d.mkdir(), "empty folder"),
+    (lambda d: [write_png(d / "0" / "a.png", np.zeros((8, 8, 3), np.uint8))],
+     "images have 3 channel\\(s\\), the suite's have 1"),
+    (lambda d: [write_png(d / "a.png", gray())], "flat folder without dataset.json"),
+    (lambda d: [write_png(d / "10" / "a.png", gray())], "labels out of range in .*: \\[10\\] are not classes 0..9"),
+    (lambda d: [write_png(d / "a.png", gray()), write_png(d / "b.png", gray()),
+                (d / "dataset.json").write_text(json.dumps({"labels": [["a.png", 1]]}))],
+     "b.png has no label in .*dataset.json"),
+])
+def test_a_bad_folder_gives_its_named_error(tmp_path, make, message):
+    folder = tmp_path / "samples"
+    make(folder)
+    with pytest.raises(SampleSetError, match=message):
+        read(folder)
+
+
+def test_a_bad_npz_gives_its_named_error(tmp_path):
+    np.savez(tmp_path / "labels.npz", arr_0=np.zeros((4, 8, 8, 1), np.uint8), arr_1=np.array([0, 1, 2, 12]))
+    with pytest.raises(SampleSetError, match="labels out of range .*\\[12\\]"):
+        read(tmp_path / "labels.npz")
+    np.savez(tmp_path / "float.npz", arr_0=np.zeros((4, 8, 8, 1)), arr_1=np.zeros(4, int))
+    with pytest.raises(SampleSetError, match="images are float64; save them as uint8"):
+        read(tmp_path / "float.npz")
+    np.savez(tmp_path / "nolabels.npz", arr_0=np.zeros((4, 8, 8, 1), np.uint8))
+    with pytest.raises(SampleSetError, match="no labels \\(arr_1\\)"):
+        read(tmp_path / "nolabels.npz")
+    np.savez(tmp_path / "empty.npz", arr_0=np.zeros((0, 8, 8, 1), np.uint8), arr_1=np.zeros(0, int))
+    with pytest.raises(SampleSetError, match="empty sample set"):
+        read(tmp_path / "empty.npz")
+    with pytest.raises(SampleSetError, match="does not exist"):
+        read(tmp_path / "missing.npz")
+
+
+def test_a_class_with_too_few_samples_for_the_protocol_is_refused():
+    labels = np.array([c for c in range(10) for _ in range(1 if c == 8 else 3)])  # class 8: one image
+    images = ImageSet(np.zeros((28, 1, 8, 8), np.uint8), labels)
+    with pytest.raises(SampleSetError, match="class 8 has 1 samples in x, fewer than the 2 the protocol needs"):
+        fit_to_protocol(images, "exact", 20, [5] * 10, "x")
+    kept, note = fit_to_protocol(images, "exact", 10, [5] * 10, "x")
+    assert kept.labels.tolist() == list(range(10)) and "scored 10 of the 28 images given" in note
+    kept, note = fit_to_protocol(images, "uniform_random", 28, [5] * 10, "x")
+    assert len(kept.labels) == 28 and note == ""
+    with pytest.raises(SampleSetError, match="x holds 28 images; the protocol needs 30"):
+        fit_to_protocol(images, "uniform_random", 30, [5] * 10, "x")

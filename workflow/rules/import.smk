@@ -1,0 +1,27 @@
+# Stage 3 for imported variants (`samples:` in the config): a sample set made elsewhere becomes
+# the suite's sample .npz at the usual path, so that features, metrics and the report treat it
+# like the samples of a trained variant.
+from cbdm.sources import CLASS_NAMES
+
+
+rule import_samples:
+    conda:
+        "../envs/cbdm.yaml"
+    input:
+        samples=lambda wc: VARIANTS[wc.variant]["samples"][wc.guidance][int(wc.seed)],
+        manifest=MANIFEST,
+        source=SOURCE_JSON,
+    output:
+        samples=SAMPLES,
+    wildcard_constraints:
+        variant="|".join(IMPORTED_VARIANTS) or "^$",
+    params:
+        fmt=lambda wc: VARIANTS[wc.variant]["samples_format"],
+        resize=lambda wc: VARIANTS[wc.variant]["samples_resize"],
+        class_names=lambda wc: CLASS_NAMES[dataset_spec(wc)["source"]],
+    resources:
+        **stage_resources("other"),
+    log:
+        f"{LOGS}/import_samples/{CELL}/{{labelset}}.log",
+    script:
+        "../scripts/import_samples.py"
