@@ -35,7 +35,7 @@ def suite(tmp_path_factory):
     classifier, and the held-out set's features as the reference."""
     root = tmp_path_factory.mktemp("suite")
     config = validate_config({"suite": "t", "datasets": {"digits": {
-        "source": "sklearn_digits", "heldout_per_class": 30, "groups": GROUPS}},
+        "source": "sklearn_digits", "heldout_per_class": 30, "longtail": {"n_max": 100}, "groups": GROUPS}},
         "features": {"feature_dim": 8, "epochs": 2},
         "evaluation": {"kid_subset_size": 20, "kid_subsets": 5, "matched_repeats": 3, "kid_bootstrap": 5},
         "variants": {"v": {"losses": [{"name": "eps_mse"}]}}})
