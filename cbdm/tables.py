@@ -15,10 +15,10 @@ import pandas as pd
 
 # Characters (cells plus column gaps) of a footnotesize row that fit a 16 cm text width, with the
 # little shrinking \resizebox does gracefully; wider tables are split by scope.
-TEX_MAX_CHARS = 130
+TEX_MAX_CHARS = 150
 TEX_COLUMN_GAP = 3
-TEX_MAX_ROWS = 40  # rows per LaTeX table (a float does not break across pages)
-ID_COLUMNS = ("variant", "guidance", "runs", "class", "group", "training images")
+TEX_MAX_ROWS = 50  # rows per LaTeX table (a float does not break across pages; 50 footnotesize rows fit one)
+ID_COLUMNS = ("variant", "guidance", "runs", "class", "group", "training images", "baseline", "scope", "metric")
 
 
 class Section(NamedTuple):
@@ -183,6 +183,7 @@ caption{caption-side:top;text-align:left;padding:0.3em 0;max-width:70em}
 th,td{border:1px solid #bbb;padding:0.25em 0.6em;text-align:right;white-space:nowrap}
 td:first-child,th:first-child{text-align:left}
 th small{font-weight:normal;color:#444}
+td.t{text-align:left}
 table.card td{text-align:left;white-space:normal}
 th{background:#eef;cursor:pointer}
 tr:nth-child(even) td{background:#f7f7f7}
@@ -206,11 +207,16 @@ def _html_header(column: str) -> str:
     return html.escape(name) + (f"<br><small>n={html.escape(size.rstrip(')'))}</small>" if size else "")
 
 
+def _html_cell(text: str) -> str:
+    """Numbers right-aligned (the default), words left-aligned."""
+    numeric = re.match(r"^[-+]?(\d|\.\d)", text) is not None
+    return f"<td>{html.escape(text)}</td>" if numeric or not text else f'<td class="t">{html.escape(text)}</td>'
+
+
 def html_table(caption: str, table: pd.DataFrame, table_id: str = "") -> str:
     text = text_frame(table)
     head = "".join(f"<th>{_html_header(str(c))}</th>" for c in table.columns)
-    rows = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
-                   for row in text.itertuples(index=False))
+    rows = "".join("<tr>" + "".join(_html_cell(v) for v in row) + "</tr>" for row in text.itertuples(index=False))
     ident = f' id="{table_id}"' if table_id else ""
     return (f'<table class="sortable"{ident}><caption>{caption}</caption>'
             f"<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
