@@ -46,7 +46,7 @@ def _variants(agg: pd.DataFrame) -> list[str]:
 
 def _runs_note(agg: pd.DataFrame) -> str:
     runs = int(agg["runs"].max()) if len(agg) else 1
-    return f"shaded / bars: ± sd over {runs} runs" if runs > 1 else "one run: no interval over seeds"
+    return f"bands / error bars: ± sd over {runs} runs" if runs > 1 else "one run: no interval over seeds"
 
 
 # --- per class --------------------------------------------------------------------------------
