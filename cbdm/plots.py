@@ -1,5 +1,12 @@
-"""The report's figures, one function per PNG; each is written atomically."""
+"""The report's figures, one function per PNG; each is written atomically.
+
+Every function takes the aggregated frame of report.py (one row per variant, guidance, scope and
+metric with mean, sd over runs, runs, ci_low/ci_high, n_gen, n_ref) or the sample and training
+image files, and works for any number of classes, seeds and guidance scales.
+"""
 from __future__ import annotations
+
+import math
 
 import matplotlib
 import matplotlib.ticker
@@ -8,13 +15,23 @@ matplotlib.use("Agg")  # no display on cluster nodes
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
 
 from .io import atomic_path, read_npz  # noqa: E402
+from .tables import scale_label  # noqa: E402
 
 DPI = 120
 GRID_COLUMNS = 10  # samples shown per class in a grid row
 GRID_MAX_CLASSES = 20  # CIFAR-100's grid would be unreadable with all 100 rows
-MAX_SIZE_TICKS = 12  # labelled class sizes on the per-class FID plot
+GRID_GUTTER = 2  # pixels between images in a grid
+MAX_CLASS_TICKS = 25  # labelled classes on a per-class axis
+NUMBERS_MAX_CLASSES = 10  # confusion cells carry their number up to this many classes
+MEMORIZATION_MAX_CLASSES = 5  # tail classes shown in the memorization figure
+MEMORIZATION_PAIRS = 3  # flagged samples shown per variant and class
+GROUP_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860")
+SCOPE_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+IMAGE_ARRAYS = {"images": 4, "labels": 1}
 
 
 def _save(fig, path: str) -> None:
@@ -23,84 +40,336 @@ def _save(fig, path: str) -> None:
     plt.close(fig)
 
 
-def plot_fid_vs_count(agg: pd.DataFrame, class_counts: list[int], path: str) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for variant, sub in agg[agg["metric"] == "fid"].groupby("variant", sort=False):
-        per_class = sub[sub["scope"].str.startswith("class ")]
-        classes = per_class["scope"].str.slice(6).astype(int)
-        ax.plot([class_counts[c] for c in classes], per_class["mean"], "o-", label=variant, alpha=0.8)
-    ax.set_xscale("log")
-    sizes = sorted(set(class_counts))
-    spread = np.geomspace(sizes[0], sizes[-1], min(len(sizes), MAX_SIZE_TICKS))  # even on the log axis
-    ticks = sorted({min(sizes, key=lambda size: abs(np.log(size / target))) for target in spread})
-    ax.set_xticks(ticks, [str(c) for c in ticks], fontsize=7)
-    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-    ax.set_xlabel("training images of the class (log scale)")
-    ax.set_ylabel("per-class FID")
-    ax.set_title("Per-class FID against class size")
-    ax.legend()
+def _variants(agg: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(agg["variant"]))
+
+
+def _runs_note(agg: pd.DataFrame) -> str:
+    runs = int(agg["runs"].max()) if len(agg) else 1
+    return f"bands / error bars: ± sd over {runs} runs" if runs > 1 else "one run: no interval over seeds"
+
+
+# --- per class --------------------------------------------------------------------------------
+
+def class_order(class_counts: list[int]) -> list[int]:
+    """Classes from the most to the fewest training images (ties by class index)."""
+    return sorted(range(len(class_counts)), key=lambda c: (-class_counts[c], c))
+
+
+def _class_axis(ax, order: list[int], class_counts: list[int]) -> None:
+    """x = rank of the class by training count; ticks 'class / count', thinned to MAX_CLASS_TICKS."""
+    step = max(1, math.ceil(len(order) / MAX_CLASS_TICKS))
+    ticks = list(range(0, len(order), step))
+    ax.set_xticks(ticks, [f"{order[i]}\n{class_counts[order[i]]}" for i in ticks], fontsize=7)
+    ax.set_xlim(-0.5, len(order) - 0.5)
+    ax.set_xlabel("class, ordered by training images (most first); tick: class index / training images")
+
+
+def _shade_groups(ax, order: list[int], groups: dict) -> None:
+    """A light band behind each run of neighbouring classes of a group (head, tail, ...)."""
+    for k, (name, classes) in enumerate(groups.items()):
+        inside = [pos for pos, c in enumerate(order) if c in classes]
+        starts = [p for p in inside if p - 1 not in inside]
+        for i, start in enumerate(starts):
+            end = start
+            while end + 1 in inside:
+                end += 1
+            ax.axvspan(start - 0.5, end + 0.5, color=GROUP_COLOURS[k % len(GROUP_COLOURS)], alpha=0.12, lw=0,
+                       label=None if i else f"group {name}")
+
+
+def per_class_frame(agg: pd.DataFrame, metric: str, order: list[int]) -> pd.DataFrame:
+    """One variant's per-class rows of `metric`, reindexed to `order` (missing classes NaN)."""
+    sub = agg[(agg["metric"] == metric) & agg["scope"].str.startswith("class ")]
+    sub = sub.assign(cls=sub["scope"].str.slice(6).astype(int)).drop_duplicates("cls").set_index("cls")
+    return sub.reindex(order)[["mean", "sd", "runs", "ci_low", "ci_high"]].astype(float)
+
+
+def _per_class_panel(ax, agg: pd.DataFrame, metric: str, order: list[int], scale: float) -> None:
+    x = np.arange(len(order))
+    for variant in _variants(agg):
+        rows = per_class_frame(agg[agg["variant"] == variant], metric, order) * [scale, scale, 1, scale, scale]
+        line = ax.plot(x, rows["mean"], "o-", ms=3, lw=1.2, label=variant)[0]
+        if (rows["runs"] > 1).any():
+            ax.fill_between(x, rows["mean"] - rows["sd"], rows["mean"] + rows["sd"], color=line.get_color(),
+                            alpha=0.2, lw=0)
+        if rows["ci_low"].notna().any():
+            ax.errorbar(x, rows["mean"], yerr=[rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]],
+                        fmt="none", ecolor=line.get_color(), alpha=0.6, capsize=2, lw=0.8)
+
+
+def plot_per_class(agg: pd.DataFrame, class_counts: list[int], groups: dict, path: str) -> None:
+    """Per-class FID and KID (x 1e3, with its bootstrap interval) against the class's rank by
+    training count, group bands behind, one line per variant."""
+    order = class_order(class_counts)
+    width = max(7.0, 0.09 * len(order))
+    fig, axes = plt.subplots(2, 1, figsize=(width, 6.5), sharex=True)
+    for ax, (metric, label, scale) in zip(axes, (("fid", "per-class FID", 1.0),
+                                                 ("kid_mean", "per-class KID x 1e3 [bootstrap 95 %]", 1e3))):
+        _shade_groups(ax, order, groups)
+        _per_class_panel(ax, agg, metric, order, scale)
+        ax.set_ylabel(label)
+    _class_axis(axes[1], order, class_counts)
+    axes[0].legend(fontsize=7, ncol=2)
+    axes[0].set_title(f"Quality per class against training count ({_runs_note(agg)})", fontsize=10)
     _save(fig, path)
 
 
+# --- groups -----------------------------------------------------------------------------------
+
+def _scope_values(agg: pd.DataFrame, variant: str, metric: str, scopes: list[str]) -> tuple[list, list]:
+    sub = agg[(agg["variant"] == variant) & (agg["metric"] == metric)].drop_duplicates("scope").set_index("scope")
+    return ([float(sub["mean"].get(s, np.nan)) for s in scopes],
+            [float(np.nan_to_num(sub["sd"].get(s, np.nan))) for s in scopes])
+
+
+def plot_precision_recall(agg: pd.DataFrame, scopes: list[str], path: str) -> None:
+    """Precision against recall, one colour per variant, one marker per scope (all and groups)."""
+    fig, ax = plt.subplots(figsize=(6, 4.8))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, variant in enumerate(_variants(agg)):
+        recall, r_sd = _scope_values(agg, variant, "recall", scopes)
+        precision, p_sd = _scope_values(agg, variant, "precision", scopes)
+        for k, scope in enumerate(scopes):
+            ax.errorbar(recall[k], precision[k], xerr=r_sd[k], yerr=p_sd[k], color=colours[i % len(colours)],
+                        marker=SCOPE_MARKERS[k % len(SCOPE_MARKERS)], ms=7, capsize=2, ls="none")
+    handles = [plt.Line2D([], [], color=colours[i % len(colours)], marker="o", ls="none", label=v)
+               for i, v in enumerate(_variants(agg))]
+    handles += [plt.Line2D([], [], color="grey", marker=SCOPE_MARKERS[k % len(SCOPE_MARKERS)], ls="none",
+                           label=f"scope: {s}") for k, s in enumerate(scopes)]
+    ax.legend(handles=handles, fontsize=7, loc="best")
+    ax.set_xlabel("recall (coverage of the real images; higher is better)")
+    ax.set_ylabel("precision (fidelity of the samples; higher is better)")
+    ax.set_title(f"Precision and recall per variant and class group\n({_runs_note(agg)})", fontsize=10)
+    _save(fig, path)
+
+
+GROUP_METRICS = {"fid": "FID (lower is better)", "recall": "recall (higher is better)",
+                 "precision": "precision (higher is better)", "accuracy": "classifier accuracy of the samples"}
+
+
 def plot_groups(agg: pd.DataFrame, scopes: list[str], path: str) -> None:
-    metrics = [m for m in ("fid", "recall", "accuracy") if m in set(agg["metric"])]
-    variants = list(dict.fromkeys(agg["variant"]))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.8))
-    width = 0.8 / len(variants)
-    for ax, metric in zip(np.atleast_1d(axes), metrics):
-        for i, variant in enumerate(variants):
-            sub = agg[(agg["variant"] == variant) & (agg["metric"] == metric)].set_index("scope")
-            means = [sub["mean"].get(s, np.nan) for s in scopes]
-            sds = [sub["sd"].get(s, np.nan) for s in scopes]
-            ax.bar(np.arange(len(scopes)) + i * width, means, width, yerr=np.nan_to_num(sds), label=variant)
-        ax.set_xticks(np.arange(len(scopes)) + 0.4 - width / 2, scopes)
-        ax.set_title(metric)
-    np.atleast_1d(axes)[0].legend(fontsize=8)
-    fig.suptitle("All classes and class groups", y=1.03)
+    """FID, recall, precision and accuracy for all classes and each group: points with sd over
+    runs; each panel's y-range is zoomed to its values (0.95 and 0.99 apart, not flattened)."""
+    metrics = [m for m in GROUP_METRICS if m in set(agg["metric"])]
+    variants = _variants(agg)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.8 * len(metrics), 3.8), squeeze=False)
+    offsets = np.linspace(-0.3, 0.3, len(variants)) if len(variants) > 1 else [0.0]
+    for ax, metric in zip(axes[0], metrics):
+        for variant, dx in zip(variants, offsets):
+            means, sds = _scope_values(agg, variant, metric, scopes)
+            ax.errorbar(np.arange(len(scopes)) + dx, means, yerr=sds, marker="o", capsize=3, ls="none",
+                        label=variant)
+        ax.set_xticks(np.arange(len(scopes)), scopes)
+        ax.set_xlabel("scope")
+        ax.set_ylabel(GROUP_METRICS[metric])
+        ax.margins(y=0.15)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"All classes and class groups ({_runs_note(agg)})", y=1.02)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+# --- guidance ---------------------------------------------------------------------------------
+
+def _text_figure(path: str, title: str, text: str) -> None:
+    """A figure that says in words why there is nothing to draw, rather than an empty plot."""
+    fig, ax = plt.subplots(figsize=(6, 1.8))
+    ax.axis("off")
+    ax.set_title(title)
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=9)
     _save(fig, path)
 
 
 def plot_guidance(agg: pd.DataFrame, path: str) -> None:
-    """FID and recall over all classes against the guidance scale, per variant."""
+    """FID and recall over all classes against the guidance scale, for every variant sampled at
+    more than one scale; a note instead when no variant was."""
+    overall = agg[agg["scope"] == "all"]
+    scales = overall.groupby("variant", sort=False)["guidance"].apply(lambda g: sorted(set(map(float, g))))
+    swept = [v for v, s in scales.items() if len(s) > 1]
+    if not swept:
+        listed = ", ".join(f"{v}: {scale_label(s[0])}" for v, s in scales.items())
+        _text_figure(path, "Guidance", f"One guidance scale per variant ({listed}): no curve to draw.\n"
+                                       f"List several in sampling.guidance to compare them.")
+        return
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, metric in zip(axes, ("fid", "recall")):
-        sub = agg[(agg["scope"] == "all") & (agg["metric"] == metric)]
+        sub = overall[(overall["metric"] == metric) & overall["variant"].isin(swept)]
         for variant, rows in sub.groupby("variant", sort=False):
             rows = rows.sort_values("guidance")
             ax.errorbar(rows["guidance"], rows["mean"], yerr=np.nan_to_num(rows["sd"].to_numpy(float)),
                         marker="o", capsize=3, label=variant)
         ax.set_xlabel("guidance scale w")
-        ax.set_title(f"{metric} (all classes)")
+        ax.set_ylabel(f"{GROUP_METRICS[metric].split(' (')[0]} (all classes)")
     axes[0].legend(fontsize=8)
+    fig.suptitle(f"Guidance sweep ({_runs_note(overall)})", y=1.02)
     _save(fig, path)
 
 
-def plot_confusions(confusions: dict[str, np.ndarray], path: str) -> None:
-    fig, axes = plt.subplots(1, len(confusions), figsize=(3.6 * len(confusions), 3.6), squeeze=False)
-    for ax, (variant, counts) in zip(axes[0], confusions.items()):
-        rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-        ax.imshow(rates, vmin=0, vmax=1, cmap="viridis")
-        ax.set_title(variant)
-        ax.set_xlabel("predicted class")
-        ax.set_ylabel("generated as class")
-    fig.suptitle("Classifier confusion of generated samples (row-normalised)")
-    _save(fig, path)
+# --- confusion --------------------------------------------------------------------------------
+
+def group_boundaries(groups: dict, num_classes: int) -> list[float]:
+    """Positions between consecutive classes whose group membership differs (head | tail)."""
+    member = [tuple(name for name, cs in groups.items() if c in cs) for c in range(num_classes)]
+    return [c + 0.5 for c in range(num_classes - 1) if member[c] != member[c + 1]]
 
 
-def plot_sample_grids(sample_files: dict[str, str], path: str) -> None:
-    fig, axes = plt.subplots(1, len(sample_files), figsize=(3 * len(sample_files), 3.4), squeeze=False)
-    for ax, (variant, sample_npz) in zip(axes[0], sample_files.items()):
-        data = read_npz(sample_npz, {"images": 4, "labels": 1})
-        rows = []
-        for c in np.unique(data["labels"])[:GRID_MAX_CLASSES]:
-            imgs = data["images"][data["labels"] == c][:GRID_COLUMNS]
-            imgs = np.concatenate([imgs, np.zeros((GRID_COLUMNS - len(imgs), *imgs.shape[1:]), np.uint8)])
-            rows.append(np.concatenate(list(imgs.transpose(0, 2, 3, 1)), axis=1))
-        grid = np.concatenate(rows, axis=0)
-        ax.imshow(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255)
-        ax.set_title(variant)
+def _confusion_panel(fig, ax, counts: np.ndarray, groups: dict, variant: str) -> None:
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    off = np.ma.masked_array(rates, mask=np.eye(len(rates), dtype=bool))
+    cmap = matplotlib.colormaps["magma_r"].with_extremes(bad="#d9d9d9")
+    image = ax.imshow(off, cmap=cmap, vmin=0, vmax=max(float(off.max() or 0), 0.01))
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the row's samples")
+    for pos in group_boundaries(groups, len(rates)):
+        ax.axhline(pos, color="#1f77b4", lw=1.5)
+        ax.axvline(pos, color="#1f77b4", lw=1.5)
+    if len(rates) <= NUMBERS_MAX_CLASSES:
+        for i, j in np.ndindex(rates.shape):
+            colour = "white" if i != j and rates[i, j] > 0.6 * off.max() else "black"
+            ax.text(j, i, f"{rates[i, j]:.2f}", ha="center", va="center", fontsize=6, color=colour)
+    if len(rates) <= GRID_MAX_CLASSES:  # every class labelled where the labels fit
+        ax.set_xticks(range(len(rates)))
+        ax.set_yticks(range(len(rates)))
+    ax.set_title(variant, fontsize=9)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("generated as class")
+
+
+def plot_confusions(confusions: dict[str, np.ndarray], groups: dict, path: str) -> None:
+    """Classifier confusion of generated samples, diagonal greyed (its number is the class's
+    accuracy) so the colour scale shows the leakage between classes; lines divide the groups."""
+    n = len(confusions)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.2 * rows), squeeze=False)
+    for ax, (variant, counts) in zip(axes.flat, confusions.items()):
+        _confusion_panel(fig, ax, np.asarray(counts, float), groups, variant)
+    for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.suptitle(f"Samples, one row per class (class 0 at the top, at most {GRID_MAX_CLASSES} classes)")
+    fig.suptitle("Leakage between classes: row-normalised confusion of generated samples, diagonal in grey;\n"
+                 "blue lines divide the class groups", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+# --- images -----------------------------------------------------------------------------------
+
+def grid_classes(class_counts: list[int]) -> list[int]:
+    """The classes shown in the sample grid: all, or GRID_MAX_CLASSES spread from head to tail."""
+    if len(class_counts) <= GRID_MAX_CLASSES:
+        return list(range(len(class_counts)))
+    order = class_order(class_counts)
+    picks = np.linspace(0, len(order) - 1, GRID_MAX_CLASSES).round().astype(int)
+    return [order[i] for i in picks]
+
+
+def _class_rows(images: np.ndarray, labels: np.ndarray, classes: list[int]) -> torch.Tensor:
+    """GRID_COLUMNS images per class in [0, 1], blank (white) where a class has fewer."""
+    shape = images.shape[1:]
+    tiles = []
+    for c in classes:
+        picked = images[labels == c][:GRID_COLUMNS]
+        blank = np.full((GRID_COLUMNS - len(picked), *shape), 255, np.uint8)
+        tiles.append(np.concatenate([picked, blank]))
+    return torch.from_numpy(np.concatenate(tiles)).float() / 255.0
+
+
+def image_grid(images: np.ndarray, labels: np.ndarray, classes: list[int]) -> np.ndarray:
+    """One row per class, white gutters between images (torchvision's make_grid), HWC in [0, 1]."""
+    grid = make_grid(_class_rows(images, labels, classes), nrow=GRID_COLUMNS, padding=GRID_GUTTER, pad_value=1.0)
+    return grid.permute(1, 2, 0).numpy()
+
+
+def plot_sample_grids(sample_files: dict[str, str], train_npz: str, class_counts: list[int], path: str) -> None:
+    """Real training images first, then each variant's samples: one row per class, labelled
+    with the class and its training count."""
+    classes = grid_classes(class_counts)
+    panels = {"real training images": read_npz(train_npz, IMAGE_ARRAYS)}
+    panels.update({v: read_npz(f, IMAGE_ARRAYS) for v, f in sample_files.items()})
+    height = 2.6 * len(classes) / GRID_COLUMNS + 0.6  # square images under a 2.6-inch-wide panel
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), height), squeeze=False)
+    for ax, (name, data) in zip(axes[0], panels.items()):
+        ax.imshow(image_grid(data["images"], data["labels"], classes))
+        height = data["images"].shape[2] + GRID_GUTTER
+        ax.set_yticks([GRID_GUTTER + r * height + height / 2 for r in range(len(classes))],
+                      [f"class {c} (n={class_counts[c]})" for c in classes], fontsize=7)
+        ax.set_xticks([])
+        ax.tick_params(left=False, labelleft=ax is axes[0][0])
+        ax.set_title(name, fontsize=9)
+        for side in ax.spines.values():
+            side.set_visible(False)
+    shown = "every class" if len(classes) == len(class_counts) else f"{len(classes)} classes from head to tail"
+    fig.suptitle(f"Samples, one row per class ({shown}); n = training images of the class", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+# --- memorization -----------------------------------------------------------------------------
+
+def tail_classes(class_counts: list[int], groups: dict) -> list[int]:
+    """The classes of the group with the fewest training images per class (or the smallest
+    classes), at most MEMORIZATION_MAX_CLASSES, the smallest first."""
+    candidates = range(len(class_counts))
+    if groups:
+        candidates = min(groups.values(), key=lambda cs: np.mean([class_counts[c] for c in cs]))
+    return sorted(candidates, key=lambda c: (class_counts[c], c))[:MEMORIZATION_MAX_CLASSES]
+
+
+def nearest_training(samples: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of and pixel distance (images in [0, 1]) to each sample's nearest training image,
+    the distance the memorization audit thresholds."""
+    a = samples.reshape(len(samples), -1).astype(np.float64) / 255.0
+    b = train.reshape(len(train), -1).astype(np.float64) / 255.0
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+    nearest = d2.argmin(axis=1)
+    return nearest, np.sqrt(np.maximum(d2[np.arange(len(a)), nearest], 0))
+
+
+def _pairs_image(gen: np.ndarray, train: np.ndarray, threshold: float) -> tuple[np.ndarray, str]:
+    """Flagged samples (closest first) beside their nearest training image; if none is
+    flagged, the closest sample, so the reader sees how far the nearest one is."""
+    nearest, dist = nearest_training(gen, train)
+    flagged = np.where(dist < threshold)[0]
+    shown = flagged[np.argsort(dist[flagged])][:MEMORIZATION_PAIRS] if len(flagged) else [int(dist.argmin())]
+    tiles = np.stack([img for i in shown for img in (gen[i], train[nearest[i]])])
+    grid = make_grid(torch.from_numpy(tiles).float() / 255.0, nrow=2, padding=GRID_GUTTER, pad_value=1.0)
+    label = (f"{len(flagged)}/{len(gen)} flagged" if len(flagged) else "none flagged; closest") + \
+        f"\nd={dist[shown[0]]:.2f}, threshold {threshold:.2f}"
+    return grid.permute(1, 2, 0).numpy(), label
+
+
+def _thresholds(agg: pd.DataFrame) -> dict[int, float]:
+    rows = agg[(agg["metric"] == "near_copy_threshold") & agg["mean"].notna()]
+    return {int(s[6:]): float(m) for s, m in zip(rows["scope"], rows["mean"])}
+
+
+def plot_memorization(sample_files: dict[str, str], train_npz: str, agg: pd.DataFrame, class_counts: list[int],
+                      groups: dict, path: str) -> None:
+    """For the tail classes: each variant's flagged near-copies (left) beside their nearest
+    training image (right), at the audit's threshold."""
+    thresholds = _thresholds(agg)
+    classes = [c for c in tail_classes(class_counts, groups) if c in thresholds]
+    if not classes:
+        _text_figure(path, "Memorization", "No memorization threshold in the diagnostics: nothing to show.")
+        return
+    train = read_npz(train_npz, IMAGE_ARRAYS)
+    fig, axes = plt.subplots(len(sample_files), len(classes), figsize=(2.0 * len(classes), 1.9 * len(sample_files)),
+                             squeeze=False)
+    for row, (variant, sample_npz) in zip(axes, sample_files.items()):
+        data = read_npz(sample_npz, IMAGE_ARRAYS)
+        for ax, c in zip(row, classes):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            gen, ref = data["images"][data["labels"] == c], train["images"][train["labels"] == c]
+            if len(gen) and len(ref):
+                image, label = _pairs_image(gen, ref, thresholds[c])
+                ax.imshow(image)
+                ax.set_xlabel(label, fontsize=6)
+            ax.set_title(f"class {c} (n={class_counts[c]})", fontsize=7)
+        row[0].set_ylabel(variant, fontsize=8)
+    fig.suptitle("Tail classes: flagged samples (left) beside their nearest training image (right)", fontsize=9)
+    fig.tight_layout()
     _save(fig, path)
 
 

@@ -1,14 +1,20 @@
 """What produced a suite's results: code version, packages, machine, devices and seeds."""
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import platform
 import subprocess
+from pathlib import Path
 
+import pandas as pd
 import yaml
 
+from . import tables
 from .io import atomic_path, write_json
 from .modelfile import MODEL_FORMAT, load_payload
+
+LOCK_FILE = "requirements.lock"  # exact versions, beside environment.yml
 
 PACKAGES = ("cbdm", "torch", "torchvision", "numpy", "scipy", "pandas", "scikit-learn", "snakemake",
             "clean-fid", "torch-fidelity")
@@ -35,22 +41,66 @@ def package_versions() -> dict:
     return versions
 
 
+def lock_status(lock_path: str | Path) -> dict:
+    """The lock file's sha256 and whether every version it pins is the one installed; the
+    mismatches (pinned, installed) where not."""
+    path = Path(lock_path)
+    if not path.is_file():
+        return {"file": str(path), "sha256": None, "matches": False, "note": "no lock file"}
+    text = path.read_text()
+    mismatches = {}
+    for line in text.splitlines():
+        line = line.split("#")[0].strip()
+        if "==" not in line:
+            continue
+        name, pinned = (part.strip() for part in line.split("==", 1))
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            installed = None
+        if installed != pinned:
+            mismatches[name] = {"pinned": pinned, "installed": installed}
+    return {"file": path.name, "sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "matches": not mismatches, "mismatches": mismatches}
+
+
+def provenance_html(info: dict) -> str:
+    """provenance.json as a page of tables, for the HTML report."""
+    lock = info["lock"]
+    lock_rows = [("file", lock["file"]), ("sha256", lock["sha256"] or "none"),
+                 ("installed versions match the lock", "yes" if lock["matches"] else "NO")]
+    lock_rows += [(f"mismatch {name}", f"pinned {m['pinned']}, installed {m['installed']}")
+                  for name, m in lock.get("mismatches", {}).items()]
+    pairs = lambda d: pd.DataFrame([(k, str(v)) for k, v in d.items()], columns=["", "value"])  # noqa: E731
+    body = [tables.html_table("<b>Exact-version lock</b>", pd.DataFrame(lock_rows, columns=["", "value"])),
+            tables.html_table("<b>Code</b>", pairs(info["code"])),
+            tables.html_table("<b>Packages</b>", pairs(info["packages"])),
+            tables.html_table("<b>Machine</b>", pairs(info["machine"])),
+            tables.html_table("<b>Seeds</b>", pairs(info["seeds"])),
+            tables.html_table("<b>Training runs</b>", pd.DataFrame(info["training_runs"]))]
+    return tables.html_page(f"Provenance of suite {info['suite']}", "", body)
+
+
 def write_provenance(*, config: dict, seeds: dict, code_dir: str, model_files: list[str], out_json: str,
-                     out_config: str) -> None:
+                     out_html: str, out_config: str) -> None:
     runs = []
     for path in model_files:
         meta = load_payload(path, MODEL_FORMAT, "rebuild the model")["meta"]
         runs.append({"model": path, **{k: meta.get(k) for k in
                                        ("variant", "seed", "steps", "parameters", "device", "processes",
                                         "torch", "seconds_this_session")}})
-    write_json(out_json, {
+    info = {
         "suite": config["suite"],
         "code": git_version(code_dir),
         "packages": package_versions(),
+        "lock": lock_status(Path(code_dir) / LOCK_FILE),
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
                     "processor": platform.processor() or platform.machine()},
         "seeds": seeds,
         "training_runs": runs,
-    })
+    }
+    write_json(out_json, info)
+    with atomic_path(out_html) as tmp:
+        tmp.write_text(provenance_html(info))
     with atomic_path(out_config) as tmp:
         tmp.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -12,13 +12,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import plots
+from . import plots, tables
 from .io import atomic_path, read_json
 from .labels import factor_label, same_factor
 from .statistics import compare_to_baseline, seed_variance
+from .tables import Section, scale_label, significant
 
 MAIN_METRICS = {"fid": "FID", "kid_mean": "KID", "recall": "recall", "accuracy": "acc"}
 MATCHED_METRICS = {"fid@matched": "FID", "recall@matched": "recall"}
+PER_CLASS_METRICS = {"fid": "FID", "kid_mean": "KID", "precision": "precision", "recall": "recall",
+                     "accuracy": "acc"}
+# The HTML pages (report items) the sections are shown on, besides table.html with all of them.
+HTML_PAGES = {"main": "Main tables", "per_class": "Per-class table", "diagnostics": "Overlap and memorization",
+              "comparisons": "Comparisons", "data": "Training data"}
 
 
 class ReportError(RuntimeError):
@@ -101,11 +107,11 @@ def format_value(row, metric: str) -> str:
     if math.isnan(row["mean"]):
         return "n/a"
     scale = 1000.0 if metric.startswith("kid") else 1.0
-    text = f"{row['mean'] * scale:.3g}"
+    text = significant(row["mean"] * scale)
     if row["runs"] > 1 and not math.isnan(row["sd"]):
-        text += f" ± {row['sd'] * scale:.2g}"
+        text += f" ± {significant(row['sd'] * scale, 2)}"
     if not math.isnan(row["ci_low"]):
-        text += f" [{row['ci_low'] * scale:.3g}, {row['ci_high'] * scale:.3g}]"
+        text += f" [{significant(row['ci_low'] * scale)}, {significant(row['ci_high'] * scale)}]"
     return text
 
 
@@ -114,7 +120,7 @@ def wide_table(agg: pd.DataFrame, columns: list[tuple[str, str, str]]) -> pd.Dat
     `agg` holds one protocol and one guidance per variant."""
     rows = []
     for variant, sub in agg.groupby("variant", sort=False):
-        row = {"variant": variant, "guidance": sub["guidance"].iloc[0]}
+        row = {"variant": variant, "guidance": scale_label(sub["guidance"].iloc[0])}
         for label, scope, metric in columns:
             hit = sub[(sub["scope"] == scope) & (sub["metric"] == metric)]
             if hit.empty:
@@ -160,6 +166,58 @@ def memorization_table(agg: pd.DataFrame, class_counts: list[int]) -> pd.DataFra
             row["n held-out"] = held.iloc[0]["n_gen"]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def class_group(c: int, groups: dict) -> str:
+    return ", ".join(name for name, classes in groups.items() if c in classes)
+
+
+def per_class_table(agg: pd.DataFrame, class_counts: list[int], groups: dict) -> pd.DataFrame:
+    """One row per class and variant (class, group, training count): FID, KID, precision,
+    recall and classifier accuracy of the samples of that class."""
+    rows = []
+    for c, count in enumerate(class_counts):
+        sub = agg[agg["scope"] == f"class {c}"]
+        for variant, v in sub.groupby("variant", sort=False):
+            row = {"class": c, "group": class_group(c, groups), "training images": count, "variant": variant}
+            for metric, label in PER_CLASS_METRICS.items():
+                hit = v[v["metric"] == metric]
+                if len(hit):
+                    r = hit.iloc[0]
+                    row[label] = format_value(r, metric)
+                    row[f"n {label}"] = r["n_gen"] if r["n_ref"] == "0" else f"{r['n_gen']} vs {r['n_ref']}"
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def data_table(agg: pd.DataFrame, class_counts: list[int], groups: dict) -> pd.DataFrame:
+    """The long-tailed training set per class, and the reference images the main protocol used."""
+    total = sum(class_counts)
+    fid = agg[agg["metric"] == "fid"].drop_duplicates("scope").set_index("scope")
+    return pd.DataFrame([{"class": c, "group": class_group(c, groups), "training images": n,
+                          "share of training set": f"{n / total:.1%}",
+                          "reference images": fid["n_ref"].get(f"class {c}", "")}
+                         for c, n in enumerate(class_counts)])
+
+
+def protocol_card(*, title: str, manifest: dict, groups: dict, protocols: dict, main: str, evaluation: dict,
+                  features: dict, sampling: dict, guidance: dict, runs: pd.DataFrame, baseline: str) -> list:
+    """(item, what) pairs: everything a reader needs to know about how the numbers were made."""
+    counts = manifest["class_counts"]
+    card = [("suite", title),
+            ("training set", f"{manifest['total']} images in {len(counts)} classes, "
+                             f"{max(counts)} (largest class) to {min(counts)} (smallest)"),
+            ("class groups", "; ".join(f"{g}: classes {', '.join(map(str, c))}" for g, c in groups.items()))]
+    card += [(f"protocol {name}" + (" (main table)" if name == main else ""), protocol_line(name, spec))
+             for name, spec in protocols.items()]
+    card += [("features", features["extractor"]),
+             ("guidance shown", f"{evaluation['guidance_choice']} scale per variant"),
+             ("training seeds", ", ".join(map(str, sorted(runs["seed"].unique())))),
+             ("sampling seeds", ", ".join(map(str, sorted(runs["sample_seed"].unique())))),
+             ("baseline", baseline)]
+    card += [(f"variant {v}", f"{s['sampler']} {s['steps']} steps, guidance {scale_label(guidance[v])}")
+             for v, s in sampling.items()]
+    return card
 
 
 def fold_sample_sizes(table: pd.DataFrame) -> pd.DataFrame:
@@ -233,25 +291,31 @@ def write_csv(path, frame: pd.DataFrame) -> None:
         frame.to_csv(tmp, index=False, na_rep="")
 
 
-def write_tables(sections: list[tuple], notes: pd.DataFrame, outputs: dict, preamble: str) -> None:
-    """`sections`: (heading, explanation, table[, footer]) tuples, the main table first."""
-    md, tex = [preamble, ""], [f"% {preamble}"]
-    for heading, explanation, table, *footer in sections:
-        printed = fold_sample_sizes(table)
-        md += [f"## {heading}", "", explanation, "", printed.to_markdown(index=False), ""]
-        md += [*footer, ""] if footer else []
-        tex += [f"% {heading}", printed.to_latex(index=False, escape=True)] + [f"% {line}" for line in footer]
-    if len(notes):
-        md += ["## Notes", ""] + [f"- {r.protocol} / {r.variant} / {r.scope} / {r.metric}: {r.note}"
-                                  for r in notes.itertuples()]
-    write_text(outputs["md"], "\n".join(md) + "\n")
-    write_text(outputs["tex"], "\n".join(tex))
+def write_tables(sections: list, notes: pd.DataFrame, outputs: dict, preamble: str,
+                 card: list[tuple[str, str]], title: str) -> None:
+    """`sections`: Sections or (heading, explanation, table[, footer]) tuples, the main table
+    first; written as table.md, table.tex, table.html (all) and one HTML page per HTML_PAGES."""
+    printed = [s._replace(table=fold_sample_sizes(s.table)) for s in map(tables.as_section, sections)]
+    note_lines = [f"{r.protocol} / {r.variant} / {r.scope} / {r.metric}: {r.note}" for r in notes.itertuples()]
+    write_text(outputs["md"], tables.markdown(printed, preamble, card, note_lines))
+    write_text(outputs["tex"], tables.latex(printed, preamble))
+    intro = ("'n' is generated vs reference images; ± is the sd over runs (training x sampling seeds) where "
+             "there are several; [..] an interval computed within each run. Click a column header to sort.")
+    body = [tables.html_card(card)] + [tables.html_section(s, i) for i, s in enumerate(printed)]
+    if note_lines:
+        body.append(tables.html_table("<b>Notes</b>", pd.DataFrame({"note": note_lines})))
+    write_text(outputs["html"], tables.html_page(title, intro, body))
+    write_text(outputs["protocol"], tables.html_page(f"{title}: protocol", "", [tables.html_card(card)]))
+    for page, heading in HTML_PAGES.items():
+        shown = [tables.html_section(s, i) for i, s in enumerate(printed) if s.page == page]
+        write_text(outputs[f"page_{page}"], tables.html_page(f"{title}: {heading.lower()}", intro,
+                                                             shown or ["<p>No table in this run.</p>"]))
 
 
 # --- the report -------------------------------------------------------------------------------
 
 def build_report(*, metric_files: list[str], diagnostic_files: list[str], expected_cells: list[dict],
-                 variants: list[str], sample_files: dict[str, str], loss_logs: dict[str, str],
+                 variants: list[str], sample_files: dict[str, str], train_npz: str, loss_logs: dict[str, str],
                  manifest_json: str, groups: dict, overlap: dict | None, evaluation: dict,
                  declared_guidance: dict[str, float], sampling: dict[str, dict], features: dict,
                  published: list[dict], title: str, outputs: dict[str, str]) -> None:
@@ -287,27 +351,32 @@ def build_report(*, metric_files: list[str], diagnostic_files: list[str], expect
                          f"with the main table.",
                          wide_table(main_agg, [(f"{label} {g}", g, m) for g in groups
                                                for m, label in MATCHED_METRICS.items()])))
-    sections.append(("Overlap diagnostics",
+    sections.append(Section("Per-class table",
+                            "One row per class and variant, with the class's training count and group: "
+                            "FID, KID x 1e3 [bootstrap 95 % interval], precision, recall and classifier "
+                            "accuracy of the samples of that class.",
+                            per_class_table(main_agg, manifest["class_counts"], groups), page="per_class"))
+    sections.append(Section("Overlap diagnostics",
                      "acc: the balanced classifier's accuracy on the samples; CAS: accuracy on held-out "
                      "real images of a classifier trained on the samples only (mean over classes)"
                      + (f"; {overlap['source']}->{overlap['target']}: share of {overlap['source']} samples "
                         f"classified as a {overlap['target']} class" if overlap else "") + ".",
-                     wide_table(main_agg, overlap_columns(scopes, overlap))))
-    sections.append(("Memorization audit",
+                     wide_table(main_agg, overlap_columns(scopes, overlap)), page="diagnostics"))
+    sections.append(Section("Memorization audit",
                      f"Share of generated images whose nearest training image of their class (pixel "
                      f"distance) is closer than {evaluation['memorization']['relative_threshold']} x the "
                      f"median held-out image's distance; 'held-out': the same share for real held-out "
                      f"images, which cannot be copies.",
-                     memorization_table(main_agg, manifest["class_counts"])))
+                     memorization_table(main_agg, manifest["class_counts"]), page="diagnostics"))
 
-    how = "; ".join(f"{v}: {sampling[v]['sampler']} {sampling[v]['steps']} steps, guidance {guidance[v]:g}"
+    how = "; ".join(f"{v}: {sampling[v]['sampler']} {sampling[v]['steps']} steps, guidance {scale_label(guidance[v])}"
                     for v in variants)
     ours_protocol = (f"Ours: {protocol_line(main, protocols[main])}; {features['extractor']} features; "
                      f"{how}; {manifest['total']} training images.")
     paper = paper_table(main_agg, published, variants)
     if published:
-        sections.insert(1, ("Paper comparison", "Published numbers (`published:` registry) beside ours.",
-                            paper, ours_protocol))
+        sections.insert(1, Section("Paper comparison", "Published numbers (`published:` registry) beside ours.",
+                                   paper, ours_protocol, "comparisons"))
 
     targets = [(s, "fid") for s in scopes] + [("all", "recall"), ("all", "accuracy")]
     targets += [(s, "cas") for s in scopes] + [(g, "fid@matched") for g in groups]
@@ -316,14 +385,17 @@ def build_report(*, metric_files: list[str], diagnostic_files: list[str], expect
     main_runs = runs[(runs["protocol"] == main).to_numpy() & at_guidance(runs, guidance)]
     diffs = compare_to_baseline(main_runs, baseline, targets)
     variance = pd.concat([seed_variance(main_runs, s, m) for s, m in [("all", "fid"), ("all", "recall")]])
-    sections.append((f"Differences to {baseline}",
+    sections.append(Section(f"Differences to {baseline}",
                      "Variant minus baseline, paired by training and sampling seed; a t-based 95 % "
                      "interval over the pairs; 'better'/'worse' when it excludes 0.",
-                     format_differences(diffs)))
-    sections.append(("Spread over seeds",
+                     format_differences(diffs), page="comparisons"))
+    sections.append(Section("Spread over seeds",
                      "sd over training seeds (of each seed's mean over sampling seeds) and pooled sd "
                      "over sampling seeds within a training seed; blank with a single seed.",
-                     variance))
+                     variance, page="comparisons"))
+    sections.append(Section("Training data", "The long-tailed training set per class and the reference images "
+                            "of the main protocol.", data_table(main_agg, manifest["class_counts"], groups),
+                            page="data"))
 
     preamble = (f"# {title}\n\nTraining set: {manifest['total']} images, class counts "
                 f"{manifest['class_counts']}. 'n' is generated vs reference images; ± is the sd over "
@@ -335,9 +407,23 @@ def build_report(*, metric_files: list[str], diagnostic_files: list[str], expect
     write_csv(outputs["runs"], runs)
     write_csv(outputs["stats"], pd.concat([diffs.assign(kind="paired difference"),
                                            variance.assign(kind="seed spread")]))
-    write_tables(sections, notes, outputs, preamble)
+    card = protocol_card(title=title, manifest=manifest, groups=groups, protocols=protocols, main=main,
+                         evaluation=evaluation, features=features, sampling={v: sampling[v] for v in variants},
+                         guidance=guidance, runs=runs, baseline=baseline)
+    write_tables(sections, notes, outputs, preamble, card, title)
+    write_plots(metric_files=metric_files, main=main, guidance=guidance, agg=agg, main_agg=main_agg,
+                scopes=scopes, groups=groups, manifest=manifest, sample_files=sample_files, train_npz=train_npz,
+                loss_logs=loss_logs, outputs=outputs)
+    print(Path(outputs["md"]).read_text(), flush=True)
 
-    plots.plot_fid_vs_count(main_agg, manifest["class_counts"], outputs["fid_vs_count"])
+
+def write_plots(*, metric_files, main, guidance, agg, main_agg, scopes, groups, manifest, sample_files, train_npz,
+                loss_logs, outputs) -> None:
+    """Every figure of the report; `main_agg`: the main protocol at the chosen guidance scales."""
+    counts = manifest["class_counts"]
+
+    plots.plot_per_class(main_agg, counts, groups, outputs["fid_vs_count"])
+    plots.plot_precision_recall(main_agg, scopes, outputs["precision_recall"])
     plots.plot_groups(main_agg, scopes, outputs["groups"])
     plots.plot_guidance(agg[agg["protocol"] == main], outputs["guidance"])
     confusions = {}
@@ -346,7 +432,7 @@ def build_report(*, metric_files: list[str], diagnostic_files: list[str], expect
         cell = data["cell"]
         if cell["protocol"] == main and same_factor(guidance[cell["variant"]], cell["guidance"]):
             confusions[cell["variant"]] = confusions.get(cell["variant"], 0) + np.asarray(data["confusion"])
-    plots.plot_confusions(confusions, outputs["confusion"])
-    plots.plot_sample_grids(sample_files, outputs["samples"])
+    plots.plot_confusions(confusions, groups, outputs["confusion"])
+    plots.plot_sample_grids(sample_files, train_npz, counts, outputs["samples"])
+    plots.plot_memorization(sample_files, train_npz, main_agg, counts, groups, outputs["memorization"])
     plots.plot_losses(loss_logs, outputs["loss"])
-    print(Path(outputs["md"]).read_text(), flush=True)

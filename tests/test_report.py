@@ -1,6 +1,9 @@
 """The report on synthetic metrics files: aggregation over seeds, guidance choice, sections,
 paired differences, and the refusal to render a partial table."""
 
+import shutil
+import subprocess
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -45,6 +48,7 @@ def diagnostics_records():
     out = [record(s, "cas", 0.8, 10, 10) for s in ("all", "head", "tail")]
     for c in (0, 1):
         out += [record(f"class {c}", "near_copy_share", 0.1 * c, 10, 5),
+                record(f"class {c}", "near_copy_threshold", 0.5, 10, 5),
                 record(f"class {c}", "near_copy_share_heldout", 0.0, 10, 5)]
     return out
 
@@ -67,12 +71,15 @@ def report_inputs(tmp_path):
     write_json(tmp_path / "manifest.json", {"total": 30, "class_counts": [20, 10]})
     write_npz(tmp_path / "s.npz", images=np.zeros((20, 1, 8, 8), np.uint8), labels=np.repeat([0, 1], 10))
     (tmp_path / "loss.csv").write_text("step,lr,loss,eps_mse\n1,0.1,1.0,1.0\n2,0.1,0.5,0.5\n")
+    write_npz(tmp_path / "train.npz", images=np.full((30, 1, 8, 8), 7, np.uint8), labels=np.repeat([0, 1], [20, 10]))
     outputs = {k: str(tmp_path / f"out.{k}") for k in
-               ("csv", "runs", "stats", "paper", "md", "tex", "fid_vs_count", "groups", "guidance", "confusion",
-                "samples", "loss")}
+               ("csv", "runs", "stats", "paper", "md", "tex", "html", "protocol", "page_main", "page_per_class",
+                "page_diagnostics", "page_comparisons", "page_data", "fid_vs_count", "precision_recall", "groups",
+                "guidance", "confusion", "samples", "memorization", "loss")}
     return dict(metric_files=metric_files, diagnostic_files=diagnostic_files, expected_cells=cells,
                 variants=["ddpm", "cbdm"],
                 sample_files={"ddpm": str(tmp_path / "s.npz"), "cbdm": str(tmp_path / "s.npz")},
+                train_npz=str(tmp_path / "train.npz"),
                 loss_logs={"ddpm": str(tmp_path / "loss.csv")}, manifest_json=str(tmp_path / "manifest.json"),
                 groups=GROUPS, overlap={"source": "tail", "target": "head"}, evaluation=EVALUATION,
                 declared_guidance={"ddpm": 2.0, "cbdm": 1.0},
@@ -140,3 +147,24 @@ def test_seed_variance_separates_training_and_sampling_seeds():
     out = seed_variance(pd.DataFrame(rows), "all", "fid").iloc[0]
     assert out["sd_training_seeds"] == pytest.approx(np.std([10, 14], ddof=1))
     assert out["sd_sampling_seeds"] == pytest.approx(np.std([-0.5, 0.5], ddof=1))
+
+
+def test_table_tex_compiles_with_one_captioned_table_per_section(report_inputs, tmp_path):
+    build_report(**report_inputs)
+    tex = open(report_inputs["outputs"]["tex"]).read()
+    md = open(report_inputs["outputs"]["md"]).read()
+    assert tex.count("\\begin{table}") >= md.count("\n## ") - 1  # every section but the notes
+    assert tex.count("\\begin{table}") == tex.count("\\caption{")
+    assert "1.000000" not in tex and "& 1.0 &" in tex  # guidance as a scale, not a float dump
+    assert all(line.startswith("%") or line.startswith("\\") or line.endswith("\\\\") or line in ("", "}")
+               for line in tex.splitlines()), "stray text outside the tables"
+    pdflatex = shutil.which("pdflatex")
+    if pdflatex is None:
+        pytest.skip("pdflatex is not installed (apt-get install texlive-latex-base); .ci/run installs it")
+    (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\usepackage[margin=2.5cm]{geometry}\n"
+                                      "\\usepackage{graphicx}\n\\begin{document}\n\\input{out.tex}\n\\end{document}\n")
+    result = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 1000
+    assert "Overfull \\hbox" not in result.stdout  # every table fits the text width

@@ -57,7 +57,8 @@ def test_the_dag_runs_end_to_end_and_reports_every_variant_and_group(tmp_path, r
                     "## Differences to ddpm"):
         assert section in markdown
     assert "(n=120 vs 300)" in markdown  # all classes: 10 x 12 samples against 10 x 30 held-out images
-    for name in ("fid_vs_count", "groups", "guidance", "confusion", "samples", "loss"):
+    for name in ("fid_vs_count", "precision_recall", "groups", "guidance", "confusion", "samples", "memorization",
+                 "loss"):
         assert (report / f"{name}.png").stat().st_size > 1000
     assert "\\begin{tabular}" in (report / "table.tex").read_text()
     log = (tmp_path / "results/tiny/logs/train/digits/IF5/cbdm/seed0.log").read_text()
@@ -68,8 +69,8 @@ def test_the_dag_runs_end_to_end_and_reports_every_variant_and_group(tmp_path, r
     assert {run["variant"] for run in provenance["training_runs"]} == set(VARIANTS)
     run_workflow(repo, tmp_path, tiny_config, html_report=tmp_path / "report.html")
     html = (tmp_path / "report.html").read_text()
-    assert "Per-class FID against the number of training images" in html  # a caption
-    assert "fid_vs_count.png" in html and "provenance.json" in html
+    assert "Per-class FID (top) and KID x 1e3" in html  # a caption
+    assert "fid_vs_count.png" in html and "provenance.json" in html and "per_class.html" in html
 
 
 def test_dry_runs_plan_the_default_and_every_paper_config(repo):

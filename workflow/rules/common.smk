@@ -137,32 +137,57 @@ def cells(dataset, imb):
 
 REPORT_FILES = {
     "csv": "table.csv", "runs": "runs.csv", "stats": "stats.csv", "paper": "paper_table.csv",
-    "md": "table.md", "tex": "table.tex",
-    "fid_vs_count": "fid_vs_count.png", "groups": "groups.png", "guidance": "guidance.png",
-    "confusion": "confusion.png", "samples": "samples.png", "loss": "loss.png",
+    "md": "table.md", "tex": "table.tex", "html": "table.html", "protocol": "protocol.html",
+    "page_main": "main.html", "page_per_class": "per_class.html", "page_diagnostics": "diagnostics.html",
+    "page_comparisons": "comparisons.html", "page_data": "data.html",
+    "fid_vs_count": "fid_vs_count.png", "precision_recall": "precision_recall.png", "groups": "groups.png",
+    "guidance": "guidance.png", "confusion": "confusion.png", "samples": "samples.png",
+    "memorization": "memorization.png", "loss": "loss.png",
 }
 
 
-# Outputs of the report rule that Snakemake's HTML report (snakemake --report) shows, with the
-# caption file (workflow/report/<caption>.rst) that explains each.
-REPORT_CAPTIONS = {
-    "csv": "table", "runs": "runs", "stats": "stats", "paper": "paper", "fid_vs_count": "fid_vs_count",
-    "groups": "groups", "guidance": "guidance", "confusion": "confusion", "samples": "samples", "loss": "loss",
+# Outputs of the report job that Snakemake's HTML report (snakemake --report) shows, with category
+# (numbered so the menu lists the stages in order, the protocol first), the item's label and the
+# caption file (workflow/report/<caption>.rst) that explains it.
+REPORT_ITEMS = {
+    "protocol": ("1. Protocol", "protocol card", "protocol"),
+    "html": ("1. Protocol", "all tables on one page", "tables"),
+    "page_data": ("2. Data", "training set per class", "data"),
+    "loss": ("3. Training", "training loss", "loss"),
+    "samples": ("4. Samples", "sample grid", "samples"),
+    "memorization": ("4. Samples", "tail near-copies", "memorization"),
+    "page_main": ("5. Metrics", "main table", "main"),
+    "page_per_class": ("5. Metrics", "per-class table", "per_class"),
+    "page_diagnostics": ("5. Metrics", "overlap and memorization tables", "diagnostics"),
+    "fid_vs_count": ("5. Metrics", "per-class FID and KID plot", "fid_vs_count"),
+    "precision_recall": ("5. Metrics", "precision-recall plot", "precision_recall"),
+    "groups": ("5. Metrics", "class groups plot", "groups"),
+    "guidance": ("5. Metrics", "guidance plot", "guidance"),
+    "confusion": ("5. Metrics", "tail leakage (confusion) plot", "confusion"),
+    "csv": ("5. Metrics", "every metric (CSV)", "table"),
+    "runs": ("5. Metrics", "every run (CSV)", "runs"),
+    "page_comparisons": ("6. Comparisons", "comparison tables", "comparisons"),
+    "paper": ("6. Comparisons", "paper comparison (CSV)", "paper"),
+    "stats": ("6. Comparisons", "paired statistics (CSV)", "stats"),
 }
 PROVENANCE = f"{RESULTS}/provenance.json"
+PROVENANCE_HTML = f"{RESULTS}/provenance.html"
 RESOLVED_CONFIG = f"{RESULTS}/config.yaml"
 
 
 def report_output(key):
     path = f"{REPORT_DIR}/{REPORT_FILES[key]}"
-    if key not in REPORT_CAPTIONS:
+    if key not in REPORT_ITEMS:
         return path
-    return report(path, caption=f"../report/{REPORT_CAPTIONS[key]}.rst", category="{dataset} IF {imb}")
+    category, label, caption = REPORT_ITEMS[key]
+    return report(path, caption=f"../report/{caption}.rst", category=category, subcategory="{dataset} IF {imb}",
+                  labels={"item": label})
 
 
 def report_outputs():
     return [f"{REPORT_DIR}/{name}".format(dataset=dataset, imb=imb)
-            for dataset, imb in dataset_factors() for name in REPORT_FILES.values()] + [PROVENANCE, RESOLVED_CONFIG]
+            for dataset, imb in dataset_factors() for name in REPORT_FILES.values()] + [PROVENANCE, PROVENANCE_HTML,
+                                                                                   RESOLVED_CONFIG]
 
 
 def all_models():
@@ -188,6 +213,7 @@ def report_inputs(wildcards):
         "samples": [SAMPLES.format(**c) for c in first_cell.values()],
         "losses": [LOSS_LOG.format(**c) for v, c in first_cell.items() if v in BUILT_IN_VARIANTS],
         "manifest": MANIFEST.format(**wildcards),
+        "train": TRAIN_NPZ.format(**wildcards),
     }
 
 

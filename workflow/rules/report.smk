@@ -34,8 +34,12 @@ rule provenance:
     input:
         models=all_models(),
     output:
-        provenance=report(PROVENANCE, caption="../report/provenance.rst", category="Provenance"),
-        config=report(RESOLVED_CONFIG, caption="../report/provenance.rst", category="Provenance"),
+        provenance=report(PROVENANCE, caption="../report/provenance.rst", category="7. Provenance",
+                          labels={"item": "provenance (JSON)"}),
+        html=report(PROVENANCE_HTML, caption="../report/provenance.rst", category="7. Provenance",
+                    labels={"item": "provenance"}),
+        config=report(RESOLVED_CONFIG, caption="../report/provenance.rst", category="7. Provenance",
+                      labels={"item": "resolved config"}),
     params:
         config=config,
         seeds={"training": config["seeds"],

@@ -1,0 +1,135 @@
+"""Every report figure on synthetic aggregated frames: 10 and 100 classes, one and three seeds,
+one and two guidance scales; the files are written and the axes say what they show."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from cbdm import plots
+from cbdm.io import write_npz
+
+VARIANTS = ("ddpm", "cbdm")
+METRICS = ("fid", "kid_mean", "precision", "recall", "accuracy")
+
+
+def synthetic_agg(num_classes: int, runs: int, guidances: list[float]) -> pd.DataFrame:
+    """An aggregated frame as report.aggregate writes it, with per-class quality falling toward the tail."""
+    rng = np.random.default_rng(0)
+    scopes = ["all", "head", "tail"] + [f"class {c}" for c in range(num_classes)]
+    rows = []
+    for variant in VARIANTS:
+        for guidance in guidances:
+            for scope in scopes:
+                for metric in METRICS:
+                    mean = {"accuracy": 0.95 if variant == "ddpm" else 0.99}.get(metric, rng.uniform(0.2, 1.0))
+                    kid_class = metric == "kid_mean" and scope.startswith("class ")
+                    rows.append(dict(protocol="ours", variant=variant, guidance=guidance, scope=scope, metric=metric,
+                                     mean=mean, sd=0.01 if runs > 1 else np.nan, runs=runs, runs_total=runs,
+                                     ci_low=mean - 0.1 if kid_class else np.nan,
+                                     ci_high=mean + 0.1 if kid_class else np.nan, n_gen="10", n_ref="10", note=""))
+            rows += [dict(protocol="ours", variant=variant, guidance=guidance, scope=f"class {c}",
+                          metric="near_copy_threshold", mean=1.0, sd=np.nan, runs=runs, runs_total=runs,
+                          ci_low=np.nan, ci_high=np.nan, n_gen="10", n_ref="10", note="")
+                     for c in range(num_classes)]
+    return pd.DataFrame(rows)
+
+
+def class_counts(num_classes: int) -> list[int]:
+    return [int(60 * 0.2 ** (c / (num_classes - 1))) for c in range(num_classes)]
+
+
+def groups(num_classes: int) -> dict:
+    half = num_classes // 2
+    return {"head": list(range(half)), "tail": list(range(half, num_classes))}
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the plot functions save, by file name, kept open for inspection."""
+    saved = {}
+    original = plots._save
+
+    def keep(fig, path):
+        saved[path.rsplit("/", 1)[-1]] = fig
+        original(fig, path)
+
+    close = plots.plt.close
+    monkeypatch.setattr(plots, "_save", keep)
+    monkeypatch.setattr(plots.plt, "close", lambda fig: None)
+    yield saved
+    close("all")
+
+
+def image_files(tmp_path, num_classes: int) -> tuple[dict, str]:
+    rng = np.random.default_rng(1)
+    counts = class_counts(num_classes)
+    train_labels = np.repeat(np.arange(num_classes), counts)
+    train = rng.integers(0, 256, (len(train_labels), 1, 8, 8), dtype=np.uint8)
+    write_npz(tmp_path / "train.npz", images=train, labels=train_labels)
+    labels = np.repeat(np.arange(num_classes), 4)
+    samples = rng.integers(0, 256, (len(labels), 1, 8, 8), dtype=np.uint8)
+    last = num_classes - 1  # the smallest class: its first sample is a copy of a training image
+    samples[np.where(labels == last)[0][0]] = train[train_labels == last][0]
+    write_npz(tmp_path / "samples.npz", images=samples, labels=labels)
+    return {v: str(tmp_path / "samples.npz") for v in VARIANTS}, str(tmp_path / "train.npz")
+
+
+# Each of 10 / 100 classes, one / three seeds and one / two guidance scales, twice.
+@pytest.mark.parametrize(("num_classes", "runs", "guidances"),
+                         [(10, 1, [1.0]), (10, 3, [1.0, 2.0]), (100, 1, [1.0, 2.0]), (100, 3, [1.0])])
+def test_every_plot_is_written(tmp_path, figures, num_classes, runs, guidances):
+    agg = synthetic_agg(num_classes, runs, guidances)
+    shown = agg[agg["guidance"] == 1.0]
+    counts, grouping = class_counts(num_classes), groups(num_classes)
+    samples, train = image_files(tmp_path, num_classes)
+    confusion = {v: np.eye(num_classes) * 9 + 1 for v in VARIANTS}
+    out = {name: str(tmp_path / f"{name}.png") for name in
+           ("per_class", "pr", "groups", "guidance", "confusion", "samples", "memorization")}
+    plots.plot_per_class(shown, counts, grouping, out["per_class"])
+    plots.plot_precision_recall(shown, ["all", "head", "tail"], out["pr"])
+    plots.plot_groups(shown, ["all", "head", "tail"], out["groups"])
+    plots.plot_guidance(agg, out["guidance"])
+    plots.plot_confusions(confusion, grouping, out["confusion"])
+    plots.plot_sample_grids(samples, train, counts, out["samples"])
+    plots.plot_memorization(samples, train, shown, counts, grouping, out["memorization"])
+    for path in out.values():
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+    per_class = figures["per_class.png"].axes[1]
+    assert "ordered by training images" in per_class.get_xlabel()
+    first_tick = per_class.get_xticklabels()[0].get_text()
+    assert first_tick == f"0\n{counts[0]}"  # the largest class first, with its count
+    assert len(per_class.get_xticklabels()) <= plots.MAX_CLASS_TICKS
+
+    accuracy = figures["groups.png"].axes[-1]
+    low, high = accuracy.get_ylim()
+    assert accuracy.get_ylabel().startswith("classifier accuracy")
+    assert 0.04 / (high - low) > 0.3  # 0.95 and 0.99 are far apart on the zoomed axis
+
+    guidance = figures["guidance.png"]
+    if len(guidances) == 1:
+        assert "One guidance scale per variant" in guidance.axes[0].texts[0].get_text()
+    else:
+        assert guidance.axes[0].get_xlabel() == "guidance scale w"
+
+    confusion_fig = figures["confusion.png"]
+    numbered = [ax for ax in confusion_fig.axes if len(ax.texts) == num_classes ** 2]
+    assert len(numbered) == (len(VARIANTS) if num_classes <= plots.NUMBERS_MAX_CLASSES else 0)
+    assert any(ax.get_ylabel() == "share of the row's samples" for ax in confusion_fig.axes)  # colour bars
+
+    grid = figures["samples.png"].axes
+    assert grid[0].get_title() == "real training images"
+    labels = [t.get_text() for t in grid[0].get_yticklabels()]
+    assert labels[0] == f"class 0 (n={counts[0]})" and len(labels) == min(num_classes, plots.GRID_MAX_CLASSES)
+
+    memorization = figures["memorization.png"].axes
+    smallest = f"class {num_classes - 1} (n={counts[-1]})"
+    copied = [ax for ax in memorization if ax.get_title() == smallest]
+    assert copied and all(ax.get_xlabel().startswith("1/4 flagged") for ax in copied)
+
+
+def test_tail_classes_and_group_boundaries():
+    counts = [50, 40, 30, 20, 10, 5]
+    assert plots.tail_classes(counts, {"head": [0, 1, 2], "tail": [3, 4, 5]}) == [5, 4, 3]
+    assert plots.group_boundaries({"head": [0, 1, 2], "tail": [3, 4, 5]}, 6) == [2.5]
+    assert plots.grid_classes(list(range(100, 0, -1)))[-1] == 99  # the smallest class is in the grid
