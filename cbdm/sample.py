@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .acceleration import autocast, prepare_network, resolve_device
+from .acceleration import autocast, configure_backends, prepare_network, resolve_device
 from .io import InputError, read_npz, write_npz
 from .modelfile import load_model
 from .samplers import sample_ancestral, sample_ddim, to_uint8
@@ -54,7 +54,8 @@ def generate(model, schedule, labels: np.ndarray, seeds: np.ndarray, sampling: d
     """uint8 images [N, C, H, W] for the given labels and per-image seeds, batch by batch. With
     `shard_dir`, every finished batch is kept there, so that a killed job started again redoes
     only the batches it had not finished (an image depends only on its seed and label)."""
-    network = prepare_network(model, compile=sampling["compile"])
+    configure_backends(tf32=sampling["tf32"], cudnn_benchmark=sampling["cudnn_benchmark"])
+    network = prepare_network(model, compile=sampling["compile"], compile_mode=sampling["compile_mode"])
     batch = sampling["batch_size"]
     steps_per_batch = schedule.num_timesteps if sampling["sampler"] == "ancestral" else sampling["steps"]
     progress = tqdm(total=steps_per_batch * -(-len(labels) // batch), desc=desc, file=sys.stderr,

@@ -6,9 +6,17 @@ from snakemake.utils import validate
 
 import cbdm.config as cbdm_config
 from cbdm.sources import NUM_CLASSES
-from cbdm.workflow import visible_gpus
+from cbdm.workflow import check_profile_placeholders, visible_gpus
 
 
+# A cluster profile's placeholders (profiles/kubernetes: bucket, image) stop the run here, in one
+# line, before any storage or pod is touched.
+try:
+    check_profile_placeholders(
+        {"default-storage-prefix": getattr(workflow.storage_settings, "default_storage_prefix", None),
+         "container-image": getattr(workflow.remote_execution_settings, "container_image", None)})
+except ValueError as err:
+    raise WorkflowError(str(err))
 validate(config, "../schemas/config.schema.yaml")
 try:
     cbdm_config.check(config)
@@ -70,10 +78,12 @@ def gpus_per_job():
     return 1 if config["device"] == "cuda" or visible_gpus() else 0
 
 
-def stage_resources(stage, gpus=0):
+def stage_resources(stage, gpus=0, shared_gpus=0):
     """Snakemake resources of a rule: GPUs (a number, or a function of the wildcards), memory
-    (MB) and runtime (minutes) from the config."""
-    return dict(gpu=gpus, **config["resources"][stage])
+    (MB) and runtime (minutes) from the config. `shared_gpus`: a small GPU job (features,
+    metrics) runs on a GPU it shares with other jobs (`gpu_shared`, limited in the default
+    profile) instead of claiming a whole one (`gpu`)."""
+    return dict(gpu=gpus, gpu_shared=shared_gpus, **config["resources"][stage])
 
 
 def train_gpus(wildcards):
