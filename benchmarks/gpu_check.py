@@ -121,15 +121,20 @@ def summary_table(summary: dict) -> str:
         if len(rows) == 2:
             ref, fast = rows
             mfu = f"{100 * fast['mfu']:.1f} %" if fast.get("mfu") is not None else "n/a"
-            lines.append(f"| {name} | {part['status']} | {ref['median']:.1f} {figures['unit']} | "
-                         f"{fast['median']:.1f} {figures['unit']} | {fast['median'] / ref['median']:.2f} | {mfu} | "
+            lines.append(f"| {name} | {part['status']} | {ref['median']:.3g} {figures['unit']} | "
+                         f"{fast['median']:.3g} {figures['unit']} | {fast['median'] / ref['median']:.2f} | {mfu} | "
                          f"{fast['first_call_s']:.1f} |")
         elif name == "train2000" and figures:
             lines.append(f"| {name} | {part['status']} | {figures['steps']} steps at batch {figures['batch']} in "
                          f"{figures['seconds_including_compile']} s with compile | loss "
                          f"{figures['loss_first_logged']:.4f} -> {figures['loss_last_logged']:.4f} | | | |")
+        elif name == "metrics" and figures:
+            done = ", ".join(f"{k} {v['done']}/{v['of']}" for k, v in figures["scopes"].items())
+            projected = f"{figures['projected_s']:.0f} s" if figures["projected_s"] is not None else "not projected"
+            lines.append(f"| {name} | {part['status']} | {figures['samples']} x {figures['dim']}: {done} scopes in "
+                         f"{figures['measured_s']:.0f} s | all scopes: {projected} | | | |")
         else:
-            lines.append(f"| {name} | {part['status']} | {json.dumps(figures)[:300] if figures else '-'} | | | | |")
+            lines.append(f"| {name} | {part['status']} | - | | | | |")
     return "\n".join(lines) + "\n"
 
 
@@ -173,7 +178,7 @@ def train2000(out: Path, smoke: bool, json_path: str | None) -> None:
                "settings": harness.describe(settings["training"], ("precision", "compile", "compile_mode",
                                                                    "channels_last", "fused_adam", "tf32"))}
     print(json.dumps(figures, indent=2))
-    _plot(rows, out / "loss.png", f"{steps} steps, paper UNet, CBDM fast path, batch {batch}")
+    _plot(rows, out / "loss.png", f"{steps} steps, {'CI-size' if smoke else 'paper'} UNet, CBDM fast path, batch {batch}")
     if json_path:
         Path(json_path).write_text(json.dumps(figures, indent=2))
 
