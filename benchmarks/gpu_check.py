@@ -178,7 +178,8 @@ def train2000(out: Path, smoke: bool, json_path: str | None) -> None:
                "settings": harness.describe(settings["training"], ("precision", "compile", "compile_mode",
                                                                    "channels_last", "fused_adam", "tf32"))}
     print(json.dumps(figures, indent=2))
-    _plot(rows, out / "loss.png", f"{steps} steps, {'CI-size' if smoke else 'paper'} UNet, CBDM fast path, batch {batch}")
+    network = "CI-size" if smoke else "paper"
+    _plot(rows, out / "loss.png", f"{steps} steps, {network} UNet, CBDM fast path, batch {batch}")
     if json_path:
         Path(json_path).write_text(json.dumps(figures, indent=2))
 
