@@ -30,16 +30,16 @@ TOTAL_BUDGET_S = 400  # hard end of the last part; the shell script adds a margi
 SMOKE_CAP_S = 600  # --smoke on a busy CPU: each part may take this long (no total budget)
 # (name, cap in seconds, arguments on a GPU, arguments in --smoke): the caps sum to at most the budget.
 PARTS = [
-    ("train", 120, ["bench_train.py", "--variant", "cbdm", "--blocks", "4", "--calls", "10", "--budget", "25"],
+    ("train", 110, ["bench_train.py", "--variant", "cbdm", "--blocks", "4", "--calls", "10", "--budget", "10"],
      ["bench_train.py", "--variant", "cbdm", "--size", "ci", "--device", "cpu", "--blocks", "2", "--calls", "2",
       "--no-compile"]),
-    ("train2000", 110, ["gpu_check.py", "--part", "train2000"], ["gpu_check.py", "--part", "train2000", "--smoke"]),
-    ("sample", 70, ["bench_sample.py", "--variant", "cbdm", "--steps", "5", "--blocks", "3", "--budget", "20"],
+    ("train2000", 100, ["gpu_check.py", "--part", "train2000"], ["gpu_check.py", "--part", "train2000", "--smoke"]),
+    ("sample", 90, ["bench_sample.py", "--variant", "cbdm", "--steps", "3", "--blocks", "3", "--budget", "10"],
      ["bench_sample.py", "--size", "ci", "--device", "cpu", "--batch", "8", "--steps", "2", "--blocks", "2",
       "--no-compile"]),
     ("metrics", 45, ["bench_metrics.py", "--samples", "50000", "--budget", "35"],
      ["bench_metrics.py", "--samples", "2000", "--dim", "32", "--device", "cpu", "--budget", "20"]),
-    ("features", 35, ["bench_features.py", "--images", "2000", "--blocks", "2"],
+    ("features", 35, ["bench_features.py", "--images", "1000", "--blocks", "2", "--budget", "5"],
      ["bench_features.py", "--images", "4", "--batch", "4", "--reference-batch", "4", "--workers", "0", "--blocks", "1",
       "--device", "cpu", "--stand-in"]),
     ("train_cudagraphs", 60, ["bench_train.py", "--variant", "cbdm", "--blocks", "2", "--calls", "10", "--budget", "10",

@@ -49,7 +49,7 @@ def arguments(description: str, **defaults) -> argparse.ArgumentParser:
                         help="timed blocks per path, the paths alternating")
     parser.add_argument("--calls", type=int, default=defaults.get("calls", 5), help="timed calls per block")
     parser.add_argument("--budget", type=float, default=None,
-                        help="seconds: stop adding blocks once this much time has passed (at least one block runs)")
+                        help="seconds of timed blocks (after the first calls): no block starts later; one always runs")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads, pinned (default: all cores)")
     parser.add_argument("--json", help="also write the figures to this file")
     return parser
@@ -171,7 +171,6 @@ def alternate(paths: dict, device: torch.device, blocks: int, calls: int, budget
     A B B A A B ..., so that drift of the machine hits both alike. Each path's first call runs
     alone first and is timed apart (compile and warm-up). Returns name -> {'first_s', 'block_s':
     [seconds per call, one per block]}."""
-    started = time.perf_counter()
     timings = {}
     for name, call in paths.items():
         synchronize(device)
@@ -179,6 +178,7 @@ def alternate(paths: dict, device: torch.device, blocks: int, calls: int, budget
         call()
         synchronize(device)
         timings[name] = {"first_s": time.perf_counter() - t0, "block_s": []}
+    started = time.perf_counter()  # the budget is for the timed blocks, after compile and warm-up
     order = list(paths)
     for block in range(blocks):
         if block and budget is not None and time.perf_counter() - started > budget:
