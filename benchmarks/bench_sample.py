@@ -1,6 +1,6 @@
 """Sampling throughput of the pipeline's own sampler (cbdm.sample.generate) on a paper config's
 settings: the config's fast path (bf16, compile, both guidance branches in one forward pass)
-against the reference path (config/paper/reference-path.yaml: fp32, eager, a separate forward for
+against the reference path (config/overrides/reference-path.yaml: fp32, eager, a separate forward for
 the unconditional branch), same model, same batch (the config's), same seeds, the variant's
 first guidance scale, the config's sampler. One call samples a batch over a schedule of --steps
 timesteps, whose every step costs what a step of the full run costs; images/s are given for the

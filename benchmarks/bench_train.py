@@ -1,5 +1,5 @@
 """Training throughput of the pipeline's own step (cbdm.train.TrainStep) on a paper config's
-settings: the config's fast path against the reference path (config/paper/reference-path.yaml:
+settings: the config's fast path against the reference path (config/overrides/reference-path.yaml:
 fp32, eager, contiguous layout, plain Adam, a Python-loop EMA, one forward pass per label set).
 Same initial weights, same batches (the config's batch size and label drop 0.1), the two paths
 timed in alternating blocks on pinned threads; the first call (compile + warm-up) is reported

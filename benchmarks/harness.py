@@ -24,7 +24,7 @@ from cbdm.networks import build_unet, count_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_CONFIG = REPO / "config/paper/cifar10-lt.yaml"
-REFERENCE_PATH = REPO / "config/paper/reference-path.yaml"
+REFERENCE_PATH = REPO / "config/overrides/reference-path.yaml"
 # "ci": the paper config's settings on a small network and 8x8 images, for CPU smoke runs.
 CI_NETWORK = dict(base_channels=16, channel_mult=[1, 2], attention_levels=[1], num_res_blocks=1, dropout=0.0,
                   norm_groups=4)
@@ -59,7 +59,7 @@ def arguments(description: str, **defaults) -> argparse.ArgumentParser:
 
 def variant_settings(config_path: str, variant: str, reference: bool) -> tuple[dict, dict]:
     """(config, the variant's resolved settings) of a paper config, with the reference path's
-    overrides (config/paper/reference-path.yaml) when `reference`."""
+    overrides (config/overrides/reference-path.yaml) when `reference`."""
     overrides = yaml.safe_load(REFERENCE_PATH.read_text()) if reference else {}
     try:
         from cbdm.config import load_config

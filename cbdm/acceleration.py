@@ -2,7 +2,7 @@
 shared by training, sampling, feature extraction and the benchmarks.
 
 The schema's defaults are the reference path (fp32, eager, contiguous layout, plain Adam); the
-paper configs switch the fast path on, and config/paper/reference-path.yaml switches it off
+paper configs switch the fast path on, and config/overrides/reference-path.yaml switches it off
 again (the reference protocol). benchmarks/ measures the difference.
 """
 from __future__ import annotations

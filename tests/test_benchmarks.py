@@ -40,7 +40,7 @@ def benchmarks(repo, monkeypatch):
 def resolved(repo, path, reference=False):
     """(config, variant -> settings) as the pipeline resolves them (paths in configs are relative
     to the repository)."""
-    overrides = yaml.safe_load((repo / "config/paper/reference-path.yaml").read_text()) if reference else {}
+    overrides = yaml.safe_load((repo / "config/overrides/reference-path.yaml").read_text()) if reference else {}
     here = os.getcwd()
     os.chdir(repo)
     try:
