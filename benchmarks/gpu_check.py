@@ -126,7 +126,7 @@ def summary_table(summary: dict) -> str:
                          f"{fast['first_call_s']:.1f} |")
         elif name == "train2000" and figures:
             lines.append(f"| {name} | {part['status']} | {figures['steps']} steps at batch {figures['batch']} in "
-                         f"{figures['seconds_including_compile']} s with compile | loss "
+                         f"{figures['seconds_including_compile']} s (compile included) | loss "
                          f"{figures['loss_first_logged']:.4f} -> {figures['loss_last_logged']:.4f} | | | |")
         elif name == "metrics" and figures:
             done = ", ".join(f"{k} {v['done']}/{v['of']}" for k, v in figures["scopes"].items())
