@@ -40,6 +40,16 @@ include: "workflow/rules/metrics.smk"
 include: "workflow/rules/report.smk"
 
 
+# Seconds of work each: on a cluster they run in the Snakemake process instead of queueing as jobs
+# (prepare_source also reads or downloads the source archive, where compute nodes may have no network).
+localrules:
+    all,
+    prepare_source,
+    longtail,
+    report,
+    provenance,
+
+
 # User rules that build external variants (README: "Adding a variant by declaring a rule").
 for extension in config["extensions"]:
 

@@ -1,63 +1,87 @@
-"""Sampling throughput: the reference path against the fast path, same model, same steps.
+"""Sampling throughput of the pipeline's own sampler (cbdm.sample.generate) on a paper config's
+settings: the config's fast path (bf16, compile, both guidance branches in one forward pass)
+against the reference path (config/overrides/reference-path.yaml: fp32, eager, a separate forward for
+the unconditional branch), same model, same batch (the config's), same seeds, the variant's
+first guidance scale, the config's sampler. One call samples a batch over a schedule of --steps
+timesteps, whose every step costs what a step of the full run costs; images/s are given for the
+full run (the config's number of steps), MFU from the network's FLOP count.
 
-Reference (pytorch-ddpm / CBDM style): fp32 eager, a separate forward pass for the unconditional
-branch of classifier-free guidance, batch --batch. Fast: bf16 autocast, torch.compile, both
-guidance branches in one forward pass, batch --fast-batch. Both run ancestral steps on the same
-model; the figure is images per second for a full 1,000-step sampling run (the timed steps are
-scaled up), so the ratio holds for DDIM at the same number of steps too.
-
-    python benchmarks/bench_sample.py                       # paper-size UNet on the GPU
-    python benchmarks/bench_sample.py --size small --device cpu --steps 2 --no-compile
+    python benchmarks/bench_sample.py                                # paper UNet, batch 2000, GPU
+    python benchmarks/bench_sample.py --size ci --device cpu --batch 8 --steps 2 --blocks 2 --calls 1 --no-compile
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from cbdm.acceleration import autocast, prepare_network
 from cbdm.diffusion import NoiseSchedule
-from cbdm.samplers import sample_ancestral
+from cbdm.sample import generate
 
 import harness
 
-FULL_RUN_STEPS = 1000
+PATH_KEYS = ("precision", "compile", "compile_mode", "batched_guidance", "tf32")
 
 
-def main():
-    parser = harness.arguments(__doc__, steps=10, warmup=2, batch=256)
-    parser.add_argument("--fast-batch", type=int, default=1024)
-    parser.add_argument("--guidance", type=float, default=1.6)
-    args = parser.parse_args()
+def forward_flops(model: torch.nn.Module, device: torch.device) -> int:
+    """FLOPs of one forward pass of one image."""
+    cfg = model.cfg
+    x = torch.zeros(1, cfg.image_channels, cfg.image_size, cfg.image_size, device=device)
+    t = torch.zeros(1, dtype=torch.long, device=device)
+    with torch.no_grad():
+        return harness.count_flops(lambda: model(x, t, t))
+
+
+def run(args) -> dict:
+    harness.pin_threads(args.threads)
     device = torch.device(args.device)
-    model, spec = harness.build_model(args.size, device)
-    model.eval()
-    # A schedule of --steps timesteps: one timed call is --steps reverse steps of the same cost.
-    schedule = NoiseSchedule.linear(args.steps, 1e-4, 0.02).to(device)
-    paths = {
-        "reference": dict(precision="fp32", compile=False, batched_guidance=False, batch=args.batch),
-        "fast": dict(precision="bf16", compile=not args.no_compile, batched_guidance=True, batch=args.fast_batch),
-    }
-    rows, images = [], {}
-    for name, path in paths.items():
-        network = prepare_network(model, compile=path["compile"])
-        labels = torch.arange(path["batch"], device=device) % spec["num_classes"]
-        seeds = np.arange(path["batch"])
+    config, fast = harness.variant_settings(args.config, args.variant, reference=False)
+    _, reference = harness.variant_settings(args.config, args.variant, reference=True)
+    for settings in (fast, reference):
+        settings["sampling"]["batch_size"] = args.batch or settings["sampling"]["batch_size"]
+        if args.no_compile:
+            settings["sampling"]["compile"] = False
+    sampling = fast["sampling"]
+    batch, guidance = sampling["batch_size"], fast["guidance"][0]
+    full_steps = config["diffusion"]["num_timesteps"] if sampling["sampler"] == "ancestral" else sampling["steps"]
+    model = harness.build_model(config, args.size, device).eval()
+    # A schedule of --steps timesteps: one call is --steps reverse steps of the full run's cost.
+    schedule = NoiseSchedule.linear(args.steps, config["diffusion"]["beta_start"],
+                                    config["diffusion"]["beta_end"]).to(device)
+    labels = np.arange(batch) % model.cfg.num_classes
+    seeds = np.arange(batch)
+    images = {}
 
-        def run():
-            with autocast(device, path["precision"]):
-                images[name] = sample_ancestral(network, schedule, labels, seeds, guidance=args.guidance,
-                                                batched_guidance=path["batched_guidance"])
+    def path(name, settings):
+        section = {**settings["sampling"], "steps": args.steps}
 
-        harness.reset_peak_memory(device)
-        seconds = harness.time_it(run, device, 1, args.warmup)
-        rate = path["batch"] / (seconds * FULL_RUN_STEPS / args.steps)
-        rows.append(harness.result_row(name, rate, device, ", ".join(f"{k}={v}" for k, v in path.items())))
-    n = min(args.batch, args.fast_batch)
-    difference = (images["reference"][:n] - images["fast"][:n]).abs().mean().item()
-    title = f"Sampling ({harness.parameters_line(model)}, {FULL_RUN_STEPS}-step runs, guidance {args.guidance})"
-    harness.print_comparison(title, rows, "images/s", args,
-                     {"mean |reference - fast| on shared seeds (images in [-1, 1])": f"{difference:.4f}"})
+        def call():
+            images[name] = generate(model, schedule, labels, seeds, section, guidance, device, desc=name)
+        return call
+
+    paths = {name: path(name, s) for name, s in (("reference", reference), ("fast", fast))}
+    harness.reset_peak_memory(device)
+    timings = harness.alternate(paths, device, args.blocks, args.calls, args.budget)
+    flops_per_call = 2 * args.steps * batch * forward_flops(model, device)  # two guidance branches per step
+    scale = args.steps / full_steps  # images/s of a full run = images per call * steps per call / full steps
+    rows = [harness.path_row(name, timings[name], batch * scale, flops_per_call, device,
+                             harness.describe(s["sampling"], PATH_KEYS))
+            for name, s in (("reference", reference), ("fast", fast))]
+    difference = np.abs(images["reference"].astype(int) - images["fast"].astype(int)).mean()
+    title = (f"Sampling with cbdm.sample.generate ({sampling['sampler']}, {full_steps}-step runs timed over "
+             f"{args.steps} steps per call, guidance {guidance}, batch {batch}, {harness.parameters_line(model)}, "
+             f"size {args.size})")
+    return harness.print_table(title, rows, "images/s", device, args, {
+        "GFLOP per image of a full run": round(2 * full_steps * forward_flops(model, device) / 1e9, 1),
+        "mean |reference - fast| on the same seeds (of 255 grey levels)": f"{difference:.2f}",
+        "timed calls per block": args.calls})
+
+
+def parser():
+    p = harness.arguments(__doc__, variant="cbdm", blocks=3, calls=1)
+    p.add_argument("--steps", type=int, default=10, help="reverse steps per timed call")
+    p.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the fast path")
+    return p
 
 
 if __name__ == "__main__":
-    main()
+    run(parser().parse_args())

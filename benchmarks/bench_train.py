@@ -1,12 +1,13 @@
-"""Training throughput: the reference path against the fast path, same model, same batch.
+"""Training throughput of the pipeline's own step (cbdm.train.TrainStep) on a paper config's
+settings: the config's fast path against the reference path (config/overrides/reference-path.yaml:
+fp32, eager, contiguous layout, plain Adam, a Python-loop EMA, one forward pass per label set).
+Same initial weights, same batches (the config's batch size and label drop 0.1), the two paths
+timed in alternating blocks on pinned threads; the first call (compile + warm-up) is reported
+apart, MFU from the step's FLOP count (torch.utils.flop_counter).
 
-Reference (pytorch-ddpm / CBDM style): fp32 eager, contiguous layout, plain Adam, a Python-loop
-EMA, one forward pass per label set. Fast: bf16 autocast, channels-last, torch.compile, fused
-Adam, a multi-tensor EMA, every label set in one batched forward. Both train the CBDM objective
-(two label sets per step) unless --losses says otherwise.
-
-    python benchmarks/bench_train.py                        # paper-size UNet on the GPU
-    python benchmarks/bench_train.py --size small --device cpu --steps 3 --no-compile
+    python benchmarks/bench_train.py                                 # paper UNet, CBDM (batch 48), GPU
+    python benchmarks/bench_train.py --variant ddpm                  # DDPM (batch 64)
+    python benchmarks/bench_train.py --size ci --device cpu --blocks 2 --calls 2 --no-compile
 """
 from __future__ import annotations
 
@@ -14,75 +15,91 @@ import copy
 
 import torch
 
-from cbdm.acceleration import autocast, ema_update, prepare_network, to_layout
+from cbdm.acceleration import configure_backends, to_layout
+from cbdm.dataset import images_to_model_range
 from cbdm.diffusion import NoiseSchedule
-from cbdm.losses import get_loss
 from cbdm.objective import Objective
+from cbdm.train import TrainStep
 
 import harness
 
-LOSSES = {"ddpm": [{"name": "eps_mse"}], "cbdm": [{"name": "eps_mse"}, {"name": "cbdm"}]}
+PATH_KEYS = ("precision", "compile", "compile_mode", "channels_last", "fused_adam", "ema_update", "batched_forward",
+             "tf32")
+POOL_PER_CLASS = 256
 
 
-def resolved(losses):
-    return [{"name": t["name"], "weight": 1.0, "options": get_loss(t["name"]).options({})} for t in losses]
-
-
-def training_step(model, path: dict, x0, y, device, terms):
-    schedule = NoiseSchedule.linear(1000, 1e-4, 0.02).to(device)
-    prior = torch.full((10,), 0.1, device=device)
-    objective = Objective(terms, schedule, prior, model.null_label, {"policy": "batch", "probability": 0.0},
-                          path["batched_forward"])
-    network = prepare_network(model, channels_last=path["channels_last"], compile=path["compile"])
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4, fused=path["fused_adam"] or None)
-    ema = [p.detach().clone() for p in model.parameters()]
-    params = list(model.parameters())
-    x0 = to_layout(x0, path["channels_last"])
+def training_step(config: dict, settings: dict, base: torch.nn.Module, data, device: torch.device):
+    """A TrainStep of `settings` on a copy of `base`, and a callable taking the next step."""
+    cfg = settings["training"]
+    images, labels = data
+    model = copy.deepcopy(base).train()
+    ema = copy.deepcopy(model).requires_grad_(False)
+    counts = torch.bincount(labels).double()
+    schedule = NoiseSchedule.linear(config["diffusion"]["num_timesteps"], config["diffusion"]["beta_start"],
+                                    config["diffusion"]["beta_end"]).to(device)
+    objective = Objective(settings["losses"], schedule, (counts / counts.sum()).float(), model.null_label,
+                          cfg["label_drop"], cfg["batched_forward"])
+    configure_backends(tf32=cfg["tf32"], cudnn_benchmark=cfg["cudnn_benchmark"])
+    step = TrainStep(model, ema, objective, cfg, device)
+    images = to_layout(images, cfg["channels_last"])
     generator, coins = torch.Generator(device).manual_seed(0), torch.Generator().manual_seed(0)
-    losses = []
+    state = {"step": cfg["warmup_steps"], "losses": []}  # past warm-up: the full learning rate
 
-    def step():
-        with autocast(device, path["precision"]):
-            loss, _ = objective(network, x0, y, generator, coins)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        ema_update(ema, params, 0.9999, path["ema_update"])
-        losses.append(loss.detach())
+    def call():
+        _, loss, _ = step(state["step"], images, labels, generator, coins)
+        state["step"] += 1
+        state["losses"].append(loss)
 
-    return step, losses
+    return call, state
 
 
-def main():
-    parser = harness.arguments(__doc__, steps=20, batch=128)
-    parser.add_argument("--losses", choices=LOSSES, default="cbdm")
-    args = parser.parse_args()
+def pool(config: dict, size: str, device: torch.device):
+    channels, side, classes = harness.image_shape(config, size)
+    images, labels = harness.class_structured_images(POOL_PER_CLASS * classes, channels, side, classes)
+    return images_to_model_range(images).to(device), labels.to(device)
+
+
+def run(args) -> dict:
+    harness.pin_threads(args.threads)
     device = torch.device(args.device)
-    base, spec = harness.build_model(args.size, device)
-    shape = (args.batch, spec["image_channels"], spec["image_size"], spec["image_size"])
-    x0 = torch.rand(shape, generator=torch.Generator().manual_seed(1)).to(device) * 2 - 1
-    y = torch.randint(0, 10, (args.batch,), generator=torch.Generator().manual_seed(2)).to(device)
-    paths = {
-        "reference": dict(precision="fp32", channels_last=False, compile=False, fused_adam=False,
-                          ema_update="loop", batched_forward=False),
-        "fast": dict(precision="bf16", channels_last=True, compile=not args.no_compile, fused_adam=True,
-                     ema_update="foreach", batched_forward=True),
-    }
-    rows, first_losses = [], {}
-    for name, path in paths.items():
-        model = copy.deepcopy(base)
-        harness.reset_peak_memory(device)
-        step, losses = training_step(model, path, x0, y, device, resolved(LOSSES[args.losses]))
-        seconds = harness.time_it(step, device, args.steps, args.warmup)
-        first_losses[name] = losses[0].item()
-        rows.append(harness.result_row(name, args.batch / seconds, device,
-                                       ", ".join(f"{k}={v}" for k, v in path.items())))
-    title = f"Training ({args.losses} objective, batch {args.batch}, {harness.parameters_line(base)})"
-    harness.print_comparison(title, rows, "images/s", args,
-                     {"first-step loss, reference vs fast": f"{first_losses['reference']:.5f} vs "
-                                                            f"{first_losses['fast']:.5f}"})
+    config, fast = harness.variant_settings(args.config, args.variant, reference=False)
+    _, reference = harness.variant_settings(args.config, args.variant, reference=True)
+    for settings in (fast, reference):
+        settings["training"]["batch_size"] = args.batch or settings["training"]["batch_size"]
+        if args.no_compile:
+            settings["training"]["compile"] = False
+        if args.compile_mode:
+            settings["training"]["compile_mode"] = args.compile_mode
+    batch = fast["training"]["batch_size"]
+    base = harness.build_model(config, args.size, device)
+    data = pool(config, args.size, device)
+    paths, states = {}, {}
+    for name, settings in (("reference", reference), ("fast", fast)):
+        paths[name], states[name] = training_step(config, settings, base, data, device)
+    flops = harness.count_flops(paths["reference"])  # one eager step; the fast path does the same math
+    harness.reset_peak_memory(device)
+    timings = harness.alternate(paths, device, args.blocks, args.calls, args.budget)
+    rows = [harness.path_row(name, timings[name], batch, flops, device,
+                             harness.describe(s["training"], PATH_KEYS))
+            for name, s in (("reference", reference), ("fast", fast))]
+    first = {name: f"{states[name]['losses'][0].item():.5f}" for name in paths}  # same weights, same batch
+    cfg = fast["training"]
+    title = (f"Training step of {args.config} variant {args.variant} (cbdm.train.TrainStep; {len(fast['losses'])} "
+             f"loss term(s), batch {batch}, label drop {cfg['label_drop']['probability']} per "
+             f"{cfg['label_drop']['policy']}, {harness.parameters_line(base)}, size {args.size})")
+    return harness.print_table(title, rows, "images/s", device, args, {
+        "GFLOP per step (forward + backward, all label sets)": round(flops / 1e9, 2),
+        "first-step loss on the same batch, reference vs fast": f"{first['reference']} vs {first['fast']}",
+        "timed calls per block": args.calls})
+
+
+def parser():
+    p = harness.arguments(__doc__, variant="cbdm", blocks=5, calls=10)
+    p.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the fast path")
+    p.add_argument("--compile-mode", choices=["default", "reduce-overhead", "max-autotune"],
+                   help="override the config's training.compile_mode")
+    return p
 
 
 if __name__ == "__main__":
-    main()
+    run(parser().parse_args())

@@ -1,8 +1,9 @@
 """Where and how the networks run: the device, and the switchable pieces of the fast path,
 shared by training, sampling, feature extraction and the benchmarks.
 
-Each is off by default in the schema, so the reference path (fp32, eager, contiguous layout,
-plain Adam, a Python-loop EMA) stays one config away; benchmarks/ measures the difference.
+The schema's defaults are the reference path (fp32, eager, contiguous layout, plain Adam); the
+paper configs switch the fast path on, and config/overrides/reference-path.yaml switches it off
+again (the reference protocol). benchmarks/ measures the difference.
 """
 from __future__ import annotations
 
@@ -29,12 +30,34 @@ def autocast(device: torch.device, precision: str):
     raise ValueError(f"unknown precision {precision!r}; use 'fp32' or 'bf16'")
 
 
-def prepare_network(model: torch.nn.Module, *, channels_last: bool = False, compile: bool = False):
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+
+
+def prepare_network(model: torch.nn.Module, *, channels_last: bool = False, compile: bool = False,
+                    compile_mode: str = "default"):
     """The callable to run the network through: in channels-last layout and/or compiled. The
     parameters stay those of `model` (state dicts, EMA and checkpoints use `model`)."""
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    return torch.compile(model) if compile else model
+    return compile_network(model, compile_mode) if compile else model
+
+
+def compile_network(network, mode: str = "default"):
+    """torch.compile in one of COMPILE_MODES: 'reduce-overhead' replays CUDA graphs, which pays
+    where a step is a few milliseconds of GPU work and launch-bound (training at batch 48-64);
+    'max-autotune' also searches kernel configurations (much longer compile)."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"unknown compile_mode {mode!r}; use one of {', '.join(COMPILE_MODES)}")
+    return torch.compile(network, mode=None if mode == "default" else mode)
+
+
+def configure_backends(*, tf32: bool, cudnn_benchmark: bool) -> None:
+    """Process-wide GPU math switches: TF32 tensor cores for fp32 matrix products and
+    convolutions (what stays fp32 under bf16 autocast), and cuDNN's per-shape algorithm search.
+    Both trade bit-for-bit reproducibility across machines for speed; on a CPU they change nothing."""
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = cudnn_benchmark
 
 
 def to_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:

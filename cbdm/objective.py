@@ -54,9 +54,11 @@ class Objective:
         else:
             trained_labels = torch.where(conditional, y, self.null_label)
 
-        active = [term for term in self.terms if conditional is not False or not term.loss.conditional_only]
+        # Static shapes: every term's label sets are evaluated whatever the label-drop coin says,
+        # and the coin masks the conditional-only terms below, so the network sees the same
+        # tensor shapes every step and torch.compile compiles once.
         alt_labels = {i: term.loss.labels(batch, generator, term.options)
-                      for i, term in enumerate(active) if term.loss.draw_labels is not None}
+                      for i, term in enumerate(self.terms) if term.loss.draw_labels is not None}
 
         rank, world = shard
         mine = slice(rank * b // world, (rank + 1) * b // world)
@@ -70,7 +72,7 @@ class Objective:
 
         total = x0.new_zeros(())
         parts = {}
-        for i, term in enumerate(active):
+        for i, term in enumerate(self.terms):
             eps_alt = None
             if i in alt_labels:
                 k = len(alt_labels[i])

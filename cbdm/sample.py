@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .acceleration import autocast, prepare_network, resolve_device
+from .acceleration import autocast, configure_backends, prepare_network, resolve_device
 from .fingerprint import file_fingerprint, fingerprint
 from .io import InputError, read_npz, write_npz
 from .modelfile import check_identity, load_model
@@ -60,7 +60,8 @@ def generate(model, schedule, labels: np.ndarray, seeds: np.ndarray, sampling: d
     only the batches it had not finished. A kept batch carries the fingerprint of everything its
     images depend on (`model_id`: the model file's digest; the sampling settings, guidance,
     labels and seeds) and is reused only on an exact match."""
-    network = prepare_network(model, compile=sampling["compile"])
+    configure_backends(tf32=sampling["tf32"], cudnn_benchmark=sampling["cudnn_benchmark"])
+    network = prepare_network(model, compile=sampling["compile"], compile_mode=sampling["compile_mode"])
     batch = sampling["batch_size"]
     steps_per_batch = schedule.num_timesteps if sampling["sampler"] == "ancestral" else sampling["steps"]
     progress = tqdm(total=steps_per_batch * -(-len(labels) // batch), desc=desc, file=sys.stderr,

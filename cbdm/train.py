@@ -17,7 +17,15 @@ import time
 import torch
 from tqdm import tqdm
 
-from .acceleration import autocast, ema_update, prepare_network, resolve_device, to_layout
+from .acceleration import (
+    autocast,
+    compile_network,
+    configure_backends,
+    ema_update,
+    prepare_network,
+    resolve_device,
+    to_layout,
+)
 from .dataset import images_to_model_range, read_image_set
 from .diffusion import NoiseSchedule
 from .fingerprint import file_fingerprint, fingerprint
@@ -108,7 +116,9 @@ def _train_process(rank: int, world: int, *, settings: dict, network: dict, diff
                                     diffusion["beta_end"]).to(dev)
     objective = Objective(settings["losses"], schedule, class_prior.float(), model.null_label,
                           cfg["label_drop"], cfg["batched_forward"])
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], fused=cfg["fused_adam"] or None)
+    configure_backends(tf32=cfg["tf32"], cudnn_benchmark=cfg["cudnn_benchmark"])
+    train_step = TrainStep(model, ema, objective, cfg, dev, (rank, world))
+    optimizer = train_step.optimizer
     images = to_layout(images, cfg["channels_last"])
     generator = torch.Generator(dev).manual_seed(seed)
     coin_generator = torch.Generator().manual_seed(seed)
@@ -142,37 +152,15 @@ def _train_process(rank: int, world: int, *, settings: dict, network: dict, diff
             "generator": generator.get_state(), "coin_generator": coin_generator.get_state(),
             "torch_rng": torch.get_rng_state(), "log": log_rows})
 
-    network_in_use = prepare_network(model, channels_last=cfg["channels_last"], compile=False)
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        network_in_use = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    if cfg["compile"]:
-        network_in_use = torch.compile(network_in_use)
-    params, ema_params = list(model.parameters()), list(ema.parameters())
     running = {}
     started = time.time()
     model.train()
     progress = tqdm(total=cfg["steps"], initial=step, desc=f"train {settings['name']}", file=sys.stderr,
                     mininterval=10, dynamic_ncols=False, ncols=100, disable=not lead)
     while step < cfg["steps"]:
-        lr = cfg["lr"] * min(1.0, (step + 1) / cfg["warmup_steps"]) if cfg["warmup_steps"] else cfg["lr"]
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        idx = torch.randint(len(labels), (cfg["batch_size"],), device=dev, generator=generator)
-        x0 = images[idx]
-        if cfg["hflip"]:
-            flip = torch.rand(len(idx), device=dev, generator=generator) < 0.5
-            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-        with autocast(dev, cfg["precision"]):
-            loss, parts = objective(network_in_use, x0, labels[idx], generator, coin_generator, (rank, world))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"])
-        optimizer.step()
-        ema_update(ema_params, params, cfg["ema_decay"], cfg["ema_update"])
+        lr, loss, parts = train_step(step, images, labels, generator, coin_generator)
         step += 1
-        for name, value in {"loss": loss.detach(), **parts}.items():
+        for name, value in {"loss": loss, **parts}.items():
             running[name] = running.get(name, 0.0) + value
         if step % cfg["log_every"] == 0 or step == cfg["steps"]:
             n = cfg["log_every"] if step % cfg["log_every"] == 0 else step % cfg["log_every"]
@@ -207,6 +195,59 @@ def restart_point(saved_step: int | None, checkpoint_path: str) -> str:
         return "no checkpoint exists yet, so running it again starts over from step 0"
     return (f"run again with the same settings it resumes from step {saved_step} ({checkpoint_path}); "
             f"with changed settings it starts over from step 0")
+
+
+class TrainStep:
+    """One optimizer step of the trainer: learning-rate warm-up, a batch drawn from the training
+    images (with flips), the objective under the configured precision, backward, gradient
+    clipping, Adam and the EMA. `train` runs it in its loop and benchmarks/bench_train.py times
+    it, so the benchmark measures the pipeline's own step."""
+
+    def __init__(self, model: torch.nn.Module, ema: torch.nn.Module, objective: Objective, cfg: dict,
+                 device: torch.device, shard: tuple[int, int] = (0, 1)):
+        self.cfg, self.device, self.shard, self.objective = cfg, device, shard, objective
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], fused=cfg["fused_adam"] or None)
+        self.network = training_network(model, cfg, device, shard[1])
+        self.params, self.ema_params = list(model.parameters()), list(ema.parameters())
+        # CUDA graphs reuse their output buffers: each step must say where the previous one ended.
+        self.marks_steps = cfg["compile"] and cfg["compile_mode"] == "reduce-overhead"
+
+    def learning_rate(self, step: int) -> float:
+        cfg = self.cfg
+        return cfg["lr"] * min(1.0, (step + 1) / cfg["warmup_steps"]) if cfg["warmup_steps"] else cfg["lr"]
+
+    def __call__(self, step: int, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
+                 coin_generator: torch.Generator) -> tuple[float, torch.Tensor, dict[str, torch.Tensor]]:
+        """Take step number `step` (0-based); returns (learning rate, loss, loss parts), detached."""
+        cfg, lr = self.cfg, self.learning_rate(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        idx = torch.randint(len(labels), (cfg["batch_size"],), device=self.device, generator=generator)
+        x0 = images[idx]
+        if cfg["hflip"]:
+            flip = torch.rand(len(idx), device=self.device, generator=generator) < 0.5
+            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        if self.marks_steps:
+            torch.compiler.cudagraph_mark_step_begin()
+        with autocast(self.device, cfg["precision"]):
+            loss, parts = self.objective(self.network, x0, labels[idx], generator, coin_generator, self.shard)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, cfg["grad_clip"])
+        self.optimizer.step()
+        ema_update(self.ema_params, self.params, cfg["ema_decay"], cfg["ema_update"])
+        return lr, loss.detach(), parts
+
+
+def training_network(model: torch.nn.Module, cfg: dict, device: torch.device, world: int):
+    """What the objective calls: the model in its configured layout, wrapped for data-parallel
+    training where `world` > 1, compiled in the configured mode."""
+    network = prepare_network(model, channels_last=cfg["channels_last"], compile=False)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return compile_network(network, cfg["compile_mode"]) if cfg["compile"] else network
 
 
 def _mean_over_processes(sums: dict, world: int) -> dict[str, float]:

@@ -19,6 +19,18 @@ def visible_gpus() -> int:
     return len(list(NVIDIA_GPUS.iterdir())) if NVIDIA_GPUS.is_dir() else 0
 
 
+PLACEHOLDER = "YOUR-"
+
+
+def check_profile_placeholders(settings: dict[str, str | None]) -> None:
+    """Refuse a profile whose settings still hold the shipped placeholders (YOUR-BUCKET,
+    YOUR-REGISTRY): one line naming them, before storage or a cluster is contacted."""
+    left = [f"{key}: {value}" for key, value in settings.items() if value and PLACEHOLDER in str(value)]
+    if left:
+        raise ValueError(f"the profile still holds placeholder(s) {'; '.join(left)}: replace them with your "
+                         f"bucket and image in the profile's config.yaml (e.g. profiles/kubernetes/config.yaml)")
+
+
 def claim_gpus(count: int, available: int, lock_dir: Path = GPU_LOCKS) -> tuple[list[int], list]:
     """Claim `count` free GPU slots out of `available` with exclusive file locks, held until the
     returned handles are closed (or the process ends). Snakemake schedules GPU jobs by a `gpu`

@@ -77,7 +77,8 @@ def test_fused_adam_takes_the_plain_adam_step():
 
 
 SAMPLING = {"sampler": "ddim", "steps": 4, "eta": 0.5, "variance": "fixedlarge", "batch_size": 4,
-            "batched_guidance": True, "precision": "fp32", "compile": False}
+            "batched_guidance": True, "precision": "fp32", "compile": False, "compile_mode": "default",
+            "tf32": False, "cudnn_benchmark": False}
 
 
 def test_sampling_in_bf16_stays_close_to_fp32():

@@ -1,28 +1,154 @@
-"""The benchmark scripts run (CPU, CI-sized) and print both paths with their ratio; the figures
-that count are taken on a GPU (benchmarks/README.md)."""
+"""The paper configs run the fast path; the benchmark scripts time the pipeline's own functions
+on those configs' settings and print the full table (CPU, CI-sized); the figures that count are
+taken on a GPU (benchmarks/README.md)."""
 import json
+import os
 import subprocess
 import sys
 
 import pytest
+import yaml
 
+import cbdm.evaluate
+import cbdm.sample
+import cbdm.train
+from cbdm.config import load_config, variant_settings
+
+PAPER = ["config/paper/cifar10-lt.yaml", "config/paper/cifar100-lt.yaml"]
+FAST_TRAINING = {"precision": "bf16", "compile": True, "channels_last": True, "fused_adam": True, "tf32": True,
+                 "cudnn_benchmark": True, "batched_forward": True, "ema_update": "foreach"}
+FAST_SAMPLING = {"precision": "bf16", "compile": True, "batched_guidance": True, "tf32": True}
+REFERENCE_TRAINING = {"precision": "fp32", "compile": False, "channels_last": False, "fused_adam": False,
+                      "batched_forward": False, "ema_update": "loop", "tf32": False, "cudnn_benchmark": False}
+REFERENCE_SAMPLING = {"precision": "fp32", "compile": False, "batched_guidance": False, "tf32": False}
 SMOKE = {
-    "bench_train.py": ["--size", "small", "--device", "cpu", "--steps", "2", "--warmup", "1", "--batch", "8",
-                       "--no-compile"],
-    "bench_sample.py": ["--size", "small", "--device", "cpu", "--steps", "2", "--warmup", "0", "--batch", "4",
-                        "--fast-batch", "8", "--no-compile"],
-    "bench_features.py": ["--device", "cpu", "--images", "4", "--batch", "4", "--cleanfid-batch", "4",
-                          "--workers", "0"],
+    "bench_train.py": ["--size", "ci", "--device", "cpu", "--blocks", "2", "--calls", "1", "--no-compile",
+                       "--threads", "1"],
+    "bench_sample.py": ["--size", "ci", "--device", "cpu", "--batch", "4", "--steps", "2", "--blocks", "2",
+                        "--no-compile", "--threads", "1"],
+    "bench_features.py": ["--device", "cpu", "--images", "4", "--batch", "4", "--reference-batch", "4",
+                          "--workers", "0", "--blocks", "1", "--threads", "1"],
 }
+
+
+@pytest.fixture
+def benchmarks(repo, monkeypatch):
+    monkeypatch.syspath_prepend(str(repo / "benchmarks"))
+    monkeypatch.chdir(repo / "benchmarks")
+
+
+def resolved(repo, path, reference=False):
+    """(config, variant -> settings) as the pipeline resolves them (paths in configs are relative
+    to the repository)."""
+    overrides = yaml.safe_load((repo / "config/overrides/reference-path.yaml").read_text()) if reference else {}
+    here = os.getcwd()
+    os.chdir(repo)
+    try:
+        config = load_config(repo / path, overrides)
+    finally:
+        os.chdir(here)
+    return config, {v: variant_settings(config, v) for v in config["variants"]}
+
+
+@pytest.mark.parametrize("path", PAPER)
+def test_the_paper_configs_run_the_fast_path_and_the_reference_path_is_declared(repo, path):
+    _, fast = resolved(repo, path)
+    _, reference = resolved(repo, path, reference=True)
+    for name in fast:
+        assert FAST_TRAINING.items() <= fast[name]["training"].items(), name
+        assert FAST_SAMPLING.items() <= fast[name]["sampling"].items(), name
+        assert REFERENCE_TRAINING.items() <= reference[name]["training"].items(), name
+        assert REFERENCE_SAMPLING.items() <= reference[name]["sampling"].items(), name
+        # the reference protocol changes how the networks run, nothing the results depend on
+        same = lambda a, b: {k: v for k, v in a.items() if k not in {**FAST_TRAINING, **FAST_SAMPLING}} == \
+            {k: v for k, v in b.items() if k not in {**FAST_TRAINING, **FAST_SAMPLING}}  # noqa: E731
+        assert same(fast[name]["training"], reference[name]["training"])
+        assert same(fast[name]["sampling"], reference[name]["sampling"])
+
+
+@pytest.mark.parametrize("path", PAPER)
+@pytest.mark.parametrize("reference", [False, True])
+def test_the_benchmarks_resolve_a_config_as_the_pipeline_does_without_its_validators(repo, benchmarks, path,
+                                                                                      reference):
+    """The GPU machine has no jsonschema/snakemake: the harness's fallback must give the same settings."""
+    import harness
+
+    config, settings = resolved(repo, path, reference)
+    overrides = yaml.safe_load(harness.REFERENCE_PATH.read_text()) if reference else {}
+    fallback_config, _ = harness._settings_from_schema(str(repo / path), "cbdm", overrides)
+    assert fallback_config["training"] == config["training"]
+    assert fallback_config["sampling"] == config["sampling"]
+    assert fallback_config["evaluation"] == config["evaluation"]
+    for name in settings:
+        assert harness._settings_from_schema(str(repo / path), name, overrides)[1] == settings[name]
+
+
+def spy(monkeypatch, owner, name):
+    calls = []
+    original = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapper)
+    return calls
+
+
+def test_bench_train_times_the_trainers_own_step(benchmarks, monkeypatch, capsys):
+    import bench_train
+
+    assert bench_train.TrainStep is cbdm.train.TrainStep
+    steps = spy(monkeypatch, cbdm.train.TrainStep, "__call__")
+    figures = bench_train.run(bench_train.parser().parse_args(SMOKE["bench_train.py"]))
+    assert len(steps) == 2 * (1 + 2 * 1) + 1  # two paths: first call + 2 blocks of 1; one counted for FLOPs
+    assert [row["path"] for row in figures["rows"]] == ["reference", "fast"]
+    assert figures["rows"][1]["detail"].startswith("precision=bf16")
+    assert "batch 48, label drop 0.1 per batch" in figures["title"]  # the paper config's CBDM settings
+    printed = capsys.readouterr().out
+    for column in ("min", "median", "max", "ratio", "1st call s", "MFU"):
+        assert column in printed
+
+
+def test_bench_sample_times_the_pipelines_sampler(benchmarks, monkeypatch):
+    import bench_sample
+
+    calls = spy(monkeypatch, bench_sample, "generate")
+    figures = bench_sample.run(bench_sample.parser().parse_args(SMOKE["bench_sample.py"]))
+    assert len(calls) == 2 * (1 + 2)
+    assert all(row["median"] > 0 for row in figures["rows"])
+    assert "guidance 1.6" in figures["title"] and "ancestral" in figures["title"]
+
+
+def test_bench_sample_imports_the_pipelines_generate(benchmarks):
+    import bench_sample
+
+    assert bench_sample.generate is cbdm.sample.generate
+
+
+def test_bench_metrics_times_the_evaluation_stage(benchmarks, monkeypatch, tmp_path):
+    import bench_metrics
+
+    assert bench_metrics.scope_records is cbdm.evaluate.scope_records
+    calls = spy(monkeypatch, bench_metrics, "scope_records")
+    out = tmp_path / "metrics.json"
+    monkeypatch.setattr(sys, "argv", ["bench_metrics.py", "--samples", "1500", "--dim", "8", "--device", "cpu",
+                                      "--threads", "1", "--json", str(out)])
+    bench_metrics.main()
+    figures = json.loads(out.read_text())
+    assert len(calls) == 1 + 3 + 100  # all, the three CIFAR-100-LT groups, every class
+    assert figures["scopes"]["classes"]["done"] == 100 and figures["projected_s"] > 0
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", SMOKE)
-def test_benchmark_scripts_run_and_compare_both_paths(script, repo, tmp_path):
+def test_benchmark_scripts_print_the_full_table(script, repo, tmp_path):
     out = tmp_path / "figures.json"
     result = subprocess.run([sys.executable, str(repo / "benchmarks" / script), *SMOKE[script], "--json", str(out)],
-                            capture_output=True, text=True, timeout=600, cwd=repo / "benchmarks")
+                            capture_output=True, text=True, timeout=900, cwd=repo / "benchmarks")
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(out.read_text())
-    assert len(figures["rows"]) == 2 and all(row["rate"] > 0 and row["peak_mb"] > 0 for row in figures["rows"])
-    assert " x 1.00" in result.stdout and "images/s" in result.stdout
+    assert len(figures["rows"]) == 2
+    assert all(0 < row["min"] <= row["median"] <= row["max"] and row["peak_mb"] > 0 for row in figures["rows"])
+    header = next(line for line in result.stdout.splitlines() if "median" in line)
+    assert all(column in header for column in ("min", "max", "ratio", "1st call s", "MFU"))

@@ -57,14 +57,16 @@ def test_the_slurm_profile_submits_gpu_jobs_with_their_resources(tmp_path, repo,
     env, submissions = fake_cluster
     config = yaml.safe_load((repo / "tests/data/tiny.yaml").read_text())
     del config["variants"]["ddpm_resampled"]
+    config["resources"] = {"gpus_per_job": 1}  # as the paper configs: planned on a node without a GPU
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    profile = ("--workflow-profile", str(repo / "profiles/slurm"), "--slurm-init-seconds-before-status-checks", "1")
     train_npz = "results/tiny/data/digits/IF5/train.npz"
-    local = snakemake(repo, tmp_path, env, train_npz, "--cores", "2", "--configfile", "tiny.yaml")
+    local = snakemake(repo, tmp_path, env, train_npz, *profile, "--configfile", "tiny.yaml")
     assert local.returncode == 0, local.stderr[-2000:]
+    assert not submissions.exists()  # prepare_source and longtail are localrules: no sbatch job
 
     target = "results/tiny/models/digits/IF5/cbdm/seed0/model.pt"
-    cluster = snakemake(repo, tmp_path, env, target, "--workflow-profile", str(repo / "profiles/slurm"),
-                        "--slurm-init-seconds-before-status-checks", "1", "--configfile", "tiny.yaml")
+    cluster = snakemake(repo, tmp_path, env, target, *profile, "--configfile", "tiny.yaml")
     assert cluster.returncode != 0  # the fake cluster fails every job
     assert submissions.exists(), f"nothing was submitted to sbatch:\n{cluster.stderr[-3000:]}"
     lines = [json.loads(line)["args"] for line in submissions.read_text().splitlines()]
@@ -75,14 +77,69 @@ def test_the_slurm_profile_submits_gpu_jobs_with_their_resources(tmp_path, repo,
     assert "rule_train_wildcards_" in call and "--executor slurm-jobstep" in call
 
 
-def test_the_cluster_profiles_name_rules_that_exist(repo):
+def test_the_cluster_profiles_name_rules_that_exist_and_leave_the_training_gpus_to_the_rule(repo):
     import re
 
     rules = set(re.findall(r"^rule (\w+):", "".join(p.read_text() for p in (repo / "workflow").rglob("*.smk")), re.M))
     for profile in ("slurm", "kubernetes"):
-        settings = yaml.safe_load((repo / "profiles" / profile / "config.yaml").read_text())
+        text = (repo / "profiles" / profile / "config.yaml").read_text()
+        settings = yaml.safe_load(text)
         assert set(settings["set-resources"]) <= rules, profile
-        assert {"train", "sample", "features_samples"} <= set(settings["set-resources"])
+        assert {"features_samples", "features_reference", "metrics"} <= set(settings["set-resources"])
+        assert all("gpu" not in settings["set-resources"].get(rule, {}) for rule in ("train", "sample")), profile
+        usage = [line for line in text.splitlines() if "snakemake " in line and "profiles/" in line]
+        assert usage and all("--workflow-profile profiles/" in line for line in usage), profile
+
+
+def test_placeholders_of_a_profile_stop_the_run_in_one_line(repo):
+    from cbdm.workflow import check_profile_placeholders
+
+    settings = yaml.safe_load((repo / "profiles/kubernetes/config.yaml").read_text())
+    shipped = {key: settings[key] for key in ("default-storage-prefix", "container-image")}
+    with pytest.raises(ValueError, match="YOUR-BUCKET.*YOUR-REGISTRY") as refused:
+        check_profile_placeholders(shipped)
+    assert "\n" not in str(refused.value)
+    check_profile_placeholders({"default-storage-prefix": "s3://lab-bucket/cbdm", "container-image": None})
+
+
+@pytest.mark.slow
+def test_the_workflow_refuses_a_profile_with_placeholders_before_planning(tmp_path, repo):
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-n",
+                             "--configfile", str(repo / "tests/data/tiny.yaml"),
+                             "--default-storage-prefix", "s3://YOUR-BUCKET/cbdm"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "still holds placeholder(s) default-storage-prefix: s3://YOUR-BUCKET/cbdm" in output
+    assert len(output.splitlines()) < 6 and "Traceback" not in output
+
+
+@pytest.mark.slow
+def test_a_dry_run_through_the_slurm_profile_gives_a_ddp_training_its_gpus(tmp_path, repo):
+    config = yaml.safe_load((repo / "tests/data/tiny.yaml").read_text())
+    del config["variants"]["ddpm_resampled"]
+    config["resources"] = {"gpus_per_job": 1}
+    config["variants"]["cbdm"]["training"] = {"processes": 2}
+    (tmp_path / "gpu.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-n",
+                             "--configfile", "gpu.yaml", "--workflow-profile", str(repo / "profiles/slurm")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = planned_jobs(result.stdout + result.stderr)
+    assert any("variant=cbdm," in w and "gpu=2," in r and "slurm_partition=gpu" in r for w, r in jobs["train"])
+    assert any("variant=ddpm," in w and "gpu=1," in r for w, r in jobs["train"])
+    assert all("gpu=1," in r for _, r in jobs["metrics"] + jobs["features_samples"])  # a whole GPU on SLURM
+
+
+def planned_jobs(output: str) -> dict[str, list[tuple[str, str]]]:
+    """rule -> [(wildcards line, resources line)] of a dry run's printed jobs."""
+    jobs = {}
+    for block in output.split("rule ")[1:]:
+        name = block.split(":")[0]
+        resources = next((line for line in block.splitlines() if "resources:" in line), "")
+        wildcards = next((line for line in block.splitlines() if "wildcards:" in line), "")
+        jobs.setdefault(name, []).append((wildcards, resources + ","))
+    return jobs
 
 
 def test_concurrent_jobs_claim_different_gpus(tmp_path):
@@ -108,14 +165,11 @@ def test_gpu_rules_declare_their_gpus_memory_and_runtime(tmp_path, repo):
                              "--configfile", "gpu.yaml", "--resources", "gpu=4"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    jobs = {}
-    for block in (result.stdout + result.stderr).split("rule ")[1:]:
-        name = block.split(":")[0]
-        resources = next((line for line in block.splitlines() if "resources:" in line), "")
-        wildcards = next((line for line in block.splitlines() if "wildcards:" in line), "")
-        jobs.setdefault(name, []).append((wildcards, resources))
+    jobs = planned_jobs(result.stdout + result.stderr)
     train = {w: r for w, r in jobs["train"]}
     assert any("variant=cbdm," in w and "gpu=2" in r for w, r in train.items())  # one GPU per DDP process
     assert any("variant=ddpm," in w and "gpu=1" in r for w, r in train.items())
     assert all("gpu=1" in r and "runtime=1440" in r and "mem_mb=16000" in r for _, r in jobs["sample"])
     assert all("gpu=0" in r for _, r in jobs["prepare_source"])
+    # small GPU jobs share a GPU on one machine (the default profile limits gpu_shared)
+    assert all("gpu=0," in r and "gpu_shared=1," in r for _, r in jobs["metrics"] + jobs["features_samples"])

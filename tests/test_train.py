@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from cbdm.dataset import build_longtail, prepare_source
-from cbdm.diffusion import NoiseSchedule
+from cbdm.diffusion import NoiseSchedule, q_sample
 from cbdm.io import InputError
-from cbdm.losses import register_loss
+from cbdm.losses import NoisedBatch, register_loss
 from cbdm.modelfile import load_model, save_checkpoint
 from cbdm.networks import build_unet
 from cbdm.objective import Objective
@@ -148,12 +148,79 @@ def test_one_batched_forward_gives_the_loss_of_separate_forwards(policy):
     assert losses[0][1].keys() == losses[1][1].keys() == {"eps_mse", "cbdm", "overlap_hinge"}
 
 
-def test_a_dropped_batch_carries_no_conditional_terms():
+def coin_seed(drop: bool, probability: float) -> int:
+    """A seed of the CPU coin generator whose first draw drops (or keeps) the batch's labels."""
+    return next(s for s in range(1000)
+                if bool(torch.rand((), generator=torch.Generator().manual_seed(s)) < probability) == drop)
+
+
+def drop_objective(batched: bool):
+    torch.manual_seed(0)
     model = build_unet(NETWORK, image_channels=1, image_size=8, num_classes=10, num_timesteps=100)
+    with torch.no_grad():  # move off the near-zero initialisation, so that the predictions matter
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
     objective = Objective(TERMS, NoiseSchedule.linear(100, 1e-4, 0.02), torch.full((10,), 0.1),
-                          model.null_label, {"policy": "batch", "probability": 1.0}, True)
-    _, parts = objective(model, torch.randn(4, 1, 8, 8), torch.arange(4), torch.Generator(), torch.Generator())
-    assert set(parts) == {"eps_mse"}
+                          model.null_label, {"policy": "batch", "probability": 0.1}, batched)
+    return model, objective
+
+
+def noised(objective, x0, y, generator):
+    """The batch the objective draws first (timesteps, then noise), from the same generator."""
+    t = torch.randint(100, (len(x0),), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    return NoisedBatch(x0, q_sample(objective.schedule, x0, t, noise), t, y, noise, objective.schedule,
+                       objective.class_prior)
+
+
+def test_a_dropped_batch_masks_the_conditional_terms_at_the_same_shapes():
+    model, objective = drop_objective(batched=True)
+    shapes = []
+
+    def network(x, t, labels):
+        shapes.append((tuple(x.shape), tuple(t.shape), tuple(labels.shape)))
+        return model(x, t, labels)
+
+    x0, y = torch.randn(6, 1, 8, 8), torch.arange(6)
+    for drop in (False, True):
+        loss, parts = objective(network, x0, y, torch.Generator().manual_seed(1),
+                                torch.Generator().manual_seed(coin_seed(drop, 0.1)))
+    assert shapes[0] == shapes[1] == ((24, 1, 8, 8), (24,), (24,))  # y, y' (cbdm), two negatives
+    assert parts.keys() == {"eps_mse", "cbdm", "overlap_hinge"}
+    assert parts["cbdm"] == 0 and parts["overlap_hinge"] == 0 and torch.equal(loss, parts["eps_mse"])
+
+
+def test_the_conditional_step_is_the_objective_assembled_by_hand_bit_for_bit():
+    model, objective = drop_objective(batched=True)
+    x0, y = torch.randn(6, 1, 8, 8), torch.arange(6)
+    loss, _ = objective(model, x0, y, torch.Generator().manual_seed(1),
+                        torch.Generator().manual_seed(coin_seed(False, 0.1)))
+    generator = torch.Generator().manual_seed(1)
+    batch = noised(objective, x0, y, generator)
+    alt = [term.loss.labels(batch, generator, term.options) for term in objective.terms[1:]]
+    eps, eps_target, *eps_negatives = model(batch.x_t.repeat(4, 1, 1, 1), batch.t.repeat(4),
+                                            torch.cat([y, alt[0][0], *alt[1]])).chunk(4)
+    eps_alts = [None, eps_target[None], torch.stack(eps_negatives)]
+    expected = sum(term.weight * term.loss(batch, eps, eps_alt, term.options).mean()
+                   for term, eps_alt in zip(objective.terms, eps_alts))
+    assert torch.equal(loss, expected)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_dropped_step_has_the_loss_of_the_null_label_prediction_alone(batched):
+    """What the objective computed before every label set was evaluated on every step: the noise
+    loss of the prediction under the null label, nothing else."""
+    model, objective = drop_objective(batched)
+    x0, y = torch.randn(6, 1, 8, 8), torch.arange(6)
+    loss, _ = objective(model, x0, y, torch.Generator().manual_seed(1),
+                        torch.Generator().manual_seed(coin_seed(True, 0.1)))
+    batch = noised(objective, x0, y, torch.Generator().manual_seed(1))
+    eps = model(batch.x_t, batch.t, torch.full_like(y, model.null_label))
+    expected = objective.terms[0].weight * objective.terms[0].loss(batch, eps, None, {}).mean()
+    if batched:  # the null-label rows ran in a batch four times larger: same values up to rounding
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    else:
+        assert torch.equal(loss, expected)
 
 
 def test_two_data_parallel_processes_take_the_steps_of_one(tmp_path, digits_lt):

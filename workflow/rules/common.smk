@@ -6,12 +6,21 @@ from snakemake.exceptions import WorkflowError
 
 import cbdm.config as cbdm_config
 from cbdm.sources import NUM_CLASSES
-from cbdm.workflow import visible_gpus
+from cbdm.workflow import check_profile_placeholders, visible_gpus
 
 
 # The config files this run reads (--configfile, else the Snakefile's default), for errors.
 CONFIG_FILES = [str(f) for f in workflow.overwrite_configfiles] or ["config/config.yaml"]
 config.update(cbdm_config.deep_merge(config, cbdm_config.command_line_values(workflow.config_settings.config)))
+
+# A cluster profile's placeholders (profiles/kubernetes: bucket, image) stop the run here, in one
+# line, before any storage or pod is touched.
+try:
+    check_profile_placeholders(
+        {"default-storage-prefix": getattr(workflow.storage_settings, "default_storage_prefix", None),
+         "container-image": getattr(workflow.remote_execution_settings, "container_image", None)})
+except ValueError as err:
+    raise WorkflowError(str(err))
 try:
     cbdm_config.validate_config(config, source=Path(CONFIG_FILES[0]) if len(CONFIG_FILES) == 1 else None)
 except cbdm_config.ConfigError as err:
@@ -75,10 +84,12 @@ def gpus_per_job():
     return 1 if config["device"] == "cuda" or visible_gpus() else 0
 
 
-def stage_resources(stage, gpus=0):
+def stage_resources(stage, gpus=0, shared_gpus=0):
     """Snakemake resources of a rule: GPUs (a number, or a function of the wildcards), memory
-    (MB) and runtime (minutes) from the config."""
-    return dict(gpu=gpus, **config["resources"][stage])
+    (MB) and runtime (minutes) from the config. `shared_gpus`: a small GPU job (features,
+    metrics) runs on a GPU it shares with other jobs (`gpu_shared`, limited in the default
+    profile) instead of claiming a whole one (`gpu`)."""
+    return dict(gpu=gpus, gpu_shared=shared_gpus, **config["resources"][stage])
 
 
 def train_gpus(wildcards):

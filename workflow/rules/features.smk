@@ -41,7 +41,7 @@ rule features_reference:
         device=config["device"],
     threads: config["features"]["threads"]
     resources:
-        **stage_resources("features", gpus=gpus_per_job()),
+        **stage_resources("features", shared_gpus=gpus_per_job()),
     log:
         f"{LOGS}/features/{{dataset}}/IF{{imb}}/reference-{{reference}}.log",
     benchmark:
@@ -65,7 +65,7 @@ rule features_samples:
         device=config["device"],
     threads: config["features"]["threads"]
     resources:
-        **stage_resources("features", gpus=gpus_per_job()),
+        **stage_resources("features", shared_gpus=gpus_per_job()),
     log:
         f"{LOGS}/features/{CELL}/{{labelset}}.log",
     benchmark:

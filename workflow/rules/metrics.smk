@@ -16,8 +16,9 @@ rule metrics:
         evaluation=config["evaluation"],
         device=config["device"],
         cell=lambda wc: cell_fields(wc, wc.protocol),
+    threads: config["features"]["threads"]
     resources:
-        **stage_resources("other", gpus=gpus_per_job()),
+        **stage_resources("other", shared_gpus=gpus_per_job()),
     log:
         f"{LOGS}/metrics/{CELL}/{{protocol}}.log",
     benchmark:

@@ -1,0 +1,218 @@
+"""The one GPU check (benchmarks/gpu_check.sh runs it): every part is a benchmark of the
+pipeline's own code, run as a subprocess with a hard time cap, so the whole check ends within
+about 7 minutes on one H100/H200 including compiles, whatever a part does.
+
+Parts, in order of importance: the training ratio (bench_train.py, CBDM variant, batch 48, label
+drop 0.1), a 2,000-step training of the paper network on the fast path through cbdm.train.train
+itself (CBDM variant, batch 48; random CIFAR-shaped images with class structure, not CIFAR), the
+sampling ratio (bench_sample.py, batch 2000), the paper-scale metrics (bench_metrics.py, 50k x 2048,
+100 classes), the features ratio (bench_features.py, needs torch_fidelity), and, with time left,
+the training step in compile mode reduce-overhead (CUDA graphs).
+
+    bash benchmarks/gpu_check.sh              # on the GPU machine, figures under $OUT
+    python benchmarks/gpu_check.py --smoke --out /tmp/check   # CPU, tiny sizes, no compile
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TOTAL_BUDGET_S = 400  # hard end of the last part; the shell script adds a margin for start-up
+SMOKE_CAP_S = 600  # --smoke on a busy CPU: each part may take this long (no total budget)
+# (name, cap in seconds, arguments on a GPU, arguments in --smoke): the caps sum to at most the budget.
+PARTS = [
+    ("train", 110, ["bench_train.py", "--variant", "cbdm", "--blocks", "4", "--calls", "10", "--budget", "10"],
+     ["bench_train.py", "--variant", "cbdm", "--size", "ci", "--device", "cpu", "--blocks", "2", "--calls", "2",
+      "--no-compile"]),
+    ("train2000", 100, ["gpu_check.py", "--part", "train2000"], ["gpu_check.py", "--part", "train2000", "--smoke"]),
+    ("sample", 90, ["bench_sample.py", "--variant", "cbdm", "--steps", "3", "--blocks", "3", "--budget", "10"],
+     ["bench_sample.py", "--size", "ci", "--device", "cpu", "--batch", "8", "--steps", "2", "--blocks", "2",
+      "--no-compile"]),
+    ("metrics", 45, ["bench_metrics.py", "--samples", "50000", "--budget", "35"],
+     ["bench_metrics.py", "--samples", "2000", "--dim", "32", "--device", "cpu", "--budget", "20"]),
+    ("features", 35, ["bench_features.py", "--images", "1000", "--blocks", "2", "--budget", "5"],
+     ["bench_features.py", "--images", "4", "--batch", "4", "--reference-batch", "4", "--workers", "0", "--blocks", "1",
+      "--device", "cpu", "--stand-in"]),
+    ("train_cudagraphs", 60, ["bench_train.py", "--variant", "cbdm", "--blocks", "2", "--calls", "10", "--budget", "10",
+                              "--compile-mode", "reduce-overhead"], None),
+]
+MODULES = ["torch", "numpy", "yaml", "tqdm", "PIL", "scipy", "pandas", "matplotlib", "torch_fidelity", "cleanfid",
+           "jsonschema", "snakemake"]
+
+
+def environment() -> dict:
+    """What this machine has: the check needs torch, numpy, yaml, tqdm and PIL; the features part
+    needs torch_fidelity; clean-fid, jsonschema and snakemake are optional (stand-ins are used)."""
+    import torch
+
+    found = {m: importlib.util.find_spec(m) is not None for m in MODULES}
+    info = {"python": sys.version.split()[0], "torch": torch.__version__,
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU",
+            "cpus": os.cpu_count(), "missing": [m for m, ok in found.items() if not ok]}
+    print(f"environment: {json.dumps(info)}", flush=True)
+    return info
+
+
+def run_part(name: str, cap: float, argv: list[str], out: Path, work: Path, log) -> dict:
+    figures = work / f"{name}.json"
+    command = [sys.executable, str(HERE / argv[0]), *argv[1:], "--json", str(figures)]
+    print(f"\n=== {name} (cap {cap:.0f} s): {' '.join(argv)}", flush=True)
+    started = time.perf_counter()
+    try:
+        result = subprocess.run(command, cwd=HERE, timeout=cap, capture_output=True, text=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"})
+        status = "ok" if result.returncode == 0 else f"failed (exit {result.returncode})"
+        output = result.stdout + result.stderr
+    except subprocess.TimeoutExpired as stopped:
+        status, output = f"stopped at its {cap:.0f} s cap", _text(stopped.stdout) + _text(stopped.stderr)
+    seconds = time.perf_counter() - started
+    log.write(f"=== {name}: {status}, {seconds:.0f} s\n{output}\n")
+    print(output[-4000:] if status == "ok" else output[-6000:], flush=True)
+    print(f"=== {name}: {status} after {seconds:.0f} s", flush=True)
+    return {"status": status, "seconds": round(seconds, 1),
+            "figures": json.loads(figures.read_text()) if figures.exists() else None}
+
+
+def _text(data) -> str:
+    return data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
+
+
+def check_all(out: Path, smoke: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    summary = {"environment": environment(), "smoke": smoke, "parts": {}}
+    with tempfile.TemporaryDirectory() as work, open(out / "gpu_check.log", "w") as log:
+        for name, cap, argv, smoke_argv in PARTS:
+            argv = smoke_argv if smoke else argv
+            left = (len(PARTS) * SMOKE_CAP_S if smoke else TOTAL_BUDGET_S) - (time.perf_counter() - started)
+            cap = SMOKE_CAP_S if smoke else cap
+            if argv is None or left < 15:
+                summary["parts"][name] = {"status": "skipped: " + ("not in --smoke" if argv is None else
+                                                                   f"{left:.0f} s of the budget left")}
+                continue
+            if name == "train2000":
+                argv = [*argv, "--out", str(out)]
+            summary["parts"][name] = run_part(name, min(cap, left), argv, out, Path(work), log)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    (out / "summary.md").write_text(summary_table(summary))
+    print("\n" + summary_table(summary), flush=True)
+
+
+def summary_table(summary: dict) -> str:
+    """The rows for benchmarks/README.md: median ratio, each path's median rate, MFU."""
+    env = summary["environment"]
+    lines = [f"GPU check on {env['device']} (torch {env['torch']}, {env['cpus']} CPUs), {summary['seconds']} s; "
+             f"missing modules: {', '.join(env['missing']) or 'none'}", "",
+             "| part | status | reference median | fast median | ratio | fast MFU | fast 1st call (compile) s |",
+             "|---|---|---|---|---|---|---|"]
+    for name, part in summary["parts"].items():
+        figures = part.get("figures") or {}
+        rows = figures.get("rows") or []
+        if len(rows) == 2:
+            ref, fast = rows
+            mfu = f"{100 * fast['mfu']:.1f} %" if fast.get("mfu") is not None else "n/a"
+            lines.append(f"| {name} | {part['status']} | {ref['median']:.3g} {figures['unit']} | "
+                         f"{fast['median']:.3g} {figures['unit']} | {fast['median'] / ref['median']:.2f} | {mfu} | "
+                         f"{fast['first_call_s']:.1f} |")
+        elif name == "train2000" and figures:
+            lines.append(f"| {name} | {part['status']} | {figures['steps']} steps at batch {figures['batch']} in "
+                         f"{figures['seconds_including_compile']} s (compile included) | loss "
+                         f"{figures['loss_first_logged']:.4f} -> {figures['loss_last_logged']:.4f} | | | |")
+        elif name == "metrics" and figures:
+            done = ", ".join(f"{k} {v['done']}/{v['of']}" for k, v in figures["scopes"].items())
+            projected = f"{figures['projected_s']:.0f} s" if figures["projected_s"] is not None else "not projected"
+            lines.append(f"| {name} | {part['status']} | {figures['samples']} x {figures['dim']}: {done} scopes in "
+                         f"{figures['measured_s']:.0f} s | all scopes: {projected} | | | |")
+        else:
+            lines.append(f"| {name} | {part['status']} | - | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def train2000(out: Path, smoke: bool, json_path: str | None) -> None:
+    """2,000 steps of cbdm.train.train, the paper config's CBDM variant on its fast path (the shapes
+    the train part compiled, so the compile caches serve it), on random
+    32x32 images with class structure (harness.class_structured_images), 1,000 per class; the loss
+    curve goes to loss.csv (and loss.png where matplotlib exists)."""
+    sys.path.insert(0, str(HERE))
+    import numpy as np
+
+    from cbdm.io import write_npz
+    from cbdm.train import train
+
+    import harness
+
+    config, settings = harness.variant_settings(str(harness.PAPER_CONFIG), "cbdm", reference=False)
+    steps = 20 if smoke else 2000
+    settings["training"].update(steps=steps, log_every=2 if smoke else 20)
+    if smoke:
+        settings["training"]["compile"] = False
+    size = "ci" if smoke else "paper"
+    channels, side, classes = harness.image_shape(config, size)
+    images, labels = harness.class_structured_images((10 if smoke else 1000) * classes, channels, side, classes)
+    with tempfile.TemporaryDirectory() as work:
+        npz = Path(work) / "train.npz"
+        write_npz(npz, images=images.numpy(), labels=labels.numpy().astype(np.int64))
+        started = time.perf_counter()
+        train({k: settings[k] for k in ("name", "losses", "training")},
+              network=harness.CI_NETWORK if smoke else config["network"], diffusion=config["diffusion"],
+              train_npz=str(npz), num_classes=classes, seed=0, device="cpu" if smoke else "auto",
+              out_model=str(Path(work) / "model.pt"), out_log=str(out / "loss.csv"),
+              checkpoint_path=str(Path(work) / "checkpoint.pt"))
+        seconds = time.perf_counter() - started
+    rows = list(csv.DictReader(open(out / "loss.csv")))
+    batch = settings["training"]["batch_size"]
+    figures = {"steps": steps, "batch": batch, "seconds_including_compile": round(seconds, 1),
+               "images_per_s_including_compile": round(steps * batch / seconds, 1),
+               "loss_first_logged": float(rows[0]["loss"]), "loss_last_logged": float(rows[-1]["loss"]),
+               "data": "random 32x32 images with class structure (not CIFAR)",
+               "settings": harness.describe(settings["training"], ("precision", "compile", "compile_mode",
+                                                                   "channels_last", "fused_adam", "tf32"))}
+    print(json.dumps(figures, indent=2))
+    network = "CI-size" if smoke else "paper"
+    _plot(rows, out / "loss.png", f"{steps} steps, {network} UNet, CBDM fast path, batch {batch}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(figures, indent=2))
+
+
+def _plot(rows: list[dict], path: Path, title: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing: no loss.png (loss.csv has the curve)")
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows])
+    ax.set(xlabel="step", ylabel="training loss (mean over the logging interval)", yscale="log", title=title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=os.environ.get("OUT", "gpu-check-out"))
+    parser.add_argument("--smoke", action="store_true", help="CPU, tiny sizes, no compile: checks the wiring")
+    parser.add_argument("--part", choices=["train2000"], help="run one part in this process (used by the check)")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    if args.part == "train2000":
+        train2000(Path(args.out), args.smoke, args.json)
+    else:
+        check_all(Path(args.out), args.smoke)
+
+
+if __name__ == "__main__":
+    main()
