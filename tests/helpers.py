@@ -13,3 +13,10 @@ def training_settings(losses: list[dict], **training) -> dict:
                               "variants": {"v": {"losses": losses}}})
     resolved = variant_settings(config, "v")
     return {"name": "v", "losses": resolved["losses"], "training": resolved["training"]}
+
+
+def sampling_settings(**sampling) -> dict:
+    """A variant's resolved `sampling` section with these keys, every other key at its schema default."""
+    config = validate_config({"suite": "t", "datasets": {"digits": dict(DIGITS)}, "sampling": sampling,
+                              "variants": {"v": {"losses": [{"name": "eps_mse"}]}}})
+    return variant_settings(config, "v")["sampling"]

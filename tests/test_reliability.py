@@ -15,11 +15,12 @@ from cbdm.networks import build_unet
 from cbdm.sample import sample
 from cbdm.train import restart_point
 
+from helpers import sampling_settings
+
 NETWORK = {"base_channels": 8, "channel_mult": [1], "attention_levels": [], "num_res_blocks": 1,
            "dropout": 0.0, "norm_groups": 4}
 DIFFUSION = {"num_timesteps": 20, "beta_start": 1e-4, "beta_end": 0.02}
-SAMPLING = {"sampler": "ddim", "steps": 3, "eta": 0.0, "variance": "fixedlarge", "batch_size": 10,
-            "batched_guidance": True, "precision": "fp32", "compile": False}
+SAMPLING = sampling_settings(sampler="ddim", steps=3, batch_size=10)
 IDENTITY = {"variant": "ddpm", "dataset": "digits", "imbalance_factor": "10", "seed": 0}
 
 
