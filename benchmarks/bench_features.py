@@ -81,7 +81,7 @@ def main():
         harness.reset_peak_memory(device)
         harness.synchronize(device)
         started = time.perf_counter()
-        ours = [inception_features(images, weights, device, args.batch)[0] for images in sets]
+        ours = [inception_features(images, weights, device, batch_size=args.batch)[0] for images in sets]
         fids["ours"] = frechet_distance(ours[0], ours[1], device)
         harness.synchronize(device)
         seconds = time.perf_counter() - started

@@ -16,8 +16,13 @@ from . import plots
 from .io import atomic_path, read_json
 from .statistics import compare_to_baseline, seed_variance
 
-MAIN_METRICS = {"fid": "FID", "kid_mean": "KID", "recall": "recall", "accuracy": "acc"}
-MATCHED_METRICS = {"fid@matched": "FID", "recall@matched": "recall"}
+MAIN_METRICS = {"fid": "FID", "kid_mean": "KID", "precision": "precision", "recall": "recall", "accuracy": "acc"}
+MATCHED_METRICS = {"fid@matched": "FID", "precision@matched": "precision", "recall@matched": "recall"}
+
+
+def with_k(labels: dict[str, str], k: int) -> dict[str, str]:
+    """Column labels with the precision/recall neighbourhood size, e.g. 'recall (k=5)'."""
+    return {m: f"{label} (k={k})" if m.startswith(("precision", "recall")) else label for m, label in labels.items()}
 
 
 class ReportError(RuntimeError):
@@ -126,8 +131,9 @@ def wide_table(agg: pd.DataFrame, columns: list[tuple[str, str, str]]) -> pd.Dat
     return pd.DataFrame(rows)
 
 
-def main_columns(scopes: list[str], overlap: dict | None) -> list[tuple[str, str, str]]:
-    columns = [(f"{label} {scope}", scope, metric) for scope in scopes for metric, label in MAIN_METRICS.items()]
+def main_columns(scopes: list[str], overlap: dict | None, k: int) -> list[tuple[str, str, str]]:
+    columns = [(f"{label} {scope}", scope, metric) for scope in scopes
+               for metric, label in with_k(MAIN_METRICS, k).items()]
     if overlap is not None:
         columns.append((f"{overlap['source']}->{overlap['target']}", overlap["source"],
                         f"misclassified_into:{overlap['target']}"))
@@ -136,6 +142,7 @@ def main_columns(scopes: list[str], overlap: dict | None) -> list[tuple[str, str
 
 def overlap_columns(scopes: list[str], overlap: dict | None) -> list[tuple[str, str, str]]:
     columns = [(f"acc {s}", s, "accuracy") for s in scopes] + [(f"CAS {s}", s, "cas") for s in scopes]
+    columns += [(f"label entropy {s}", s, "label_entropy") for s in scopes]
     if overlap is not None:
         columns.append((f"{overlap['source']}->{overlap['target']}", overlap["source"],
                         f"misclassified_into:{overlap['target']}"))
@@ -157,6 +164,19 @@ def memorization_table(agg: pd.DataFrame, class_counts: list[int]) -> pd.DataFra
         if len(held):
             row["held-out"] = format_value(held.iloc[0], "near_copy_share_heldout")
             row["n held-out"] = held.iloc[0]["n_gen"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def class_metric_table(agg: pd.DataFrame, class_counts: list[int], metric: str) -> pd.DataFrame:
+    """Classes as rows (with their training count), one column per variant."""
+    rows = []
+    for c, count in enumerate(class_counts):
+        row = {"class": c, "training images": count}
+        sub = agg[(agg["scope"] == f"class {c}") & (agg["metric"] == metric)]
+        for variant, v in sub.groupby("variant", sort=False):
+            row[variant] = format_value(v.iloc[0], metric)
+            row[f"n {variant}"] = v.iloc[0]["n_gen"]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -205,15 +225,24 @@ def paper_table(agg: pd.DataFrame, published: list[dict], variants: list[str]) -
             "n ours": "" if mine is None else f"{mine['n_gen']} vs {mine['n_ref']}, {mine['runs']} run(s)",
             "ours - published": ("" if mine is None or entry["value"] is None or math.isnan(mine["mean"])
                                  else f"{mine['mean'] - entry['value']:+.3g}"),
-            "published protocol": entry["protocol"], "reference": entry["reference"]})
+            "status": entry["status"], "published protocol": published_protocol(entry),
+            "reference": entry["reference"]})
     for variant in variants:
         mine = ours(variant, "fid")
         if (variant, "fid") not in covered and mine is not None:
             rows.append({"method": variant, "variant": variant, "metric": "fid", "published": "not available",
                          "ours": format_value(mine, "fid"),
                          "n ours": f"{mine['n_gen']} vs {mine['n_ref']}, {mine['runs']} run(s)",
-                         "ours - published": "", "published protocol": "", "reference": ""})
+                         "ours - published": "", "status": "", "published protocol": "", "reference": ""})
     return pd.DataFrame(rows)
+
+
+def published_protocol(entry: dict) -> str:
+    """How a published number was measured: samples, reference statistics, Inception input."""
+    samples = "samples not stated" if entry["samples"] is None else f"{entry['samples']} samples"
+    reference = entry["reference_statistics"] or "reference statistics not stated"
+    return (f"{samples}; vs {reference}; Inception preprocessing: {entry['inception_preprocessing']}; "
+            f"{entry['protocol']}")
 
 
 def protocol_line(name: str, spec: dict) -> str:
@@ -269,13 +298,14 @@ def build_report(*, metric_files: list[str], diagnostic_files: list[str], expect
     main_agg = shown[shown["protocol"] == main]
     scopes = ["all"] + list(groups)
     manifest = read_json(manifest_json)
+    k = evaluation["pr_neighborhood"]
 
     sections = [(f"Main table: {protocol_line(main, protocols[main])}",
                  f"Each variant at its {evaluation['guidance_choice']} guidance scale. KID x 1e3. "
                  f"acc: share of samples the classifier assigns to their own class.",
-                 wide_table(main_agg, main_columns(scopes, overlap)))]
+                 wide_table(main_agg, main_columns(scopes, overlap, k)))]
     sections += [(protocol_line(name, protocols[name]).capitalize(), "",
-                  wide_table(shown[shown["protocol"] == name], main_columns(scopes, overlap)))
+                  wide_table(shown[shown["protocol"] == name], main_columns(scopes, overlap, k)))
                  for name in protocols if name != main]
     if len(groups) > 1:
         sections.append(("Class groups at matched n",
@@ -285,13 +315,20 @@ def build_report(*, metric_files: list[str], diagnostic_files: list[str], expect
                          f"subsets]. FID grows as n shrinks: compare these groups with each other, not "
                          f"with the main table.",
                          wide_table(main_agg, [(f"{label} {g}", g, m) for g in groups
-                                               for m, label in MATCHED_METRICS.items()])))
+                                               for m, label in with_k(MATCHED_METRICS, k).items()])))
     sections.append(("Overlap diagnostics",
                      "acc: the balanced classifier's accuracy on the samples; CAS: accuracy on held-out "
                      "real images of a classifier trained on the samples only (mean over classes)"
                      + (f"; {overlap['source']}->{overlap['target']}: share of {overlap['source']} samples "
-                        f"classified as a {overlap['target']} class" if overlap else "") + ".",
+                        f"classified as a {overlap['target']} class" if overlap else "")
+                     + "; label entropy: entropy (bits) of the classifier's predicted labels among one "
+                       "generated class's samples, averaged over the scope's classes: 0 = all one label "
+                       "(not necessarily the right one), higher = more mixed. Neither direction is a verdict "
+                       "by itself: read it with acc.",
                      wide_table(main_agg, overlap_columns(scopes, overlap))))
+    sections.append(("Label entropy per class",
+                     "Entropy (bits) of the predicted labels of each generated class's samples.",
+                     class_metric_table(main_agg, manifest["class_counts"], "label_entropy")))
     sections.append(("Memorization audit",
                      f"Share of generated images whose nearest training image of their class (pixel "
                      f"distance) is closer than {evaluation['memorization']['relative_threshold']} x the "
@@ -301,7 +338,9 @@ def build_report(*, metric_files: list[str], diagnostic_files: list[str], expect
 
     how = "; ".join(f"{v}: {sampling[v]['sampler']} {sampling[v]['steps']} steps, guidance {guidance[v]:g}"
                     for v in variants)
-    ours_protocol = (f"Ours: {protocol_line(main, protocols[main])}; {features['extractor']} features; "
+    extractor = features["extractor"] + (f" ({features['inception_preprocessing']} preprocessing)"
+                                         if features["extractor"] == "inception" else "")
+    ours_protocol = (f"Ours: {protocol_line(main, protocols[main])}; {extractor} features; "
                      f"{how}; {manifest['total']} training images.")
     paper = paper_table(main_agg, published, variants)
     if published:

@@ -14,7 +14,7 @@ GROUPS = {"head": [0], "tail": [1]}
 EVALUATION = {"protocols": {"ours": {"labels": "exact", "num_samples": 20, "reference": "heldout"},
                             "paper": {"labels": "uniform_random", "num_samples": 20, "reference": "balanced_train"}},
               "report_protocol": None, "guidance_choice": "best", "baseline": None, "matched_repeats": 3,
-              "matched_fraction": 0.5,
+              "matched_fraction": 0.5, "pr_neighborhood": 5,
               "memorization": {"relative_threshold": 0.5}}
 FID = {("ddpm", 1.0): [10.0, 12.0, 11.0], ("ddpm", 2.0): [20.0, 21.0, 22.0],
        ("cbdm", 1.0): [8.0, 10.0, 9.0]}
@@ -22,11 +22,14 @@ FID = {("ddpm", 1.0): [10.0, 12.0, 11.0], ("ddpm", 2.0): [20.0, 21.0, 22.0],
 
 PUBLISHED = [
     {"source": "x", "imbalance_factor": 10, "method": "DDPM", "variant": "ddpm", "metric": "fid", "value": 10.5,
-     "protocol": "50k samples", "reference": "paper A"},
+     "status": "to verify", "samples": 50000, "reference_statistics": "train", "inception_preprocessing": "pytorch_fid",
+     "protocol": "ancestral", "reference": "paper A"},
     {"source": "x", "imbalance_factor": 10, "method": "T2H", "variant": None, "metric": "fid", "value": 7.0,
-     "protocol": "50k samples", "reference": "paper B"},
+     "status": "to verify", "samples": 50000, "reference_statistics": "train", "inception_preprocessing": "not stated",
+     "protocol": "", "reference": "paper B"},
     {"source": "x", "imbalance_factor": 10, "method": "DiffROP", "variant": "overlap", "metric": "fid",
-     "value": None, "protocol": "?", "reference": "paper C"},
+     "value": None, "status": "not available", "samples": None, "reference_statistics": None,
+     "inception_preprocessing": "not stated", "protocol": "?", "reference": "paper C"},
 ]
 
 
@@ -34,7 +37,8 @@ def metrics_records(fid):
     out = []
     for scope, n in (("all", 20), ("head", 10), ("tail", 10), ("class 0", 10), ("class 1", 10)):
         out += [record(scope, "fid", fid, n, n), record(scope, "kid_mean", 0.001, n, n),
-                record(scope, "recall", 0.5, n, n), record(scope, "accuracy", 0.9, n, 0),
+                record(scope, "precision", 0.6, n, n), record(scope, "recall", 0.5, n, n),
+                record(scope, "accuracy", 0.9, n, 0), record(scope, "label_entropy", 0.3, n, 0),
                 record(scope, "misclassified_into:head", 0.05, n, 0)]
     out += [record(g, "fid@matched", fid + 1, 10, 10, "3 random subsets", sd=0.5, ci=(fid, fid + 2))
             for g in GROUPS]
@@ -92,6 +96,7 @@ def test_report_sections_guidance_choice_and_differences(report_inputs):
     agg = pd.read_csv(out["csv"])
     assert set(agg[(agg.variant == "ddpm")].guidance) == {1.0, 2.0}
     main_section = md.split("## Protocol 'paper'")[0]
+    assert "precision (k=5) all" in main_section and "recall (k=5) tail" in main_section
     assert "11 ± 1" in main_section and "21 ± 1" not in main_section  # FID over three seeds at w = 1
     stats = pd.read_csv(out["stats"])
     fid_all = stats[(stats.kind == "paired difference") & (stats.scope == "all") & (stats.metric == "fid")].iloc[0]
@@ -106,7 +111,9 @@ def test_paper_comparison_shows_published_numbers_and_never_guesses(report_input
     paper = pd.read_csv(report_inputs["outputs"]["paper"], keep_default_na=False).set_index("method")
     assert paper.loc["DDPM", "published"] == "10.5" and paper.loc["DDPM", "ours"] == "11 ± 1"
     assert paper.loc["DDPM", "ours - published"] == "+0.5" and paper.loc["DDPM", "n ours"] == "20 vs 20, 3 run(s)"
-    assert paper.loc["T2H", "ours"] == "not run"
+    assert paper.loc["T2H", "ours"] == "not run" and paper.loc["T2H", "status"] == "to verify"
+    assert paper.loc["DDPM", "published protocol"].startswith("50000 samples; vs train; Inception preprocessing: pytorch_fid")
+    assert paper.loc["DiffROP", "published protocol"].startswith("samples not stated")
     assert paper.loc["DiffROP", "published"] == "not available" and paper.loc["DiffROP", "ours"] == "not run"
     assert paper.loc["cbdm", "published"] == "not available"  # ours, with no published number
     md = open(report_inputs["outputs"]["md"]).read()
