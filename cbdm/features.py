@@ -22,7 +22,6 @@ from .classifier import embed, load_classifier
 from .dataset import read_image_set
 from .io import write_npz
 
-
 INCEPTION_SIZE = 299
 
 

@@ -112,7 +112,8 @@ def test_paper_comparison_shows_published_numbers_and_never_guesses(report_input
     assert paper.loc["DDPM", "published"] == "10.5" and paper.loc["DDPM", "ours"] == "11 ± 1"
     assert paper.loc["DDPM", "ours - published"] == "+0.5" and paper.loc["DDPM", "n ours"] == "20 vs 20, 3 run(s)"
     assert paper.loc["T2H", "ours"] == "not run" and paper.loc["T2H", "status"] == "to verify"
-    assert paper.loc["DDPM", "published protocol"].startswith("50000 samples; vs train; Inception preprocessing: pytorch_fid")
+    assert paper.loc["DDPM", "published protocol"].startswith(
+        "50000 samples; vs train; Inception preprocessing: pytorch_fid")
     assert paper.loc["DiffROP", "published protocol"].startswith("samples not stated")
     assert paper.loc["DiffROP", "published"] == "not available" and paper.loc["DiffROP", "ours"] == "not run"
     assert paper.loc["cbdm", "published"] == "not available"  # ours, with no published number
