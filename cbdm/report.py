@@ -245,6 +245,40 @@ def published_protocol(entry: dict) -> str:
             f"{entry['protocol']}")
 
 
+def augmentation_runs(files: list[str]) -> pd.DataFrame:
+    """Per classifier seed, scope and row, the held-out top-1 of the augmentation experiment, as
+    runs the report's aggregation and pairing read (the row as 'variant', seed as 'seed')."""
+    rows = []
+    for path in files:
+        data = read_json(path)
+        rows += [{"protocol": "augmentation", "variant": data["row"], "guidance": 0.0, "sample_seed": 0,
+                  "generated": int(sum(data["generated_per_class"])), **r} for r in data["records"]]
+    return pd.DataFrame(rows)
+
+
+def augmentation_sections(files: list[str], scopes: list[str], class_counts: list[int]) -> tuple[list, pd.DataFrame]:
+    """(report sections, per-seed runs) of the augmentation experiment; one 'not run' line without it."""
+    if not files:
+        return [("Augmentation", "Not run (augmentation.enabled: false).", pd.DataFrame())], pd.DataFrame()
+    runs = augmentation_runs(files)
+    agg = aggregate(runs)
+    metric = runs["metric"].iloc[0]
+    table = wide_table(agg, [(f"top-1 {s}", s, metric) for s in scopes])
+    generated = runs.groupby("variant")["generated"].first()
+    table.insert(1, "generated images", [int(generated[v]) for v in table["variant"]])
+    table = table.drop(columns="guidance")
+    diffs = compare_to_baseline(runs, "real_only", [(s, metric) for s in scopes])
+    seeds = runs["seed"].nunique()
+    return [("Augmentation",
+             f"Held-out top-1 accuracy (mean over classes) of a classifier trained on the real long-tailed set "
+             f"plus each variant's generated images filling every class (real_only: no generated images); "
+             f"mean ± sd over {seeds} classifier seed(s). n: training images vs held-out test images.", table),
+            ("Augmentation: differences to real_only",
+             "Paired by classifier seed; a t-based 95 % interval over the seeds.", format_differences(diffs)),
+            ("Augmentation per class", "Held-out top-1 accuracy of each class (mean over classifier seeds).",
+             class_metric_table(agg, class_counts, metric))], runs
+
+
 def protocol_line(name: str, spec: dict) -> str:
     return (f"protocol '{name}': {spec['num_samples']} samples with {spec['labels']} labels, "
             f"compared with the {spec['reference']} images")
@@ -282,9 +316,11 @@ def build_report(*, metric_files: list[str], diagnostic_files: list[str], expect
                  variants: list[str], sample_files: dict[str, str], loss_logs: dict[str, str],
                  manifest_json: str, groups: dict, overlap: dict | None, evaluation: dict,
                  declared_guidance: dict[str, float], sampling: dict[str, dict], features: dict,
-                 published: list[dict], title: str, outputs: dict[str, str]) -> None:
+                 published: list[dict], title: str, outputs: dict[str, str],
+                 augmentation_files: list[str] = ()) -> None:
     """`variants`: the declared variants in config order, which the tables keep; `sampling`: each
-    variant's sampling settings; `published`: the registry entries of this dataset."""
+    variant's sampling settings; `published`: the registry entries of this dataset;
+    `augmentation_files`: the rows of the augmentation experiment (none: not run)."""
     runs = collect_records(metric_files)
     check_complete(runs, expected_cells)
     runs = pd.concat([runs, collect_records(diagnostic_files)], ignore_index=True)
@@ -354,6 +390,9 @@ def build_report(*, metric_files: list[str], diagnostic_files: list[str], expect
     main_runs = runs[(runs["protocol"] == main).to_numpy() & at_guidance(runs, guidance)]
     diffs = compare_to_baseline(main_runs, baseline, targets)
     variance = pd.concat([seed_variance(main_runs, s, m) for s, m in [("all", "fid"), ("all", "recall")]])
+    augmentation, augmentation_per_seed = augmentation_sections(list(augmentation_files), scopes,
+                                                                manifest["class_counts"])
+    sections += augmentation
     sections.append((f"Differences to {baseline}",
                      "Variant minus baseline, paired by training and sampling seed; a t-based 95 % "
                      "interval over the pairs; 'better'/'worse' when it excludes 0.",
@@ -370,6 +409,7 @@ def build_report(*, metric_files: list[str], diagnostic_files: list[str], expect
     notes = notes[~notes["metric"].str.endswith("@matched") & ~notes["metric"].str.startswith("near_copy")]
     write_csv(outputs["csv"], agg)
     write_csv(outputs["paper"], paper)
+    write_csv(outputs["augmentation"], augmentation_per_seed)
     write_csv(outputs["runs"], runs)
     write_csv(outputs["stats"], pd.concat([diffs.assign(kind="paired difference"),
                                            variance.assign(kind="seed spread")]))

@@ -57,6 +57,16 @@ def test_the_dag_runs_end_to_end_and_reports_every_variant_and_group(tmp_path, r
                     "## Differences to ddpm"):
         assert section in markdown
     assert "(n=120 vs 300)" in markdown  # all classes: 10 x 12 samples against 10 x 30 held-out images
+    augmentation = pd.read_csv(report / "augmentation.csv")  # real only + every variant, 2 classifier seeds
+    assert list(dict.fromkeys(augmentation.variant)) == ["real_only", *VARIANTS]
+    top1 = augmentation[augmentation.scope == "all"]
+    assert len(top1) == 2 * (1 + len(VARIANTS)) and top1.value.between(0, 1).all()
+    real = top1.variant == "real_only"
+    assert (top1[real].generated == 0).all() and (top1[~real].generated > 0).all()
+    for section in ("## Augmentation\n", "## Augmentation: differences to real_only", "## Augmentation per class",
+                    "## Label entropy per class"):
+        assert section in markdown
+    assert "label entropy tail" in markdown and "precision (k=3) all" in markdown
     for name in ("fid_vs_count", "groups", "guidance", "confusion", "samples", "loss"):
         assert (report / f"{name}.png").stat().st_size > 1000
     assert "\\begin{tabular}" in (report / "table.tex").read_text()

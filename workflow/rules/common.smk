@@ -51,6 +51,7 @@ REFERENCE_FEATURES = f"{RESULTS}/features/{{dataset}}/IF{{imb}}/reference-{{refe
 METRICS = f"{RESULTS}/metrics/{CELL}/{{protocol}}.json"
 DIAGNOSTICS = f"{RESULTS}/diagnostics/{CELL}/{{labelset}}.json"
 REPORT_DIR = f"{RESULTS}/report/{{dataset}}-IF{{imb}}"
+AUGMENT = f"{RESULTS}/augment/{{dataset}}/IF{{imb}}/{{row}}.json"
 
 # Where each reference set's images live: (file, array prefix).
 REFERENCE_IMAGES = {
@@ -122,8 +123,26 @@ def cells(dataset, imb):
                        protocol=protocol, labelset=labelset(protocol))
 
 
+def augment_rows():
+    """Rows of the augmentation experiment: real images only, then every variant's fill."""
+    return ["real_only", *VARIANTS] if config["augmentation"]["enabled"] else []
+
+
+def fill_samples(wildcards):
+    """The generated fill of an augmentation row: the variant's first training seed, guidance and
+    sampling seed, labels 'fill-<percent>'; none for the real-only row."""
+    if wildcards.row == "real_only":
+        return []
+    settings = VARIANTS[wildcards.row]
+    return SAMPLES.format(dataset=wildcards.dataset, imb=wildcards.imb, variant=wildcards.row, seed=config["seeds"][0],
+                          guidance=cbdm_config.factor_label(settings["guidance"][0]),
+                          sample_seed=settings["sampling"]["seeds"][0],
+                          labelset=f"fill-{config['augmentation']['fill_percent']}")
+
+
 REPORT_FILES = {
     "csv": "table.csv", "runs": "runs.csv", "stats": "stats.csv", "paper": "paper_table.csv",
+    "augmentation": "augmentation.csv",
     "md": "table.md", "tex": "table.tex",
     "fid_vs_count": "fid_vs_count.png", "groups": "groups.png", "guidance": "guidance.png",
     "confusion": "confusion.png", "samples": "samples.png", "loss": "loss.png",
@@ -133,7 +152,8 @@ REPORT_FILES = {
 # Outputs of the report rule that Snakemake's HTML report (snakemake --report) shows, with the
 # caption file (workflow/report/<caption>.rst) that explains each.
 REPORT_CAPTIONS = {
-    "csv": "table", "runs": "runs", "stats": "stats", "paper": "paper", "fid_vs_count": "fid_vs_count",
+    "csv": "table", "runs": "runs", "stats": "stats", "paper": "paper", "augmentation": "augmentation",
+    "fid_vs_count": "fid_vs_count",
     "groups": "groups", "guidance": "guidance", "confusion": "confusion", "samples": "samples", "loss": "loss",
 }
 PROVENANCE = f"{RESULTS}/provenance.json"
@@ -175,6 +195,7 @@ def report_inputs(wildcards):
         "samples": [SAMPLES.format(**c) for c in first_cell.values()],
         "losses": [LOSS_LOG.format(**c) for v, c in first_cell.items() if v in BUILT_IN_VARIANTS],
         "manifest": MANIFEST.format(**wildcards),
+        "augmentation": [AUGMENT.format(dataset=wildcards.dataset, imb=wildcards.imb, row=row) for row in augment_rows()],
     }
 
 
