@@ -275,7 +275,9 @@ def augmentation_sections(files: list[str], scopes: list[str], class_counts: lis
              f"mean ± sd over {seeds} classifier seed(s). n: training images vs held-out test images.", table),
             ("Augmentation: differences to real_only",
              "Paired by classifier seed; a t-based 95 % interval over the seeds.", format_differences(diffs)),
-            ("Augmentation per class", "Held-out top-1 accuracy of each class (mean over classifier seeds).",
+            ("Augmentation per class",
+             "Held-out top-1 accuracy of each class (mean ± sd over classifier seeds); n: the class's "
+             "training images, real plus generated.",
              class_metric_table(agg, class_counts, metric))], runs
 
 
