@@ -28,7 +28,7 @@ wildcard_constraints:
     seed=r"\d+",
     sample_seed=r"\d+",
     labelset=r"(exact|uniform_random|train_prior|fill)-\d+",
-    row="|".join(["real_only", *config["variants"]]),
+    row="|".join(["real_only", "real_oversampled", *config["variants"]]),
     protocol="|".join(config["evaluation"]["protocols"]),
 
 

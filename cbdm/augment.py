@@ -2,7 +2,10 @@
 
 A classifier is trained on the real long-tailed training set plus generated images that fill
 every class up to a declared share of the largest class ('fill' samples), and tested on the
-held-out real images; the "real only" row trains on the real images alone. This differs from CAS
+held-out real images. Two control rows use no generated image: "real only" trains on the real
+images alone, "real oversampled" fills every class with copies of its own real images drawn at
+random, so that a variant's gain over it is the content of its samples, not the extra and
+class-balanced optimisation steps a fill brings. This differs from CAS
 (cbdm/cas.py), which trains on generated images only. Each row is trained once per classifier
 seed, so that the report can pair every variant's runs with the real-only runs of the same seed.
 """
@@ -19,6 +22,8 @@ from .sample import fill_counts
 from .sources import ImageSet
 
 REAL_ONLY = "real_only"
+REAL_OVERSAMPLED = "real_oversampled"
+CONTROL_ROWS = (REAL_ONLY, REAL_OVERSAMPLED)
 METRIC = "augment_top1"
 
 
@@ -34,6 +39,14 @@ def augmented_set(train: ImageSet, generated: ImageSet | None, percent: int, num
                          f"and re-run")
     return ImageSet(np.concatenate([train.images, generated.images]),
                     np.concatenate([train.labels, generated.labels]))
+
+
+def oversampled_fill(train: ImageSet, percent: int, num_classes: int, seed: int = 0) -> ImageSet:
+    """The fill of the 'real oversampled' row: real images of each class drawn with replacement."""
+    counts = fill_counts(np.bincount(train.labels, minlength=num_classes).tolist(), percent)
+    rng = np.random.RandomState(seed)
+    picks = [rng.choice(np.where(train.labels == c)[0], n) for c, n in enumerate(counts) if n]
+    return train.subset(np.concatenate(picks) if picks else np.zeros(0, dtype=np.int64))
 
 
 def seed_records(recipe: dict, seed: int, images: ImageSet, test: ImageSet, groups: dict, num_classes: int,
@@ -54,14 +67,16 @@ def seed_records(recipe: dict, seed: int, images: ImageSet, test: ImageSet, grou
 
 def run_augmentation(*, augmentation: dict, row: str, train_npz: str, source_npz: str, samples_npz: str | None,
                      groups: dict, num_classes: int, device: str, out_json: str) -> None:
-    """One row of the augmentation table (a variant's fill, or `REAL_ONLY` without samples) over
-    the configured classifier seeds."""
+    """One row of the augmentation table (a variant's fill, or a control row of `CONTROL_ROWS`
+    without samples) over the configured classifier seeds."""
     dev = resolve_device(device)
     train, test = read_image_set(train_npz), read_image_set(source_npz, "heldout_")
     generated = read_image_set(samples_npz) if samples_npz else None
+    if row == REAL_OVERSAMPLED:
+        generated = oversampled_fill(train, augmentation["fill_percent"], num_classes)
     images = augmented_set(train, generated, augmentation["fill_percent"], num_classes)
     n_generated = np.bincount(generated.labels, minlength=num_classes) if generated else np.zeros(num_classes, int)
-    print(f"augmentation row {row}: {len(train.labels)} real + {int(n_generated.sum())} generated images, "
+    print(f"augmentation row {row}: {len(train.labels)} real + {int(n_generated.sum())} filled images, "
           f"{len(test.labels)} held-out test images, seeds {augmentation['seeds']}", flush=True)
     records = []
     for seed in augmentation["seeds"]:

@@ -265,13 +265,14 @@ def augmentation_sections(files: list[str], scopes: list[str], class_counts: lis
     metric = runs["metric"].iloc[0]
     table = wide_table(agg, [(f"top-1 {s}", s, metric) for s in scopes])
     generated = runs.groupby("variant")["generated"].first()
-    table.insert(1, "generated images", [int(generated[v]) for v in table["variant"]])
+    table.insert(1, "filled images", [int(generated[v]) for v in table["variant"]])
     table = table.drop(columns="guidance")
     diffs = compare_to_baseline(runs, "real_only", [(s, metric) for s in scopes])
     seeds = runs["seed"].nunique()
     return [("Augmentation",
              f"Held-out top-1 accuracy (mean over classes) of a classifier trained on the real long-tailed set "
-             f"plus each variant's generated images filling every class (real_only: no generated images); "
+             f"plus each variant's generated images filling every class (real_only: no generated images; "
+             f"real_oversampled: the fill made of copies of real images); "
              f"mean ± sd over {seeds} classifier seed(s). n: training images vs held-out test images.", table),
             ("Augmentation: differences to real_only",
              "Paired by classifier seed; a t-based 95 % interval over the seeds.", format_differences(diffs)),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cbdm.augment import METRIC, augmented_set, run_augmentation
+from cbdm.augment import METRIC, augmented_set, oversampled_fill, run_augmentation
 from cbdm.classifier import RECIPE_DEFAULTS, ResNetClassifier, _augment_batch, fit_classifier
 from cbdm.io import read_json, write_npz
 from cbdm.sample import fill_counts, sample_labels
@@ -37,6 +37,14 @@ def test_augmented_set_refuses_a_fill_made_for_another_target():
         augmented_set(train, fill, 50, 3)
 
 
+def test_the_oversampled_control_fills_with_copies_of_real_images():
+    train = images([6, 3, 1])
+    fill = oversampled_fill(train, 100, 3)
+    assert np.bincount(fill.labels, minlength=3).tolist() == [0, 3, 5]
+    real = {(c, x.tobytes()) for x, c in zip(train.images, train.labels)}
+    assert all((c, x.tobytes()) in real for x, c in zip(fill.images, fill.labels))
+
+
 def test_crop_and_flip_keep_shapes_and_change_images():
     x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
     recipe = {**RECIPE_DEFAULTS, "random_crop": True, "hflip": True}
@@ -64,11 +72,12 @@ def test_one_row_end_to_end(tmp_path):
     augmentation = {"fill_percent": 100, "seeds": [0, 1],
                     "classifier": {"architecture": "small_cnn", "feature_dim": 8, "epochs": 8, "batch_size": 16,
                                    "lr": 3e-3}}
-    for row, samples in (("real_only", None), ("ddpm", str(tmp_path / "fill.npz"))):
+    for row, samples in (("real_only", None), ("real_oversampled", None), ("ddpm", str(tmp_path / "fill.npz"))):
         run_augmentation(augmentation=augmentation, row=row, train_npz=str(tmp_path / "train.npz"),
                          source_npz=str(tmp_path / "source.npz"), samples_npz=samples,
                          groups={"head": [0], "tail": [1, 2]}, num_classes=3, device="cpu",
                          out_json=str(tmp_path / f"{row}.json"))
+    assert read_json(tmp_path / "real_oversampled.json")["generated_per_class"] == [0, 18, 25]
     out = read_json(tmp_path / "ddpm.json")
     assert out["generated_per_class"] == [0, 18, 25]
     top1 = {(r["seed"], r["scope"]): r for r in out["records"] if r["metric"] == METRIC}

@@ -124,14 +124,15 @@ def cells(dataset, imb):
 
 
 def augment_rows():
-    """Rows of the augmentation experiment: real images only, then every variant's fill."""
-    return ["real_only", *VARIANTS] if config["augmentation"]["enabled"] else []
+    """Rows of the augmentation experiment: the two controls without generated images (real only,
+    real oversampled), then every variant's fill."""
+    return ["real_only", "real_oversampled", *VARIANTS] if config["augmentation"]["enabled"] else []
 
 
 def fill_samples(wildcards):
     """The generated fill of an augmentation row: the variant's first training seed, guidance and
-    sampling seed, labels 'fill-<percent>'; none for the real-only row."""
-    if wildcards.row == "real_only":
+    sampling seed, labels 'fill-<percent>'; none for the control rows."""
+    if wildcards.row in ("real_only", "real_oversampled"):
         return []
     settings = VARIANTS[wildcards.row]
     return SAMPLES.format(dataset=wildcards.dataset, imb=wildcards.imb, variant=wildcards.row, seed=config["seeds"][0],
