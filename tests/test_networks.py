@@ -7,6 +7,7 @@ import torch
 import yaml
 from torch import nn
 
+from cbdm.io import InputError
 from cbdm.modelfile import load_model, save_model
 from cbdm.networks import ResidualBlock, SelfAttention, build_unet, count_parameters
 
@@ -128,3 +129,13 @@ def test_model_file_carries_the_options_and_old_files_load(tmp_path):
     x, t, null = torch.randn(2, 3, 8, 8), torch.tensor([1, 2]), torch.full((2,), 5)
     with torch.no_grad():
         assert torch.equal(loaded(x, t, null), old(x, t, null))
+
+
+def test_a_model_file_with_an_unknown_null_label_is_refused_by_name(tmp_path):
+    model = unet()
+    save_model(tmp_path / "m.pt", model, {"num_timesteps": 100, "beta_start": 1e-4, "beta_end": 0.02}, {})
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    payload["unet"]["null_label"] = "none"
+    torch.save(payload, tmp_path / "m.pt")
+    with pytest.raises(InputError, match="null_label='none'"):
+        load_model(tmp_path / "m.pt")
