@@ -72,8 +72,8 @@ def report_inputs(tmp_path):
     write_npz(tmp_path / "s.npz", images=np.zeros((20, 1, 8, 8), np.uint8), labels=np.repeat([0, 1], 10))
     (tmp_path / "loss.csv").write_text("step,lr,loss,eps_mse\n1,0.1,1.0,1.0\n2,0.1,0.5,0.5\n")
     outputs = {k: str(tmp_path / f"out.{k}") for k in
-               ("csv", "runs", "stats", "paper", "md", "tex", "fid_vs_count", "groups", "guidance", "confusion",
-                "samples", "loss")}
+               ("csv", "runs", "stats", "paper", "augmentation", "md", "tex", "fid_vs_count", "groups", "guidance",
+                "confusion", "samples", "loss")}
     return dict(metric_files=metric_files, diagnostic_files=diagnostic_files, expected_cells=cells,
                 variants=["ddpm", "cbdm"],
                 sample_files={"ddpm": str(tmp_path / "s.npz"), "cbdm": str(tmp_path / "s.npz")},
@@ -148,3 +148,23 @@ def test_seed_variance_separates_training_and_sampling_seeds():
     out = seed_variance(pd.DataFrame(rows), "all", "fid").iloc[0]
     assert out["sd_training_seeds"] == pytest.approx(np.std([10, 14], ddof=1))
     assert out["sd_sampling_seeds"] == pytest.approx(np.std([-0.5, 0.5], ddof=1))
+
+
+def test_augmentation_rows_are_paired_with_real_only_by_classifier_seed(report_inputs, tmp_path):
+    files = []
+    for row, top1 in (("real_only", [0.5, 0.6]), ("ddpm", [0.6, 0.8])):
+        records = [{**record(scope, "augment_top1", value, 40, 20), "seed": seed}
+                   for seed, value in enumerate(top1) for scope in ("all", "head", "tail", "class 0", "class 1")]
+        path = tmp_path / f"aug-{row}.json"
+        write_json(path, {"row": row, "fill_percent": 100, "generated_per_class": [0, 10 * (row == "ddpm")],
+                          "records": records})
+        files.append(str(path))
+    build_report(**report_inputs, augmentation_files=files)
+    md = open(report_inputs["outputs"]["md"]).read()
+    section = md.split("## Augmentation\n")[1].split("## Augmentation: differences")[0]
+    assert "top-1 all (n=40 vs 20)" in section and "0.55 ± 0.071" in section and "0.7 ± 0.14" in section
+    per_seed = pd.read_csv(report_inputs["outputs"]["augmentation"])
+    assert len(per_seed) == 2 * 2 * 5
+    diff = md.split("## Augmentation: differences to real_only")[1].split("## Augmentation per class")[0]
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in diff.splitlines() if line.startswith("| ddpm")]
+    assert ["ddpm", "real_only", "all", "augment_top1", "0.15"] == rows[0][:5] and rows[0][6] == "2"
