@@ -1,5 +1,5 @@
 # cbdm: class-imbalanced diffusion benchmark.
-# Data flow: dataset -> train -> sample -> features -> metrics -> report, one rule file each.
+# Data flow: dataset -> train -> sample -> features -> metrics (and augment) -> report, one rule file each.
 # Run: snakemake --cores 8 all [--configfile config/paper/cifar10-lt.yaml]
 
 from snakemake.utils import min_version
@@ -27,7 +27,8 @@ wildcard_constraints:
     guidance=r"[0-9.e+-]+",
     seed=r"\d+",
     sample_seed=r"\d+",
-    labelset=r"(exact|uniform_random|train_prior)-\d+",
+    labelset=r"(exact|uniform_random|train_prior|fill)-\d+",
+    row="|".join(["real_only", "real_oversampled", *config["variants"]]),
     protocol="|".join(config["evaluation"]["protocols"]),
 
 
@@ -37,6 +38,7 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/import.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/metrics.smk"
+include: "workflow/rules/augment.smk"
 include: "workflow/rules/report.smk"
 
 

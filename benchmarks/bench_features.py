@@ -100,7 +100,7 @@ def run(args) -> dict:
         name, detail, reference = reference_path(folders, extractor, device, args)
 
         def ours():
-            feats = [inception_features(images, weights, device, args.batch)[0] for images in sets]
+            feats = [inception_features(images, weights, device, batch_size=args.batch)[0] for images in sets]
             fids["ours"] = frechet_distance(feats[0], feats[1], device)
 
         def theirs():

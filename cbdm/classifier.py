@@ -50,7 +50,7 @@ class FeatureClassifier(nn.Module):
 
 
 @torch.no_grad()
-def embed(model: FeatureClassifier, images: np.ndarray, device,
+def embed(model: nn.Module, images: np.ndarray, device,
           batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """(features float64 [N, D], logits float32 [N, C]) of uint8 images [N, C, H, W]."""
     model.eval()
@@ -63,27 +63,89 @@ def embed(model: FeatureClassifier, images: np.ndarray, device,
     return np.concatenate(feats), np.concatenate(logits)
 
 
-def fit_classifier(images: ImageSet, num_classes: int, cfg: dict, device, desc: str) -> FeatureClassifier:
-    """Train a FeatureClassifier on uint8 images with cross-entropy (Adam, `cfg` epochs)."""
-    torch.manual_seed(cfg["seed"])
-    generator = torch.Generator().manual_seed(cfg["seed"])
-    model = FeatureClassifier(images.images.shape[1], num_classes, cfg["feature_dim"]).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+class ResNetClassifier(nn.Module):
+    """torchvision's ResNet-18 adapted to 32x32 inputs as is usual for CIFAR: a 3x3 stride-1 stem
+    and no max-pool (He et al. 2016; the CIFAR variant of kuangliu/pytorch-cifar)."""
+
+    def __init__(self, image_channels: int, num_classes: int):
+        super().__init__()
+        from torchvision.models import resnet18
+
+        net = resnet18(num_classes=num_classes)
+        net.conv1 = nn.Conv2d(image_channels, 64, 3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+        self.head, net.fc = net.fc, nn.Identity()
+        self.body = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(penultimate features, logits) of images in [-1, 1]."""
+        features = self.body(x)
+        return features, self.head(features)
+
+
+# What a recipe leaves out is what the domain classifier has always used.
+RECIPE_DEFAULTS = {"architecture": "small_cnn", "optimizer": "adam", "momentum": 0.9, "weight_decay": 0.0,
+                   "schedule": "constant", "random_crop": False, "hflip": False}
+
+
+def build_classifier(recipe: dict, image_channels: int, num_classes: int) -> nn.Module:
+    if recipe["architecture"] == "resnet18":
+        return ResNetClassifier(image_channels, num_classes)
+    if recipe["architecture"] == "small_cnn":
+        return FeatureClassifier(image_channels, num_classes, recipe["feature_dim"])
+    raise ValueError(f"unknown classifier architecture {recipe['architecture']!r}; use 'small_cnn' or 'resnet18'")
+
+
+def _optimizer(model: nn.Module, recipe: dict, steps: int):
+    """(optimizer, scheduler stepped once per batch) of a recipe."""
+    if recipe["optimizer"] == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
+                                    weight_decay=recipe["weight_decay"])
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"])
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if recipe["schedule"] == "cosine"
+                 else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0))
+    return optimizer, scheduler
+
+
+def _augment_batch(x: torch.Tensor, recipe: dict, generator: torch.Generator) -> torch.Tensor:
+    """Random crop with 4-pixel zero padding (in model range: -1) and horizontal flip, per image."""
+    if recipe["random_crop"]:
+        size = x.shape[-1]
+        padded = F.pad(x, (4, 4, 4, 4), value=-1.0)
+        dy, dx = torch.randint(0, 9, (2, len(x)), generator=generator).tolist()
+        x = torch.stack([padded[i, :, a:a + size, b:b + size] for i, (a, b) in enumerate(zip(dy, dx))])
+    if recipe["hflip"]:
+        flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return x
+
+
+def fit_classifier(images: ImageSet, num_classes: int, cfg: dict, device, desc: str) -> nn.Module:
+    """Train a classifier on uint8 images with cross-entropy for `cfg` epochs; `cfg` is a recipe
+    (RECIPE_DEFAULTS plus seed, feature_dim, epochs, batch_size, lr)."""
+    recipe = {**RECIPE_DEFAULTS, **cfg}
+    torch.manual_seed(recipe["seed"])
+    generator = torch.Generator().manual_seed(recipe["seed"])
+    model = build_classifier(recipe, images.images.shape[1], num_classes).to(device)
+    batches = -(-len(images.labels) // recipe["batch_size"])
+    optimizer, scheduler = _optimizer(model, recipe, recipe["epochs"] * batches)
     x_all = images_to_model_range(torch.from_numpy(images.images)).to(device)
     y_all = torch.from_numpy(images.labels).to(device)
-    for _ in tqdm(range(cfg["epochs"]), desc=desc, file=sys.stderr, mininterval=10, ncols=100):
+    for _ in tqdm(range(recipe["epochs"]), desc=desc, file=sys.stderr, mininterval=10, ncols=100):
         model.train()
         order = torch.randperm(len(y_all), generator=generator).to(device)
-        for start in range(0, len(order), cfg["batch_size"]):
-            idx = order[start:start + cfg["batch_size"]]
-            loss = F.cross_entropy(model(x_all[idx])[1], y_all[idx])
+        for start in range(0, len(order), recipe["batch_size"]):
+            idx = order[start:start + recipe["batch_size"]]
+            loss = F.cross_entropy(model(_augment_batch(x_all[idx], recipe, generator))[1], y_all[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            scheduler.step()
     return model.eval()
 
 
-def per_class_accuracy(model: FeatureClassifier, test: ImageSet, num_classes: int, device) -> list[float | None]:
+def per_class_accuracy(model: nn.Module, test: ImageSet, num_classes: int, device) -> list[float | None]:
     """Accuracy on each class's test images (None for a class without test images)."""
     predicted = embed(model, test.images, device)[1].argmax(1)
     return [float((predicted[test.labels == c] == c).mean()) if (test.labels == c).any() else None

@@ -344,7 +344,8 @@ def _check_init_chains(config: dict) -> None:
             source = variant_settings(config, source)["training"]["init_from"]
 
 
-PUBLISHED_FIELDS = {"source", "imbalance_factor", "method", "variant", "metric", "value", "protocol", "reference"}
+PUBLISHED_FIELDS = {"source", "imbalance_factor", "method", "variant", "metric", "value", "status", "samples",
+                    "reference_statistics", "inception_preprocessing", "protocol", "reference"}
 
 
 def load_published(path: str) -> list[dict]:

@@ -43,6 +43,11 @@ class NoiseSchedule:
         """reverse_kl_weight for the 'fixedlarge' variance, computed once."""
         return reverse_kl_weight(self)
 
+    @cached_property
+    def kl_weight_raw(self) -> torch.Tensor:
+        """The un-normalised lambda_t ('fixedlarge'), computed once."""
+        return reverse_kl_weight(self, normalised=False)
+
     @property
     def posterior_variance(self) -> torch.Tensor:
         """Variance of q(x_{t-1} | x_t, x_0)."""
@@ -88,9 +93,10 @@ def posterior_mean(schedule: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor,
     return gather(coef_x0, t, x_t.ndim) * x0 + gather(coef_xt, t, x_t.ndim) * x_t
 
 
-def reverse_kl_weight(schedule: NoiseSchedule, variance: str = "fixedlarge") -> torch.Tensor:
+def reverse_kl_weight(schedule: NoiseSchedule, variance: str = "fixedlarge",
+                      normalised: bool = True) -> torch.Tensor:
     """lambda_t with KL[p(.|x_t,c_i) || p(.|x_t,c_j)] = lambda_t * ||eps_i - eps_j||^2 (summed
-    over pixels), normalised to mean 1 over t.
+    over pixels), normalised to mean 1 over t unless `normalised` is False.
 
     Both reverse transitions are Gaussians with variance sigma_t^2 whose means differ by
     beta_t / (sqrt(alpha_t) sqrt(1 - abar_t)) * (eps_i - eps_j), hence
@@ -99,7 +105,7 @@ def reverse_kl_weight(schedule: NoiseSchedule, variance: str = "fixedlarge") -> 
     """
     sigma2 = schedule.reverse_variance(variance)
     lam = schedule.betas ** 2 / (2 * sigma2 * schedule.alphas * (1 - schedule.alphas_bar))
-    return lam / lam.mean()
+    return lam / lam.mean() if normalised else lam
 
 
 def guided_eps(model, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, null_label: int,

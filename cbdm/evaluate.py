@@ -80,12 +80,26 @@ def kid_bootstrap_interval(gen: np.ndarray, ref: np.ndarray, cfg: dict, device="
     return tuple(np.percentile(values, [2.5, 97.5]))
 
 
+def label_entropy(labels: np.ndarray, predicted: np.ndarray) -> float | None:
+    """Mean over the generated classes present of the entropy (bits) of the domain classifier's
+    predicted labels for that class's samples: 0 when every sample of a class gets one label
+    (its own or another: read it with the accuracy), log2(C) when they spread evenly."""
+    values = []
+    for c in np.unique(labels):
+        shares = np.bincount(predicted[labels == c]) / np.sum(labels == c)
+        shares = shares[shares > 0]
+        values.append(float(-(shares * np.log2(shares)).sum()))
+    return float(np.mean(values)) if values else None
+
+
 def scope_records(scope: str, gen: dict, ref: dict, groups: dict, cfg: dict, device="cpu") -> list[dict]:
     n_gen, n_ref = len(gen["features"]), len(ref["features"])
     records = []
     no_samples = "" if n_gen else "no samples"
     accuracy = (gen["predicted"] == gen["labels"]).mean() if n_gen else None
     records.append(record(scope, "accuracy", accuracy, n_gen, 0, no_samples))
+    records.append(record(scope, "label_entropy", label_entropy(gen["labels"], gen["predicted"]), n_gen, 0,
+                          no_samples or "bits; mean over the scope's classes"))
     for group, classes in groups.items():
         wrong_into = np.isin(gen["predicted"], classes) & (gen["predicted"] != gen["labels"])
         records.append(record(scope, f"misclassified_into:{group}", wrong_into.mean() if n_gen else None,

@@ -10,9 +10,11 @@ Inception Score) from the extractor.
 from __future__ import annotations
 
 import time
+from unittest import mock
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from .acceleration import resolve_device
 from .assets import require_weights
@@ -20,13 +22,42 @@ from .classifier import embed, load_classifier
 from .dataset import read_image_set
 from .io import read_json, write_npz
 
+INCEPTION_SIZE = 299
+
+
+def pytorch_fid_input(images: torch.Tensor) -> torch.Tensor:
+    """pytorch-fid's (and the CBDM reference's) Inception input: float in [0, 1], bilinear resize
+    to 299 with align_corners=False, scaled to [-1, 1]."""
+    x = F.interpolate(images.float() / 255, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear",
+                      align_corners=False)
+    return 2 * x - 1
+
+
+def run_on_prepared(model, images: torch.Tensor, prepared: torch.Tensor):
+    """torch-fidelity's Inception `model` on an input already resized and scaled to [-1, 1].
+
+    Its forward takes uint8 only and resizes itself (TF-1 bilinear), then maps [0, 255] to
+    [-1, 1] by (x - 128) / 128; swapping the resize for one that returns 128 * prepared + 128 makes
+    the network see `prepared` exactly (scaling by powers of two is exact in floating point)."""
+    import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
+
+    def resize(x, size, align_corners):
+        return prepared.to(x.dtype) * 128 + 128
+
+    with mock.patch.object(tf_inception, "interpolate_bilinear_2d_like_tensorflow1x", resize):
+        return model(images)
+
 
 @torch.no_grad()
-def inception_features(images: np.ndarray, weights_path, device,
+def inception_features(images: np.ndarray, weights_path, device, preprocessing: str = "torch_fidelity",
                        batch_size: int = 200) -> tuple[np.ndarray, np.ndarray]:
-    """(2048-d pool features float64, 1008 'unbiased' logits) of uint8 images [N, C, H, W]."""
+    """(2048-d pool features float64, 1008 'unbiased' logits) of uint8 images [N, C, H, W].
+    `preprocessing`: 'torch_fidelity' (uint8 through its TF-1 resize) or 'pytorch_fid'
+    (`pytorch_fid_input`, as the CBDM reference and pytorch-fid)."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
+    if preprocessing not in ("torch_fidelity", "pytorch_fid"):
+        raise ValueError(f"features.inception_preprocessing {preprocessing!r}: use 'torch_fidelity' or 'pytorch_fid'")
     model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
                                         feature_extractor_weights_path=str(weights_path)).to(device)
     feats, logits = [], []
@@ -34,7 +65,10 @@ def inception_features(images: np.ndarray, weights_path, device,
         x = torch.from_numpy(images[start:start + batch_size]).to(device)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)  # Inception expects RGB
-        features, scores = model(x)
+        if preprocessing == "pytorch_fid":
+            features, scores = run_on_prepared(model, x, pytorch_fid_input(x))
+        else:
+            features, scores = model(x)
         feats.append(features.double().cpu().numpy())
         logits.append(scores.float().cpu().numpy())
     return np.concatenate(feats), np.concatenate(logits)
@@ -43,8 +77,6 @@ def inception_features(images: np.ndarray, weights_path, device,
 def save_random_inception_weights(path, seed: int = 0) -> None:
     """Randomly initialised Inception weights in the exact file format torch-fidelity loads, for
     exercising the Inception path (tests, CPU benchmarks) where the real file cannot be fetched."""
-    from unittest import mock
-
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None), \
@@ -68,7 +100,8 @@ def extract_features(*, features_cfg: dict, classifier_path: str, images_npz: st
     predicted = logits.argmax(1).astype(np.int64)
     if features_cfg["extractor"] == "inception":
         weights = require_weights("inception_v3_fid", features_cfg["inception_weights"])
-        features, logits = inception_features(images.images, weights, dev)
+        features, logits = inception_features(images.images, weights, dev,
+                                              features_cfg["inception_preprocessing"])
     print(f"{len(features)} images of {images_npz} ({prefix or 'all'}) -> {features.shape[1]}-d "
           f"{features_cfg['extractor']} features in {time.time() - started:.1f} s", flush=True)
     write_npz(out_npz, features=features, logits=logits, labels=images.labels, predicted=predicted,

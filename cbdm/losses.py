@@ -156,6 +156,15 @@ def pixel_mean(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(start_dim=x.ndim - 3).mean(dim=-1)
 
 
+def pixel_reduce(x: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Per-pixel 'mean', or 'sum' over pixels (the literal KL's scale), of the last three axes."""
+    if reduction == "mean":
+        return pixel_mean(x)
+    if reduction == "sum":
+        return x.flatten(start_dim=x.ndim - 3).sum(dim=-1)
+    raise ValueError(f"unknown reduction {reduction!r}; use 'mean' or 'sum'")
+
+
 # --- label samplers -----------------------------------------------------------------------
 
 def draw_target_labels(batch: NoisedBatch, generator: torch.Generator, *, target: str) -> torch.Tensor:
@@ -187,24 +196,32 @@ def draw_negative_labels(batch: NoisedBatch, generator: torch.Generator, *, nega
 
 
 def weight_over_time(batch: NoisedBatch, kind: str) -> torch.Tensor:
-    """w(t) of the overlap loss: 'kl' (the KL factor lambda_t, mean 1 over t), 'linear'
-    (t / T, as CBDM) or 'constant'."""
+    """w(t) of the overlap loss: 'kl' (the KL factor lambda_t, mean 1 over t; 21 % of its mass
+    lies on t < 10 of T = 1000), 'kl_raw' (lambda_t itself: with reduction 'sum', w(t) * d is
+    the KL), 'snr_clipped' (min(1, 1 / SNR_t): near 0 at small t, 1 once noise dominates),
+    'linear' (t / T, as CBDM) or 'constant'."""
     if kind == "kl":
         return batch.schedule.kl_weight[batch.t].float()
+    if kind == "kl_raw":
+        return batch.schedule.kl_weight_raw[batch.t].float()
+    if kind == "snr_clipped":
+        abar = batch.schedule.alphas_bar[batch.t]  # float64: 1 - abar cancels at small t
+        return torch.clamp((1 - abar) / abar, max=1.0).float()
     if kind == "linear":
         return batch.t.float() / batch.schedule.num_timesteps
     if kind == "constant":
         return torch.ones_like(batch.t, dtype=torch.float32)
-    raise ValueError(f"unknown time weight {kind!r}; use 'kl', 'linear' or 'constant'")
+    raise ValueError(f"unknown time weight {kind!r}; use 'kl', 'kl_raw', 'snr_clipped', 'linear' or 'constant'")
 
 
-def _negative_distance(eps: torch.Tensor, eps_neg: torch.Tensor, stop_gradient: str) -> torch.Tensor:
-    """d = per-pixel mean of (eps(x_t, y) - eps(x_t, y_neg))^2, [K, B]."""
+def _negative_distance(eps: torch.Tensor, eps_neg: torch.Tensor, stop_gradient: str,
+                       reduction: str) -> torch.Tensor:
+    """d = per-pixel mean (or sum) of (eps(x_t, y) - eps(x_t, y_neg))^2, [K, B]."""
     if stop_gradient == "negative":
         eps_neg = eps_neg.detach()
     elif stop_gradient != "none":
         raise ValueError(f"unknown stop_gradient {stop_gradient!r}; use 'none' or 'negative'")
-    return pixel_mean((eps[None] - eps_neg) ** 2)
+    return pixel_reduce((eps[None] - eps_neg) ** 2, reduction)
 
 
 # --- the terms ------------------------------------------------------------------------------
@@ -230,28 +247,29 @@ def cbdm_regularizer(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tenso
 
 
 _OVERLAP_DEFAULTS = {"negatives": "uniform", "num_negatives": 1, "stop_gradient": "none",
-                     "time_weight": "kl"}
+                     "time_weight": "kl", "reduction": "mean"}
 _OVERLAP_OPTIONS = {"negatives": Option(str, choices=("uniform", "head_weighted")),
                     "num_negatives": Option(int, minimum=1),
                     "stop_gradient": Option(str, choices=("none", "negative")),
-                    "time_weight": Option(str, choices=("kl", "linear", "constant"))}
+                    "time_weight": Option(str, choices=("kl", "kl_raw", "snr_clipped", "linear", "constant")),
+                    "reduction": Option(str, choices=("mean", "sum"))}
 
 
 @register_loss("overlap_hinge", defaults={**_OVERLAP_DEFAULTS, "margin": 0.1},
                draw_labels=draw_negative_labels, options={**_OVERLAP_OPTIONS, "margin": Option(float, minimum=0)})
 def overlap_hinge(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor, *,
-                  margin: float, stop_gradient: str, time_weight: str) -> torch.Tensor:
+                  margin: float, stop_gradient: str, time_weight: str, reduction: str) -> torch.Tensor:
     """Overlap (DiffROP re-implementation): w(t) * max(0, m - d), mean over K negatives."""
-    distance = _negative_distance(eps, eps_alt, stop_gradient)
+    distance = _negative_distance(eps, eps_alt, stop_gradient, reduction)
     return weight_over_time(batch, time_weight) * torch.relu(margin - distance).mean(dim=0)
 
 
 @register_loss("overlap_neg_kl", defaults={**_OVERLAP_DEFAULTS, "ceiling": 0.1},
                draw_labels=draw_negative_labels, options={**_OVERLAP_OPTIONS, "ceiling": Option(float, minimum=0)})
 def overlap_neg_kl(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor, *,
-                   ceiling: float, stop_gradient: str, time_weight: str) -> torch.Tensor:
+                   ceiling: float, stop_gradient: str, time_weight: str, reduction: str) -> torch.Tensor:
     """Overlap (DiffROP re-implementation): -w(t) * min(d, ceiling), mean over K negatives."""
-    distance = _negative_distance(eps, eps_alt, stop_gradient)
+    distance = _negative_distance(eps, eps_alt, stop_gradient, reduction)
     return -weight_over_time(batch, time_weight) * distance.clamp(max=ceiling).mean(dim=0)
 
 
@@ -260,12 +278,13 @@ def overlap_neg_kl(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor,
                draw_labels=draw_negative_labels,
                options={**_OVERLAP_OPTIONS, "temperature": Option(float, above=0)})
 def overlap_infonce(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor, *,
-                    temperature: float, stop_gradient: str, time_weight: str) -> torch.Tensor:
+                    temperature: float, stop_gradient: str, time_weight: str,
+                    reduction: str) -> torch.Tensor:
     """Overlap (DiffROP re-implementation): InfoNCE over -d / temperature, K negatives.
 
     The positive is the true noise, the negatives are eps(x_t, y_neg)."""
-    positive = pixel_mean((eps - batch.noise) ** 2)[None]
-    negative = _negative_distance(eps, eps_alt, stop_gradient)
+    positive = pixel_reduce((eps - batch.noise) ** 2, reduction)[None]
+    negative = _negative_distance(eps, eps_alt, stop_gradient, reduction)
     logits = -torch.cat([positive, negative]) / temperature
     return weight_over_time(batch, time_weight) * -torch.log_softmax(logits, dim=0)[0]
 

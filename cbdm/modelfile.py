@@ -89,7 +89,7 @@ def load_model(path, device="cpu") -> tuple[UNet, NoiseSchedule, dict]:
         model.load_state_dict(payload["state_dict"])
         d = payload["diffusion"]
         schedule = NoiseSchedule.linear(d["num_timesteps"], d["beta_start"], d["beta_end"])
-    except (KeyError, TypeError, RuntimeError) as err:
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
         detail = " ".join(str(err).split())  # torch's state_dict errors span several lines
         raise InputError(f"{path} does not hold a consistent model ({detail[:300]}): {fix}") from err
     return model.to(device).eval(), schedule.to(device), payload

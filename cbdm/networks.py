@@ -2,8 +2,10 @@
 
 The layout follows the published architecture: a sinusoidal time embedding, residual blocks
 with GroupNorm and SiLU, self-attention at chosen resolutions, nearest-neighbour upsampling.
-The class label enters as a learned embedding added to the time embedding; the extra row
-`num_classes` is the learned "null" label used for classifier-free guidance.
+The class label enters as a learned embedding added to the time embedding. The "null" label
+`num_classes` of classifier-free guidance either skips the embedding (`null_label: zero`, the
+reference code's y=None) or is an extra learned row (`learned`). `init: reference` re-initialises
+the weights as the reference code does (`reference_init`); `pytorch` keeps PyTorch's defaults.
 """
 from __future__ import annotations
 
@@ -27,8 +29,15 @@ class UNetConfig:
     dropout: float = 0.1
     norm_groups: int = 32
     num_timesteps: int = 1000
+    # The defaults are what model files written before these fields existed were trained with,
+    # so that such files load unchanged; the config schema's defaults are the reference's.
+    init: str = "pytorch"
+    null_label: str = "learned"
 
     def __post_init__(self):
+        if self.init not in ("reference", "pytorch") or self.null_label not in ("zero", "learned"):
+            raise ValueError(f"init={self.init!r} / null_label={self.null_label!r}: use init "
+                             f"'reference' or 'pytorch' and null_label 'zero' or 'learned'")
         object.__setattr__(self, "channel_mult", tuple(self.channel_mult))
         object.__setattr__(self, "attention_levels", tuple(self.attention_levels))
         bad = [lvl for lvl in self.attention_levels if not 0 <= lvl < len(self.channel_mult)]
@@ -122,7 +131,8 @@ class UNet(nn.Module):
         self.cfg = cfg
         ch, groups, emb_dim = cfg.base_channels, cfg.norm_groups, 4 * cfg.base_channels
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.label_embedding = nn.Embedding(cfg.num_classes + 1, emb_dim)
+        rows = cfg.num_classes + (cfg.null_label == "learned")
+        self.label_embedding = nn.Embedding(rows, emb_dim)
         self.stem = nn.Conv2d(cfg.image_channels, ch, 3, padding=1)
 
         def block(cin, cout, level):
@@ -157,6 +167,8 @@ class UNet(nn.Module):
                                   nn.Conv2d(width, cfg.image_channels, 3, padding=1))
         nn.init.xavier_uniform_(self.head[-1].weight, gain=1e-5)
         nn.init.zeros_(self.head[-1].bias)
+        if cfg.init == "reference":
+            reference_init(self)
 
     @property
     def null_label(self) -> int:
@@ -164,7 +176,11 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         emb = self.time_mlp(sinusoidal_embedding(t, self.cfg.base_channels))
-        emb = emb + self.label_embedding(y)
+        if self.cfg.null_label == "learned":
+            emb = emb + self.label_embedding(y)
+        else:  # the null label adds nothing (the reference's y=None)
+            keep = (y != self.null_label)[:, None].to(emb.dtype)
+            emb = emb + self.label_embedding(y.clamp(max=self.cfg.num_classes - 1)) * keep
         h = self.stem(x)
         skips = [h]
         for layer in self.down:
@@ -177,6 +193,29 @@ class UNet(nn.Module):
                 h = torch.cat([h, skips.pop()], dim=1)
             h = layer(h, emb)
         return self.head(h)
+
+
+def reference_init(model: UNet) -> None:
+    """The reference code's initialisation: xavier-uniform weights and zero biases on every conv
+    and linear layer (q, k and v each as its own layer: our qkv conv holds them as three
+    C-channel slices), gain 1e-5 on the last conv of every residual block, the attention output
+    projection and the head's last conv. Embeddings and norms keep their defaults."""
+    near_zero, qkv = {id(model.head[-1])}, set()
+    for module in model.modules():
+        if isinstance(module, ResidualBlock):
+            near_zero.add(id(module.conv2))
+        elif isinstance(module, SelfAttention):
+            near_zero.add(id(module.out))
+            qkv.add(id(module.qkv))
+    for module in model.modules():
+        if not isinstance(module, (nn.Conv2d, nn.Linear)):
+            continue
+        gain = 1e-5 if id(module) in near_zero else 1.0
+        slices = 3 if id(module) in qkv else 1
+        with torch.no_grad():
+            for part in module.weight.chunk(slices, dim=0):
+                part.copy_(nn.init.xavier_uniform_(torch.empty_like(part), gain=gain))
+        nn.init.zeros_(module.bias)
 
 
 def count_parameters(model: nn.Module) -> int:

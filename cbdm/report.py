@@ -18,8 +18,13 @@ from .labels import factor_label, same_factor
 from .statistics import compare_to_baseline, seed_variance
 from .tables import Section, scale_label, significant
 
-MAIN_METRICS = {"fid": "FID", "kid_mean": "KID", "recall": "recall", "accuracy": "acc"}
-MATCHED_METRICS = {"fid@matched": "FID", "recall@matched": "recall"}
+MAIN_METRICS = {"fid": "FID", "kid_mean": "KID", "precision": "precision", "recall": "recall", "accuracy": "acc"}
+MATCHED_METRICS = {"fid@matched": "FID", "precision@matched": "precision", "recall@matched": "recall"}
+
+
+def with_k(labels: dict[str, str], k: int) -> dict[str, str]:
+    """Column labels with the precision/recall neighbourhood size, e.g. 'recall (k=5)'."""
+    return {m: f"{label} (k={k})" if m.startswith(("precision", "recall")) else label for m, label in labels.items()}
 PER_CLASS_METRICS = {"fid": "FID", "kid_mean": "KID", "precision": "precision", "recall": "recall",
                      "accuracy": "acc"}
 # The HTML pages (report items) the sections are shown on, besides table.html with all of them.
@@ -133,8 +138,9 @@ def wide_table(agg: pd.DataFrame, columns: list[tuple[str, str, str]]) -> pd.Dat
     return pd.DataFrame(rows)
 
 
-def main_columns(scopes: list[str], overlap: dict | None) -> list[tuple[str, str, str]]:
-    columns = [(f"{label} {scope}", scope, metric) for scope in scopes for metric, label in MAIN_METRICS.items()]
+def main_columns(scopes: list[str], overlap: dict | None, k: int) -> list[tuple[str, str, str]]:
+    columns = [(f"{label} {scope}", scope, metric) for scope in scopes
+               for metric, label in with_k(MAIN_METRICS, k).items()]
     if overlap is not None:
         columns.append((f"{overlap['source']}->{overlap['target']}", overlap["source"],
                         f"misclassified_into:{overlap['target']}"))
@@ -143,6 +149,7 @@ def main_columns(scopes: list[str], overlap: dict | None) -> list[tuple[str, str
 
 def overlap_columns(scopes: list[str], overlap: dict | None) -> list[tuple[str, str, str]]:
     columns = [(f"acc {s}", s, "accuracy") for s in scopes] + [(f"CAS {s}", s, "cas") for s in scopes]
+    columns += [(f"label entropy {s}", s, "label_entropy") for s in scopes]
     if overlap is not None:
         columns.append((f"{overlap['source']}->{overlap['target']}", overlap["source"],
                         f"misclassified_into:{overlap['target']}"))
@@ -220,6 +227,19 @@ def protocol_card(*, title: str, manifest: dict, groups: dict, protocols: dict, 
     return card
 
 
+def class_metric_table(agg: pd.DataFrame, class_counts: list[int], metric: str) -> pd.DataFrame:
+    """Classes as rows (with their training count), one column per variant."""
+    rows = []
+    for c, count in enumerate(class_counts):
+        row = {"class": c, "training images": count}
+        sub = agg[(agg["scope"] == f"class {c}") & (agg["metric"] == metric)]
+        for variant, v in sub.groupby("variant", sort=False):
+            row[variant] = format_value(v.iloc[0], metric)
+            row[f"n {variant}"] = v.iloc[0]["n_gen"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def fold_sample_sizes(table: pd.DataFrame) -> pd.DataFrame:
     """Move every 'n ...' column into its value column's header when it is the same in every
     row, else into the cells, so that each printed number shows its n."""
@@ -264,15 +284,64 @@ def paper_table(agg: pd.DataFrame, published: list[dict], variants: list[str]) -
             "n ours": "" if mine is None else f"{mine['n_gen']} vs {mine['n_ref']}, {mine['runs']} run(s)",
             "ours - published": ("" if mine is None or entry["value"] is None or math.isnan(mine["mean"])
                                  else f"{mine['mean'] - entry['value']:+.3g}"),
-            "published protocol": entry["protocol"], "reference": entry["reference"]})
+            "status": entry["status"], "published protocol": published_protocol(entry),
+            "reference": entry["reference"]})
     for variant in variants:
         mine = ours(variant, "fid")
         if (variant, "fid") not in covered and mine is not None:
             rows.append({"method": variant, "variant": variant, "metric": "fid", "published": "not available",
                          "ours": format_value(mine, "fid"),
                          "n ours": f"{mine['n_gen']} vs {mine['n_ref']}, {mine['runs']} run(s)",
-                         "ours - published": "", "published protocol": "", "reference": ""})
+                         "ours - published": "", "status": "", "published protocol": "", "reference": ""})
     return pd.DataFrame(rows)
+
+
+def published_protocol(entry: dict) -> str:
+    """How a published number was measured: samples, reference statistics, Inception input."""
+    samples = "samples not stated" if entry["samples"] is None else f"{entry['samples']} samples"
+    reference = entry["reference_statistics"] or "reference statistics not stated"
+    return (f"{samples}; vs {reference}; Inception preprocessing: {entry['inception_preprocessing']}; "
+            f"{entry['protocol']}")
+
+
+def augmentation_runs(files: list[str]) -> pd.DataFrame:
+    """Per classifier seed, scope and row, the held-out top-1 of the augmentation experiment, as
+    runs the report's aggregation and pairing read (the row as 'variant', seed as 'seed')."""
+    rows = []
+    for path in files:
+        data = read_json(path)
+        rows += [{"protocol": "augmentation", "variant": data["row"], "guidance": 0.0, "sample_seed": 0,
+                  "generated": int(sum(data["generated_per_class"])), **r} for r in data["records"]]
+    return pd.DataFrame(rows)
+
+
+def augmentation_sections(files: list[str], scopes: list[str], class_counts: list[int]) -> tuple[list, pd.DataFrame]:
+    """(report sections, per-seed runs) of the augmentation experiment; one 'not run' line without it."""
+    if not files:
+        not_run = Section("Augmentation", "Not run (augmentation.enabled: false).", pd.DataFrame(), page="comparisons")
+        return [not_run], pd.DataFrame()
+    runs = augmentation_runs(files)
+    agg = aggregate(runs)
+    metric = runs["metric"].iloc[0]
+    table = wide_table(agg, [(f"top-1 {s}", s, metric) for s in scopes])
+    generated = runs.groupby("variant")["generated"].first()
+    table.insert(1, "filled images", [int(generated[v]) for v in table["variant"]])
+    table = table.drop(columns="guidance")
+    diffs = compare_to_baseline(runs, "real_only", [(s, metric) for s in scopes])
+    seeds = runs["seed"].nunique()
+    return [Section("Augmentation",
+             f"Held-out top-1 accuracy (mean over classes) of a classifier trained on the real long-tailed set "
+             f"plus each variant's generated images filling every class (real_only: no generated images; "
+             f"real_oversampled: the fill made of copies of real images); "
+             f"mean ± sd over {seeds} classifier seed(s). n: training images vs held-out test images.", table,
+                    page="comparisons"),
+            Section("Augmentation: differences to real_only",
+                    "Paired by classifier seed; a t-based 95 % interval over the seeds.", format_differences(diffs),
+                    page="comparisons"),
+            Section("Augmentation per class",
+             "Held-out top-1 accuracy of each class (mean ± sd over classifier seeds); n: the class's "
+             "training images, real plus generated.",
+             class_metric_table(agg, class_counts, metric), page="comparisons")], runs
 
 
 def protocol_line(name: str, spec: dict) -> str:
@@ -318,9 +387,11 @@ def build_report(*, metric_files: list[str], diagnostic_files: list[str], expect
                  variants: list[str], sample_files: dict[str, str], train_npz: str, loss_logs: dict[str, str],
                  manifest_json: str, groups: dict, overlap: dict | None, evaluation: dict,
                  declared_guidance: dict[str, float], sampling: dict[str, dict], features: dict,
-                 published: list[dict], title: str, outputs: dict[str, str]) -> None:
+                 published: list[dict], title: str, outputs: dict[str, str],
+                 augmentation_files: list[str] = ()) -> None:
     """`variants`: the declared variants in config order, which the tables keep; `sampling`: each
-    variant's sampling settings; `published`: the registry entries of this dataset."""
+    variant's sampling settings; `published`: the registry entries of this dataset;
+    `augmentation_files`: the rows of the augmentation experiment (none: not run)."""
     runs = collect_records(metric_files)
     check_complete(runs, expected_cells)
     runs = pd.concat([runs, collect_records(diagnostic_files)], ignore_index=True)
@@ -334,13 +405,14 @@ def build_report(*, metric_files: list[str], diagnostic_files: list[str], expect
     main_agg = shown[shown["protocol"] == main]
     scopes = ["all"] + list(groups)
     manifest = read_json(manifest_json)
+    k = evaluation["pr_neighborhood"]
 
     sections = [(f"Main table: {protocol_line(main, protocols[main])}",
                  f"Each variant at its {evaluation['guidance_choice']} guidance scale. KID x 1e3. "
                  f"acc: share of samples the classifier assigns to their own class.",
-                 wide_table(main_agg, main_columns(scopes, overlap)))]
+                 wide_table(main_agg, main_columns(scopes, overlap, k)))]
     sections += [(protocol_line(name, protocols[name]).capitalize(), "",
-                  wide_table(shown[shown["protocol"] == name], main_columns(scopes, overlap)))
+                  wide_table(shown[shown["protocol"] == name], main_columns(scopes, overlap, k)))
                  for name in protocols if name != main]
     if len(groups) > 1:
         sections.append(("Class groups at matched n",
@@ -350,7 +422,7 @@ def build_report(*, metric_files: list[str], diagnostic_files: list[str], expect
                          f"subsets]. FID grows as n shrinks: compare these groups with each other, not "
                          f"with the main table.",
                          wide_table(main_agg, [(f"{label} {g}", g, m) for g in groups
-                                               for m, label in MATCHED_METRICS.items()])))
+                                               for m, label in with_k(MATCHED_METRICS, k).items()])))
     sections.append(Section("Per-class table",
                             "One row per class and variant, with the class's training count and group: "
                             "FID, KID x 1e3 [bootstrap 95 % interval], precision, recall and classifier "
@@ -360,8 +432,16 @@ def build_report(*, metric_files: list[str], diagnostic_files: list[str], expect
                      "acc: the balanced classifier's accuracy on the samples; CAS: accuracy on held-out "
                      "real images of a classifier trained on the samples only (mean over classes)"
                      + (f"; {overlap['source']}->{overlap['target']}: share of {overlap['source']} samples "
-                        f"classified as a {overlap['target']} class" if overlap else "") + ".",
+                        f"classified as a {overlap['target']} class" if overlap else "")
+                     + "; label entropy: entropy (bits) of the classifier's predicted labels among one "
+                       "generated class's samples, averaged over the scope's classes: 0 = all one label "
+                       "(not necessarily the right one), higher = more mixed. Neither direction is a verdict "
+                       "by itself: read it with acc.",
                      wide_table(main_agg, overlap_columns(scopes, overlap)), page="diagnostics"))
+    sections.append(Section("Label entropy per class",
+                            "Entropy (bits) of the predicted labels of each generated class's samples.",
+                            class_metric_table(main_agg, manifest["class_counts"], "label_entropy"),
+                            page="per_class"))
     sections.append(Section("Memorization audit",
                      f"Share of generated images whose nearest training image of their class (pixel "
                      f"distance) is closer than {evaluation['memorization']['relative_threshold']} x the "
@@ -371,7 +451,9 @@ def build_report(*, metric_files: list[str], diagnostic_files: list[str], expect
 
     how = "; ".join(f"{v}: {sampling[v]['sampler']} {sampling[v]['steps']} steps, guidance {scale_label(guidance[v])}"
                     for v in variants)
-    ours_protocol = (f"Ours: {protocol_line(main, protocols[main])}; {features['extractor']} features; "
+    extractor = features["extractor"] + (f" ({features['inception_preprocessing']} preprocessing)"
+                                         if features["extractor"] == "inception" else "")
+    ours_protocol = (f"Ours: {protocol_line(main, protocols[main])}; {extractor} features; "
                      f"{how}; {manifest['total']} training images.")
     paper = paper_table(main_agg, published, variants)
     if published:
@@ -385,6 +467,9 @@ def build_report(*, metric_files: list[str], diagnostic_files: list[str], expect
     main_runs = runs[(runs["protocol"] == main).to_numpy() & at_guidance(runs, guidance)]
     diffs = compare_to_baseline(main_runs, baseline, targets)
     variance = pd.concat([seed_variance(main_runs, s, m) for s, m in [("all", "fid"), ("all", "recall")]])
+    augmentation, augmentation_per_seed = augmentation_sections(list(augmentation_files), scopes,
+                                                                manifest["class_counts"])
+    sections += augmentation
     sections.append(Section(f"Differences to {baseline}",
                      "Variant minus baseline, paired by training and sampling seed; a t-based 95 % "
                      "interval over the pairs; 'better'/'worse' when it excludes 0.",
@@ -404,6 +489,7 @@ def build_report(*, metric_files: list[str], diagnostic_files: list[str], expect
     notes = notes[~notes["metric"].str.endswith("@matched") & ~notes["metric"].str.startswith("near_copy")]
     write_csv(outputs["csv"], agg)
     write_csv(outputs["paper"], paper)
+    write_csv(outputs["augmentation"], augmentation_per_seed)
     write_csv(outputs["runs"], runs)
     write_csv(outputs["stats"], pd.concat([diffs.assign(kind="paired difference"),
                                            variance.assign(kind="seed spread")]))

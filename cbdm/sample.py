@@ -1,8 +1,10 @@
 """Stage 3: draw a sample set from a trained model.
 
 The labels follow a protocol's policy: 'exact' (the same count for every class),
-'uniform_random' (an independent uniform label per image, the reference evaluation) or
-'train_prior' (exact counts in proportion to the training set). Image i of sampling seed s has
+'uniform_random' (an independent uniform label per image, the reference evaluation),
+'train_prior' (exact counts in proportion to the training set) or 'fill' (what tops every class
+up to a share of the largest class, for the augmentation experiment; the number in its label
+set, e.g. 'fill-100', is that share in percent). Image i of sampling seed s has
 seed s * SEED_STRIDE + i, so any image can be regenerated alone.
 """
 from __future__ import annotations
@@ -37,13 +39,22 @@ def sample_labels(policy: str, num_samples: int, class_counts: list[int], seed: 
         return np.repeat(np.arange(num_classes), num_samples // num_classes)
     if policy == "uniform_random":
         return np.random.RandomState(seed).randint(num_classes, size=num_samples)
+    if policy == "fill":
+        return np.repeat(np.arange(num_classes), fill_counts(class_counts, num_samples))
     if policy == "train_prior":
         share = np.asarray(class_counts, dtype=np.float64) * num_samples / np.sum(class_counts)
         counts = np.floor(share).astype(int)
         # Largest remainders take the images left over by rounding down.
         counts[np.argsort(-(share - counts), kind="stable")[:num_samples - counts.sum()]] += 1
         return np.repeat(np.arange(num_classes), counts)
-    raise ValueError(f"unknown label policy {policy!r}; use 'exact', 'uniform_random' or 'train_prior'")
+    raise ValueError(f"unknown label policy {policy!r}; use 'exact', 'uniform_random', 'train_prior' or 'fill'")
+
+
+def fill_counts(class_counts: list[int], percent: int) -> np.ndarray:
+    """Generated images per class that fill every class up to `percent` % of the largest class
+    (the 'fill' label policy of the augmentation experiment; none where a class is above it)."""
+    target = round(percent / 100 * max(class_counts))
+    return np.maximum(0, target - np.asarray(class_counts, dtype=np.int64))
 
 
 def image_seeds(sample_seed: int, count: int) -> np.ndarray:

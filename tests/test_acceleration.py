@@ -14,7 +14,8 @@ NETWORK = dict(base_channels=16, channel_mult=[1, 2], attention_levels=[1], num_
 TERMS = [{"name": "eps_mse", "weight": 1.0, "options": {}},
          {"name": "cbdm", "weight": 1.0, "options": {"tau": 1.0, "commitment": 0.25, "target": "train_prior"}},
          {"name": "overlap_hinge", "weight": 0.1, "options": {
-             "margin": 0.1, "negatives": "uniform", "num_negatives": 1, "stop_gradient": "none", "time_weight": "kl"}}]
+             "margin": 0.1, "negatives": "uniform", "num_negatives": 1, "stop_gradient": "none", "time_weight": "kl",
+             "reduction": "mean"}}]
 
 
 def model_and_objective(batched=True):

@@ -87,10 +87,12 @@ def test_the_published_registry_is_checked(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "pub.yaml").write_text(
         "- {source: cifar10, imbalance_factor: 100, method: X, metric: fid, value: 1.0}\n")
-    with pytest.raises(ConfigError, match=r"missing \['protocol', 'reference', 'variant'\]"):
+    with pytest.raises(ConfigError, match=r"missing \['inception_preprocessing', 'protocol', 'reference', "
+                                          r"'reference_statistics', 'samples', 'status', 'variant'\]"):
         config(published="pub.yaml")
     (tmp_path / "pub.yaml").write_text(
         "- {source: cifar10, imbalance_factor: 100, method: X, variant: null, metric: fid, value: about 6,"
+        " status: s, samples: null, reference_statistics: null, inception_preprocessing: not stated,"
         " protocol: p, reference: r}\n")
     with pytest.raises(ConfigError, match="number or null"):
         config(published="pub.yaml")

@@ -33,7 +33,7 @@ def test_inception_features_through_the_features_stage(tmp_path, trusted):
     rng = np.random.RandomState(0)
     write_npz(tmp_path / "samples.npz", images=rng.randint(0, 256, size=(6, 1, 8, 8), dtype=np.uint8),
               labels=np.arange(6) % 3)
-    cfg = {"extractor": "inception", "inception_weights": str(trusted)}
+    cfg = {"extractor": "inception", "inception_weights": str(trusted), "inception_preprocessing": "torch_fidelity"}
     extract_features(features_cfg=cfg, classifier_path=str(tmp_path / "classifier.pt"),
                      images_npz=str(tmp_path / "samples.npz"), prefix="", device="cpu",
                      out_npz=str(tmp_path / "features.npz"))

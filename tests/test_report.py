@@ -17,7 +17,7 @@ GROUPS = {"head": [0], "tail": [1]}
 EVALUATION = {"protocols": {"ours": {"labels": "exact", "num_samples": 20, "reference": "heldout"},
                             "paper": {"labels": "uniform_random", "num_samples": 20, "reference": "balanced_train"}},
               "report_protocol": None, "guidance_choice": "best", "baseline": None, "matched_repeats": 3,
-              "matched_fraction": 0.5,
+              "matched_fraction": 0.5, "pr_neighborhood": 5,
               "memorization": {"relative_threshold": 0.5}}
 FID = {("ddpm", 1.0): [10.0, 12.0, 11.0], ("ddpm", 2.0): [20.0, 21.0, 22.0],
        ("cbdm", 1.0): [8.0, 10.0, 9.0]}
@@ -25,11 +25,14 @@ FID = {("ddpm", 1.0): [10.0, 12.0, 11.0], ("ddpm", 2.0): [20.0, 21.0, 22.0],
 
 PUBLISHED = [
     {"source": "x", "imbalance_factor": 10, "method": "DDPM", "variant": "ddpm", "metric": "fid", "value": 10.5,
-     "protocol": "50k samples", "reference": "paper A"},
+     "status": "to verify", "samples": 50000, "reference_statistics": "train", "inception_preprocessing": "pytorch_fid",
+     "protocol": "ancestral", "reference": "paper A"},
     {"source": "x", "imbalance_factor": 10, "method": "T2H", "variant": None, "metric": "fid", "value": 7.0,
-     "protocol": "50k samples", "reference": "paper B"},
+     "status": "to verify", "samples": 50000, "reference_statistics": "train", "inception_preprocessing": "not stated",
+     "protocol": "", "reference": "paper B"},
     {"source": "x", "imbalance_factor": 10, "method": "DiffROP", "variant": "overlap", "metric": "fid",
-     "value": None, "protocol": "?", "reference": "paper C"},
+     "value": None, "status": "not available", "samples": None, "reference_statistics": None,
+     "inception_preprocessing": "not stated", "protocol": "?", "reference": "paper C"},
 ]
 
 
@@ -37,7 +40,8 @@ def metrics_records(fid):
     out = []
     for scope, n in (("all", 20), ("head", 10), ("tail", 10), ("class 0", 10), ("class 1", 10)):
         out += [record(scope, "fid", fid, n, n), record(scope, "kid_mean", 0.001, n, n),
-                record(scope, "recall", 0.5, n, n), record(scope, "accuracy", 0.9, n, 0),
+                record(scope, "precision", 0.6, n, n), record(scope, "recall", 0.5, n, n),
+                record(scope, "accuracy", 0.9, n, 0), record(scope, "label_entropy", 0.3, n, 0),
                 record(scope, "misclassified_into:head", 0.05, n, 0)]
     out += [record(g, "fid@matched", fid + 1, 10, 10, "3 random subsets", sd=0.5, ci=(fid, fid + 2))
             for g in GROUPS]
@@ -73,9 +77,9 @@ def report_inputs(tmp_path):
     (tmp_path / "loss.csv").write_text("step,lr,loss,eps_mse\n1,0.1,1.0,1.0\n2,0.1,0.5,0.5\n")
     write_npz(tmp_path / "train.npz", images=np.full((30, 1, 8, 8), 7, np.uint8), labels=np.repeat([0, 1], [20, 10]))
     outputs = {k: str(tmp_path / f"out.{k}") for k in
-               ("csv", "runs", "stats", "paper", "md", "tex", "html", "protocol", "page_main", "page_per_class",
-                "page_diagnostics", "page_comparisons", "page_data", "fid_vs_count", "precision_recall", "groups",
-                "guidance", "confusion", "samples", "memorization", "loss")}
+               ("csv", "runs", "stats", "paper", "augmentation", "md", "tex", "html", "protocol", "page_main",
+                "page_per_class", "page_diagnostics", "page_comparisons", "page_data", "fid_vs_count",
+                "precision_recall", "groups", "guidance", "confusion", "samples", "memorization", "loss")}
     return dict(metric_files=metric_files, diagnostic_files=diagnostic_files, expected_cells=cells,
                 variants=["ddpm", "cbdm"],
                 sample_files={"ddpm": str(tmp_path / "s.npz"), "cbdm": str(tmp_path / "s.npz")},
@@ -99,6 +103,7 @@ def test_report_sections_guidance_choice_and_differences(report_inputs):
     agg = pd.read_csv(out["csv"])
     assert set(agg[(agg.variant == "ddpm")].guidance) == {1.0, 2.0}
     main_section = md.split("## Protocol 'paper'")[0]
+    assert "precision (k=5) all" in main_section and "recall (k=5) tail" in main_section
     assert "11 ± 1" in main_section and "21 ± 1" not in main_section  # FID over three seeds at w = 1
     stats = pd.read_csv(out["stats"])
     fid_all = stats[(stats.kind == "paired difference") & (stats.scope == "all") & (stats.metric == "fid")].iloc[0]
@@ -113,7 +118,10 @@ def test_paper_comparison_shows_published_numbers_and_never_guesses(report_input
     paper = pd.read_csv(report_inputs["outputs"]["paper"], keep_default_na=False).set_index("method")
     assert paper.loc["DDPM", "published"] == "10.5" and paper.loc["DDPM", "ours"] == "11 ± 1"
     assert paper.loc["DDPM", "ours - published"] == "+0.5" and paper.loc["DDPM", "n ours"] == "20 vs 20, 3 run(s)"
-    assert paper.loc["T2H", "ours"] == "not run"
+    assert paper.loc["T2H", "ours"] == "not run" and paper.loc["T2H", "status"] == "to verify"
+    assert paper.loc["DDPM", "published protocol"].startswith(
+        "50000 samples; vs train; Inception preprocessing: pytorch_fid")
+    assert paper.loc["DiffROP", "published protocol"].startswith("samples not stated")
     assert paper.loc["DiffROP", "published"] == "not available" and paper.loc["DiffROP", "ours"] == "not run"
     assert paper.loc["cbdm", "published"] == "not available"  # ours, with no published number
     md = open(report_inputs["outputs"]["md"]).read()
@@ -168,3 +176,23 @@ def test_table_tex_compiles_with_one_captioned_table_per_section(report_inputs, 
     assert result.returncode == 0, result.stdout[-3000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
     assert "Overfull \\hbox" not in result.stdout  # every table fits the text width
+
+
+def test_augmentation_rows_are_paired_with_real_only_by_classifier_seed(report_inputs, tmp_path):
+    files = []
+    for row, top1 in (("real_only", [0.5, 0.6]), ("ddpm", [0.6, 0.8])):
+        records = [{**record(scope, "augment_top1", value, 40, 20), "seed": seed}
+                   for seed, value in enumerate(top1) for scope in ("all", "head", "tail", "class 0", "class 1")]
+        path = tmp_path / f"aug-{row}.json"
+        write_json(path, {"row": row, "fill_percent": 100, "generated_per_class": [0, 10 * (row == "ddpm")],
+                          "records": records})
+        files.append(str(path))
+    build_report(**report_inputs, augmentation_files=files)
+    md = open(report_inputs["outputs"]["md"]).read()
+    section = md.split("## Augmentation\n")[1].split("## Augmentation: differences")[0]
+    assert "top-1 all (n=40 vs 20)" in section and "0.55 ± 0.071" in section and "0.7 ± 0.14" in section
+    per_seed = pd.read_csv(report_inputs["outputs"]["augmentation"])
+    assert len(per_seed) == 2 * 2 * 5
+    diff = md.split("## Augmentation: differences to real_only")[1].split("## Augmentation per class")[0]
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in diff.splitlines() if line.startswith("| ddpm")]
+    assert ["ddpm", "real_only", "all", "augment_top1", "0.15"] == rows[0][:5] and rows[0][6] == "2"

@@ -57,6 +57,16 @@ def test_the_dag_runs_end_to_end_and_reports_every_variant_and_group(tmp_path, r
                     "## Differences to ddpm"):
         assert section in markdown
     assert "(n=120 vs 300)" in markdown  # all classes: 10 x 12 samples against 10 x 30 held-out images
+    augmentation = pd.read_csv(report / "augmentation.csv")  # 2 controls + every variant, 2 classifier seeds
+    assert list(dict.fromkeys(augmentation.variant)) == ["real_only", "real_oversampled", *VARIANTS]
+    top1 = augmentation[augmentation.scope == "all"]
+    assert len(top1) == 2 * (2 + len(VARIANTS)) and top1.value.between(0, 1).all()
+    real = top1.variant == "real_only"
+    assert (top1[real].generated == 0).all() and (top1[~real].generated > 0).all()
+    for section in ("## Augmentation\n", "## Augmentation: differences to real_only", "## Augmentation per class",
+                    "## Label entropy per class"):
+        assert section in markdown
+    assert "label entropy tail" in markdown and "precision (k=3) all" in markdown
     for name in ("fid_vs_count", "precision_recall", "groups", "guidance", "confusion", "samples", "memorization",
                  "loss"):
         assert (report / f"{name}.png").stat().st_size > 1000
@@ -122,7 +132,9 @@ def test_every_factor_of_the_config_expands_the_dag(tmp_path, repo):
     jobs = planned_jobs(repo, tmp_path, path)
     cells = 2 * 2 * (2 + 3) * 2  # IF x training seeds x guidance scales over variants x sampling seeds
     assert jobs["train"] == 2 * 4 * 2
-    assert jobs["sample"] == cells * 2  # two label sets: 'same_samples' reuses the 'ours' samples
+    # two label sets ('same_samples' reuses the 'ours' samples), plus one augmentation fill per IF and variant
+    assert jobs["sample"] == cells * 2 + 2 * 4
+    assert jobs["augment"] == 2 * (2 + 4)  # real only, real oversampled + every variant, per IF
     assert jobs["metrics"] == cells * 3
     assert jobs["diagnostics"] == cells
     assert jobs["features_reference"] == 2 * 3

@@ -65,6 +65,7 @@ REFERENCE_FEATURES = f"{RESULTS}/features/{{dataset}}/IF{{imb}}/reference-{{refe
 METRICS = f"{RESULTS}/metrics/{CELL}/{{protocol}}.json"
 DIAGNOSTICS = f"{RESULTS}/diagnostics/{CELL}/{{labelset}}.json"
 REPORT_DIR = f"{RESULTS}/report/{{dataset}}-IF{{imb}}"
+AUGMENT = f"{RESULTS}/augment/{{dataset}}/IF{{imb}}/{{row}}.json"
 
 # Where each reference set's images live: (file, array prefix).
 REFERENCE_IMAGES = {
@@ -146,8 +147,27 @@ def cells(dataset, imb):
                        protocol=protocol, labelset=labelset(protocol))
 
 
+def augment_rows():
+    """Rows of the augmentation experiment: the two controls without generated images (real only,
+    real oversampled), then every variant's fill."""
+    return ["real_only", "real_oversampled", *VARIANTS] if config["augmentation"]["enabled"] else []
+
+
+def fill_samples(wildcards):
+    """The generated fill of an augmentation row: the variant's first training seed, guidance and
+    sampling seed, labels 'fill-<percent>'; none for the control rows."""
+    if wildcards.row in ("real_only", "real_oversampled"):
+        return []
+    settings = VARIANTS[wildcards.row]
+    return SAMPLES.format(dataset=wildcards.dataset, imb=wildcards.imb, variant=wildcards.row, seed=config["seeds"][0],
+                          guidance=cbdm_config.factor_label(settings["guidance"][0]),
+                          sample_seed=settings["sampling"]["seeds"][0],
+                          labelset=f"fill-{config['augmentation']['fill_percent']}")
+
+
 REPORT_FILES = {
     "csv": "table.csv", "runs": "runs.csv", "stats": "stats.csv", "paper": "paper_table.csv",
+    "augmentation": "augmentation.csv",
     "md": "table.md", "tex": "table.tex", "html": "table.html", "protocol": "protocol.html",
     "page_main": "main.html", "page_per_class": "per_class.html", "page_diagnostics": "diagnostics.html",
     "page_comparisons": "comparisons.html", "page_data": "data.html",
@@ -180,6 +200,7 @@ REPORT_ITEMS = {
     "page_comparisons": ("6. Comparisons", "comparison tables", "comparisons"),
     "paper": ("6. Comparisons", "paper comparison (CSV)", "paper"),
     "stats": ("6. Comparisons", "paired statistics (CSV)", "stats"),
+    "augmentation": ("6. Comparisons", "augmentation experiment (CSV)", "augmentation"),
 }
 PROVENANCE = f"{RESULTS}/provenance.json"
 PROVENANCE_HTML = f"{RESULTS}/provenance.html"
@@ -225,6 +246,7 @@ def report_inputs(wildcards):
         "losses": [LOSS_LOG.format(**c) for v, c in first_cell.items() if v in BUILT_IN_VARIANTS],
         "manifest": MANIFEST.format(**wildcards),
         "train": TRAIN_NPZ.format(**wildcards),
+        "augmentation": [AUGMENT.format(dataset=wildcards.dataset, imb=wildcards.imb, row=row) for row in augment_rows()],
     }
 
 

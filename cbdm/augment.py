@@ -1,0 +1,87 @@
+"""Stage 5b: synthetic data for long-tailed classification, the second claim of CBDM and DiffROP.
+
+A classifier is trained on the real long-tailed training set plus generated images that fill
+every class up to a declared share of the largest class ('fill' samples), and tested on the
+held-out real images. Two control rows use no generated image: "real only" trains on the real
+images alone, "real oversampled" fills every class with copies of its own real images drawn at
+random, so that a variant's gain over it is the content of its samples, not the extra and
+class-balanced optimisation steps a fill brings. This differs from CAS
+(cbdm/cas.py), which trains on generated images only. Each row is trained once per classifier
+seed, so that the report can pair every variant's runs with the real-only runs of the same seed.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .acceleration import resolve_device
+from .classifier import fit_classifier, per_class_accuracy
+from .dataset import read_image_set
+from .evaluate import record
+from .io import write_json
+from .sample import fill_counts
+from .sources import ImageSet
+
+REAL_ONLY = "real_only"
+REAL_OVERSAMPLED = "real_oversampled"
+CONTROL_ROWS = (REAL_ONLY, REAL_OVERSAMPLED)
+METRIC = "augment_top1"
+
+
+def augmented_set(train: ImageSet, generated: ImageSet | None, percent: int, num_classes: int) -> ImageSet:
+    """The real training set plus the generated fill; the fill must be the one `percent` asks for."""
+    if generated is None:
+        return train
+    expected = fill_counts(np.bincount(train.labels, minlength=num_classes).tolist(), percent)
+    found = np.bincount(generated.labels, minlength=num_classes)
+    if not np.array_equal(found, expected):
+        raise ValueError(f"the generated fill has {found.tolist()} images per class, but filling the training set "
+                         f"to {percent} % of its largest class needs {expected.tolist()}: delete the sample file "
+                         f"and re-run")
+    return ImageSet(np.concatenate([train.images, generated.images]),
+                    np.concatenate([train.labels, generated.labels]))
+
+
+def oversampled_fill(train: ImageSet, percent: int, num_classes: int, seed: int = 0) -> ImageSet:
+    """The fill of the 'real oversampled' row: real images of each class drawn with replacement."""
+    counts = fill_counts(np.bincount(train.labels, minlength=num_classes).tolist(), percent)
+    rng = np.random.RandomState(seed)
+    picks = [rng.choice(np.where(train.labels == c)[0], n) for c, n in enumerate(counts) if n]
+    return train.subset(np.concatenate(picks) if picks else np.zeros(0, dtype=np.int64))
+
+
+def seed_records(recipe: dict, seed: int, images: ImageSet, test: ImageSet, groups: dict, num_classes: int,
+                 device) -> list[dict]:
+    """Held-out top-1 accuracy of one classifier: per class, and the mean over classes of all
+    classes and of each group (every class counts the same, however many test images it has)."""
+    model = fit_classifier(images, num_classes, {**recipe, "seed": seed}, device, f"augment seed {seed}")
+    per_class = per_class_accuracy(model, test, num_classes, device)
+    n_train = np.bincount(images.labels, minlength=num_classes)
+    n_test = np.bincount(test.labels, minlength=num_classes)
+    records = [record(f"class {c}", METRIC, per_class[c], n_train[c], n_test[c]) for c in range(num_classes)]
+    for name, classes in [("all", list(range(num_classes)))] + list(groups.items()):
+        values = [per_class[c] for c in classes if per_class[c] is not None]
+        records.append(record(name, METRIC, np.mean(values) if values else None, n_train[classes].sum(),
+                              n_test[classes].sum(), "" if values else "no held-out images"))
+    return [{**r, "seed": seed} for r in records]
+
+
+def run_augmentation(*, augmentation: dict, row: str, train_npz: str, source_npz: str, samples_npz: str | None,
+                     groups: dict, num_classes: int, device: str, out_json: str) -> None:
+    """One row of the augmentation table (a variant's fill, or a control row of `CONTROL_ROWS`
+    without samples) over the configured classifier seeds."""
+    dev = resolve_device(device)
+    train, test = read_image_set(train_npz), read_image_set(source_npz, "heldout_")
+    generated = read_image_set(samples_npz) if samples_npz else None
+    if row == REAL_OVERSAMPLED:
+        generated = oversampled_fill(train, augmentation["fill_percent"], num_classes)
+    images = augmented_set(train, generated, augmentation["fill_percent"], num_classes)
+    n_generated = np.bincount(generated.labels, minlength=num_classes) if generated else np.zeros(num_classes, int)
+    print(f"augmentation row {row}: {len(train.labels)} real + {int(n_generated.sum())} filled images, "
+          f"{len(test.labels)} held-out test images, seeds {augmentation['seeds']}", flush=True)
+    records = []
+    for seed in augmentation["seeds"]:
+        records += seed_records(augmentation["classifier"], seed, images, test, groups, num_classes, dev)
+        overall = [r["value"] for r in records if r["scope"] == "all" and r["seed"] == seed][0]
+        print(f"seed {seed}: held-out top-1 (mean over classes) {overall:.4f}", flush=True)
+    write_json(out_json, {"row": row, "fill_percent": augmentation["fill_percent"],
+                          "generated_per_class": n_generated.tolist(), "records": records})
