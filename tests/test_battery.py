@@ -76,7 +76,7 @@ CONFIG_CASES = [
     ("cbdm-target-choice", put("variants.cbdm.losses", [{"name": "cbdm", "target": "balanced"}]),
      r"option target must be one of \['train_prior', 'uniform'\], got 'balanced'"),
     ("time-weight-choice", put("variants.cbdm.losses", [{**OVERLAP, "time_weight": "cosine"}]),
-     r"option time_weight must be one of \['kl', 'linear', 'constant'\]"),
+     r"option time_weight must be one of \['kl', 'kl_raw', 'snr_clipped', 'linear', 'constant'\]"),
     ("negative-tau", put("variants.cbdm.losses", [{"name": "cbdm", "tau": -1.0}]), r"option tau must be >= 0"),
     ("zero-temperature", put("variants.cbdm.losses", [{"name": "overlap_infonce", "temperature": 0}]),
      r"option temperature must be > 0"),

@@ -110,14 +110,16 @@ def test_bench_train_times_the_trainers_own_step(benchmarks, monkeypatch, capsys
         assert column in printed
 
 
-def test_bench_sample_times_the_pipelines_sampler(benchmarks, monkeypatch):
+def test_bench_sample_times_the_pipelines_sampler(benchmarks, monkeypatch, repo):
     import bench_sample
 
     calls = spy(monkeypatch, bench_sample, "generate")
     figures = bench_sample.run(bench_sample.parser().parse_args(SMOKE["bench_sample.py"]))
     assert len(calls) == 2 * (1 + 2)
     assert all(row["median"] > 0 for row in figures["rows"])
-    assert "guidance 1.6" in figures["title"] and "ancestral" in figures["title"]
+    paper = yaml.safe_load((repo / "config/paper/cifar10-lt.yaml").read_text())
+    first_guidance = paper["variants"]["cbdm"]["sampling"]["guidance"][0]  # the config's main-table scale
+    assert f"guidance {first_guidance}" in figures["title"] and "ancestral" in figures["title"]
 
 
 def test_bench_sample_imports_the_pipelines_generate(benchmarks):

@@ -64,7 +64,8 @@ def test_an_imported_variant_is_neither_trained_nor_sampled(tmp_path, repo):
     configfile = tiny_with_import(repo, tmp_path, write_oracle(tmp_path / "oracle.npz"))
     jobs = planned_jobs(repo, tmp_path, configfile)
     assert jobs["import_samples"] == 1
-    assert jobs["train"] == 4 and jobs["sample"] == 5  # the four built-in variants and the extension's
+    # the four built-in variants and the extension's: their protocol sample set and their augmentation fill
+    assert jobs["train"] == 4 and jobs["sample"] == 5 * 2
     assert jobs["reference_stats"] == 3 and jobs["leaderboard"] == 1
 
 

@@ -11,6 +11,9 @@ from cbdm.io import InputError
 from cbdm.modelfile import load_model, save_model
 from cbdm.networks import ResidualBlock, SelfAttention, build_unet, count_parameters
 
+DIFFUSION = {"num_timesteps": 100, "beta_start": 1e-4, "beta_end": 0.02}
+IDENTITY = {"variant": "v", "dataset": "digits", "imbalance_factor": "10", "seed": 0, "training_digest": "t"}
+
 NET = dict(base_channels=16, channel_mult=[1, 2], attention_levels=[1], num_res_blocks=1, dropout=0.0,
            norm_groups=4)
 
@@ -116,12 +119,12 @@ def test_paper_unet_parameter_count(repo):
 
 def test_model_file_carries_the_options_and_old_files_load(tmp_path):
     model = unet(init="reference", null_label="zero")
-    save_model(tmp_path / "new.pt", model, {"num_timesteps": 100, "beta_start": 1e-4, "beta_end": 0.02}, {})
+    save_model(tmp_path / "new.pt", model, DIFFUSION, {}, identity=IDENTITY)
     loaded, _, payload = load_model(tmp_path / "new.pt")
     assert payload["unet"]["null_label"] == "zero" and loaded.label_embedding.num_embeddings == 5
     # A file written before the fields existed: learned null row, PyTorch init.
     old = unet(null_label="learned", init="pytorch")
-    save_model(tmp_path / "old.pt", old, {"num_timesteps": 100, "beta_start": 1e-4, "beta_end": 0.02}, {})
+    save_model(tmp_path / "old.pt", old, DIFFUSION, {}, identity=IDENTITY)
     payload = torch.load(tmp_path / "old.pt", weights_only=True)
     del payload["unet"]["init"], payload["unet"]["null_label"]
     torch.save(payload, tmp_path / "old.pt")
@@ -133,7 +136,7 @@ def test_model_file_carries_the_options_and_old_files_load(tmp_path):
 
 def test_a_model_file_with_an_unknown_null_label_is_refused_by_name(tmp_path):
     model = unet()
-    save_model(tmp_path / "m.pt", model, {"num_timesteps": 100, "beta_start": 1e-4, "beta_end": 0.02}, {})
+    save_model(tmp_path / "m.pt", model, DIFFUSION, {}, identity=IDENTITY)
     payload = torch.load(tmp_path / "m.pt", weights_only=True)
     payload["unet"]["null_label"] = "none"
     torch.save(payload, tmp_path / "m.pt")

@@ -195,4 +195,4 @@ def test_augmentation_rows_are_paired_with_real_only_by_classifier_seed(report_i
     assert len(per_seed) == 2 * 2 * 5
     diff = md.split("## Augmentation: differences to real_only")[1].split("## Augmentation per class")[0]
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in diff.splitlines() if line.startswith("| ddpm")]
-    assert ["ddpm", "real_only", "all", "augment_top1", "0.15"] == rows[0][:5] and rows[0][6] == "2"
+    assert ["ddpm", "real_only", "all", "augment_top1", "+0.15"] == rows[0][:5] and rows[0][6] == "2"

@@ -149,8 +149,9 @@ def cells(dataset, imb):
 
 def augment_rows():
     """Rows of the augmentation experiment: the two controls without generated images (real only,
-    real oversampled), then every variant's fill."""
-    return ["real_only", "real_oversampled", *VARIANTS] if config["augmentation"]["enabled"] else []
+    real oversampled), then the fill of every variant the suite samples itself."""
+    # An imported sample set has the per-class counts its author chose, not the fill this needs.
+    return ["real_only", "real_oversampled", *SAMPLED_VARIANTS] if config["augmentation"]["enabled"] else []
 
 
 def fill_samples(wildcards):
