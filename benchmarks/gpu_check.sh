@@ -7,7 +7,7 @@
 # part also needs torch_fidelity (pure Python): where it is missing, carry its wheel in .whl/
 #   pip download --no-deps -d .whl torch-fidelity==0.4.0     # here, then carry .whl
 # and this script installs it from there. Every part has a hard time cap (gpu_check.py), the whole
-# check a 7-minute one. Figures, the log, loss.csv and loss.png go to $OUT (default gpu-check-out/).
+# check an 8-minute one. Figures, the log, loss.csv and loss.png go to $OUT (default gpu-check-out/).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-check-out}
@@ -18,7 +18,7 @@ if ! python3 -c "import torch_fidelity" 2>/dev/null && ls .whl/torch_fidelity-*.
         && export PYTHONPATH="$PYTHONPATH:/tmp/gpu-check-site"
 fi
 started=$(date +%s)
-limit=420
+limit=470
 case " $* " in *" --smoke "*) limit=3600 ;; esac  # a busy CPU, not the GPU budget
 timeout -k 10 $limit python3 benchmarks/gpu_check.py --out "$OUT" "$@"
 status=$?
