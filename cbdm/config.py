@@ -15,6 +15,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from . import field_losses  # noqa: F401  (registers the field's losses)
 from .losses import LOSSES, get_loss
 from .sources import NUM_CLASSES
 

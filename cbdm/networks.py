@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .lowrank import attach_lowrank
+
 
 @dataclass(frozen=True)
 class UNetConfig:
@@ -27,9 +29,14 @@ class UNetConfig:
     dropout: float = 0.1
     norm_groups: int = 32
     num_timesteps: int = 1000
+    # Extras a loss asks for (cbdm.losses.Needs): linear heads on the pooled middle-block output,
+    # as (name, output width) pairs, and CM's low-rank branch (rank ratio; 0 = none).
+    heads: tuple[tuple[str, int], ...] = ()
+    lowrank_ratio: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "channel_mult", tuple(self.channel_mult))
+        object.__setattr__(self, "heads", tuple((str(n), int(d)) for n, d in self.heads))
         object.__setattr__(self, "attention_levels", tuple(self.attention_levels))
         bad = [lvl for lvl in self.attention_levels if not 0 <= lvl < len(self.channel_mult)]
         if bad:
@@ -48,6 +55,7 @@ class UNetConfig:
         d = asdict(self)
         d["channel_mult"] = list(self.channel_mult)
         d["attention_levels"] = list(self.attention_levels)
+        d["heads"] = [list(head) for head in self.heads]
         return d
 
 
@@ -157,6 +165,17 @@ class UNet(nn.Module):
                                   nn.Conv2d(width, cfg.image_channels, 3, padding=1))
         nn.init.xavier_uniform_(self.head[-1].weight, gain=1e-5)
         nn.init.zeros_(self.head[-1].bias)
+        self._add_loss_extras(cfg, middle_width=ch * cfg.channel_mult[-1])
+
+    def _add_loss_extras(self, cfg: UNetConfig, middle_width: int) -> None:
+        """Trainable heads on the pooled middle-block output (sampling never calls them) and CM's
+        low-rank branch on the up path's residual convs and up-sampling convs."""
+        if cfg.heads:
+            self.heads = nn.ModuleDict({name: nn.Linear(middle_width, dim) for name, dim in cfg.heads})
+        if cfg.lowrank_ratio > 0:
+            sites = [(layer, name) for layer in self.up for name in ("conv1", "conv2", "conv")
+                     if isinstance(getattr(layer, name, None), nn.Conv2d)]
+            attach_lowrank(sites, cfg.lowrank_ratio)
 
     @property
     def null_label(self) -> int:
@@ -184,7 +203,8 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def build_unet(network: dict, *, image_channels: int, image_size: int, num_classes: int,
-               num_timesteps: int) -> UNet:
-    """Build a UNet from the `network` section of a config."""
+               num_timesteps: int, **extras) -> UNet:
+    """Build a UNet from the `network` section of a config; `extras` are what the variant's
+    losses ask for (heads, lowrank_ratio: cbdm.objective.network_extras)."""
     return UNet(UNetConfig(image_channels=image_channels, image_size=image_size,
-                           num_classes=num_classes, num_timesteps=num_timesteps, **network))
+                           num_classes=num_classes, num_timesteps=num_timesteps, **network, **extras))

@@ -26,7 +26,8 @@ from .diffusion import NoiseSchedule
 from .io import atomic_path
 from .modelfile import load_checkpoint, load_model, save_checkpoint, save_model
 from .networks import build_unet, count_parameters
-from .objective import Objective
+from .datapolicy import draw_batch_indices
+from .objective import Objective, network_extras
 from .sources import file_digest
 
 
@@ -96,7 +97,8 @@ def _train_process(rank: int, world: int, *, settings: dict, network: dict, diff
 
     torch.manual_seed(seed)
     model = build_unet(network, image_channels=images.shape[1], image_size=images.shape[-1],
-                       num_classes=num_classes, num_timesteps=diffusion["num_timesteps"]).to(dev)
+                       num_classes=num_classes, num_timesteps=diffusion["num_timesteps"],
+                       **network_extras(settings["losses"])).to(dev)
     if init_model is not None:
         source, _, _ = load_model(init_model, dev)
         model.load_state_dict(source.state_dict())
@@ -159,7 +161,7 @@ def _train_process(rank: int, world: int, *, settings: dict, network: dict, diff
         lr = cfg["lr"] * min(1.0, (step + 1) / cfg["warmup_steps"]) if cfg["warmup_steps"] else cfg["lr"]
         for group in optimizer.param_groups:
             group["lr"] = lr
-        idx = torch.randint(len(labels), (cfg["batch_size"],), device=dev, generator=generator)
+        idx = draw_batch_indices(cfg["data_policy"], labels, cfg["batch_size"], generator)
         x0 = images[idx]
         if cfg["hflip"]:
             flip = torch.rand(len(idx), device=dev, generator=generator) < 0.5
