@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from .losses import NoisedBatch, Needs, pixel_mean, register_loss
+from .losses import Needs, NoisedBatch, pixel_mean, register_loss
 
 T2H_GATES = ("t2h", "any", "none")
 

@@ -21,12 +21,12 @@ import torch
 from tqdm import tqdm
 
 from .acceleration import autocast, ema_update, prepare_network, resolve_device, to_layout
+from .datapolicy import draw_batch_indices
 from .dataset import images_to_model_range, read_image_set
 from .diffusion import NoiseSchedule
 from .io import atomic_path
 from .modelfile import load_checkpoint, load_model, save_checkpoint, save_model
 from .networks import build_unet, count_parameters
-from .datapolicy import draw_batch_indices
 from .objective import Objective, network_extras
 from .sources import file_digest
 

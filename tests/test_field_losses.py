@@ -7,8 +7,7 @@ import torch
 
 from cbdm.datapolicy import draw_batch_indices, resample_class_weights
 from cbdm.diffusion import NoiseSchedule, q_sample
-from cbdm.field_losses import (cm_class_coefficients, self_infonce, supervised_contrastive, t2h_posterior,
-                               t2h_target)
+from cbdm.field_losses import cm_class_coefficients, self_infonce, supervised_contrastive, t2h_posterior, t2h_target
 from cbdm.losses import NoisedBatch, get_loss
 from cbdm.lowrank import LowRankConv2d, lowrank_disabled, lowrank_modules, lowrank_rank
 from cbdm.modelfile import load_model, save_model
