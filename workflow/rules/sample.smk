@@ -10,9 +10,9 @@ rule sample:
     output:
         samples=SAMPLES,
     params:
-        settings=lambda wc: sampling_settings(wc.variant),
+        settings=lambda wc: sampling_settings(wc.variant, wc.labelset),
         device=config["device"],
-    threads: lambda wc: VARIANTS[wc.variant]["sampling"]["threads"]
+    threads: lambda wc: sampling_settings(wc.variant, wc.labelset)["sampling"]["threads"]
     resources:
         **stage_resources("sample", gpus=gpus_per_job()),
     log:
