@@ -225,3 +225,24 @@ def test_class_resampling_follows_the_exponential_profile_over_class_ranks():
     assert len(set(idx[labels[idx] == 1].tolist())) == 5  # every image of the rare class is reached
     iid = draw_batch_indices({"kind": "iid"}, labels, 7, torch.Generator().manual_seed(0))
     assert torch.equal(iid, torch.randint(75, (7,), generator=torch.Generator().manual_seed(0)))
+
+
+@pytest.mark.slow
+def test_variant_benchmark_times_every_field_variant_and_counts_its_forward_passes(repo, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "variants.json"
+    result = subprocess.run([sys.executable, str(repo / "benchmarks/bench_variants.py"), "--size", "small", "--field",
+                             "--device", "cpu", "--threads", "1", "--blocks", "2", "--steps", "1", "--warmup", "0",
+                             "--batch", "8", "--json", str(out)], capture_output=True, text=True, timeout=600,
+                            cwd=repo / "benchmarks")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {row["path"]: row for row in json.loads(out.read_text())["rows"]}
+    assert list(rows) == ["ddpm", "cbdm", "overlap", "cbdm_overlap", "t2h", "coral", "ccua", "cm"]
+    assert rows["ddpm"]["cost_vs_ddpm"] == 1.0 and all(len(r["seconds"]) == 2 for r in rows.values())
+    # batched label sets: one call; CM's base path is a second call; images = batch x label sets
+    images = {name: (row["forward_calls"], row["forward_images"] // 8) for name, row in rows.items()}
+    assert images == {"ddpm": (1, 1), "cbdm": (1, 2), "overlap": (1, 2), "cbdm_overlap": (1, 3), "t2h": (1, 1),
+                      "coral": (1, 1), "ccua": (1, 2), "cm": (2, 2)}
