@@ -246,3 +246,25 @@ def test_variant_benchmark_times_every_field_variant_and_counts_its_forward_pass
     images = {name: (row["forward_calls"], row["forward_images"] // 8) for name, row in rows.items()}
     assert images == {"ddpm": (1, 1), "cbdm": (1, 2), "overlap": (1, 2), "cbdm_overlap": (1, 3), "t2h": (1, 1),
                       "coral": (1, 1), "ccua": (1, 2), "cm": (2, 2)}
+
+
+@pytest.mark.slow
+def test_the_tiny_field_suite_runs_end_to_end_with_every_variant_under_both_protocols(tmp_path, repo):
+    import pandas as pd
+    from test_workflow import run_workflow
+
+    run_workflow(repo, tmp_path, repo / "tests/data/tiny-field.yaml")
+    report = tmp_path / "results/tiny-field/report/digits-IF5"
+    table = pd.read_csv(report / "table.csv")
+    field = ["ddpm", "cbdm", "overlap", "cbdm_overlap", "t2h", "coral", "ccua", "cm"]
+    fid = table[(table["scope"] == "all") & (table["metric"] == "fid")]
+    for protocol in ("fair", "published"):
+        assert sorted(fid[fid["protocol"] == protocol]["variant"]) == sorted(field), protocol
+    # CM sampled under `published` with that protocol's own guidance, in its own sample set.
+    assert set(fid[(fid["protocol"] == "published") & (fid["variant"] == "cm")]["guidance"]) == {1.5}
+    assert (tmp_path / "results/tiny-field/samples/digits/IF5/cm/seed0/w1.5-s0/uniform_random-60-published.npz").exists()
+    model, _, payload = load_model(tmp_path / "results/tiny-field/models/digits/IF5/coral/seed0/model.pt")
+    assert "coral_projection" in model.heads and payload["unet"]["heads"] == [["coral_projection", 8]]
+    cm, _, _ = load_model(tmp_path / "results/tiny-field/models/digits/IF5/cm/seed0/model.pt")
+    assert lowrank_modules(cm) and any(float(m.lowrank_b.weight.abs().sum()) > 0 for m in lowrank_modules(cm))
+    assert "| cm |" in (report / "table.md").read_text()
