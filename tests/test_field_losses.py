@@ -268,3 +268,40 @@ def test_the_tiny_field_suite_runs_end_to_end_with_every_variant_under_both_prot
     cm, _, _ = load_model(tmp_path / "results/tiny-field/models/digits/IF5/cm/seed0/model.pt")
     assert lowrank_modules(cm) and any(float(m.lowrank_b.weight.abs().sum()) > 0 for m in lowrank_modules(cm))
     assert "| cm |" in (report / "table.md").read_text()
+
+
+# --- config: protocol sampling overrides, the data policy ------------------------------------------
+
+def field_config(**evaluation):
+    import copy
+
+    from test_config import MINIMAL
+
+    from cbdm.config import deep_merge, validate_config
+    return validate_config(deep_merge(copy.deepcopy(MINIMAL), {
+        "variants": {"cm": {"losses": [{"name": "cm"}], "training": {"data_policy": {"kind": "class_resample"}}}},
+        "evaluation": evaluation}))
+
+
+def test_a_protocol_overrides_only_the_variants_it_names():
+    from cbdm.config import variant_settings
+
+    c = field_config(protocols={"fair": {}, "published": {"sampling": {"cm": {"sampler": "ddim", "steps": 50,
+                                                                             "guidance": 1.5}}}})
+    cm, ddpm = variant_settings(c, "cm"), variant_settings(c, "ddpm")
+    assert cm["protocol_sampling"]["published"]["steps"] == 50 and cm["sampling"]["steps"] == 1000
+    assert cm["protocol_sampling"]["published"]["seeds"] == cm["sampling"]["seeds"]  # merged into its own
+    assert ddpm["protocol_sampling"] == {}
+    assert cm["training"]["data_policy"] == {"kind": "class_resample", "imbalance_factor": 10}
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"cn": {"steps": 50}}, r"evaluation.protocols.published.sampling names unknown variant\(s\) \['cn'\]"),
+    ({"cm": {"sampler": "dpm"}}, "evaluation.protocols.published.sampling.cm: 'dpm' is not one of"),
+    ({"cm": {"steps": 50}}, "evaluation.protocols.published.sampling.cm: ancestral sampling takes every one"),
+])
+def test_bad_protocol_overrides_name_the_key_and_the_fix(override, message):
+    from cbdm.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        field_config(protocols={"published": {"sampling": override}})
