@@ -262,10 +262,11 @@ def test_the_tiny_field_suite_runs_end_to_end_with_every_variant_under_both_prot
         assert sorted(fid[fid["protocol"] == protocol]["variant"]) == sorted(field), protocol
     # CM sampled under `published` with that protocol's own guidance, in its own sample set.
     assert set(fid[(fid["protocol"] == "published") & (fid["variant"] == "cm")]["guidance"]) == {1.5}
-    assert (tmp_path / "results/tiny-field/samples/digits/IF5/cm/seed0/w1.5-s0/uniform_random-60-published.npz").exists()
-    model, _, payload = load_model(tmp_path / "results/tiny-field/models/digits/IF5/coral/seed0/model.pt")
+    results = tmp_path / "results/tiny-field"
+    assert (results / "samples/digits/IF5/cm/seed0/w1.5-s0/uniform_random-60-published.npz").exists()
+    model, _, payload = load_model(results / "models/digits/IF5/coral/seed0/model.pt")
     assert "coral_projection" in model.heads and payload["unet"]["heads"] == [["coral_projection", 8]]
-    cm, _, _ = load_model(tmp_path / "results/tiny-field/models/digits/IF5/cm/seed0/model.pt")
+    cm, _, _ = load_model(results / "models/digits/IF5/cm/seed0/model.pt")
     assert lowrank_modules(cm) and any(float(m.lowrank_b.weight.abs().sum()) > 0 for m in lowrank_modules(cm))
     assert "| cm |" in (report / "table.md").read_text()
 
