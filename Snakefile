@@ -27,7 +27,7 @@ wildcard_constraints:
     guidance=r"[0-9.e+-]+",
     seed=r"\d+",
     sample_seed=r"\d+",
-    labelset=r"(exact|uniform_random|train_prior|fill)-\d+",
+    labelset=LABELSET_PATTERN,
     row="|".join(["real_only", "real_oversampled", *config["variants"]]),
     protocol="|".join(config["evaluation"]["protocols"]),
 

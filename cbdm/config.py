@@ -16,6 +16,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from . import field_losses  # noqa: F401  (registers the field's losses)
 from .dataset import longtail_counts
 from .labels import factor_label  # noqa: F401 (the rules call cbdm.config.factor_label)
 from .losses import LOSSES, get_loss
@@ -165,6 +166,7 @@ def imbalance_factors(dataset: dict) -> list[float]:
 def check(config: dict) -> None:
     for name, dataset in config["datasets"].items():
         _check_dataset(name, dataset, config["evaluation"]["overlap"])
+    _check_protocol_variants(config)
     for name in config["variants"]:
         variant_settings(config, name)  # raises on a bad override or loss
     _check_protocols(config)
@@ -272,11 +274,8 @@ def variant_settings(config: dict, name: str) -> dict:
             raise ConfigError(f"variants.{name}.{section}: {err.message}") from err
         settings[section] = merged
     settings["guidance"] = as_list(settings["sampling"]["guidance"])
-    if settings["sampling"]["sampler"] == "ancestral" and \
-            settings["sampling"]["steps"] != config["diffusion"]["num_timesteps"]:
-        raise ConfigError(f"variant {name}: ancestral sampling takes every one of the "
-                          f"{config['diffusion']['num_timesteps']} timesteps, but sampling.steps is "
-                          f"{settings['sampling']['steps']}; set sampler: ddim to sample with fewer steps")
+    _check_sampler(config, f"variant {name}", settings["sampling"])
+    settings["protocol_sampling"] = protocol_sampling(config, name, settings["sampling"])
     if spec.get("samples") is not None:
         return imported_settings(config, name, spec, settings)
     if spec["external"]:
@@ -328,6 +327,38 @@ def imported_settings(config: dict, name: str, spec: dict, settings: dict) -> di
     settings["sampling"] = {**settings["sampling"], "sampler": "imported", "steps": None,
                             "seeds": settings["sampling"]["seeds"][:1]}
     return settings
+def _check_sampler(config: dict, where: str, sampling: dict) -> None:
+    if sampling["sampler"] == "ancestral" and sampling["steps"] != config["diffusion"]["num_timesteps"]:
+        raise ConfigError(f"{where}: ancestral sampling takes every one of the "
+                          f"{config['diffusion']['num_timesteps']} timesteps, but sampling.steps is "
+                          f"{sampling['steps']}; set sampler: ddim to sample with fewer steps")
+
+
+def protocol_sampling(config: dict, name: str, sampling: dict) -> dict[str, dict]:
+    """{protocol: sampling settings} for the protocols that override variant `name`'s sampling
+    (`evaluation.protocols.<p>.sampling.<variant>`, e.g. a method's published sampler); the
+    variant's own `sampling` is the base each override is merged into."""
+    resolved = {}
+    for protocol, spec in config["evaluation"]["protocols"].items():
+        if name not in spec.get("sampling", {}):
+            continue
+        merged = deep_merge(sampling, spec["sampling"][name])
+        where = f"evaluation.protocols.{protocol}.sampling.{name}"
+        try:
+            jsonschema.validate(merged, {"$ref": "#/definitions/sampling", "definitions": _schema()["definitions"]})
+        except jsonschema.ValidationError as err:
+            raise ConfigError(f"{where}: {err.message}") from err
+        _check_sampler(config, where, merged)
+        resolved[protocol] = merged
+    return resolved
+
+
+def _check_protocol_variants(config: dict) -> None:
+    for protocol, spec in config["evaluation"]["protocols"].items():
+        unknown = sorted(set(spec.get("sampling", {})) - set(config["variants"]))
+        if unknown:
+            raise ConfigError(f"evaluation.protocols.{protocol}.sampling names unknown variant(s) {unknown}; "
+                              f"declared: {', '.join(config['variants'])}")
 
 
 def _check_init_chains(config: dict) -> None:

@@ -14,6 +14,12 @@ Terms marked `conditional_only` carry no value for samples trained without a lab
 (classifier-free guidance drop): the trainer masks them out.
 
 To add a loss: write the two functions and call `register_loss`; README has an example.
+
+A term may ask for more than eps and eps_alt by declaring `Needs` (cbdm/field_losses.py has the
+terms that do): a rewritten regression target drawn from the batch without gradient (T2H), the
+network's middle-block features of every pass, extra trainable heads that the model file
+carries, a second prediction with the low-rank branch switched off, the low-rank branch itself.
+What it asks for reaches `compute` as the keyword arguments named in `EXTRA_ARGUMENTS`.
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ class NoisedBatch:
     noise: torch.Tensor      # the eps that produced x_t
     schedule: NoiseSchedule
     class_prior: torch.Tensor  # training-set class frequencies, [C], sums to 1
+    null_label: int | None = None  # the label of an unconditional prediction
 
     @property
     def num_classes(self) -> int:
@@ -44,7 +51,41 @@ class NoisedBatch:
     def select(self, rows: slice) -> "NoisedBatch":
         """The same batch restricted to `rows` (one data-parallel process's share)."""
         return NoisedBatch(self.x0[rows], self.x_t[rows], self.t[rows], self.y[rows], self.noise[rows],
-                           self.schedule, self.class_prior)
+                           self.schedule, self.class_prior, self.null_label)
+
+
+# Keyword arguments of `compute` that are not options: what `Needs` delivers.
+#   target:      [B, ...] the rewritten regression target (Needs.target)
+#   features:    {"trained": [B, C, h, w], "alt": [K, B, C, h, w] or None}: middle-block output
+#   heads:       the network's nn.ModuleDict of heads (Needs.heads)
+#   eps_base:    the prediction under the trained labels with the low-rank branch off
+#   conditional: [B] float, 1 where the sample was trained with its label
+EXTRA_ARGUMENTS = ("target", "features", "heads", "eps_base", "conditional")
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a term asks of the objective and the network beyond eps and eps_alt.
+
+    target:        fn(batch, generator, **options) -> the regression target, [B, ...]; drawn on
+                   the whole batch, without gradient, before a data-parallel process takes its share
+    features:      the middle-block output of every forward pass
+    heads:         {head name: the option holding its output width}: trainable linear heads on
+                   the pooled middle-block output, carried by the network and the model file
+    base_pass:     a second prediction, with gradient, with the low-rank branch switched off
+    lowrank_ratio: the option holding the rank ratio of the low-rank branch the network carries
+    """
+    target: Callable[..., torch.Tensor] | None = None
+    features: bool = False
+    heads: Mapping[str, str] | None = None
+    base_pass: bool = False
+    lowrank_ratio: str | None = None
+
+    def option_names(self) -> set[str]:
+        names = set(self.heads.values()) if self.heads else set()
+        if self.lowrank_ratio:
+            names.add(self.lowrank_ratio)
+        return names | (_keyword_names(self.target) if self.target else set())
 
 
 @dataclass(frozen=True)
@@ -84,6 +125,7 @@ class LossTerm:
     conditional_only: bool
     description: str
     specs: Mapping[str, Option] = field(default_factory=dict)
+    needs: Needs = Needs()
 
     def options(self, overrides: Mapping[str, object]) -> dict:
         """The term's options: defaults updated by `overrides`, each checked against its spec."""
@@ -102,9 +144,14 @@ class LossTerm:
         labels = self.draw_labels(batch, generator, **_keywords_of(self.draw_labels, options))
         return labels if labels.ndim == 2 else labels[None]
 
+    def target(self, batch: NoisedBatch, generator: torch.Generator, options: Mapping) -> torch.Tensor:
+        """The rewritten regression target (Needs.target), without gradient."""
+        with torch.no_grad():
+            return self.needs.target(batch, generator, **_keywords_of(self.needs.target, options))
+
     def __call__(self, batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor | None,
-                 options: Mapping) -> torch.Tensor:
-        return self.compute(batch, eps, eps_alt, **_keywords_of(self.compute, options))
+                 options: Mapping, **extras) -> torch.Tensor:
+        return self.compute(batch, eps, eps_alt, **_keywords_of(self.compute, {**options, **extras}))
 
 
 LOSSES: dict[str, LossTerm] = {}
@@ -121,25 +168,28 @@ def _keywords_of(fn: Callable, options: Mapping) -> dict:
 
 def register_loss(name: str, *, defaults: Mapping[str, object] | None = None,
                   draw_labels: Callable | None = None, conditional_only: bool = True,
-                  options: Mapping[str, Option] | None = None):
+                  options: Mapping[str, Option] | None = None, needs: Needs | None = None):
     """Decorator: register `compute` under `name`. Every option in `defaults` must be a
-    keyword-only argument of `compute` or `draw_labels`, and vice versa. `options` declares an
+    keyword-only argument of `compute`, `draw_labels` or `needs.target`, or an option `needs`
+    names, and vice versa (`compute`'s EXTRA_ARGUMENTS are not options). `options` declares an
     option's type, choices and range (`Option`); one not declared takes its default's type."""
     defaults = dict(defaults or {})
     specs = {key: Option(type(value)) for key, value in defaults.items()} | dict(options or {})
     if set(specs) != set(defaults):
         raise ValueError(f"loss {name!r}: options {sorted(set(specs) - set(defaults))} have no default")
+    needs = needs or Needs()
 
     def decorate(compute):
         if name in LOSSES:
             raise ValueError(f"loss {name!r} is registered twice")
-        accepted = _keyword_names(compute) | (_keyword_names(draw_labels) if draw_labels else set())
+        accepted = (_keyword_names(compute) - set(EXTRA_ARGUMENTS)) | needs.option_names() | \
+            (_keyword_names(draw_labels) if draw_labels else set())
         if accepted != set(defaults):
             raise ValueError(f"loss {name!r}: options {sorted(defaults)} do not match the keyword "
                              f"arguments {sorted(accepted)} of its functions")
         doc = inspect.getdoc(compute) or ""
         LOSSES[name] = LossTerm(name, compute, draw_labels, defaults, conditional_only,
-                                doc.splitlines()[0] if doc else "", specs)
+                                doc.splitlines()[0] if doc else "", specs, needs)
         return compute
 
     return decorate

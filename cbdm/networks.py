@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .lowrank import attach_lowrank
+
 
 @dataclass(frozen=True)
 class UNetConfig:
@@ -33,12 +35,17 @@ class UNetConfig:
     # so that such files load unchanged; the config schema's defaults are the reference's.
     init: str = "pytorch"
     null_label: str = "learned"
+    # Extras a loss asks for (cbdm.losses.Needs): linear heads on the pooled middle-block output,
+    # as (name, output width) pairs, and CM's low-rank branch (rank ratio; 0 = none).
+    heads: tuple[tuple[str, int], ...] = ()
+    lowrank_ratio: float = 0.0
 
     def __post_init__(self):
         if self.init not in ("reference", "pytorch") or self.null_label not in ("zero", "learned"):
             raise ValueError(f"init={self.init!r} / null_label={self.null_label!r}: use init "
                              f"'reference' or 'pytorch' and null_label 'zero' or 'learned'")
         object.__setattr__(self, "channel_mult", tuple(self.channel_mult))
+        object.__setattr__(self, "heads", tuple((str(n), int(d)) for n, d in self.heads))
         object.__setattr__(self, "attention_levels", tuple(self.attention_levels))
         bad = [lvl for lvl in self.attention_levels if not 0 <= lvl < len(self.channel_mult)]
         if bad:
@@ -57,6 +64,7 @@ class UNetConfig:
         d = asdict(self)
         d["channel_mult"] = list(self.channel_mult)
         d["attention_levels"] = list(self.attention_levels)
+        d["heads"] = [list(head) for head in self.heads]
         return d
 
 
@@ -169,6 +177,17 @@ class UNet(nn.Module):
         nn.init.zeros_(self.head[-1].bias)
         if cfg.init == "reference":
             reference_init(self)
+        self._add_loss_extras(cfg, middle_width=ch * cfg.channel_mult[-1])
+
+    def _add_loss_extras(self, cfg: UNetConfig, middle_width: int) -> None:
+        """Trainable heads on the pooled middle-block output (sampling never calls them) and CM's
+        low-rank branch on the up path's residual convs and up-sampling convs."""
+        if cfg.heads:
+            self.heads = nn.ModuleDict({name: nn.Linear(middle_width, dim) for name, dim in cfg.heads})
+        if cfg.lowrank_ratio > 0:
+            sites = [(layer, name) for layer in self.up for name in ("conv1", "conv2", "conv")
+                     if isinstance(getattr(layer, name, None), nn.Conv2d)]
+            attach_lowrank(sites, cfg.lowrank_ratio)
 
     @property
     def null_label(self) -> int:
@@ -223,7 +242,8 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def build_unet(network: dict, *, image_channels: int, image_size: int, num_classes: int,
-               num_timesteps: int) -> UNet:
-    """Build a UNet from the `network` section of a config."""
+               num_timesteps: int, **extras) -> UNet:
+    """Build a UNet from the `network` section of a config; `extras` are what the variant's
+    losses ask for (heads, lowrank_ratio: cbdm.objective.network_extras)."""
     return UNet(UNetConfig(image_channels=image_channels, image_size=image_size,
-                           num_classes=num_classes, num_timesteps=num_timesteps, **network))
+                           num_classes=num_classes, num_timesteps=num_timesteps, **network, **extras))

@@ -2,12 +2,15 @@
 under every label set the loss terms ask for, and weigh the terms together."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 
+from . import field_losses  # noqa: F401  (registers the field's losses)
 from .diffusion import NoiseSchedule, q_sample
 from .losses import LossTerm, NoisedBatch, get_loss
+from .lowrank import lowrank_disabled
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class Objective:
         t = torch.randint(self.schedule.num_timesteps, (b,), device=x0.device, generator=generator)
         noise = torch.randn(x0.shape, device=x0.device, generator=generator)
         batch = NoisedBatch(x0, q_sample(self.schedule, x0, t, noise), t, y, noise,
-                            self.schedule, self.class_prior)
+                            self.schedule, self.class_prior, self.null_label)
 
         conditional = self._conditional_mask(b, x0.device, generator, coin_generator)
         if conditional is True:
@@ -59,16 +62,21 @@ class Objective:
         # tensor shapes every step and torch.compile compiles once.
         alt_labels = {i: term.loss.labels(batch, generator, term.options)
                       for i, term in enumerate(self.terms) if term.loss.draw_labels is not None}
+        targets = {i: term.loss.target(batch, generator, term.options)
+                   for i, term in enumerate(self.terms) if term.loss.needs.target is not None}
 
         rank, world = shard
         mine = slice(rank * b // world, (rank + 1) * b // world)
         batch, trained_labels = batch.select(mine), trained_labels[mine]
         alt_labels = {i: labels[:, mine] for i, labels in alt_labels.items()}
+        targets = {i: target[mine] for i, target in targets.items()}
         if not isinstance(conditional, bool):
             conditional = conditional[mine]
         label_sets = [trained_labels] + [labels for ls in alt_labels.values() for labels in ls]
-        predictions = self._predict(model, batch.x_t, batch.t, label_sets)
+        with capture_middle(model, any(term.loss.needs.features for term in self.terms)) as captured:
+            predictions = self._predict(model, batch.x_t, batch.t, label_sets)
         eps, rest = predictions[0], predictions[1:]
+        shared = self._extras(model, self.terms, batch, trained_labels, conditional, captured, len(label_sets))
 
         total = x0.new_zeros(())
         parts = {}
@@ -77,13 +85,27 @@ class Objective:
             if i in alt_labels:
                 k = len(alt_labels[i])
                 eps_alt, rest = torch.stack(rest[:k]), rest[k:]
-            per_sample = term.loss(batch, eps, eps_alt, term.options)
+            extras = {**shared, "target": targets.get(i), "features": _term_features(shared, alt_labels, i)}
+            per_sample = term.loss(batch, eps, eps_alt, term.options, **extras)
             if term.loss.conditional_only and conditional is not True:
                 per_sample = per_sample * conditional
             value = term.weight * per_sample.mean()
             parts[term.loss.name] = value.detach()
             total = total + value
         return total, parts
+
+    def _extras(self, model, terms, batch, trained_labels, conditional, captured, num_sets) -> dict:
+        """What the terms' Needs ask for that all terms share: every pass's middle-block output,
+        the heads, the base-path prediction, the per-sample conditional mask."""
+        features = torch.cat(captured).chunk(num_sets) if captured else None
+        base = None
+        if any(term.loss.needs.base_pass for term in terms):
+            with lowrank_disabled(unwrap(model)):
+                base = model(batch.x_t, batch.t, trained_labels).float()
+        mask = conditional if isinstance(conditional, torch.Tensor) else \
+            torch.full_like(batch.t, float(conditional), dtype=torch.float32)
+        return {"all_features": features, "heads": getattr(unwrap(model), "heads", None),
+                "eps_base": base, "conditional": mask.float()}
 
     def _conditional_mask(self, b, device, generator, coin_generator):
         """True (all conditional), False (whole batch dropped), or a bool mask per sample."""
@@ -100,3 +122,50 @@ class Objective:
             out = model(x_t.repeat(n, 1, 1, 1), t.repeat(n), torch.cat(label_sets)).float()
             return list(out.chunk(n))
         return [model(x_t, t, labels).float() for labels in label_sets]
+
+
+def _term_features(shared: dict, alt_labels: dict, index: int) -> dict | None:
+    """Term `index`'s view of the middle-block outputs: its trained pass and its own alternative
+    passes, [K, B, ...] (the label sets are laid out as in `Objective.__call__`)."""
+    features = shared["all_features"]
+    if features is None:
+        return None
+    start = 1 + sum(len(labels) for i, labels in alt_labels.items() if i < index)
+    own = features[start:start + len(alt_labels[index])] if index in alt_labels else None
+    return {"trained": features[0], "alt": torch.stack(own) if own else None}
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The UNet inside a DistributedDataParallel and/or torch.compile wrapper."""
+    while True:
+        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        if inner is None:
+            return model
+        model = inner
+
+
+@contextlib.contextmanager
+def capture_middle(model: torch.nn.Module, wanted: bool):
+    """Within the block, the list yielded collects the output of the UNet's middle block at every
+    forward call, in call order (empty when not `wanted`)."""
+    captured: list[torch.Tensor] = []
+    if not wanted:
+        yield captured
+        return
+    handle = unwrap(model).middle[-1].register_forward_hook(lambda module, args, out: captured.append(out))
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def network_extras(terms: list[dict]) -> dict:
+    """What a variant's losses need the network to carry (build_unet's `extras`): linear heads
+    on the pooled middle block, the low-rank branch's rank ratio."""
+    heads, ratio = [], 0.0
+    for term in terms:
+        needs = get_loss(term["name"]).needs
+        heads += [(name, int(term["options"][option])) for name, option in (needs.heads or {}).items()]
+        if needs.lowrank_ratio:
+            ratio = float(term["options"][needs.lowrank_ratio])
+    return {"heads": tuple(heads), "lowrank_ratio": ratio}

@@ -375,11 +375,13 @@ def plot_memorization(sample_files: dict[str, str], train_npz: str, agg: pd.Data
 
 def plot_losses(loss_logs: dict[str, str], path: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
-    for variant, log_csv in loss_logs.items():
+    colors = plt.get_cmap("tab20" if len(loss_logs) > 10 else "tab10").colors
+    for i, (variant, log_csv) in enumerate(loss_logs.items()):
         log = pd.read_csv(log_csv)
-        ax.plot(log["step"], log["loss"], label=f"{variant} (total)")
-        if len(log.columns.difference(["step", "lr", "loss"])) > 1:  # eps_mse is not the whole loss
-            ax.plot(log["step"], log["eps_mse"], "--", alpha=0.6, label=f"{variant} (eps_mse)")
+        color = colors[i % len(colors)]  # one colour per variant: its total and its eps_mse part
+        ax.plot(log["step"], log["loss"], color=color, label=f"{variant} (total)")
+        if "eps_mse" in log and len(log.columns.difference(["step", "lr", "loss"])) > 1:  # not the whole loss
+            ax.plot(log["step"], log["eps_mse"], "--", color=color, alpha=0.6, label=f"{variant} (eps_mse)")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")

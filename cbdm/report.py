@@ -344,6 +344,18 @@ def augmentation_sections(files: list[str], scopes: list[str], class_counts: lis
              class_metric_table(agg, class_counts, metric), page="comparisons")], runs
 
 
+def protocol_rows(agg: pd.DataFrame, protocol: str, choice: str, declared: dict[str, float]) -> pd.DataFrame:
+    """The rows of one protocol, each variant at its guidance scale chosen under that protocol."""
+    rows = agg[agg["protocol"] == protocol]
+    return rows[at_guidance(rows, chosen_guidance(rows, protocol, choice, declared))]
+
+
+def protocol_caption(spec: dict) -> str:
+    """Which variants a protocol samples with their own (e.g. published) settings."""
+    own = spec.get("sampling") or {}
+    return "; ".join(f"{v}: " + ", ".join(f"{k} {val}" for k, val in o.items()) for v, o in own.items())
+
+
 def protocol_line(name: str, spec: dict) -> str:
     return (f"protocol '{name}': {spec['num_samples']} samples with {spec['labels']} labels, "
             f"compared with the {spec['reference']} images")
@@ -388,9 +400,12 @@ def build_report(*, metric_files: list[str], diagnostic_files: list[str], expect
                  manifest_json: str, groups: dict, overlap: dict | None, evaluation: dict,
                  declared_guidance: dict[str, float], sampling: dict[str, dict], features: dict,
                  published: list[dict], title: str, outputs: dict[str, str],
-                 augmentation_files: list[str] = ()) -> None:
+                 augmentation_files: list[str] = (),
+                 protocol_guidance: dict[str, dict[str, float]] | None = None) -> None:
     """`variants`: the declared variants in config order, which the tables keep; `sampling`: each
-    variant's sampling settings; `published`: the registry entries of this dataset;
+    variant's sampling settings under the main protocol, `declared_guidance` its first listed
+    guidance there; `protocol_guidance`: the same per other protocol where a protocol samples with
+    its own settings (default: `declared_guidance`); `published`: the registry entries of this dataset;
     `augmentation_files`: the rows of the augmentation experiment (none: not run)."""
     runs = collect_records(metric_files)
     check_complete(runs, expected_cells)
@@ -411,8 +426,10 @@ def build_report(*, metric_files: list[str], diagnostic_files: list[str], expect
                  f"Each variant at its {evaluation['guidance_choice']} guidance scale. KID x 1e3. "
                  f"acc: share of samples the classifier assigns to their own class.",
                  wide_table(main_agg, main_columns(scopes, overlap, k)))]
-    sections += [(protocol_line(name, protocols[name]).capitalize(), "",
-                  wide_table(shown[shown["protocol"] == name], main_columns(scopes, overlap, k)))
+    sections += [(protocol_line(name, protocols[name]).capitalize(), protocol_caption(protocols[name]),
+                  wide_table(protocol_rows(agg, name, evaluation["guidance_choice"],
+                                           (protocol_guidance or {}).get(name, declared_guidance)),
+                             main_columns(scopes, overlap, k)))
                  for name in protocols if name != main]
     if len(groups) > 1:
         sections.append(("Class groups at matched n",

@@ -26,13 +26,14 @@ from .acceleration import (
     resolve_device,
     to_layout,
 )
+from .datapolicy import draw_batch_indices
 from .dataset import images_to_model_range, read_image_set
 from .diffusion import NoiseSchedule
 from .fingerprint import file_fingerprint, fingerprint
 from .io import atomic_path
 from .modelfile import load_checkpoint, load_model, save_checkpoint, save_model
 from .networks import build_unet, count_parameters
-from .objective import Objective
+from .objective import Objective, network_extras
 
 
 def train(settings: dict, *, network: dict, diffusion: dict, train_npz: str, num_classes: int,
@@ -101,7 +102,8 @@ def _train_process(rank: int, world: int, *, settings: dict, network: dict, diff
 
     torch.manual_seed(seed)
     model = build_unet(network, image_channels=images.shape[1], image_size=images.shape[-1],
-                       num_classes=num_classes, num_timesteps=diffusion["num_timesteps"]).to(dev)
+                       num_classes=num_classes, num_timesteps=diffusion["num_timesteps"],
+                       **network_extras(settings["losses"])).to(dev)
     if init_model is not None:
         source, _, _ = load_model(init_model, dev)
         model.load_state_dict(source.state_dict())
@@ -222,7 +224,7 @@ class TrainStep:
         cfg, lr = self.cfg, self.learning_rate(step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        idx = torch.randint(len(labels), (cfg["batch_size"],), device=self.device, generator=generator)
+        idx = draw_batch_indices(cfg["data_policy"], labels, cfg["batch_size"], generator)
         x0 = images[idx]
         if cfg["hflip"]:
             flip = torch.rand(len(idx), device=self.device, generator=generator) < 0.5

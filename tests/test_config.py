@@ -42,7 +42,7 @@ def test_variant_settings_merge_overrides_and_resolve_loss_options():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"variants": {"x": {"losses": [{"name": "focal"}]}}}, "registered losses: cbdm, eps_mse"),
+    ({"variants": {"x": {"losses": [{"name": "focal"}]}}}, "registered losses: cbdm, ccua, cm, coral, eps_mse"),
     ({"variants": {"x": {"losses": [{"name": "cbdm", "temperature": 1}]}}}, "known options"),
     ({"variants": {"x": {"losses": [{"name": "eps_mse"}], "training": {"stepz": 3}}}}, "stepz"),
     ({"variants": {"x": {"losses": [{"name": "eps_mse"}], "training": {"lr": "fast"}}}}, "not of type"),

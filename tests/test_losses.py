@@ -168,7 +168,7 @@ def test_cbdm_targets_follow_the_prior_or_uniform():
 
 
 def test_registry_errors_name_the_known_choices():
-    with pytest.raises(KeyError, match="cbdm, eps_mse"):
+    with pytest.raises(KeyError, match=r"cbdm, (\w+, )*eps_mse"):
         get_loss("focal")
     with pytest.raises(ValueError, match="known options"):
         get_loss("cbdm").options({"tau": 1.0, "temperature": 2.0})

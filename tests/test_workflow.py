@@ -89,6 +89,43 @@ def test_dry_runs_plan_the_default_and_every_paper_config(repo):
         run_workflow(repo, repo, configfile, executor="dryrun")
 
 
+def planned_wildcards(repo, configfile, rule: str) -> list[dict[str, str]]:
+    """Wildcards of every job of `rule` in a dry run, from Snakemake's job listing."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-n",
+                             "--configfile", str(configfile)], cwd=repo, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs, current = [], None
+    for line in (result.stdout + result.stderr).splitlines():
+        line = line.strip()
+        if line.endswith(":") and line.split()[0] in ("rule", "localrule"):
+            current = line.split()[1].rstrip(":")
+        elif line.startswith("wildcards:") and current == rule:
+            jobs.append(dict(kv.split("=", 1) for kv in line[len("wildcards:"):].strip().split(", ")))
+    return jobs
+
+
+@pytest.mark.parametrize("name", ["cifar10-lt", "cifar100-lt"])
+def test_paper_configs_plan_every_method_under_the_fair_and_the_published_protocol(repo, name):
+    configfile = repo / f"config/paper/{name}.yaml"
+    config = yaml.safe_load(configfile.read_text())
+    field = ["ddpm", "cbdm", "overlap", "cbdm_overlap", "t2h", "coral", "ccua", "cm"]
+    assert list(config["variants"]) == field
+    metrics = planned_wildcards(repo, configfile, "metrics")
+    for protocol in ("paper", "ours", "published"):
+        assert {m["variant"] for m in metrics if m["protocol"] == protocol} == set(field), protocol
+    samples = planned_wildcards(repo, configfile, "sample")
+    published = config["evaluation"]["protocols"]["published"]["sampling"]
+    # A method with its own published sampler gets its own sample set, at its published guidance.
+    for variant, own in published.items():
+        sets = {(s["labelset"], float(s["guidance"])) for s in samples if s["variant"] == variant}
+        assert ("uniform_random-50000-published", float(own["guidance"])) in sets
+        assert {g for ls, g in sets if ls == "uniform_random-50000"} == {0.8, 1.6}  # the fair grid
+
+
 def test_a_config_error_stops_the_workflow_with_the_fix(tmp_path, repo, tiny_config):
     config = yaml.safe_load(tiny_config.read_text())
     config["variants"]["cbdm"]["losses"][1]["name"] = "cbdn"

@@ -1,6 +1,7 @@
 # Config validation, result paths and the factors the DAG expands over.
 import itertools
 from pathlib import Path
+import re
 
 from snakemake.exceptions import WorkflowError
 
@@ -38,9 +39,31 @@ def training_settings(variant):
     return {key: settings[key] for key in ("name", "losses", "training")}
 
 
-def sampling_settings(variant):
+def sampling_settings(variant, labelset=None):
+    """A variant's sampling settings; for a sample set of a protocol that overrides them
+    (labelset 'exact-1000-<protocol>'), that protocol's."""
+    return {"name": variant, "sampling": variant_sampling(variant, labelset_protocol(labelset))}
+
+
+def variant_sampling(variant, protocol=None):
+    """The sampling settings `variant` is evaluated with under `protocol` (None: its own)."""
     settings = VARIANTS[variant]
-    return {key: settings[key] for key in ("name", "sampling")}
+    return settings["protocol_sampling"].get(protocol, settings["sampling"])
+
+
+def declared_guidance(variant, protocol):
+    """The first guidance scale `variant` lists under `protocol` (the 'declared' choice)."""
+    return cbdm_config.as_list(variant_sampling(variant, protocol)["guidance"])[0]
+
+
+def labelset_protocol(labelset):
+    """The protocol a sample set's name carries ('exact-1000-published' -> 'published'), or None."""
+    if labelset is None:
+        return None
+    parts = labelset.split("-", 2)
+    return parts[2] if len(parts) == 3 else None
+
+
 # Imported variants (`samples:`) are neither trained nor sampled: rule import_samples reads their files.
 IMPORTED_VARIANTS = [name for name, v in VARIANTS.items() if v.get("samples")]
 BUILT_IN_VARIANTS = [name for name, v in VARIANTS.items() if not v["external"] and name not in IMPORTED_VARIANTS]
@@ -129,22 +152,32 @@ def dataset_factors():
             for f in cbdm_config.imbalance_factors(spec)]
 
 
-def labelset(protocol):
-    """The sample set a protocol evaluates: its label policy and size, e.g. 'exact-1000'."""
+def labelset(protocol, variant=None):
+    """The sample set a protocol evaluates: its label policy and size, e.g. 'exact-1000'; with the
+    protocol's name appended where it overrides `variant`'s sampling, e.g. 'exact-1000-published'."""
     spec = PROTOCOLS[protocol]
-    return f"{spec['labels']}-{spec['num_samples']}"
+    name = f"{spec['labels']}-{spec['num_samples']}"
+    if variant is not None and protocol in VARIANTS[variant]["protocol_sampling"]:
+        name += f"-{protocol}"
+    return name
+
+
+# Sample-set names: label policy, size and, for a protocol's own sampling, the protocol.
+LABELSET_PATTERN = (r"(exact|uniform_random|train_prior|fill)-\d+"
+                    + (f"(-({'|'.join(map(re.escape, PROTOCOLS))}))?"))
 
 
 def cells(dataset, imb):
     """Wildcard dicts of every evaluation of one long-tailed dataset: variant x training seed x
     guidance x sampling seed x protocol."""
-    for variant, settings in VARIANTS.items():
-        for seed, guidance, sample_seed, protocol in itertools.product(
-                settings.get("seeds", config["seeds"]), settings["guidance"], settings["sampling"]["seeds"],
-                PROTOCOLS):
+    for variant, protocol in itertools.product(VARIANTS, PROTOCOLS):
+        sampling = variant_sampling(variant, protocol)
+        for seed, guidance, sample_seed in itertools.product(
+                VARIANTS[variant].get("seeds", config["seeds"]), cbdm_config.as_list(sampling["guidance"]),
+                sampling["seeds"]):
             yield dict(dataset=dataset, imb=imb, variant=variant, seed=seed,
                        guidance=cbdm_config.factor_label(guidance), sample_seed=sample_seed,
-                       protocol=protocol, labelset=labelset(protocol))
+                       protocol=protocol, labelset=labelset(protocol, variant))
 
 
 def augment_rows():

@@ -5,7 +5,7 @@ rule metrics:
     conda:
         "../envs/cbdm.yaml"
     input:
-        generated=lambda wc: FEATURES.format(**wc, labelset=labelset(wc.protocol)),
+        generated=lambda wc: FEATURES.format(**wc, labelset=labelset(wc.protocol, wc.variant)),
         reference=lambda wc: REFERENCE_FEATURES.format(
             dataset=wc.dataset, imb=wc.imb, reference=PROTOCOLS[wc.protocol]["reference"]),
     output:

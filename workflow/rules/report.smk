@@ -15,8 +15,9 @@ rule report:
         groups=lambda wc: dataset_spec(wc)["groups"],
         overlap=config["evaluation"]["overlap"],
         evaluation=config["evaluation"],
-        declared_guidance={name: v["guidance"][0] for name, v in VARIANTS.items()},
-        sampling={name: v["sampling"] for name, v in VARIANTS.items()},
+        declared_guidance={name: declared_guidance(name, MAIN_PROTOCOL) for name in VARIANTS},
+        protocol_guidance={p: {name: declared_guidance(name, p) for name in VARIANTS} for p in PROTOCOLS},
+        sampling={name: variant_sampling(name, MAIN_PROTOCOL) for name in VARIANTS},
         features=config["features"],
         published=published_results,
         title=lambda wc: f"{config['suite']}: {wc.dataset}, imbalance factor {wc.imb}",
@@ -43,7 +44,7 @@ rule provenance:
     params:
         config=config,
         seeds={"training": config["seeds"],
-               "sampling": sorted({s for v in VARIANTS.values() for s in v["sampling"]["seeds"]})},
+               "sampling": sorted({s for v in VARIANTS for p in PROTOCOLS for s in variant_sampling(v, p)["seeds"]})},
         code_dir=workflow.basedir,
     resources:
         **stage_resources("other"),

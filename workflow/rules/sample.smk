@@ -12,10 +12,10 @@ rule sample:
     wildcard_constraints:
         variant="|".join(SAMPLED_VARIANTS) or "^$",
     params:
-        settings=lambda wc: sampling_settings(wc.variant),
+        settings=lambda wc: sampling_settings(wc.variant, wc.labelset),
         device=config["device"],
         identity=model_identity,
-    threads: lambda wc: VARIANTS[wc.variant]["sampling"]["threads"]
+    threads: lambda wc: sampling_settings(wc.variant, wc.labelset)["sampling"]["threads"]
     resources:
         **stage_resources("sample", gpus=gpus_per_job()),
     log:

@@ -9,5 +9,5 @@ with job(snakemake):
                  loss_logs=dict(zip(p.built_in, i.losses)), manifest_json=i.manifest, groups=p.groups,
                  overlap=p.overlap, evaluation=p.evaluation, declared_guidance=p.declared_guidance,
                  sampling=p.sampling, features=p.features, published=p.published,
-                 title=p.title, outputs=dict(snakemake.output.items()),
+                 title=p.title, outputs=dict(snakemake.output.items()), protocol_guidance=p.protocol_guidance,
                  augmentation_files=list(i.augmentation))
