@@ -88,6 +88,9 @@ def _settings_from_schema(config_path: str, variant: str, overrides: dict) -> tu
     settings = {"name": variant, "external": False, "description": spec.get("description", "")}
     for section in ("training", "sampling"):
         settings[section] = _merge(config[section], spec.get(section, {}))
+    settings["protocol_sampling"] = {name: _merge(settings["sampling"], protocol["sampling"][variant])
+                                     for name, protocol in config["evaluation"]["protocols"].items()
+                                     if variant in protocol.get("sampling", {})}
     guidance = settings["sampling"]["guidance"]
     settings["guidance"] = list(guidance) if isinstance(guidance, list) else [guidance]
     settings["losses"] = [{"name": t["name"], "weight": t.get("weight", 1.0),
@@ -113,6 +116,11 @@ def _fill_defaults(instance: dict, schema: dict, root: dict) -> None:
             instance[key] = copy.deepcopy(sub["default"])
         if isinstance(instance.get(key), dict):
             _fill_defaults(instance[key], sub, root)
+    entries = schema.get("additionalProperties")
+    if isinstance(entries, dict):  # named entries (protocols, datasets): each gets the entry defaults
+        for key, value in instance.items():
+            if key not in schema.get("properties", {}) and isinstance(value, dict):
+                _fill_defaults(value, entries, root)
 
 
 # --- models and data ----------------------------------------------------------------------------

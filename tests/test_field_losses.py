@@ -202,7 +202,9 @@ def test_model_file_round_trips_heads_and_lowrank_weights(tmp_path):
     with torch.no_grad():
         for m in lowrank_modules(model):
             m.lowrank_b.weight.normal_()
-    save_model(tmp_path / "model.pt", model, {"num_timesteps": 100, "beta_start": 1e-4, "beta_end": 0.02}, {})
+    identity = {"variant": "cm", "dataset": "digits", "imbalance_factor": "10", "seed": 0, "training_digest": "t"}
+    save_model(tmp_path / "model.pt", model, {"num_timesteps": 100, "beta_start": 1e-4, "beta_end": 0.02}, {},
+               identity=identity)
     loaded, _, _ = load_model(tmp_path / "model.pt")
     assert loaded.cfg == model.cfg
     for key, value in model.state_dict().items():
