@@ -1,145 +1,131 @@
-"""Cost per training step of each field variant relative to DDPM: the pipeline's own Objective
-(cbdm.objective) with its network extras, backward, gradient clipping, Adam and the EMA, as
-cbdm/train.py runs them, on a long-tailed class prior.
+"""Cost per training step of each variant relative to DDPM: the pipeline's own step
+(cbdm.train.TrainStep, through bench_train.training_step) with each variant's Objective and the
+network extras its losses declare, on a long-tailed pool (IF 100) and its class prior.
 
-Variants are timed in interleaved blocks (every block times each variant once, in a rotated
-order), so a change in the machine's load spreads over all of them; each variant's figure is
-the min / median / max over blocks of the seconds per step, and its ratio is median / DDPM's
-median. Forward passes per step are counted with a hook on the network, not assumed.
+Every variant starts from the same weights and is timed in alternating blocks on pinned threads
+(harness.alternate: the variants in order, then reversed, ...), so a change of the machine's
+load spreads over all of them; each variant's figure is the min / median / max over blocks, its
+cost the ratio of its median seconds per step to DDPM's. Label drop is 0, so every step runs
+the same label sets. Forward calls and images per step are counted with a hook on the network
+in one step before the timing (which also counts its FLOPs where the step is not compiled).
 
-    python benchmarks/bench_variants.py --size small --device cpu --threads 1
-    python benchmarks/bench_variants.py                          # paper-size UNet on the GPU
+    python benchmarks/bench_variants.py --size small --field --device cpu --threads 1
+    python benchmarks/bench_variants.py                     # the paper config's UNet on the GPU
 """
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
-import time
 
 import torch
-import yaml
+from bench_train import POOL_PER_CLASS, pool, training_step
 
-from cbdm.acceleration import ema_update
-from cbdm.diffusion import NoiseSchedule
-from cbdm.losses import get_loss
-from cbdm.networks import build_unet
-from cbdm.objective import Objective, network_extras
+from cbdm.dataset import longtail_counts, select_longtail
+from cbdm.objective import network_extras
 
 import harness
 
-FIELD_CONFIG = os.path.join(os.path.dirname(__file__), "..", "config", "field.yaml")
+FIELD_CONFIG = str(harness.REPO / "config/field.yaml")
+IMBALANCE_FACTOR = 100.0
 
 
-def field_config() -> dict:
-    with open(FIELD_CONFIG) as f:
-        return yaml.safe_load(f)
+def long_tailed_pool(config: dict, size: str, device: torch.device):
+    """bench_train's class-structured pool cut to an exponential long tail (IF 100), as the
+    suites train on; the objective's class prior is then long-tailed too."""
+    images, labels = pool(config, size, device)
+    counts = longtail_counts(int(labels.max()) + 1, POOL_PER_CLASS, IMBALANCE_FACTOR, "exponential")
+    keep = torch.from_numpy(select_longtail(labels.cpu().numpy(), counts, seed=0)).to(device)
+    return images[keep], labels[keep]
 
 
-def field_variants() -> dict[str, list[dict]]:
-    """The loss terms of every variant of the field suite, options resolved."""
-    variants = field_config()["variants"]
-    return {name: [{"name": t["name"], "weight": float(t.get("weight", 1.0)),
-                    "options": get_loss(t["name"]).options({k: v for k, v in t.items() if k not in ("name", "weight")})}
-                   for t in spec["losses"]] for name, spec in variants.items()}
-
-
-def long_tailed_prior(num_classes: int, imbalance_factor: float = 100.0) -> torch.Tensor:
-    counts = imbalance_factor ** (-torch.arange(num_classes, dtype=torch.float64) / (num_classes - 1))
-    return (counts / counts.sum()).float()
-
-
-def training_step(terms: list[dict], spec: dict, x0, y, device):
-    """A closure taking one training step of `terms`, and a counter of the network's forward
-    calls and images."""
-    torch.manual_seed(0)
-    model = build_unet(spec["network"], image_channels=spec["image_channels"], image_size=spec["image_size"],
-                       num_classes=spec["num_classes"], num_timesteps=1000, **network_extras(terms)).to(device)
-    objective = Objective(terms, NoiseSchedule.linear(1000, 1e-4, 0.02).to(device),
-                          long_tailed_prior(spec["num_classes"]).to(device), model.null_label,
-                          {"policy": "batch", "probability": 0.0}, batched_forward=True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
-    params = list(model.parameters())
-    ema = [p.detach().clone() for p in params]
-    generator, coins = torch.Generator(device).manual_seed(0), torch.Generator().manual_seed(0)
-    counted = {"calls": 0, "images": 0}
+def variant_step(config: dict, settings: dict, size: str, data, device: torch.device, counter: dict):
+    """A callable taking one TrainStep of the variant (label drop 0), and the variant's model."""
+    base = harness.build_model(config, size, device, **network_extras(settings["losses"]))
 
     def count(module, args):
-        counted["calls"] += 1
-        counted["images"] += len(args[0])
+        counter["calls"] += 1
+        counter["images"] += len(args[0])
 
-    model.register_forward_pre_hook(count)
-
-    def step():
-        loss, _ = objective(model, x0, y, generator, coins)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        ema_update(ema, params, 0.9999, "foreach")
-
-    return step, counted, sum(p.numel() for p in params)
+    base.register_forward_pre_hook(count)  # bench_train's copies of the model keep the hook
+    call, _ = training_step(config, settings, base, data, device)
+    return call, base
 
 
-def interleaved_seconds(steps: dict, device, blocks: int, per_block: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds per step of every closure, one figure per block, the order rotated each block."""
-    names = list(steps)
-    for name in names:
-        for _ in range(warmup):
-            steps[name]()
-    seconds = {name: [] for name in names}
-    for block in range(blocks):
-        for name in names[block % len(names):] + names[:block % len(names)]:
-            harness.synchronize(device)
-            started = time.perf_counter()
-            for _ in range(per_block):
-                steps[name]()
-            harness.synchronize(device)
-            seconds[name].append((time.perf_counter() - started) / per_block)
-    return seconds
+def counted_step(call, counter: dict, compiled: bool) -> dict:
+    """Forward calls and images of one step, and its FLOPs where the step is eager."""
+    counter.update(calls=0, images=0)
+    flops = None
+    if compiled:  # FLOPs are counted on eager steps only, as bench_train does
+        call()
+    else:
+        flops = harness.count_flops(call)
+    return {**counter, "flops": flops}
 
 
-def main():
-    parser = harness.arguments(__doc__, steps=5, warmup=2, batch=64)
-    parser.add_argument("--blocks", type=int, default=7, help="interleaved timing blocks (--steps steps each)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (CPU), pinned to as many cores")
-    parser.add_argument("--field", action="store_true", help="the field suite's own network (config/field.yaml)")
-    args = parser.parse_args()
+def variant_settings(config_path: str, name: str, batch: int | None) -> dict:
+    _, settings = harness.variant_settings(config_path, name, reference=False)
+    cfg = settings["training"]
+    cfg["batch_size"] = batch or cfg["batch_size"]
+    cfg["label_drop"] = dict(cfg["label_drop"], probability=0.0)  # every step runs the same label sets
+    return settings
+
+
+def run(args) -> dict:
+    harness.pin_threads(args.threads)
     device = torch.device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-        if hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.threads])
-    spec = harness.SIZES[args.size]
-    if args.field:
-        args.size = "field"
-        spec = dict(spec, network=field_config()["network"], image_channels=1, image_size=8, num_classes=10)
-    shape = (args.batch, spec["image_channels"], spec["image_size"], spec["image_size"])
-    x0 = (torch.rand(shape, generator=torch.Generator().manual_seed(1)) * 2 - 1).to(device)
-    y = torch.multinomial(long_tailed_prior(spec["num_classes"]), args.batch, replacement=True,
-                          generator=torch.Generator().manual_seed(2)).to(device)
-    built = {name: training_step(terms, spec, x0, y, device) for name, terms in field_variants().items()}
-    seconds = interleaved_seconds({n: b[0] for n, b in built.items()}, device, args.blocks, args.steps, args.warmup)
-    for _, counted, _ in built.values():
-        counted.update(calls=0, images=0)
-    for name, (step, _, _) in built.items():
-        step()  # one counted step per variant
-    reference = statistics.median(seconds["ddpm"])
-    rows = []
-    for name, (_, counted, n_params) in built.items():
-        s = seconds[name]
-        rows.append({"path": name, "rate": 1 / statistics.median(s), "peak_mb": harness.peak_memory_mb(device),
-                     "machine": harness.machine(device),
-                     "detail": f"median {statistics.median(s) * 1e3:.1f} ms/step (min {min(s) * 1e3:.1f}, max "
-                               f"{max(s) * 1e3:.1f}) x{statistics.median(s) / reference:.2f} of ddpm; "
-                               f"{counted['calls']} forward call(s), {counted['images'] // args.batch} x batch images; "
-                               f"{n_params:,} parameters",
-                     "seconds": s, "cost_vs_ddpm": statistics.median(s) / reference,
-                     "forward_calls": counted["calls"], "forward_images": counted["images"]})
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    harness.print_comparison(f"Training step per variant, batch {args.batch}, {args.blocks} interleaved blocks of "
-                             f"{args.steps} steps", rows, "steps/s", args,
-                             {"load average at the end": load})
+    config_path, size = (FIELD_CONFIG, "paper") if args.field else (args.config, args.size)
+    config, _ = harness.variant_settings(config_path, "ddpm", reference=False)
+    names = ["ddpm"] + [name for name in config["variants"] if name != "ddpm"]  # the reference first
+    data = long_tailed_pool(config, size, device)
+    load_before = load_average()
+    paths, counts, models, settings = {}, {}, {}, {}
+    for name in names:
+        settings[name] = variant_settings(config_path, name, args.batch)
+        counter = {"calls": 0, "images": 0}
+        paths[name], models[name] = variant_step(config, settings[name], size, data, device, counter)
+        counts[name] = counted_step(paths[name], counter, settings[name]["training"]["compile"])
+        for _ in range(args.warmup):
+            paths[name]()
+    harness.reset_peak_memory(device)
+    timings = harness.alternate(paths, device, args.blocks, args.calls, args.budget)
+    rows = [variant_row(name, timings[name], timings["ddpm"], counts[name], models[name], settings[name], device)
+            for name in names]
+    cfg = settings["ddpm"]["training"]
+    title = (f"Training step per variant of {os.path.relpath(config_path, harness.REPO)} (cbdm.train.TrainStep, batch "
+             f"{cfg['batch_size']}, label drop 0, long-tailed pool IF {IMBALANCE_FACTOR:g}, size "
+             f"{'field' if args.field else size}): steps/s; ratio = ddpm's time / the variant's")
+    return harness.print_table(title, rows, "steps/s", device, args, {
+        "timed steps per block": args.calls, "untimed warm-up steps per variant": args.warmup,
+        "load average (1, 5, 15 min) before / after": f"{load_before} / {load_average()}"})
+
+
+def load_average() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def variant_row(name: str, timing: dict, ddpm: dict, counted: dict, model, settings: dict, device) -> dict:
+    """harness.path_row plus the seconds per block, the cost against ddpm and the counted forwards."""
+    seconds, batch = timing["block_s"], settings["training"]["batch_size"]
+    cost = statistics.median(seconds) / statistics.median(ddpm["block_s"])
+    gflop = f"{counted['flops'] / 1e9:.2f} GFLOP/step" if counted["flops"] is not None else "FLOPs not counted"
+    detail = (f"median {statistics.median(seconds) * 1e3:.1f} ms/step (min {min(seconds) * 1e3:.1f}, max "
+              f"{max(seconds) * 1e3:.1f}), x{cost:.2f} ddpm's cost; {counted['calls']} forward call(s), "
+              f"{counted['images'] // batch} x batch images; {gflop}; {harness.parameters_line(model)}")
+    return {**harness.path_row(name, timing, 1, counted["flops"], device, detail), "seconds": seconds,
+            "cost_vs_ddpm": cost, "forward_calls": counted["calls"], "forward_images": counted["images"]}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = harness.arguments(__doc__, variant="ddpm", blocks=7, calls=5)
+    p.add_argument("--steps", dest="calls", type=int, default=argparse.SUPPRESS,
+                   help="timed steps per block (the same as --calls)")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="untimed steps per variant before the timing (after its counted step)")
+    p.add_argument("--field", action="store_true",
+                   help="the field suite (config/field.yaml) with its own network; --config and --size are ignored")
+    return p
 
 
 if __name__ == "__main__":
-    main()
+    run(parser().parse_args())

@@ -41,8 +41,9 @@ def arguments(description: str, **defaults) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(PAPER_CONFIG), help="the paper config whose settings are timed")
     parser.add_argument("--variant", default=defaults.get("variant", "cbdm"))
-    parser.add_argument("--size", choices=["paper", "ci"], default="paper",
-                        help="'ci': the config's settings on a small network at 8x8 (CPU smoke runs)")
+    parser.add_argument("--size", choices=["paper", "ci", "small"], default="paper",
+                        help="'ci' (or its older name 'small'): the config's settings on a small network at 8x8 "
+                             "(CPU smoke runs)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=None, help="default: the config's batch size")
     parser.add_argument("--blocks", type=int, default=defaults.get("blocks", 5),
@@ -126,19 +127,24 @@ def _fill_defaults(instance: dict, schema: dict, root: dict) -> None:
 # --- models and data ----------------------------------------------------------------------------
 
 def image_shape(config: dict, size: str) -> tuple[int, int, int]:
-    """(channels, side, classes) of the config's dataset, CIFAR-shaped (8x8 at size 'ci')."""
+    """(channels, side, classes) of the config's dataset, CIFAR-shaped (8x8 at size 'ci'); the
+    sklearn digits are 8x8 grey images at any size."""
     source = next(iter(config["datasets"].values()))["source"]
+    if source == "sklearn_digits":
+        return 1, 8, 10
     classes = 100 if source == "cifar100" else 10
     return 3, 32 if size == "paper" else CI_IMAGE_SIZE, classes
 
 
-def build_model(config: dict, size: str, device, seed: int = 0) -> torch.nn.Module:
-    """The config's UNet (or the CI network), moved off its near-zero initialisation so that its
-    output depends on its input and label (comparisons of outputs would be vacuous otherwise)."""
+def build_model(config: dict, size: str, device, seed: int = 0, **extras) -> torch.nn.Module:
+    """The config's UNet (or the CI network) with the `extras` a variant's losses declare
+    (cbdm.objective.network_extras), moved off its near-zero initialisation so that its output
+    depends on its input and label (comparisons of outputs would be vacuous otherwise)."""
     channels, side, classes = image_shape(config, size)
     torch.manual_seed(seed)
     model = build_unet(config["network"] if size == "paper" else CI_NETWORK, image_channels=channels,
-                       image_size=side, num_classes=classes, num_timesteps=config["diffusion"]["num_timesteps"])
+                       image_size=side, num_classes=classes, num_timesteps=config["diffusion"]["num_timesteps"],
+                       **extras)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.02 * torch.randn_like(p))
