@@ -64,6 +64,7 @@ def counted_step(call, counter: dict, compiled: bool) -> dict:
 
 
 def variant_settings(config_path: str, name: str, batch: int | None) -> dict:
+    """The variant's resolved settings (fast path) at `batch`, label drop 0."""
     _, settings = harness.variant_settings(config_path, name, reference=False)
     cfg = settings["training"]
     cfg["batch_size"] = batch or cfg["batch_size"]
