@@ -34,12 +34,7 @@ def forward_flops(model: torch.nn.Module, device: torch.device) -> int:
 def run(args) -> dict:
     harness.pin_threads(args.threads)
     device = torch.device(args.device)
-    config, fast = harness.variant_settings(args.config, args.variant, reference=False)
-    _, reference = harness.variant_settings(args.config, args.variant, reference=True)
-    for settings in (fast, reference):
-        settings["sampling"]["batch_size"] = args.batch or settings["sampling"]["batch_size"]
-        if args.no_compile:
-            settings["sampling"]["compile"] = False
+    config, fast, reference = harness.fast_and_reference(args, "sampling")
     sampling = fast["sampling"]
     batch, guidance = sampling["batch_size"], fast["guidance"][0]
     full_steps = config["diffusion"]["num_timesteps"] if sampling["sampler"] == "ancestral" else sampling["steps"]

@@ -62,12 +62,8 @@ def pool(config: dict, size: str, device: torch.device):
 def run(args) -> dict:
     harness.pin_threads(args.threads)
     device = torch.device(args.device)
-    config, fast = harness.variant_settings(args.config, args.variant, reference=False)
-    _, reference = harness.variant_settings(args.config, args.variant, reference=True)
+    config, fast, reference = harness.fast_and_reference(args, "training")
     for settings in (fast, reference):
-        settings["training"]["batch_size"] = args.batch or settings["training"]["batch_size"]
-        if args.no_compile:
-            settings["training"]["compile"] = False
         if args.compile_mode:
             settings["training"]["compile_mode"] = args.compile_mode
     batch = fast["training"]["batch_size"]

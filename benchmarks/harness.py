@@ -78,6 +78,18 @@ def variant_settings(config_path: str, variant: str, reference: bool) -> tuple[d
     return config, resolve(config, variant)
 
 
+def fast_and_reference(args, section: str) -> tuple[dict, dict, dict]:
+    """(config, fast settings, reference settings) of `args.variant` in `args.config`, with the
+    command line's batch size and --no-compile applied to `section` ('training' or 'sampling')."""
+    config, fast = variant_settings(args.config, args.variant, reference=False)
+    _, reference = variant_settings(args.config, args.variant, reference=True)
+    for settings in (fast, reference):
+        settings[section]["batch_size"] = args.batch or settings[section]["batch_size"]
+        if args.no_compile:
+            settings[section]["compile"] = False
+    return config, fast, reference
+
+
 def _settings_from_schema(config_path: str, variant: str, overrides: dict) -> tuple[dict, dict]:
     """What cbdm.config resolves, for a machine without its validators: the config merged with
     the overrides, the schema's defaults filled in, the variant's sections merged over the

@@ -116,19 +116,24 @@ def test_the_workflow_refuses_a_profile_with_placeholders_before_planning(tmp_pa
 
 @pytest.mark.slow
 def test_a_dry_run_through_the_slurm_profile_gives_a_ddp_training_its_gpus(tmp_path, repo):
+    jobs = ddp_dry_run(tmp_path, repo, "--workflow-profile", str(repo / "profiles/slurm"))
+    assert any("variant=cbdm," in w and "gpu=2," in r and "slurm_partition=gpu" in r for w, r in jobs["train"])
+    assert any("variant=ddpm," in w and "gpu=1," in r for w, r in jobs["train"])
+    assert all("gpu=1," in r for _, r in jobs["metrics"] + jobs["features_samples"])  # a whole GPU on SLURM
+
+
+def ddp_dry_run(tmp_path, repo, *options: str) -> dict[str, list[tuple[str, str]]]:
+    """The jobs a dry run plans for the tiny suite on GPUs, cbdm trained by 2 DDP processes."""
     config = yaml.safe_load((repo / "tests/data/tiny.yaml").read_text())
     del config["variants"]["ddpm_resampled"]
     config["resources"] = {"gpus_per_job": 1}
     config["variants"]["cbdm"]["training"] = {"processes": 2}
     (tmp_path / "gpu.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-n",
-                             "--configfile", "gpu.yaml", "--workflow-profile", str(repo / "profiles/slurm")],
+                             "--configfile", "gpu.yaml", *options],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    jobs = planned_jobs(result.stdout + result.stderr)
-    assert any("variant=cbdm," in w and "gpu=2," in r and "slurm_partition=gpu" in r for w, r in jobs["train"])
-    assert any("variant=ddpm," in w and "gpu=1," in r for w, r in jobs["train"])
-    assert all("gpu=1," in r for _, r in jobs["metrics"] + jobs["features_samples"])  # a whole GPU on SLURM
+    return planned_jobs(result.stdout + result.stderr)
 
 
 def planned_jobs(output: str) -> dict[str, list[tuple[str, str]]]:
@@ -156,16 +161,7 @@ def test_concurrent_jobs_claim_different_gpus(tmp_path):
 
 
 def test_gpu_rules_declare_their_gpus_memory_and_runtime(tmp_path, repo):
-    config = yaml.safe_load((repo / "tests/data/tiny.yaml").read_text())
-    del config["variants"]["ddpm_resampled"]
-    config["resources"] = {"gpus_per_job": 1}
-    config["variants"]["cbdm"]["training"] = {"processes": 2}
-    (tmp_path / "gpu.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-n",
-                             "--configfile", "gpu.yaml", "--resources", "gpu=4"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    jobs = planned_jobs(result.stdout + result.stderr)
+    jobs = ddp_dry_run(tmp_path, repo, "--resources", "gpu=4")
     train = {w: r for w, r in jobs["train"]}
     assert any("variant=cbdm," in w and "gpu=2" in r for w, r in train.items())  # one GPU per DDP process
     assert any("variant=ddpm," in w and "gpu=1" in r for w, r in train.items())
