@@ -15,7 +15,7 @@ import copy
 
 import torch
 
-from cbdm.acceleration import configure_backends, to_layout
+from cbdm.acceleration import to_layout
 from cbdm.dataset import images_to_model_range
 from cbdm.diffusion import NoiseSchedule
 from cbdm.objective import Objective
@@ -39,7 +39,6 @@ def training_step(config: dict, settings: dict, base: torch.nn.Module, data, dev
                                     config["diffusion"]["beta_end"]).to(device)
     objective = Objective(settings["losses"], schedule, (counts / counts.sum()).float(), model.null_label,
                           cfg["label_drop"], cfg["batched_forward"])
-    configure_backends(tf32=cfg["tf32"], cudnn_benchmark=cfg["cudnn_benchmark"])
     step = TrainStep(model, ema, objective, cfg, device)
     images = to_layout(images, cfg["channels_last"])
     generator, coins = torch.Generator(device).manual_seed(0), torch.Generator().manual_seed(0)

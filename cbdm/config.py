@@ -303,6 +303,7 @@ def imported_settings(config: dict, name: str, spec: dict, settings: dict) -> di
     """A variant whose samples were made elsewhere: `samples` resolved to {guidance label:
     {training seed: path}}, each path checked; it has no training and one sampling seed."""
     clash = [key for key in ("losses", "training") if spec.get(key)] + (["external"] if spec["external"] else [])
+    clash += [f"evaluation.protocols.{p}.sampling.{name}" for p in settings["protocol_sampling"]]
     if clash:
         raise ConfigError(f"variant {name} declares `samples` (imported, not trained) and {clash}: remove {clash}")
     given = spec["samples"]
@@ -324,8 +325,9 @@ def imported_settings(config: dict, name: str, spec: dict, settings: dict) -> di
                               f"folder snakemake runs in)")
     settings.update(losses=[], samples=sets, guidance=[float(g) for g in sets], seeds=seeds[0],
                     samples_format=spec["samples_format"], samples_resize=spec["samples_resize"])
+    # The guidance scales are the ones the files were drawn at: the DAG's cells read them here.
     settings["sampling"] = {**settings["sampling"], "sampler": "imported", "steps": None,
-                            "seeds": settings["sampling"]["seeds"][:1]}
+                            "guidance": settings["guidance"], "seeds": settings["sampling"]["seeds"][:1]}
     return settings
 def _check_sampler(config: dict, where: str, sampling: dict) -> None:
     if sampling["sampler"] == "ancestral" and sampling["steps"] != config["diffusion"]["num_timesteps"]:

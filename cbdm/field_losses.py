@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from .losses import Needs, NoisedBatch, pixel_mean, register_loss
+from .losses import Needs, NoisedBatch, Option, pixel_mean, register_loss
 
 T2H_GATES = ("t2h", "any", "none")
 
@@ -55,7 +55,8 @@ def t2h_target(batch: NoisedBatch, generator: torch.Generator, *, gate: str) -> 
     return (batch.x_t - abar.sqrt() * batch.x0[j]) / (1 - abar).sqrt()
 
 
-@register_loss("t2h", defaults={"gate": "t2h"}, conditional_only=False, needs=Needs(target=t2h_target))
+@register_loss("t2h", defaults={"gate": "t2h"}, options={"gate": Option(str, choices=T2H_GATES)},
+               conditional_only=False, needs=Needs(target=t2h_target))
 def t2h_mse(batch: NoisedBatch, eps: torch.Tensor, eps_alt: None, *, target: torch.Tensor) -> torch.Tensor:
     """T2H (Zhang et al. 2024): the DDPM error against the batch-posterior transferred target."""
     return pixel_mean((eps - target) ** 2)
@@ -126,6 +127,8 @@ def cm_class_coefficients(class_prior: torch.Tensor, w_con: float, w_div: float)
 
 
 @register_loss("cm", defaults={"w_con": 1.0, "w_div": 0.2, "rank_ratio": 0.1, "gate": "t2h"},
+               # rank_ratio 0 would build no branch: CM would silently train as T2H.
+               options={"gate": Option(str, choices=T2H_GATES), "rank_ratio": Option(float, above=0, maximum=1)},
                conditional_only=False,
                needs=Needs(target=t2h_target, base_pass=True, lowrank_ratio="rank_ratio"))
 def capacity_manipulation(batch: NoisedBatch, eps: torch.Tensor, eps_alt: None, *, target: torch.Tensor,

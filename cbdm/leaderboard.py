@@ -20,6 +20,7 @@ import pandas as pd
 
 from .config import variant_settings
 from .io import atomic_path, read_json
+from .labels import factor_label
 
 MEASUREMENT = ["dataset", "imbalance_factor", "features", "preprocessing", "reference", "labels", "num_samples"]
 GENERATION = ["kind", "sampler", "steps", "guidance", "ema", "samples_from"]
@@ -37,8 +38,11 @@ def describe_features(features: dict) -> str:
 def describe_preprocessing(features: dict, spec: dict) -> str:
     size = "native size" if not spec.get("image_size") else \
         f"resized to {spec['image_size']}x{spec['image_size']} (antialiased bilinear)"
+    if features["extractor"] == "inception" and features["inception_preprocessing"] == "pytorch_fid":
+        return (f"images at {size} as floats in [0, 1], bilinear resize to 299x299 (align_corners=False), "
+                f"scaled to [-1, 1] (pytorch-fid's convention)")
     if features["extractor"] == "inception":
-        return f"uint8 images at {size}, resized to 299x299 inside the extractor"
+        return f"uint8 images at {size}, torch-fidelity's TF-1 bilinear resize to 299x299"
     return f"uint8 images at {size}, scaled to [-1, 1]"
 
 
@@ -50,12 +54,13 @@ def generation_card(config: dict, cell: dict, external_card: dict | None, note: 
                 "ema": "n/a", "samples_from": external_card["note"]}
     settings = variant_settings(config, cell["variant"])
     if settings.get("samples"):
-        return {"kind": "imported (samples:)", "sampler": "n/a", "steps": "n/a", "guidance": f"{cell['guidance']:g}",
-                "ema": "n/a", "samples_from": note[note.find("imported from"):] if "imported from" in note
-                else settings["samples"][f"{cell['guidance']:g}"][cell["seed"]]}
+        source = note[note.find("imported from"):] if "imported from" in note \
+            else settings["samples"][factor_label(cell["guidance"])][cell["seed"]]
+        return {"kind": "imported (samples:)", "sampler": "n/a", "steps": "n/a",
+                "guidance": factor_label(cell["guidance"]), "ema": "n/a", "samples_from": source}
     sampling = settings["sampling"]
     return {"kind": "external model" if settings["external"] else "built-in",
-            "sampler": sampling["sampler"], "steps": sampling["steps"], "guidance": f"{cell['guidance']:g}",
+            "sampler": sampling["sampler"], "steps": sampling["steps"], "guidance": factor_label(cell["guidance"]),
             "ema": settings["training"]["ema_decay"], "samples_from": "suite sampler"}
 
 

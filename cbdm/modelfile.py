@@ -35,11 +35,16 @@ IDENTITY_KEYS = ("variant", "dataset", "imbalance_factor", "seed", "training_dig
 CHECKED_IDENTITY = IDENTITY_KEYS[:4]
 
 
+def require_identity_keys(identity: dict) -> None:
+    """Refuse an identity without exactly IDENTITY_KEYS (checked before training, not after)."""
+    if set(identity) != set(IDENTITY_KEYS):
+        raise ValueError(f"a model file's identity needs exactly {list(IDENTITY_KEYS)}, got {sorted(identity)}")
+
+
 def save_model(path, model: UNet, diffusion: dict, meta: dict, *, identity: dict,
                state_dict: dict | None = None) -> None:
     """Write a model file; `identity` holds exactly IDENTITY_KEYS."""
-    if set(identity) != set(IDENTITY_KEYS):
-        raise ValueError(f"a model file's identity needs exactly {list(IDENTITY_KEYS)}, got {sorted(identity)}")
+    require_identity_keys(identity)
     payload = {"format": MODEL_FORMAT, "unet": model.cfg.to_dict(), "diffusion": dict(diffusion),
                "state_dict": state_dict if state_dict is not None else model.state_dict(),
                "meta": {**meta, "identity": dict(identity)}}

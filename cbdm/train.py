@@ -31,7 +31,7 @@ from .dataset import images_to_model_range, read_image_set
 from .diffusion import NoiseSchedule
 from .fingerprint import file_fingerprint, fingerprint
 from .io import atomic_path
-from .modelfile import load_checkpoint, load_model, save_checkpoint, save_model
+from .modelfile import load_checkpoint, load_model, require_identity_keys, save_checkpoint, save_model
 from .networks import build_unet, count_parameters
 from .objective import Objective, network_extras
 
@@ -45,6 +45,7 @@ def train(settings: dict, *, network: dict, diffusion: dict, train_npz: str, num
     trained for; the sampling job checks it."""
     identity = {"variant": settings["name"], "dataset": None, "imbalance_factor": None, "seed": seed,
                 **(identity or {}), "training_digest": fingerprint(settings, network, diffusion)}
+    require_identity_keys(identity)  # before the training, not after it
     run = dict(settings=settings, network=network, diffusion=diffusion, train_npz=train_npz,
                num_classes=num_classes, seed=seed, device=device, out_model=out_model, out_log=out_log,
                checkpoint_path=checkpoint_path, init_model=init_model, identity=identity)
@@ -118,7 +119,6 @@ def _train_process(rank: int, world: int, *, settings: dict, network: dict, diff
                                     diffusion["beta_end"]).to(dev)
     objective = Objective(settings["losses"], schedule, class_prior.float(), model.null_label,
                           cfg["label_drop"], cfg["batched_forward"])
-    configure_backends(tf32=cfg["tf32"], cudnn_benchmark=cfg["cudnn_benchmark"])
     train_step = TrainStep(model, ema, objective, cfg, dev, (rank, world))
     optimizer = train_step.optimizer
     images = to_layout(images, cfg["channels_last"])
@@ -208,6 +208,7 @@ class TrainStep:
     def __init__(self, model: torch.nn.Module, ema: torch.nn.Module, objective: Objective, cfg: dict,
                  device: torch.device, shard: tuple[int, int] = (0, 1)):
         self.cfg, self.device, self.shard, self.objective = cfg, device, shard, objective
+        configure_backends(tf32=cfg["tf32"], cudnn_benchmark=cfg["cudnn_benchmark"])
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], fused=cfg["fused_adam"] or None)
         self.network = training_network(model, cfg, device, shard[1])
         self.params, self.ema_params = list(model.parameters()), list(ema.parameters())

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 from test_config import MINIMAL
-from test_workflow import planned_jobs, run_workflow
+from test_workflow import planned_jobs, planned_wildcards, run_workflow
 
 from cbdm.config import ConfigError, deep_merge, validate_config, variant_settings
 
@@ -25,6 +25,7 @@ def test_a_samples_variant_resolves_to_guidance_seed_and_path(in_tmp):
     settings = variant_settings(config_with({"samples": {1.5: {0: "a.npz", 1: "b"}, 2: {0: "b", 1: "a.npz"}}}), "mine")
     assert settings["samples"] == {"1.5": {0: "a.npz", 1: "b"}, "2": {0: "b", 1: "a.npz"}}
     assert settings["guidance"] == [1.5, 2.0] and settings["seeds"] == [0, 1]
+    assert settings["sampling"]["guidance"] == [1.5, 2.0]  # what the DAG's cells expand over
 
 
 @pytest.mark.parametrize("variant, message", [
@@ -87,6 +88,16 @@ def test_the_dag_scores_an_imported_variant_beside_the_built_in_ones(tmp_path, r
     assert "## Card 1: digits IF 5, protocol ours" in (results / "leaderboard.md").read_text()
     stats = np.load(results / "features/digits/IF5/reference-heldout.stats.npz")
     assert stats["sigma"].shape == (8, 8) and int(stats["n_tail"]) == 150
+
+
+def test_an_imported_variant_is_planned_at_the_guidance_scales_of_its_files(tmp_path, repo):
+    oracle = str(write_oracle(tmp_path / "oracle.npz"))
+    configfile = tiny_with_import(repo, tmp_path, oracle)
+    config = yaml.safe_load(configfile.read_text())
+    config["variants"]["oracle"]["samples"] = {1.5: {0: oracle}, 2: {0: oracle}}
+    configfile.write_text(yaml.safe_dump(config, sort_keys=False))
+    imports = planned_wildcards(repo, configfile, "import_samples")
+    assert sorted(w["guidance"] for w in imports) == ["1.5", "2"]
 
 
 def test_the_readme_score_your_own_samples_example_runs(tmp_path, repo):
