@@ -98,9 +98,10 @@ def scope_records(scope: str, gen: dict, ref: dict, groups: dict, cfg: dict, dev
     no_samples = "" if n_gen else "no samples"
     accuracy = (gen["predicted"] == gen["labels"]).mean() if n_gen else None
     records.append(record(scope, "accuracy", accuracy, n_gen, 0, no_samples))
-    # Unit and averaging are in the report's section text: a note here would list once per class.
+    # Per class the note would only repeat itself in the report's Notes, once for every class.
+    unit = "" if scope.startswith("class ") else "bits; mean over the scope's classes"
     records.append(record(scope, "label_entropy", label_entropy(gen["labels"], gen["predicted"]), n_gen, 0,
-                          no_samples))
+                          no_samples or unit))
     for group, classes in groups.items():
         wrong_into = np.isin(gen["predicted"], classes) & (gen["predicted"] != gen["labels"])
         records.append(record(scope, f"misclassified_into:{group}", wrong_into.mean() if n_gen else None,
