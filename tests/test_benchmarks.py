@@ -3,6 +3,7 @@ on those configs' settings and print the full table (CPU, CI-sized); the figures
 taken on a GPU (benchmarks/README.md)."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -154,3 +155,25 @@ def test_benchmark_scripts_print_the_full_table(script, repo, tmp_path):
     assert all(0 < row["min"] <= row["median"] <= row["max"] and row["peak_mb"] > 0 for row in figures["rows"])
     header = next(line for line in result.stdout.splitlines() if "median" in line)
     assert all(column in header for column in ("min", "max", "ratio", "1st call s", "MFU"))
+
+
+def test_the_gpu_check_fits_its_time_budget(repo, benchmarks, monkeypatch, tmp_path):
+    """Mandatory parts' caps fit the budget, the shell's hard limit lies above it, and an optional
+    part runs only where its whole cap still fits."""
+    import gpu_check
+
+    mandatory = [cap for name, cap, _, _ in gpu_check.PARTS if name not in gpu_check.OPTIONAL]
+    assert sum(mandatory) <= gpu_check.TOTAL_BUDGET_S
+    limit = int(re.search(r"^limit=(\d+)$", (repo / "benchmarks/gpu_check.sh").read_text(), re.M).group(1))
+    assert limit <= 480 and gpu_check.TOTAL_BUDGET_S < limit - 10  # 8 minutes at most, a margin for start-up
+    clock = iter(range(0, 10000, 70))  # every part appears to take 70 s
+    monkeypatch.setattr(gpu_check.time, "perf_counter", lambda: next(clock))
+    ran = []
+    monkeypatch.setattr(gpu_check, "run_part", lambda name, cap, *rest: ran.append((name, cap)) or {"status": "ok"})
+    monkeypatch.setattr(gpu_check, "environment", lambda: {"device": "x", "torch": "y", "cpus": 1, "missing": []})
+    gpu_check.check_all(tmp_path, smoke=False)
+    assert [name for name, _ in ran][:5] == ["train", "train2000", "sample", "metrics", "features"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert all(summary["parts"][name]["status"].startswith("skipped") for name in gpu_check.OPTIONAL
+               if name not in dict(ran))
+    assert all(cap <= gpu_check.TOTAL_BUDGET_S for _, cap in ran)
