@@ -1,6 +1,6 @@
 """The one place a suite's configuration is validated and resolved.
 
-`validate_config` checks a config against workflow/schemas/config.schema.yaml (filling its
+`validate_config` checks a config against cbdm/config.schema.yaml (filling its
 defaults) and then checks what a schema cannot: that losses are registered, that class groups
 name real classes, that variant overrides are well-typed. Stages receive resolved pieces
 (`variant_settings`, ...) and never read raw config keys of their own.

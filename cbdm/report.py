@@ -25,8 +25,7 @@ MATCHED_METRICS = {"fid@matched": "FID", "precision@matched": "precision", "reca
 def with_k(labels: dict[str, str], k: int) -> dict[str, str]:
     """Column labels with the precision/recall neighbourhood size, e.g. 'recall (k=5)'."""
     return {m: f"{label} (k={k})" if m.startswith(("precision", "recall")) else label for m, label in labels.items()}
-PER_CLASS_METRICS = {"fid": "FID", "kid_mean": "KID", "precision": "precision", "recall": "recall",
-                     "accuracy": "acc"}
+PER_CLASS_METRICS = MAIN_METRICS  # the per-class table shows the main table's metrics
 # The HTML pages (report items) the sections are shown on, besides table.html with all of them.
 HTML_PAGES = {"main": "Main tables", "per_class": "Per-class table", "diagnostics": "Overlap and memorization",
               "comparisons": "Comparisons", "data": "Training data"}

@@ -192,10 +192,9 @@ def fill_samples(wildcards):
     sampling seed, labels 'fill-<percent>'; none for the control rows."""
     if wildcards.row in ("real_only", "real_oversampled"):
         return []
-    settings = VARIANTS[wildcards.row]
     return SAMPLES.format(dataset=wildcards.dataset, imb=wildcards.imb, variant=wildcards.row, seed=config["seeds"][0],
-                          guidance=cbdm_config.factor_label(settings["guidance"][0]),
-                          sample_seed=settings["sampling"]["seeds"][0],
+                          guidance=cbdm_config.factor_label(declared_guidance(wildcards.row, None)),
+                          sample_seed=variant_sampling(wildcards.row)["seeds"][0],
                           labelset=f"fill-{config['augmentation']['fill_percent']}")
 
 
