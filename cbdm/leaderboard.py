@@ -18,14 +18,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import records
 from .config import variant_settings
 from .io import atomic_path, read_json
 from .labels import factor_label
 
 MEASUREMENT = ["dataset", "imbalance_factor", "features", "preprocessing", "reference", "labels", "num_samples"]
 GENERATION = ["kind", "sampler", "steps", "guidance", "ema", "samples_from"]
-ALL_METRICS = {"fid": "FID", "kid_mean": "KID x1e3", "precision": "precision", "recall": "recall",
-               "accuracy": "acc"}
+# The headline metrics, with their column labels at the display scale (e.g. 'KID x 1e3').
+ALL_METRICS = {m: records.metric(m).scaled_label for m in records.HEADLINE}
 
 
 def describe_features(features: dict) -> str:
@@ -79,7 +80,7 @@ def entry_row(config: dict, metrics_json: Path, external_card: dict | None) -> d
            "n_gen": values[("all", "fid")]["n_gen"], "n_ref": values[("all", "fid")]["n_ref"]}
     for metric in ALL_METRICS:
         value = values.get(("all", metric), {}).get("value")
-        row[metric] = None if value is None else value * (1e3 if metric == "kid_mean" else 1)
+        row[metric] = None if value is None else value * records.scale(metric)
     for group in spec["groups"]:
         row[f"fid_{group}"] = values[(group, "fid")]["value"]
         row[f"n_{group}"] = f"{values[(group, 'fid')]['n_gen']} vs {values[(group, 'fid')]['n_ref']}"

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .evaluate import record
 from .metrics import nearest_neighbour_distances
+from .records import class_scope, record
 from .sources import ImageSet
 
 
@@ -23,7 +23,7 @@ def memorization_records(cfg: dict, generated: ImageSet, train: ImageSet, heldou
 
     records = []
     for c in range(num_classes):
-        scope = f"class {c}"
+        scope = class_scope(c)
         reference = flat(train.images[train.labels == c])
         gen = flat(generated.images[generated.labels == c])
         held = flat(heldout.images[heldout.labels == c])
