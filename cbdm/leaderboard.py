@@ -30,6 +30,7 @@ ALL_METRICS = {m: records.metric(m).scaled_label for m in records.HEADLINE}
 
 
 def describe_features(features: dict) -> str:
+    """The feature extractor in words, for the measurement half of a card."""
     if features["extractor"] == "inception":
         return f"Inception-v3 pool 2048-d (torch-fidelity port, {Path(features['inception_weights']).name})"
     return (f"domain classifier {features['feature_dim']}-d penultimate features "
@@ -37,6 +38,7 @@ def describe_features(features: dict) -> str:
 
 
 def describe_preprocessing(features: dict, spec: dict) -> str:
+    """How images reach the extractor (size, resize, value range), for the measurement half of a card."""
     size = "native size" if not spec.get("image_size") else \
         f"resized to {spec['image_size']}x{spec['image_size']} (antialiased bilinear)"
     if features["extractor"] == "inception" and features["inception_preprocessing"] == "pytorch_fid":
@@ -116,6 +118,7 @@ def leaderboard(config: dict, results: Path) -> pd.DataFrame:
 
 
 def markdown(table: pd.DataFrame, suite: str) -> str:
+    """The leaderboard as Markdown: one table per distinct measurement, with its card."""
     lines = [f"# Leaderboard: {suite}", "",
              "One table per measurement (dataset, features, reference set, labels and n): rows in different "
              "tables were not measured the same way and must not be compared. Runs: training seed / sampling "

@@ -12,12 +12,14 @@ from __future__ import annotations
 import numpy as np
 
 from .metrics import nearest_neighbour_distances
-from .records import class_scope, record
+from .records import Record, class_scope, record
 from .sources import ImageSet
 
 
 def memorization_records(cfg: dict, generated: ImageSet, train: ImageSet, heldout: ImageSet,
-                         num_classes: int, device="cpu") -> list[dict]:
+                         num_classes: int, device="cpu") -> list[Record]:
+    """Per class: near-copy share of the generated and of the held-out images, their median
+    nearest-training distances and the threshold; not computed (with the counts) where a side is empty."""
     def flat(images: np.ndarray) -> np.ndarray:
         return images.reshape(len(images), int(np.prod(images.shape[1:]))).astype(np.float64) / 255.0
 

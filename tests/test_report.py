@@ -11,7 +11,7 @@ import pytest
 
 from cbdm.io import write_json, write_npz
 from cbdm.records import record
-from cbdm.report import ReportError, ReportFiles, ReportSettings, build_report
+from cbdm.report import ReportError, ReportFiles, ReportSettings, build_report, load_report, protocol_card
 from cbdm.statistics import paired_difference, seed_variance
 
 GROUPS = {"head": [0], "tail": [1]}
@@ -200,3 +200,13 @@ def test_augmentation_rows_are_paired_with_real_only_by_classifier_seed(report_i
     diff = md.split("## Augmentation: differences to real_only")[1].split("## Augmentation per class")[0]
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in diff.splitlines() if line.startswith("| ddpm")]
     assert ["ddpm", "real_only", "all", "augment_top1", "+0.15"] == rows[0][:5] and rows[0][6] == "2"
+
+
+def test_protocol_card_names_the_inception_preprocessing_in_use(report_inputs):
+    features = {"extractor": "inception", "inception_preprocessing": "pytorch_fid"}
+    settings = replace(report_inputs["settings"], features=features)
+    card = dict(protocol_card(load_report(report_inputs["files"], settings)))
+    assert card["features"] == "inception (pytorch_fid preprocessing)"
+    assert card["baseline"] == "ddpm" and card["protocol ours (main table)"].startswith("protocol 'ours': 20 samples")
+    classifier = dict(protocol_card(load_report(report_inputs["files"], report_inputs["settings"])))
+    assert classifier["features"] == "classifier"
