@@ -148,8 +148,8 @@ def plot_precision_recall(agg: pd.DataFrame, scopes: list[str], path: str) -> No
     handles += [plt.Line2D([], [], color="grey", marker=SCOPE_MARKERS[k % len(SCOPE_MARKERS)], ls="none",
                            label=f"scope: {s}") for k, s in enumerate(scopes)]
     ax.legend(handles=handles, fontsize=7, loc="best")
-    ax.set_xlabel(records.metric("recall").axis_label)
-    ax.set_ylabel(records.metric("precision").axis_label)
+    ax.set_xlabel(records.metric("recall").axis_label("coverage of the real images"))
+    ax.set_ylabel(records.metric("precision").axis_label("fidelity of the samples"))
     ax.set_title(f"Precision and recall per variant and class group\n({_runs_note(agg)})", fontsize=10)
     _save(fig, path)
 
@@ -171,7 +171,7 @@ def plot_groups(agg: pd.DataFrame, scopes: list[str], path: str) -> None:
                         label=variant)
         ax.set_xticks(np.arange(len(scopes)), scopes)
         ax.set_xlabel("scope")
-        ax.set_ylabel(records.metric(metric).axis_label)
+        ax.set_ylabel(records.metric(metric).axis_label())
         ax.margins(y=0.15)
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].legend(fontsize=7)

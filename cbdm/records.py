@@ -30,11 +30,12 @@ class MetricError(ValueError):
 @dataclass(frozen=True)
 class Metric:
     """One entry of the metric table. `direction`: which way is better (LOWER, HIGHER) or NONE
-    for a descriptive quantity, which gets no better/worse verdict; `scale_exponent`: printed
-    values are multiplied by 10**it (KID x 1e3); `scopes`: the scope kinds it is measured at
-    (ALL, GROUP, CLASS, MATCHED); `neighbourhood`: its value depends on the precision/recall k,
-    which its column label names; `in_notes`: its notes go to the report's Notes (off where a
-    table's caption already says what every note would repeat)."""
+    for a descriptive quantity, which gets no better/worse verdict; `description`: the label's
+    long form on plot axes; `scale_exponent`: printed values are multiplied by 10**it (KID x
+    1e3); `scopes`: the scope kinds it is measured at (ALL, GROUP, CLASS, MATCHED);
+    `neighbourhood`: its value depends on the precision/recall k, which its column label names;
+    `in_notes`: its notes go to the report's Notes (off where a table's caption already says
+    what every note would repeat)."""
     name: str
     direction: str
     label: str
@@ -59,11 +60,11 @@ class Metric:
         """The label with its display scale, e.g. 'KID x 1e3'."""
         return f"{self.label} x 1e{self.scale_exponent}" if self.scale_exponent else self.label
 
-    @property
-    def axis_label(self) -> str:
-        """A plot axis: the description and which way is better, e.g. 'FID (lower is better)'."""
-        text = self.description or self.label
-        return text if self.direction == NONE else f"{text} ({self.direction} is better)"
+    def axis_label(self, gloss: str = "") -> str:
+        """A plot axis: the description (or label), a gloss and which way is better, e.g.
+        'FID (lower is better)', 'recall (coverage of the real images; higher is better)'."""
+        notes = [gloss] * bool(gloss) + [f"{self.direction} is better"] * (self.direction != NONE)
+        return (self.description or self.label) + (f" ({'; '.join(notes)})" if notes else "")
 
 
 METRICS: dict[str, Metric] = {}
@@ -82,10 +83,8 @@ for _metric in (
     Metric("kid_mean", LOWER, "KID", scale_exponent=3, scopes=(ALL, GROUP, CLASS, MATCHED)),
     Metric("kid_std", NONE, "KID sd over subsets", scale_exponent=3),
     Metric("kid_subset_size", NONE, "KID subset size"),
-    Metric("precision", HIGHER, "precision", "precision (fidelity of the samples)",
-           scopes=(ALL, GROUP, CLASS, MATCHED), neighbourhood=True),
-    Metric("recall", HIGHER, "recall", "recall (coverage of the real images)",
-           scopes=(ALL, GROUP, CLASS, MATCHED), neighbourhood=True),
+    Metric("precision", HIGHER, "precision", scopes=(ALL, GROUP, CLASS, MATCHED), neighbourhood=True),
+    Metric("recall", HIGHER, "recall", scopes=(ALL, GROUP, CLASS, MATCHED), neighbourhood=True),
     Metric("fid_infinity", LOWER, "FID_inf", scopes=(ALL, GROUP)),
     Metric("is_mean", HIGHER, "IS", scopes=(ALL,)),
     Metric("is_std", NONE, "IS sd over splits", scopes=(ALL,)),
