@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 from .classifier import fit_classifier, per_class_accuracy
-from .records import class_scope, record
+from .records import Record, class_scope, record
 from .sources import ImageSet
 
 
 def cas_records(classifier_cfg: dict, generated: ImageSet, test: ImageSet, groups: dict,
-                num_classes: int, device) -> list[dict]:
+                num_classes: int, device) -> list[Record]:
     """CAS per class and, as the mean of per-class accuracies, for all classes and each group."""
     model = fit_classifier(generated, num_classes, classifier_cfg, device, "CAS classifier")
     per_class = per_class_accuracy(model, test, num_classes, device)
