@@ -401,3 +401,13 @@ def load_published(path: str) -> list[dict]:
 
 def registered_losses() -> dict[str, str]:
     return {name: term.description for name, term in sorted(LOSSES.items())}
+
+
+def report_protocol(config: dict) -> str:
+    """The protocol of the report's main table: evaluation.report_protocol, or the first declared."""
+    return config["evaluation"]["report_protocol"] or next(iter(config["evaluation"]["protocols"]))
+
+
+def baseline_variant(config: dict) -> str:
+    """The variant the report compares the others with: evaluation.baseline, or the first declared."""
+    return config["evaluation"]["baseline"] or next(iter(config["variants"]))

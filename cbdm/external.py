@@ -12,9 +12,10 @@ from pathlib import Path
 
 from .config import ConfigError, factor_label, imbalance_factors, load_config
 from .io import read_json, write_json
+from .records import HEADLINE, class_of, is_class
 
 SNAKEFILE = Path(__file__).resolve().parents[1] / "Snakefile"
-SUMMARY_METRICS = ("fid", "kid_mean", "precision", "recall", "accuracy")
+SUMMARY_METRICS = HEADLINE
 
 
 def suite_paths(config: dict, dataset: str, imb: str, reference: str) -> dict[str, str]:
@@ -98,8 +99,7 @@ def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, prot
 def summary(metrics_json: str, groups: dict) -> str:
     """A text table of all, each group and each class: FID, KID, precision, recall, accuracy, n."""
     records = read_json(metrics_json)["records"]
-    order = ["all", *groups] + sorted({r["scope"] for r in records if r["scope"].startswith("class ")},
-                                      key=lambda s: int(s.split()[1]))
+    order = ["all", *groups] + sorted({r["scope"] for r in records if is_class(r["scope"])}, key=class_of)
     values = {(r["scope"], r["metric"]): r for r in records}
     fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
     lines = [f"{'scope':<10} " + " ".join(f"{m:>10}" for m in SUMMARY_METRICS) + "   n (gen vs ref)"]

@@ -1,4 +1,4 @@
-from cbdm.evaluate import diagnose
+from cbdm.diagnose import diagnose
 from cbdm.workflow import job
 
 with job(snakemake):
