@@ -10,12 +10,16 @@ from scipy import stats
 
 from .records import HIGHER, LOWER, direction
 
+NO_DIFFERENCE = "no detectable difference"
+ONE_RUN = "undecided (one run: add seeds)"  # no interval can be formed from one pair
+
 
 def verdict(low: float, high: float, way: str) -> str:
     """'better' / 'worse' by the metric's direction `way` when the interval excludes 0,
-    'higher' / 'lower' for a descriptive metric (direction 'none'), else 'inconclusive'."""
+    'higher' / 'lower' for a descriptive metric (direction 'none'), else 'no detectable
+    difference' (at this many pairs: the interval says how large a difference could hide)."""
     if not (low > 0 or high < 0):
-        return "inconclusive"
+        return NO_DIFFERENCE
     if way in (LOWER, HIGHER):
         return "better" if (high < 0) == (way == LOWER) else "worse"
     return "lower" if high < 0 else "higher"
@@ -29,7 +33,7 @@ def paired_difference(diffs: np.ndarray, metric: str) -> dict:
     mean = float(np.mean(diffs))
     if n < 2:
         return {"diff": mean, "ci_low": None, "ci_high": None, "pairs": n,
-                "verdict": "inconclusive (one run: add seeds)"}
+                "verdict": ONE_RUN}
     half = stats.t.ppf(0.975, n - 1) * np.std(diffs, ddof=1) / math.sqrt(n)
     low, high = mean - half, mean + half
     return {"diff": mean, "ci_low": float(low), "ci_high": float(high), "pairs": n,

@@ -145,8 +145,8 @@ def test_paired_difference_interval_and_verdicts():
     assert out["verdict"] == "better"
     assert paired_difference(-diffs, "fid")["verdict"] == "worse"
     assert paired_difference(diffs, "recall")["verdict"] == "worse"  # lower recall is worse
-    assert paired_difference(np.array([-1.0, 1.5, 0.2]), "fid")["verdict"] == "inconclusive"
-    assert paired_difference(np.array([-1.0]), "fid")["verdict"].startswith("inconclusive (one run")
+    assert paired_difference(np.array([-1.0, 1.5, 0.2]), "fid")["verdict"] == "no detectable difference"
+    assert paired_difference(np.array([-1.0]), "fid")["verdict"].startswith("undecided (one run")
 
 
 def test_seed_variance_separates_training_and_sampling_seeds():
