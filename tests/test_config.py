@@ -3,8 +3,15 @@ import copy
 import pytest
 import yaml
 
-from cbdm.config import (ConfigError, deep_merge, factor_value, load_config, loss_terms, validate_config,
-                         variant_settings)
+from cbdm.config import (
+    ConfigError,
+    deep_merge,
+    factor_value,
+    load_config,
+    loss_terms,
+    validate_config,
+    variant_settings,
+)
 
 MINIMAL = {
     "suite": "t",
@@ -109,14 +116,14 @@ def test_each_config_gets_its_own_copy_of_a_schema_default():
     assert second["seeds"] == [0] and config()["seeds"] == [0]
 
 
-def test_validation_is_the_package_own_and_needs_no_snakemake():
+def test_validation_is_the_package_own_and_needs_no_snakemake(repo):
     import subprocess
     import sys
 
     code = ("import sys, cbdm.config as c; c.load_config('config/config.yaml'); "
             "print('snakemake' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            cwd=__import__("pathlib").Path(__file__).resolve().parents[1])
+                            cwd=repo)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "False"
 
