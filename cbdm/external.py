@@ -13,19 +13,17 @@ from pathlib import Path
 from .config import ConfigError, factor_label, imbalance_factors, load_config
 from .io import read_json, write_json
 from .records import HEADLINE, class_of, is_class
+from .workflow import suite_paths as workflow_paths
 
 SNAKEFILE = Path(__file__).resolve().parents[1] / "Snakefile"
 SUMMARY_METRICS = HEADLINE
 
 
 def suite_paths(config: dict, dataset: str, imb: str, reference: str) -> dict[str, str]:
-    """The workflow's files this evaluation reads (the patterns of workflow/rules/common.smk)."""
-    results = f"results/{config['suite']}"
-    features = f"{results}/features/{dataset}/IF{imb}/reference-{reference}"
-    return {"classifier": f"{results}/classifier/{dataset}/classifier.pt",
-            "source_json": f"{results}/data/{dataset}/source.json",
-            "manifest": f"{results}/data/{dataset}/IF{imb}/manifest.json",
-            "reference": f"{features}.npz", "reference_stats": f"{features}.stats.npz"}
+    """The workflow's files this evaluation reads (the rules' own patterns, cbdm.workflow.suite_paths)."""
+    patterns = workflow_paths(config["suite"])
+    return {key: patterns[key].format(dataset=dataset, imb=imb, reference=reference)
+            for key in ("classifier", "source_json", "manifest", "reference", "reference_stats")}
 
 
 def choose(config: dict, dataset: str | None, imb: float | None, protocol: str | None) -> tuple[str, str, str]:
@@ -68,7 +66,7 @@ def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, prot
     from .sources import CLASS_NAMES
 
     spec, proto = config["datasets"][dataset], config["evaluation"]["protocols"][protocol]
-    out = Path(f"results/{config['suite']}/external/{name}/{dataset}-IF{imb}")
+    out = Path(workflow_paths(config["suite"])["results"]) / "external" / name / f"{dataset}-IF{imb}"
     note = import_samples(source=samples, fmt=fmt, resize=resize, labels=proto["labels"],
                           num_samples=proto["num_samples"],
                           class_counts=read_json(paths["manifest"])["class_counts"],
@@ -127,6 +125,7 @@ def evaluate_external(*, configfile: str, samples: str, name: str, protocol: str
                     paths=paths, fmt=fmt, resize=resize, ref_stats=ref_stats, device=config["device"])
     print(f"{name} on {dataset} IF {imb}, protocol {protocol}:\n"
           + summary(metrics, config["datasets"][dataset]["groups"]), flush=True)
-    write_leaderboard(config, f"results/{config['suite']}")
-    print(f"records: {metrics}; leaderboard: results/{config['suite']}/leaderboard.md", flush=True)
+    results = workflow_paths(config["suite"])["results"]
+    write_leaderboard(config, results)
+    print(f"records: {metrics}; leaderboard: {results}/leaderboard.md", flush=True)
     return metrics

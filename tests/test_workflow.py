@@ -177,3 +177,68 @@ def test_every_factor_of_the_config_expands_the_dag(tmp_path, repo):
     assert jobs["diagnostics"] == cells
     assert jobs["features_reference"] == 2 * 3
     assert jobs["report"] == 2
+
+
+def planned_dag_jobs(repo, workdir, configfile):
+    """Every job of a dry run of `all` as Snakemake plans it (rule, wildcards, params, resources, ...)."""
+    with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+        workflow = api.workflow(resource_settings=ResourceSettings(cores=2),
+                                config_settings=ConfigSettings(configfiles=[configfile]),
+                                snakefile=repo / "Snakefile", workdir=workdir)
+        workflow.dag(DAGSettings(targets={"all"})).execute_workflow(executor="dryrun")
+        return list(workflow._workflow.dag.jobs)  # the planned jobs; no public API lists them
+
+
+def script_function(script: Path):
+    """The package function a workflow script calls with **snakemake.params."""
+    import importlib
+    import re
+
+    text = script.read_text()
+    called = re.search(r"(\w+)\(\*\*snakemake\.params", text)
+    assert called, f"{script.name} does not call its function with **snakemake.params"
+    module = re.search(rf"from (\S+) import .*\b{called.group(1)}\b", text).group(1)
+    return getattr(importlib.import_module(module), called.group(1))
+
+
+def test_rule_params_are_the_arguments_of_the_function_their_script_calls(tmp_path, repo, tiny_config):
+    import inspect
+
+    checked = set()
+    for job in planned_dag_jobs(repo, tmp_path, tiny_config):
+        if not job.rule.script:
+            continue
+        script = (Path(job.rule.basedir.get_path_or_uri(secret_free=True)) / job.rule.script).resolve()
+        # build_report takes its inputs by other names (cbdm/report.py); an extension's own script calls no stage
+        if script.name == "report.py" or script.parent != repo / "workflow/scripts":
+            continue
+        params = dict(job.params.items())
+        inspect.signature(script_function(script)).bind_partial(**params)  # raises on a name it does not take
+        checked.add(job.rule.name)
+    assert {"train", "train_ddpm_resampled", "sample", "metrics", "diagnostics", "augment", "features_samples",
+            "reference_stats", "longtail", "leaderboard", "provenance"} <= checked
+
+
+def test_jobs_get_the_config_numbers_and_the_extension_reuses_the_train_rule(tmp_path, repo, tiny_config):
+    from cbdm.config import load_config
+    from cbdm.external import suite_paths
+
+    jobs = {}
+    for job in planned_dag_jobs(repo, tmp_path, tiny_config):
+        jobs.setdefault(job.rule.name, []).append(job)
+    assert [j.params.imbalance_factor for j in jobs["longtail"]] == [5.0]
+    assert {j.params.guidance for j in jobs["sample"]} == {1.0}
+    assert all(type(j.params.cell["guidance"]) is float for j in jobs["metrics"])
+    built_in, extension = jobs["train"][0], jobs["train_ddpm_resampled"][0]
+    assert str(extension.input.train).endswith("train-resampled.npz")
+    assert str(extension.log[0]) == "results/tiny/logs/train/digits/IF5/ddpm_resampled/seed0.log"
+    assert str(extension.benchmark).endswith("benchmarks/train/digits/IF5/ddpm_resampled/seed0.tsv")
+    assert extension.params.checkpoint_path == "results/tiny/models/digits/IF5/ddpm_resampled/seed0/checkpoint.pt"
+    assert extension.params.settings["losses"] == [{"name": "eps_mse", "weight": 1.0, "options": {}}]
+    assert extension.resources["mem_mb"] == built_in.resources["mem_mb"]  # the train stage's resources
+    assert jobs["resample_balanced"][0].benchmark is not None
+    # `cbdm evaluate` reads the files these rules write, at the same paths
+    config = load_config(tiny_config)
+    outputs = {str(f) for name in ("longtail", "prepare_source", "train_classifier", "features_reference",
+                                   "reference_stats") for j in jobs[name] for f in j.output}
+    assert set(suite_paths(config, "digits", "5", "heldout").values()) <= outputs

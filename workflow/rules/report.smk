@@ -73,7 +73,7 @@ rule leaderboard:
         md=LEADERBOARD[1],
     params:
         config=config,
-        results=lambda wc, output: output.csv.rsplit("/", 1)[0],
+        results_dir=lambda wc, output: output.csv.rsplit("/", 1)[0],
     resources:
         **stage_resources("other"),
     log:
