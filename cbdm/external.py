@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import ConfigError, factor_label, imbalance_factors, load_config
+from .config import ConfigError, factor_label, imbalance_factors, load_config, report_protocol
 from .io import read_json, write_json
 from .records import HEADLINE, class_of, is_class
 from .workflow import suite_paths as workflow_paths
@@ -37,7 +37,7 @@ def choose(config: dict, dataset: str | None, imb: float | None, protocol: str |
     if label not in factors:
         raise ConfigError(f"--imb: dataset {dataset} has imbalance factors {', '.join(factors)}; choose one")
     protocols = config["evaluation"]["protocols"]
-    protocol = protocol or config["evaluation"]["report_protocol"] or next(iter(protocols))
+    protocol = protocol or report_protocol(config)
     if protocol not in protocols:
         raise ConfigError(f"--protocol {protocol!r}: the config declares {', '.join(protocols)}")
     return dataset, label, protocol
