@@ -102,8 +102,10 @@ def test_an_imported_variant_is_planned_at_the_guidance_scales_of_its_files(tmp_
     assert sorted(w["guidance"] for w in imports) == ["1.5", "2"]
 
 
+@pytest.mark.slow
 def test_the_readme_score_your_own_samples_example_runs(tmp_path, repo):
-    """The README's worked example, on the tiny suite instead of the default one."""
+    """The README's worked example, on the tiny suite instead of the default one (slow: snakemake
+    and the feature classifier; tests/test_samplesets.py covers the scoring itself)."""
     import subprocess
 
     block = next(b for b in readme_blocks(repo, "bash") if "cbdm evaluate --config config/config.yaml" in b)
