@@ -136,7 +136,7 @@ def test_a_full_disk_names_the_file(tmp_path, monkeypatch, failure):
     with pytest.raises(DiskFullError, match=r"writing .*model.pt failed: the disk is full") as err:
         save_model(tmp_path / "model.pt", model, DIFFUSION, meta={}, identity={**IDENTITY, "training_digest": "t"})
     assert err.value.errno == errno.ENOSPC and "\n" not in str(err.value)
-    assert not list(tmp_path.iterdir())  # no temporary file left
+    assert list(tmp_path.iterdir()) == []  # no temporary file left
 
 
 def test_other_write_errors_pass_unchanged(tmp_path):
