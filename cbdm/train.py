@@ -11,6 +11,7 @@ import copy
 import csv
 import math
 import os
+import signal
 import sys
 import time
 
@@ -175,6 +176,7 @@ def _train_process(rank: int, world: int, *, settings: dict, network: dict, diff
             progress.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
         if lead and step % cfg["checkpoint_every"] == 0 and step < cfg["steps"]:
             checkpoint()
+        _killed_here_for_tests(step)
         progress.update(1)
     progress.close()
     if not lead:
@@ -189,6 +191,13 @@ def _train_process(rank: int, world: int, *, settings: dict, network: dict, diff
         os.unlink(checkpoint_path)
     print(f"done: {step} steps, final loss {log_rows[-1]['loss']:.4f}, "
           f"{time.time() - started:.0f} s this session", flush=True)
+
+
+def _killed_here_for_tests(step: int) -> None:
+    """With CBDM_KILL_AT_STEP=N in the environment, kill -9 this run's process group (the trainer and
+    the snakemake that started it) after step N: the resume tests crash at a fixed step, not a timed one."""
+    if os.environ.get("CBDM_KILL_AT_STEP") == str(step):
+        os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
 def restart_point(saved_step: int | None, checkpoint_path: str) -> str:
