@@ -1,10 +1,13 @@
 """The whole DAG through Snakemake's API on a tiny suite, with an extension-built variant."""
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
 
 from helpers import planned_jobs, planned_wildcards, run_workflow
 
