@@ -63,3 +63,10 @@ def longtail_digits(tmp_path_factory) -> Path:
     build_longtail({"profile": "exponential", "n_max": 40, "seed": 0}, 5.0, source, folder / "source.json",
                    folder / "train.npz", manifest)
     return folder / "train.npz"
+
+
+@pytest.fixture
+def report_inputs(tmp_path):
+    """A synthetic report's inputs (tests/report_helpers.py): files, settings and output paths."""
+    from report_helpers import synthetic_report_inputs
+    return synthetic_report_inputs(tmp_path)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_report import report_inputs  # noqa: F401  (the synthetic report's inputs, a fixture)
 
 from cbdm.report import build_report, format_value
 
