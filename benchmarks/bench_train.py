@@ -15,11 +15,8 @@ import copy
 
 import torch
 
-from cbdm.acceleration import to_layout
 from cbdm.dataset import images_to_model_range
-from cbdm.diffusion import NoiseSchedule
-from cbdm.objective import Objective
-from cbdm.train import TrainStep
+from cbdm.train import setup_training
 
 import harness
 
@@ -29,27 +26,19 @@ POOL_PER_CLASS = 256
 
 
 def training_step(config: dict, settings: dict, base: torch.nn.Module, data, device: torch.device):
-    """A TrainStep of `settings` on a copy of `base`, and a callable taking the next step."""
-    cfg = settings["training"]
+    """The trainer's own setup (cbdm.train.setup_training) of `settings` on a copy of `base`, and
+    a callable taking its next step."""
     images, labels = data
     model = copy.deepcopy(base).train()
-    ema = copy.deepcopy(model).requires_grad_(False)
-    counts = torch.bincount(labels).double()
-    schedule = NoiseSchedule.linear(config["diffusion"]["num_timesteps"], config["diffusion"]["beta_start"],
-                                    config["diffusion"]["beta_end"]).to(device)
-    objective = Objective(settings["losses"], schedule, (counts / counts.sum()).float(), model.null_label,
-                          cfg["label_drop"], cfg["batched_forward"])
-    step = TrainStep(model, ema, objective, cfg, device)
-    images = to_layout(images, cfg["channels_last"])
-    generator, coins = torch.Generator(device).manual_seed(0), torch.Generator().manual_seed(0)
-    state = {"step": cfg["warmup_steps"], "losses": []}  # past warm-up: the full learning rate
+    state = setup_training(settings, model, config["diffusion"], images, labels, int(labels.max()) + 1, device,
+                           seed=0)
+    state.step = settings["training"]["warmup_steps"]  # past warm-up: the full learning rate
+    losses = []
 
     def call():
-        _, loss, _ = step(state["step"], images, labels, generator, coins)
-        state["step"] += 1
-        state["losses"].append(loss)
+        losses.append(state.advance()[1])
 
-    return call, state
+    return call, {"losses": losses}
 
 
 def pool(config: dict, size: str, device: torch.device):
