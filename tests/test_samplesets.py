@@ -223,7 +223,7 @@ def test_a_wrong_image_size_is_refused_or_resized_only_when_asked(tmp_path):
     (lambda d: [write_png(d / "0" / "a.png", np.zeros((8, 8, 3), np.uint8))],
      "images have 3 channel\\(s\\), the suite's have 1"),
     (lambda d: [write_png(d / "a.png", gray())], "flat folder without dataset.json"),
-    (lambda d: [write_png(d / "10" / "a.png", gray())], "labels range 0..10, but the dataset has classes 0..9"),
+    (lambda d: [write_png(d / "10" / "a.png", gray())], "labels range 10..10, but the dataset has classes 0..9"),
     (lambda d: [write_png(d / "a.png", gray()), write_png(d / "b.png", gray()),
                 (d / "dataset.json").write_text(json.dumps({"labels": [["a.png", 1]]}))],
      "b.png has no label in .*dataset.json"),
