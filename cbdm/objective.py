@@ -127,6 +127,7 @@ class Objective:
         inner = unwrap(model)
         if inner not in self._captures:
             self._captures[inner] = MiddleCapture(inner)
+            weakref.finalize(self, self._captures[inner].handle.remove)  # the hook goes with the objective
         return self._captures[inner].collecting()
 
     def _conditional_mask(self, b, device, generator, coin_generator):
