@@ -42,12 +42,14 @@ def training_step(config: dict, settings: dict, base: torch.nn.Module, data, dev
 
 
 def pool(config: dict, size: str, device: torch.device):
+    """Class-structured training images (model range) and labels of the config's shape, on `device`."""
     channels, side, classes = harness.image_shape(config, size)
     images, labels = harness.class_structured_images(POOL_PER_CLASS * classes, channels, side, classes)
     return images_to_model_range(images).to(device), labels.to(device)
 
 
 def run(args) -> dict:
+    """Time the training step's reference and fast paths; returns the printed figures."""
     harness.pin_threads(args.threads)
     device = torch.device(args.device)
     config, fast, reference = harness.fast_and_reference(args, "training")
@@ -78,6 +80,7 @@ def run(args) -> dict:
 
 
 def parser():
+    """The command line of this benchmark."""
     p = harness.arguments(__doc__, variant="cbdm", blocks=5, calls=10)
     p.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the fast path")
     p.add_argument("--compile-mode", choices=["default", "reduce-overhead", "max-autotune"],
