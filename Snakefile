@@ -4,13 +4,15 @@
 
 from snakemake.utils import min_version
 
+from cbdm.config import DEFAULT_CONFIG
+
 min_version("8.0")
 
 
 # A suite given with --configfile stands alone: the embedded default is read only without one.
 if not workflow.overwrite_configfiles:
 
-    configfile: "config/config.yaml"
+    configfile: DEFAULT_CONFIG
 
 
 include: "workflow/rules/common.smk"

@@ -16,8 +16,8 @@ import numpy as np
 from .acceleration import resolve_device
 from .classifier import fit_classifier, per_class_accuracy
 from .dataset import read_image_set
-from .evaluate import record
 from .io import write_json
+from .records import class_scope, record
 from .sample import fill_counts
 from .sources import ImageSet
 
@@ -57,7 +57,7 @@ def seed_records(recipe: dict, seed: int, images: ImageSet, test: ImageSet, grou
     per_class = per_class_accuracy(model, test, num_classes, device)
     n_train = np.bincount(images.labels, minlength=num_classes)
     n_test = np.bincount(test.labels, minlength=num_classes)
-    records = [record(f"class {c}", METRIC, per_class[c], n_train[c], n_test[c]) for c in range(num_classes)]
+    records = [record(class_scope(c), METRIC, per_class[c], n_train[c], n_test[c]) for c in range(num_classes)]
     for name, classes in [("all", list(range(num_classes)))] + list(groups.items()):
         values = [per_class[c] for c in classes if per_class[c] is not None]
         records.append(record(name, METRIC, np.mean(values) if values else None, n_train[classes].sum(),

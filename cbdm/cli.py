@@ -6,10 +6,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_config, registered_losses, variant_settings
+from .config import DEFAULT_CONFIG, ConfigError, load_config, registered_losses, variant_settings
+
+
+def _load(path: str) -> dict | None:
+    """The validated config in `path`, or None after printing its one-line error (which names the file)."""
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return None
 
 
 def cmd_losses(args) -> int:
+    """List the registered losses with their options and allowed values."""
     from .losses import LOSSES
 
     for name, description in registered_losses().items():
@@ -33,10 +43,8 @@ def cmd_check(args) -> int:
     """Validate a config and everything that can be known before the first job: the schema,
     losses and their options, class counts, data files and weights (against the asset lock) and,
     as a warning, a GPU for `device: cuda`."""
-    try:
-        config = load_config(args.config)
-    except ConfigError as err:
-        print(err, file=sys.stderr)
+    config = _load(args.config)
+    if config is None:
         return 1
     missing = missing_assets(config, args.config)
     for line in missing:
@@ -94,15 +102,14 @@ def _config_assets(config: dict):
 
 
 def cmd_assets(args) -> int:
+    """List the asset lock, or verify or fetch the data and weights files a config needs."""
     from .assets import DataError, asset_lock
 
     if args.action == "list":
         print(yaml_dump(asset_lock()))
         return 0
-    try:
-        config = load_config(args.config)
-    except ConfigError as err:
-        print(f"{args.config}: {err}", file=sys.stderr)
+    config = _load(args.config)
+    if config is None:
         return 1
     failures = 0
     for label, check, fetch in _config_assets(config):
@@ -127,6 +134,7 @@ def cmd_assets(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    """`cbdm evaluate`: score a sample set made anywhere under the suite's protocol."""
     from .external import evaluate_external
     from .io import InputError
 
@@ -141,6 +149,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_export(args) -> int:
+    """`cbdm export`: write a suite sample set as a class folder of PNGs or an arr_0/arr_1 .npz."""
     from .io import InputError
     from .samplesets import export_samples
 
@@ -153,6 +162,7 @@ def cmd_export(args) -> int:
 
 
 def add_sample_commands(sub) -> None:
+    """The `evaluate` and `export` subcommands and their options."""
     from .samplesets import FORMATS
 
     evaluate = sub.add_parser("evaluate", help="score a sample set made anywhere under a suite's protocol")
@@ -177,12 +187,14 @@ def add_sample_commands(sub) -> None:
 
 
 def yaml_dump(data) -> str:
+    """`data` as YAML in its own key order."""
     import yaml
 
     return yaml.safe_dump(data, sort_keys=False)
 
 
 def main(argv=None) -> int:
+    """The `cbdm` command line; returns the exit status."""
     parser = argparse.ArgumentParser(prog="cbdm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("losses", help="list the registered losses and their options").set_defaults(run=cmd_losses)
@@ -191,7 +203,7 @@ def main(argv=None) -> int:
     check.set_defaults(run=cmd_check)
     assets = sub.add_parser("assets", help="list, verify or fetch the files a config needs (datasets, weights)")
     assets.add_argument("action", choices=["list", "verify", "fetch"])
-    assets.add_argument("--config", default="config/config.yaml")
+    assets.add_argument("--config", default=DEFAULT_CONFIG)
     assets.set_defaults(run=cmd_assets)
     add_sample_commands(sub)
     args = parser.parse_args(argv)

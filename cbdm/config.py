@@ -27,7 +27,12 @@ class ConfigError(ValueError):
     """The config is wrong; the message says where and how to fix it."""
 
 
+# The suite `snakemake` runs without --configfile, and `cbdm assets` reads without --config.
+DEFAULT_CONFIG = "config/config.yaml"
+
+
 def schema_path() -> Path:
+    """The config schema shipped inside the package (cbdm/config.schema.yaml)."""
     return Path(str(resources.files("cbdm").joinpath("config.schema.yaml")))
 
 
@@ -58,7 +63,7 @@ def read_config_file(path: Path) -> dict:
                           f"fix the indentation, colon or quoting on that line") from err
     if config is None:
         raise ConfigError(f"{path} is empty: a config needs at least {', '.join(_schema()['required'])} "
-                          f"(start from config/config.yaml)")
+                          f"(start from {DEFAULT_CONFIG})")
     if not isinstance(config, dict):
         raise ConfigError(f"{path}:1: a config is a mapping of keys ({', '.join(_schema()['required'])}, ...), "
                           f"not a {type(config).__name__}")
@@ -66,24 +71,40 @@ def read_config_file(path: Path) -> dict:
 
 
 def validate_config(config: dict, source: Path | None = None) -> dict:
-    """Schema-validate `config` in place (filling defaults), then run `check`; returns it.
-    `source`: the YAML file it came from, to name the line of a schema error."""
-    from snakemake.utils import validate  # fills the schema's defaults, as the Snakefile did
-
+    """Schema-validate `config` in place, filling defaults in the same pass, then run `check`;
+    returns it. `source`: the YAML file it came from, to name the line of a schema error."""
     problem = schema_problem(config, source)
     if problem is not None:
         raise ConfigError(problem)
-    validate(config, str(schema_path()))
     check(config)
     return config
 
 
+def _filling_defaults(validator_class):
+    """`validator_class` that also sets each missing property with a schema `default` before
+    checking it (what snakemake.utils.validate did, so every default lands as it did)."""
+    check_properties = validator_class.VALIDATORS["properties"]
+
+    def properties(validator, declared, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in declared.items():
+                if "default" in subschema:
+                    # A copy: the cached schema's own default must not be shared by configs.
+                    instance.setdefault(name, copy.deepcopy(subschema["default"]))
+        yield from check_properties(validator, declared, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": properties})
+
+
+DefaultsValidator = _filling_defaults(jsonschema.Draft202012Validator)
+
+
 def schema_problem(config: dict, source: Path | None = None) -> str | None:
-    """The most relevant schema violation of `config` as one line, or None."""
+    """The most relevant schema violation of `config` as one line, or None; the schema's
+    defaults are filled into `config` on the way."""
     if not config:
         return f"the config is empty: it needs at least {', '.join(_schema()['required'])}"
-    validator = jsonschema.Draft202012Validator(_schema())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    error = jsonschema.exceptions.best_match(DefaultsValidator(_schema()).iter_errors(config))
     if error is None:
         return None
     keys, message = _explain(error)
@@ -146,6 +167,7 @@ def _typed(value):
 
 
 def deep_merge(base: dict, override: dict) -> dict:
+    """A copy of `base` with `override` merged in, mapping by mapping (neither input changes)."""
     merged = copy.deepcopy(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
@@ -156,14 +178,27 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 def as_list(value) -> list:
+    """`value` as a list: a list or tuple as is, a single value as a list of one."""
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def imbalance_factors(dataset: dict) -> list[float]:
+    """The imbalance factor(s) a dataset declares, as a list."""
     return as_list(dataset["longtail"]["imbalance_factor"])
 
 
+def factor_value(label: str, values, where: str) -> int | float:
+    """The number among `values` (as the config writes them) whose factor_label is `label`, the
+    {imb} or {guidance} of a path: jobs get the config's own number, never the label parsed back."""
+    for value in as_list(values):
+        if factor_label(value) == label:
+            return value
+    raise ConfigError(f"{where}: {label} is not declared ({', '.join(factor_label(v) for v in as_list(values))}); "
+                      f"add it to the config or ask for a declared one")
+
+
 def check(config: dict) -> None:
+    """What the schema cannot check: datasets, variants, protocols, init chains, files; raises ConfigError."""
     for name, dataset in config["datasets"].items():
         _check_dataset(name, dataset, config["evaluation"]["overlap"])
     _check_protocol_variants(config)
@@ -286,17 +321,23 @@ def variant_settings(config: dict, name: str) -> dict:
     if not spec.get("losses"):
         raise ConfigError(f"variant {name} declares no `losses`; list at least `- name: eps_mse`, "
                           f"or mark it `external: true` if a user rule builds it")
+    settings["losses"] = loss_terms(name, spec["losses"])
+    return settings
+
+
+def loss_terms(variant: str, losses: list[dict]) -> list[dict]:
+    """Loss terms as the trainer takes them ({name, weight, options}, every option resolved) from
+    `losses` as a config lists them (`- name: cbdm`, `weight: 0.1`, options); errors name `variant`.
+    An extension rule training its own variant gives its losses here."""
     terms = []
-    for term in spec["losses"]:
+    for term in losses:
         options = {k: v for k, v in term.items() if k not in ("name", "weight")}
         try:
-            loss = get_loss(term["name"])
-            options = loss.options(options)
+            options = get_loss(term["name"]).options(options)
         except (KeyError, ValueError) as err:
-            raise ConfigError(f"variant {name}: {err.args[0]}") from err
+            raise ConfigError(f"variant {variant}: {err.args[0]}") from err
         terms.append({"name": term["name"], "weight": term.get("weight", 1.0), "options": options})
-    settings["losses"] = terms
-    return settings
+    return terms
 
 
 def imported_settings(config: dict, name: str, spec: dict, settings: dict) -> dict:
@@ -400,4 +441,15 @@ def load_published(path: str) -> list[dict]:
 
 
 def registered_losses() -> dict[str, str]:
+    """{loss name: description} of every registered loss, by name."""
     return {name: term.description for name, term in sorted(LOSSES.items())}
+
+
+def report_protocol(config: dict) -> str:
+    """The protocol of the report's main table: evaluation.report_protocol, or the first declared."""
+    return config["evaluation"]["report_protocol"] or next(iter(config["evaluation"]["protocols"]))
+
+
+def baseline_variant(config: dict) -> str:
+    """The variant the report compares the others with: evaluation.baseline, or the first declared."""
+    return config["evaluation"]["baseline"] or next(iter(config["variants"]))

@@ -1,7 +1,8 @@
 """Stage 5: metrics of one sample set against the reference set, for all classes, every class
 group and every class, plus the groups compared at a matched sample size.
 
-Each number is a record {scope, metric, value, n_gen, n_ref, note, sd, ci_low, ci_high}. A metric
+Each number is a record (cbdm.records: {scope, metric, value, n_gen, n_ref, note, sd, ci_low,
+ci_high}) of a metric the metric table declares. A metric
 that cannot be computed on the samples at hand (too few on either side) has value None and a
 note saying why; a metric computed where it is known to be unreliable (FID with n at or below
 the feature dimension, whose covariance is singular) has a value and a note, or is refused if
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import records as rec
 from .io import InputError, read_npz, rebuild, write_json
 from .metrics import (
     confusion_matrix,
@@ -20,23 +22,12 @@ from .metrics import (
     kernel_distance,
     precision_recall,
 )
+from .records import Record, is_class, record, scopes
 
 FEATURE_ARRAYS = {"features": 2, "labels": 1, "predicted": 1, "logits": 2}
 DISTRIBUTION_METRICS = ("fid", "kid_mean", "kid_std", "kid_subset_size", "precision", "recall")
-MATCHED_METRICS = ("fid", "kid_mean", "precision", "recall")
-
-
-def scopes(groups: dict[str, list[int]], num_classes: int) -> list[tuple[str, list[int]]]:
-    """(name, classes): 'all', each group, then each class as 'class <c>'."""
-    return ([("all", list(range(num_classes)))] + list(groups.items())
-            + [(f"class {c}", [c]) for c in range(num_classes)])
-
-
-def record(scope, metric, value, n_gen, n_ref, note="", sd=None, ci=(None, None)) -> dict:
-    as_float = lambda v: None if v is None else float(v)  # noqa: E731
-    return {"scope": scope, "metric": metric, "value": as_float(value), "n_gen": int(n_gen),
-            "n_ref": int(n_ref), "note": note, "sd": as_float(sd), "ci_low": as_float(ci[0]),
-            "ci_high": as_float(ci[1])}
+# The metrics each group is measured with at matched sample size: the table's MATCHED scope.
+AT_MATCHED_N = tuple(rec.metrics_at(rec.MATCHED))
 
 
 def distribution_metrics(gen: np.ndarray, ref: np.ndarray, cfg: dict,
@@ -92,35 +83,37 @@ def label_entropy(labels: np.ndarray, predicted: np.ndarray) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def scope_records(scope: str, gen: dict, ref: dict, groups: dict, cfg: dict, device="cpu") -> list[dict]:
+def scope_records(scope: str, gen: dict, ref: dict, groups: dict, cfg: dict, device="cpu") -> list[Record]:
+    """Every metric of one scope (all, a group or a class): classifier accuracy, label entropy,
+    misclassification into each group, FID, KID, precision/recall and, where asked, FID-infinity."""
     n_gen, n_ref = len(gen["features"]), len(ref["features"])
     records = []
     no_samples = "" if n_gen else "no samples"
     accuracy = (gen["predicted"] == gen["labels"]).mean() if n_gen else None
     records.append(record(scope, "accuracy", accuracy, n_gen, 0, no_samples))
     # Per class the note would only repeat itself in the report's Notes, once for every class.
-    unit = "" if scope.startswith("class ") else "bits; mean over the scope's classes"
+    unit = "" if is_class(scope) else "bits; mean over the scope's classes"
     records.append(record(scope, "label_entropy", label_entropy(gen["labels"], gen["predicted"]), n_gen, 0,
                           no_samples or unit))
     for group, classes in groups.items():
         wrong_into = np.isin(gen["predicted"], classes) & (gen["predicted"] != gen["labels"])
-        records.append(record(scope, f"misclassified_into:{group}", wrong_into.mean() if n_gen else None,
+        records.append(record(scope, rec.misclassified_into(group), wrong_into.mean() if n_gen else None,
                               n_gen, 0, no_samples))
     values = distribution_metrics(gen["features"], ref["features"], cfg, device)
     for metric, (value, note) in values.items():
         ci = (None, None)
-        if (metric == "kid_mean" and value is not None and scope.startswith("class ")
-                and cfg["kid_bootstrap"]):
+        if metric == "kid_mean" and value is not None and is_class(scope) and cfg["kid_bootstrap"]:
             ci = kid_bootstrap_interval(gen["features"], ref["features"], cfg, device)
         records.append(record(scope, metric, value, n_gen, n_ref, note, ci=ci))
-    if cfg["fid_infinity"] and not scope.startswith("class ") and values["fid"][0] is not None:
+    if (cfg["fid_infinity"] and rec.scope_kind(scope) in rec.metric("fid_infinity").scopes
+            and values["fid"][0] is not None):
         value, fitted = frechet_distance_infinity(gen["features"], ref["features"], seed=cfg["seed"], device=device)
         records.append(record(scope, "fid_infinity", value, n_gen, n_ref,
                               f"FID at n = {fitted} fitted linearly in 1/n, extrapolated to 1/n = 0"))
     return records
 
 
-def matched_group_records(gen: dict, ref: dict, groups: dict, cfg: dict, device="cpu") -> list[dict]:
+def matched_group_records(gen: dict, ref: dict, groups: dict, cfg: dict, device="cpu") -> list[Record]:
     """Every group's FID, KID, precision and recall on the same number of generated and of
     reference images, `matched_fraction` of the smallest group's, over `matched_repeats` random
     subsets: value is the mean, sd and a 95 % percentile interval the spread over subsets.
@@ -132,8 +125,8 @@ def matched_group_records(gen: dict, ref: dict, groups: dict, cfg: dict, device=
     rng = np.random.RandomState(cfg["seed"])
     records = []
     for group, (in_gen, in_ref) in members.items():
-        draws = {m: [] for m in MATCHED_METRICS}
-        why = {m: set() for m in MATCHED_METRICS}
+        draws = {m: [] for m in AT_MATCHED_N}
+        why = {m: set() for m in AT_MATCHED_N}
         for _ in range(cfg["matched_repeats"]):
             g = gen["features"][rng.choice(np.where(in_gen)[0], n_gen, replace=False)]
             r = ref["features"][rng.choice(np.where(in_ref)[0], n_ref, replace=False)]
@@ -144,9 +137,9 @@ def matched_group_records(gen: dict, ref: dict, groups: dict, cfg: dict, device=
         for m, vals in draws.items():
             notes = "; ".join(sorted(why[m]))
             if not vals:
-                records.append(record(group, f"{m}@matched", None, n_gen, n_ref, notes))
+                records.append(record(group, rec.matched(m), None, n_gen, n_ref, notes))
                 continue
-            records.append(record(group, f"{m}@matched", np.mean(vals), n_gen, n_ref,
+            records.append(record(group, rec.matched(m), np.mean(vals), n_gen, n_ref,
                                   "; ".join(filter(None, [note, notes])),
                                   sd=np.std(vals, ddof=1) if len(vals) > 1 else None,
                                   ci=tuple(np.percentile(vals, [2.5, 97.5]))))
@@ -154,6 +147,7 @@ def matched_group_records(gen: dict, ref: dict, groups: dict, cfg: dict, device=
 
 
 def _select(arrays: dict, classes: list[int]) -> dict:
+    """The rows of every array whose label is one of `classes`."""
     keep = np.isin(arrays["labels"], classes)
     return {k: v[keep] for k, v in arrays.items()}
 
@@ -173,6 +167,8 @@ def check_feature_sets(sets: dict[str, dict], num_classes: int) -> None:
 
 def evaluate(*, generated_npz: str, reference_npz: str, groups: dict, num_classes: int,
              evaluation: dict, cell: dict, device: str, out_json: str) -> None:
+    """Stage 5: every record of one featurised sample set against its reference features, with
+    the classifier's confusion matrix, into `out_json`."""
     from .acceleration import resolve_device
 
     dev = resolve_device(device)
@@ -197,24 +193,3 @@ def evaluate(*, generated_npz: str, reference_npz: str, groups: dict, num_classe
     overall = {r["metric"]: r["value"] for r in records if r["scope"] == "all"}
     print(f"{cell}: FID {overall['fid']}, KID {overall['kid_mean']}, recall {overall['recall']}, "
           f"accuracy {overall['accuracy']}", flush=True)
-
-
-def diagnose(*, samples_npz: str, train_npz: str, source_npz: str, groups: dict, num_classes: int,
-             classifier_cfg: dict, memorization_cfg: dict, device: str, cell: dict, out_json: str) -> None:
-    """Overlap and memorization diagnostics of one sample set, which need its images rather
-    than its features: the classification accuracy score and the memorization audit."""
-    from .acceleration import resolve_device
-    from .cas import cas_records
-    from .dataset import read_image_set
-    from .memorization import memorization_records
-
-    dev = resolve_device(device)
-    heldout = read_image_set(source_npz, "heldout_", num_classes)
-    generated = read_image_set(samples_npz, "", num_classes, heldout.images.shape[1:])
-    records = cas_records(classifier_cfg, generated, heldout, groups, num_classes, dev)
-    training = read_image_set(train_npz, "", num_classes, heldout.images.shape[1:])
-    records += memorization_records(memorization_cfg, generated, training, heldout, num_classes, dev)
-    write_json(out_json, {"cell": cell, "records": records})
-    summary = {r["scope"]: round(r["value"], 3) for r in records if r["metric"] == "cas" and "class" not in r["scope"]}
-    shares = [round(r["value"], 3) for r in records if r["metric"] == "near_copy_share" and r["value"] is not None]
-    print(f"CAS {summary}; near-copy share per class {shares}", flush=True)

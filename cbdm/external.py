@@ -10,21 +10,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import ConfigError, factor_label, imbalance_factors, load_config
+from .config import ConfigError, factor_label, imbalance_factors, load_config, report_protocol
 from .io import read_json, write_json
+from .records import HEADLINE, class_of, is_class
+from .workflow import suite_paths as workflow_paths
 
 SNAKEFILE = Path(__file__).resolve().parents[1] / "Snakefile"
-SUMMARY_METRICS = ("fid", "kid_mean", "precision", "recall", "accuracy")
+SUMMARY_METRICS = HEADLINE
 
 
 def suite_paths(config: dict, dataset: str, imb: str, reference: str) -> dict[str, str]:
-    """The workflow's files this evaluation reads (the patterns of workflow/rules/common.smk)."""
-    results = f"results/{config['suite']}"
-    features = f"{results}/features/{dataset}/IF{imb}/reference-{reference}"
-    return {"classifier": f"{results}/classifier/{dataset}/classifier.pt",
-            "source_json": f"{results}/data/{dataset}/source.json",
-            "manifest": f"{results}/data/{dataset}/IF{imb}/manifest.json",
-            "reference": f"{features}.npz", "reference_stats": f"{features}.stats.npz"}
+    """The workflow's files this evaluation reads (the rules' own patterns, cbdm.workflow.suite_paths)."""
+    patterns = workflow_paths(config["suite"])
+    return {key: patterns[key].format(dataset=dataset, imb=imb, reference=reference)
+            for key in ("classifier", "source_json", "manifest", "reference", "reference_stats")}
 
 
 def choose(config: dict, dataset: str | None, imb: float | None, protocol: str | None) -> tuple[str, str, str]:
@@ -38,7 +37,7 @@ def choose(config: dict, dataset: str | None, imb: float | None, protocol: str |
     if label not in factors:
         raise ConfigError(f"--imb: dataset {dataset} has imbalance factors {', '.join(factors)}; choose one")
     protocols = config["evaluation"]["protocols"]
-    protocol = protocol or config["evaluation"]["report_protocol"] or next(iter(protocols))
+    protocol = protocol or report_protocol(config)
     if protocol not in protocols:
         raise ConfigError(f"--protocol {protocol!r}: the config declares {', '.join(protocols)}")
     return dataset, label, protocol
@@ -67,7 +66,7 @@ def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, prot
     from .sources import CLASS_NAMES
 
     spec, proto = config["datasets"][dataset], config["evaluation"]["protocols"][protocol]
-    out = Path(f"results/{config['suite']}/external/{name}/{dataset}-IF{imb}")
+    out = Path(workflow_paths(config["suite"])["results"]) / "external" / name / f"{dataset}-IF{imb}"
     note = import_samples(source=samples, fmt=fmt, resize=resize, labels=proto["labels"],
                           num_samples=proto["num_samples"],
                           class_counts=read_json(paths["manifest"])["class_counts"],
@@ -98,8 +97,7 @@ def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, prot
 def summary(metrics_json: str, groups: dict) -> str:
     """A text table of all, each group and each class: FID, KID, precision, recall, accuracy, n."""
     records = read_json(metrics_json)["records"]
-    order = ["all", *groups] + sorted({r["scope"] for r in records if r["scope"].startswith("class ")},
-                                      key=lambda s: int(s.split()[1]))
+    order = ["all", *groups] + sorted({r["scope"] for r in records if is_class(r["scope"])}, key=class_of)
     values = {(r["scope"], r["metric"]): r for r in records}
     fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
     lines = [f"{'scope':<10} " + " ".join(f"{m:>10}" for m in SUMMARY_METRICS) + "   n (gen vs ref)"]
@@ -127,6 +125,7 @@ def evaluate_external(*, configfile: str, samples: str, name: str, protocol: str
                     paths=paths, fmt=fmt, resize=resize, ref_stats=ref_stats, device=config["device"])
     print(f"{name} on {dataset} IF {imb}, protocol {protocol}:\n"
           + summary(metrics, config["datasets"][dataset]["groups"]), flush=True)
-    write_leaderboard(config, f"results/{config['suite']}")
-    print(f"records: {metrics}; leaderboard: results/{config['suite']}/leaderboard.md", flush=True)
+    results = workflow_paths(config["suite"])["results"]
+    write_leaderboard(config, results)
+    print(f"records: {metrics}; leaderboard: {results}/leaderboard.md", flush=True)
     return metrics

@@ -18,17 +18,19 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import records
 from .config import variant_settings
 from .io import atomic_path, read_json
 from .labels import factor_label
 
 MEASUREMENT = ["dataset", "imbalance_factor", "features", "preprocessing", "reference", "labels", "num_samples"]
 GENERATION = ["kind", "sampler", "steps", "guidance", "ema", "samples_from"]
-ALL_METRICS = {"fid": "FID", "kid_mean": "KID x1e3", "precision": "precision", "recall": "recall",
-               "accuracy": "acc"}
+# The headline metrics, with their column labels at the display scale (e.g. 'KID x 1e3').
+ALL_METRICS = {m: records.metric(m).scaled_label for m in records.HEADLINE}
 
 
 def describe_features(features: dict) -> str:
+    """The feature extractor in words, for the measurement half of a card."""
     if features["extractor"] == "inception":
         return f"Inception-v3 pool 2048-d (torch-fidelity port, {Path(features['inception_weights']).name})"
     return (f"domain classifier {features['feature_dim']}-d penultimate features "
@@ -36,6 +38,7 @@ def describe_features(features: dict) -> str:
 
 
 def describe_preprocessing(features: dict, spec: dict) -> str:
+    """How images reach the extractor (size, resize, value range), for the measurement half of a card."""
     size = "native size" if not spec.get("image_size") else \
         f"resized to {spec['image_size']}x{spec['image_size']} (antialiased bilinear)"
     if features["extractor"] == "inception" and features["inception_preprocessing"] == "pytorch_fid":
@@ -79,7 +82,7 @@ def entry_row(config: dict, metrics_json: Path, external_card: dict | None) -> d
            "n_gen": values[("all", "fid")]["n_gen"], "n_ref": values[("all", "fid")]["n_ref"]}
     for metric in ALL_METRICS:
         value = values.get(("all", metric), {}).get("value")
-        row[metric] = None if value is None else value * (1e3 if metric == "kid_mean" else 1)
+        row[metric] = None if value is None else value * records.scale(metric)
     for group in spec["groups"]:
         row[f"fid_{group}"] = values[(group, "fid")]["value"]
         row[f"n_{group}"] = f"{values[(group, 'fid')]['n_gen']} vs {values[(group, 'fid')]['n_ref']}"
@@ -115,6 +118,7 @@ def leaderboard(config: dict, results: Path) -> pd.DataFrame:
 
 
 def markdown(table: pd.DataFrame, suite: str) -> str:
+    """The leaderboard as Markdown: one table per distinct measurement, with its card."""
     lines = [f"# Leaderboard: {suite}", "",
              "One table per measurement (dataset, features, reference set, labels and n): rows in different "
              "tables were not measured the same way and must not be compared. Runs: training seed / sampling "

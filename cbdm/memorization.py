@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from .evaluate import record
 from .metrics import nearest_neighbour_distances
+from .records import Record, class_scope, record
 from .sources import ImageSet
 
 
 def memorization_records(cfg: dict, generated: ImageSet, train: ImageSet, heldout: ImageSet,
-                         num_classes: int, device="cpu") -> list[dict]:
+                         num_classes: int, device="cpu") -> list[Record]:
+    """Per class: near-copy share of the generated and of the held-out images, their median
+    nearest-training distances and the threshold; not computed (with the counts) where a side is empty."""
     def flat(images: np.ndarray) -> np.ndarray:
         return images.reshape(len(images), int(np.prod(images.shape[1:]))).astype(np.float64) / 255.0
 
     records = []
     for c in range(num_classes):
-        scope = f"class {c}"
+        scope = class_scope(c)
         reference = flat(train.images[train.labels == c])
         gen = flat(generated.images[generated.labels == c])
         held = flat(heldout.images[heldout.labels == c])

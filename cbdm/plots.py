@@ -2,7 +2,9 @@
 
 Every function takes the aggregated frame of report.py (one row per variant, guidance, scope and
 metric with mean, sd over runs, runs, ci_low/ci_high, n_gen, n_ref) or the sample and training
-image files, and works for any number of classes, seeds and guidance scales.
+images (read once with `read_images`), and works for any number of classes, seeds and guidance
+scales. Metric labels, display scales and which way is better come from the metric table
+(cbdm.records).
 """
 from __future__ import annotations
 
@@ -18,7 +20,10 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
+from . import records  # noqa: E402
 from .io import atomic_path, read_npz  # noqa: E402
+from .metrics import nearest_neighbour_distances  # noqa: E402
+from .records import class_of, is_class  # noqa: E402
 from .tables import scale_label  # noqa: E402
 
 DPI = 120
@@ -34,6 +39,11 @@ SCOPE_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 IMAGE_ARRAYS = {"images": 4, "labels": 1}
 
 
+def read_images(path: str) -> dict[str, np.ndarray]:
+    """The images and labels of a sample or training set file, as the figures take them."""
+    return read_npz(path, IMAGE_ARRAYS)
+
+
 def _save(fig, path: str) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
@@ -41,6 +51,7 @@ def _save(fig, path: str) -> None:
 
 
 def _variants(agg: pd.DataFrame) -> list[str]:
+    """The variants of a frame in the order they appear."""
     return list(dict.fromkeys(agg["variant"]))
 
 
@@ -80,13 +91,13 @@ def _shade_groups(ax, order: list[int], groups: dict) -> None:
 
 def per_class_frame(agg: pd.DataFrame, metric: str, order: list[int]) -> pd.DataFrame:
     """One variant's per-class rows of `metric`, reindexed to `order` (missing classes NaN)."""
-    sub = agg[(agg["metric"] == metric) & agg["scope"].str.startswith("class ")]
-    sub = sub.assign(cls=sub["scope"].str.slice(6).astype(int)).drop_duplicates("cls").set_index("cls")
+    sub = agg[(agg["metric"] == metric) & agg["scope"].map(is_class)]
+    sub = sub.assign(cls=sub["scope"].map(class_of)).drop_duplicates("cls").set_index("cls")
     return sub.reindex(order)[["mean", "sd", "runs", "ci_low", "ci_high"]].astype(float)
 
 
-def _per_class_panel(ax, agg: pd.DataFrame, metric: str, order: list[int], scale: float) -> None:
-    x = np.arange(len(order))
+def _per_class_panel(ax, agg: pd.DataFrame, metric: str, order: list[int]) -> None:
+    x, scale = np.arange(len(order)), records.scale(metric)
     for variant in _variants(agg):
         rows = per_class_frame(agg[agg["variant"] == variant], metric, order) * [scale, scale, 1, scale, scale]
         line = ax.plot(x, rows["mean"], "o-", ms=3, lw=1.2, label=variant)[0]
@@ -104,11 +115,10 @@ def plot_per_class(agg: pd.DataFrame, class_counts: list[int], groups: dict, pat
     order = class_order(class_counts)
     width = max(7.0, 0.09 * len(order))
     fig, axes = plt.subplots(2, 1, figsize=(width, 6.5), sharex=True)
-    for ax, (metric, label, scale) in zip(axes, (("fid", "per-class FID", 1.0),
-                                                 ("kid_mean", "per-class KID x 1e3 [bootstrap 95 %]", 1e3))):
+    for ax, (metric, interval) in zip(axes, (("fid", ""), ("kid_mean", " [bootstrap 95 %]"))):
         _shade_groups(ax, order, groups)
-        _per_class_panel(ax, agg, metric, order, scale)
-        ax.set_ylabel(label)
+        _per_class_panel(ax, agg, metric, order)
+        ax.set_ylabel(f"per-class {records.metric(metric).scaled_label}{interval}")
     _class_axis(axes[1], order, class_counts)
     axes[0].legend(fontsize=7, ncol=2)
     axes[0].set_title(f"Quality per class against training count ({_runs_note(agg)})", fontsize=10)
@@ -138,14 +148,13 @@ def plot_precision_recall(agg: pd.DataFrame, scopes: list[str], path: str) -> No
     handles += [plt.Line2D([], [], color="grey", marker=SCOPE_MARKERS[k % len(SCOPE_MARKERS)], ls="none",
                            label=f"scope: {s}") for k, s in enumerate(scopes)]
     ax.legend(handles=handles, fontsize=7, loc="best")
-    ax.set_xlabel("recall (coverage of the real images; higher is better)")
-    ax.set_ylabel("precision (fidelity of the samples; higher is better)")
+    ax.set_xlabel(records.metric("recall").axis_label("coverage of the real images"))
+    ax.set_ylabel(records.metric("precision").axis_label("fidelity of the samples"))
     ax.set_title(f"Precision and recall per variant and class group\n({_runs_note(agg)})", fontsize=10)
     _save(fig, path)
 
 
-GROUP_METRICS = {"fid": "FID (lower is better)", "recall": "recall (higher is better)",
-                 "precision": "precision (higher is better)", "accuracy": "classifier accuracy of the samples"}
+GROUP_METRICS = ("fid", "recall", "precision", "accuracy")  # the panels of the class groups figure
 
 
 def plot_groups(agg: pd.DataFrame, scopes: list[str], path: str) -> None:
@@ -162,7 +171,7 @@ def plot_groups(agg: pd.DataFrame, scopes: list[str], path: str) -> None:
                         label=variant)
         ax.set_xticks(np.arange(len(scopes)), scopes)
         ax.set_xlabel("scope")
-        ax.set_ylabel(GROUP_METRICS[metric])
+        ax.set_ylabel(records.metric(metric).axis_label())
         ax.margins(y=0.15)
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].legend(fontsize=7)
@@ -201,7 +210,7 @@ def plot_guidance(agg: pd.DataFrame, path: str) -> None:
             ax.errorbar(rows["guidance"], rows["mean"], yerr=np.nan_to_num(rows["sd"].to_numpy(float)),
                         marker="o", capsize=3, label=variant)
         ax.set_xlabel("guidance scale w")
-        ax.set_ylabel(f"{GROUP_METRICS[metric].split(' (')[0]} (all classes)")
+        ax.set_ylabel(f"{records.label(metric)} (all classes)")
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Guidance sweep ({_runs_note(overall)})", y=1.02)
     _save(fig, path)
@@ -281,12 +290,11 @@ def image_grid(images: np.ndarray, labels: np.ndarray, classes: list[int]) -> np
     return grid.permute(1, 2, 0).numpy()
 
 
-def plot_sample_grids(sample_files: dict[str, str], train_npz: str, class_counts: list[int], path: str) -> None:
-    """Real training images first, then each variant's samples: one row per class, labelled
-    with the class and its training count."""
+def plot_sample_grids(samples: dict[str, dict], train: dict, class_counts: list[int], path: str) -> None:
+    """Real training images first, then each variant's samples (`read_images` of its file): one
+    row per class, labelled with the class and its training count."""
     classes = grid_classes(class_counts)
-    panels = {"real training images": read_npz(train_npz, IMAGE_ARRAYS)}
-    panels.update({v: read_npz(f, IMAGE_ARRAYS) for v, f in sample_files.items()})
+    panels = {"real training images": train, **samples}
     height = 2.6 * len(classes) / GRID_COLUMNS + 0.6  # square images under a 2.6-inch-wide panel
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), height), squeeze=False)
     for ax, (name, data) in zip(axes[0], panels.items()):
@@ -316,22 +324,20 @@ def tail_classes(class_counts: list[int], groups: dict) -> list[int]:
     return sorted(candidates, key=lambda c: (class_counts[c], c))[:MEMORIZATION_MAX_CLASSES]
 
 
-def nearest_training(samples: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index of and pixel distance (images in [0, 1]) to each sample's nearest training image,
-    the distance the memorization audit thresholds."""
-    a = samples.reshape(len(samples), -1).astype(np.float64) / 255.0
-    b = train.reshape(len(train), -1).astype(np.float64) / 255.0
-    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
-    nearest = d2.argmin(axis=1)
-    return nearest, np.sqrt(np.maximum(d2[np.arange(len(a)), nearest], 0))
+def _pixels(images: np.ndarray) -> np.ndarray:
+    """Images as flat vectors in [0, 1], the space the memorization audit measures distances in."""
+    return images.reshape(len(images), -1).astype(np.float64) / 255.0
 
 
 def _pairs_image(gen: np.ndarray, train: np.ndarray, threshold: float) -> tuple[np.ndarray, str]:
     """Flagged samples (closest first) beside their nearest training image; if none is
     flagged, the closest sample, so the reader sees how far the nearest one is."""
-    nearest, dist = nearest_training(gen, train)
+    a, b = _pixels(gen), _pixels(train)
+    dist = nearest_neighbour_distances(a, b)  # the audit's own distance (cbdm.memorization)
     flagged = np.where(dist < threshold)[0]
     shown = flagged[np.argsort(dist[flagged])][:MEMORIZATION_PAIRS] if len(flagged) else [int(dist.argmin())]
+    # Only the few shown samples need to know which training image is the nearest.
+    nearest = {i: int(((b - a[i]) ** 2).sum(axis=1).argmin()) for i in shown}
     tiles = np.stack([img for i in shown for img in (gen[i], train[nearest[i]])])
     grid = make_grid(torch.from_numpy(tiles).float() / 255.0, nrow=2, padding=GRID_GUTTER, pad_value=1.0)
     label = (f"{len(flagged)}/{len(gen)} flagged" if len(flagged) else "none flagged; closest") + \
@@ -340,24 +346,24 @@ def _pairs_image(gen: np.ndarray, train: np.ndarray, threshold: float) -> tuple[
 
 
 def _thresholds(agg: pd.DataFrame) -> dict[int, float]:
+    """The memorization audit's near-copy threshold per class."""
     rows = agg[(agg["metric"] == "near_copy_threshold") & agg["mean"].notna()]
-    return {int(s[6:]): float(m) for s, m in zip(rows["scope"], rows["mean"])}
+    return {class_of(s): float(m) for s, m in zip(rows["scope"], rows["mean"])}
 
 
-def plot_memorization(sample_files: dict[str, str], train_npz: str, agg: pd.DataFrame, class_counts: list[int],
+def plot_memorization(samples: dict[str, dict], train: dict, agg: pd.DataFrame, class_counts: list[int],
                       groups: dict, path: str) -> None:
     """For the tail classes: each variant's flagged near-copies (left) beside their nearest
-    training image (right), at the audit's threshold."""
+    training image (right), at the audit's threshold; `samples` and `train` as `read_images`
+    returns them."""
     thresholds = _thresholds(agg)
     classes = [c for c in tail_classes(class_counts, groups) if c in thresholds]
     if not classes:
         _text_figure(path, "Memorization", "No memorization threshold in the diagnostics: nothing to show.")
         return
-    train = read_npz(train_npz, IMAGE_ARRAYS)
-    fig, axes = plt.subplots(len(sample_files), len(classes), figsize=(2.0 * len(classes), 1.9 * len(sample_files)),
+    fig, axes = plt.subplots(len(samples), len(classes), figsize=(2.0 * len(classes), 1.9 * len(samples)),
                              squeeze=False)
-    for row, (variant, sample_npz) in zip(axes, sample_files.items()):
-        data = read_npz(sample_npz, IMAGE_ARRAYS)
+    for row, (variant, data) in zip(axes, samples.items()):
         for ax, c in zip(row, classes):
             ax.set_xticks([])
             ax.set_yticks([])
@@ -374,6 +380,7 @@ def plot_memorization(sample_files: dict[str, str], train_npz: str, agg: pd.Data
 
 
 def plot_losses(loss_logs: dict[str, str], path: str) -> None:
+    """Each variant's training loss over steps (log scale), and its eps_mse part where the loss has others."""
     fig, ax = plt.subplots(figsize=(6, 4))
     colors = plt.get_cmap("tab20" if len(loss_logs) > 10 else "tab10").colors
     for i, (variant, log_csv) in enumerate(loss_logs.items()):

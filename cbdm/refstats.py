@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .evaluate import FEATURE_ARRAYS, record, scopes
+from .evaluate import FEATURE_ARRAYS
 from .io import InputError, read_npz, write_npz
 from .metrics import frechet_distance_from_stats, mean_and_covariance
+from .records import record, scopes
 
 FORMAT = "cbdm.refstats/1"
 

@@ -3,29 +3,37 @@
 Runs of a variant (training seeds x sampling seeds) are aggregated to mean, sd over runs and the
 number of runs; intervals computed inside a run (matched-n subsets, KID bootstrap) are averaged
 over runs. Every printed number carries the sample sizes it came from.
+
+The report is made in named steps: `load_report` reads every input file once into a `Report`
+(runs, aggregate, manifest, confusions, augmentation runs), whose properties are the derived
+views (the main protocol at the chosen guidance, the paired comparisons, the paper table);
+`SECTIONS` lists, in printed order, the functions that turn it into report sections (tables as
+data, cbdm.tables.Section); `write_outputs` writes the CSV files, the rendered tables and the
+figures. What a metric is called, how it is scaled and which way is better comes from the
+metric table (cbdm.records).
 """
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from dataclasses import dataclass, field, fields
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
-from . import plots, tables
+from . import plots, records, tables
 from .io import atomic_path, read_json
 from .labels import factor_label, same_factor
+from .records import class_scope
 from .statistics import compare_to_baseline, seed_variance
 from .tables import Section, scale_label, significant
 
-MAIN_METRICS = {"fid": "FID", "kid_mean": "KID", "precision": "precision", "recall": "recall", "accuracy": "acc"}
-MATCHED_METRICS = {"fid@matched": "FID", "precision@matched": "precision", "recall@matched": "recall"}
-
-
-def with_k(labels: dict[str, str], k: int) -> dict[str, str]:
-    """Column labels with the precision/recall neighbourhood size, e.g. 'recall (k=5)'."""
-    return {m: f"{label} (k={k})" if m.startswith(("precision", "recall")) else label for m, label in labels.items()}
-PER_CLASS_METRICS = MAIN_METRICS  # the per-class table shows the main table's metrics
+# The main table's metrics, per scope, and the per-class table's: the table's headline numbers.
+MAIN_METRICS = records.HEADLINE
+# What the matched-n section shows of every group (each at its records.matched() name).
+MATCHED_COLUMNS = ("fid", "precision", "recall")
+# The overlap diagnostics' metrics, each for all classes and every group.
+OVERLAP_METRICS = ("accuracy", "cas", "label_entropy")
 # The HTML pages (report items) the sections are shown on, besides table.html with all of them.
 HTML_PAGES = {"main": "Main tables", "per_class": "Per-class table", "diagnostics": "Overlap and memorization",
               "comparisons": "Comparisons", "data": "Training data"}
@@ -35,15 +43,57 @@ class ReportError(RuntimeError):
     """The report cannot be rendered as asked; the message names what is missing."""
 
 
+@dataclass(frozen=True)
+class ReportFiles:
+    """The files one report reads, each once. `sample_files`: the sample set shown per variant;
+    `loss_logs`: the training loss of each built-in variant; `augmentation_files`: the rows of the
+    augmentation experiment (none: not run)."""
+    metric_files: list[str]
+    diagnostic_files: list[str]
+    sample_files: dict[str, str]
+    train_npz: str
+    loss_logs: dict[str, str]
+    manifest_json: str
+    augmentation_files: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """How the report is made, resolved from the config by the workflow (the report rule's
+    params carry these names). `variants`: the declared variants in config order, which the
+    tables keep; `protocol`: the main table's; `baseline`: the variant the others are compared
+    with; `protocol_guidance`: each variant's declared (first listed) guidance per protocol;
+    `sampling`: each variant's sampling settings under the main protocol; `published`: the
+    registry entries of this dataset; `expected_cells`: every evaluation the table needs."""
+    title: str
+    variants: list[str]
+    groups: dict
+    overlap: dict | None
+    evaluation: dict
+    protocol: str
+    baseline: str
+    protocol_guidance: dict[str, dict[str, float]]
+    sampling: dict[str, dict]
+    features: dict
+    published: list[dict]
+    expected_cells: list[dict]
+
+    @classmethod
+    def from_params(cls, params) -> ReportSettings:
+        """The settings from an object with one attribute per field (a rule's params)."""
+        return cls(**{f.name: getattr(params, f.name) for f in fields(cls)})
+
+
 # --- collecting and aggregating ---------------------------------------------------------------
 
-def collect_records(files: list[str]) -> pd.DataFrame:
-    """One row per (run, scope, metric), with the run's cell columns."""
-    rows = []
-    for path in files:
-        data = read_json(path)
-        rows += [{**data["cell"], **r} for r in data["records"]]
-    return pd.DataFrame(rows)
+def records_frame(files: list[dict]) -> pd.DataFrame:
+    """One row per (run, scope, metric) of read metrics files, with the run's cell columns."""
+    return pd.DataFrame([{**data["cell"], **r} for data in files for r in data["records"]])
+
+
+def collect_records(paths: list[str]) -> pd.DataFrame:
+    """One row per (run, scope, metric) of the metrics files at `paths`."""
+    return records_frame([read_json(path) for path in paths])
 
 
 def check_complete(runs: pd.DataFrame, expected: list[dict]) -> None:
@@ -58,7 +108,7 @@ def check_complete(runs: pd.DataFrame, expected: list[dict]) -> None:
                           f"Run the workflow to completion (snakemake ... all) before the report.")
 
 
-def aggregate(records: pd.DataFrame) -> pd.DataFrame:
+def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean, sd and run count per (protocol, variant, guidance, scope, metric) over training and
     sampling seeds; a metric missing in some run is reported with the runs that have it and the
     notes that explain the rest."""
@@ -78,7 +128,7 @@ def aggregate(records: pd.DataFrame) -> pd.DataFrame:
             "note": "; ".join(sorted(set(n for n in group["note"] if n))),
         })
 
-    return records.groupby(keys, sort=False).apply(summarise, include_groups=False).reset_index()
+    return runs.groupby(keys, sort=False).apply(summarise, include_groups=False).reset_index()
 
 
 def _one_or_range(values: pd.Series) -> str:
@@ -104,19 +154,138 @@ def at_guidance(frame: pd.DataFrame, guidance: dict[str, float]) -> np.ndarray:
     return np.array([same_factor(guidance[v], g) for v, g in zip(frame["variant"], frame["guidance"])], dtype=bool)
 
 
+def augmentation_runs(files: list[dict]) -> pd.DataFrame:
+    """Per classifier seed, scope and row, the held-out top-1 of the augmentation experiment (read
+    files), as runs the report's aggregation and pairing read (the row as 'variant', seed as 'seed')."""
+    rows = []
+    for data in files:
+        rows += [{"protocol": "augmentation", "variant": data["row"], "guidance": 0.0, "sample_seed": 0,
+                  "generated": int(sum(data["generated_per_class"])), **r} for r in data["records"]]
+    return pd.DataFrame(rows)
+
+
+# --- the report's data, read once -------------------------------------------------------------
+
+@dataclass
+class Report:
+    """Everything the report shows, read once; the derived views are computed on first use."""
+    settings: ReportSettings
+    files: ReportFiles
+    runs: pd.DataFrame  # metrics and diagnostics of every run, variants in config order
+    manifest: dict
+    confusions: list[tuple[dict, np.ndarray]]  # (cell, confusion matrix) of every metrics file
+    augmentation: pd.DataFrame  # per-seed runs of the augmentation experiment; empty: not run
+
+    @cached_property
+    def agg(self) -> pd.DataFrame:
+        """Every run aggregated (see `aggregate`)."""
+        return aggregate(self.runs)
+
+    @cached_property
+    def guidance(self) -> dict[str, float]:
+        """The guidance scale each variant is shown with under the main protocol."""
+        s = self.settings
+        return chosen_guidance(self.agg, s.protocol, s.evaluation["guidance_choice"],
+                               s.protocol_guidance[s.protocol])
+
+    @cached_property
+    def main_agg(self) -> pd.DataFrame:
+        """The main protocol's aggregate, each variant at its chosen guidance."""
+        shown = self.agg[at_guidance(self.agg, self.guidance)]
+        return shown[shown["protocol"] == self.settings.protocol]
+
+    @cached_property
+    def main_runs(self) -> pd.DataFrame:
+        """The main protocol's runs, each variant at its chosen guidance (what is paired)."""
+        return self.runs[(self.runs["protocol"] == self.settings.protocol).to_numpy()
+                         & at_guidance(self.runs, self.guidance)]
+
+    @property
+    def scopes(self) -> list[str]:
+        """All classes, then every group."""
+        return ["all", *self.settings.groups]
+
+    @property
+    def class_counts(self) -> list[int]:
+        """Training images per class."""
+        return self.manifest["class_counts"]
+
+    @property
+    def k(self) -> int:
+        """The precision/recall neighbourhood size the column labels name."""
+        return self.settings.evaluation["pr_neighborhood"]
+
+    @cached_property
+    def overlap_column(self) -> list[tuple[str, str, str]]:
+        """The (label, scope, metric) of the overlap pair's leakage (e.g. tail->head); none without one."""
+        overlap = self.settings.overlap
+        if overlap is None:
+            return []
+        return [(f"{overlap['source']}->{overlap['target']}", overlap["source"],
+                 records.misclassified_into(overlap["target"]))]
+
+    @cached_property
+    def extractor(self) -> str:
+        """The feature extractor, with the Inception preprocessing in use where it is Inception."""
+        features = self.settings.features
+        return features["extractor"] + (f" ({features['inception_preprocessing']} preprocessing)"
+                                        if features["extractor"] == "inception" else "")
+
+    @cached_property
+    def paper(self) -> pd.DataFrame:
+        """Published numbers beside ours (see `paper_table`)."""
+        return paper_table(self.main_agg, self.settings.published, self.settings.variants)
+
+    @cached_property
+    def differences(self) -> pd.DataFrame:
+        """Every variant minus the baseline on the compared (scope, metric) targets, paired by seeds."""
+        groups = self.settings.groups
+        targets = [(s, "fid") for s in self.scopes] + [("all", "recall"), ("all", "accuracy")]
+        targets += [(s, "cas") for s in self.scopes] + [(g, records.matched("fid")) for g in groups]
+        targets += [(scope, metric) for _, scope, metric in self.overlap_column]
+        return compare_to_baseline(self.main_runs, self.settings.baseline, targets)
+
+    @cached_property
+    def variance(self) -> pd.DataFrame:
+        """The spread of FID and recall over training and over sampling seeds."""
+        return pd.concat([seed_variance(self.main_runs, s, m) for s, m in [("all", "fid"), ("all", "recall")]])
+
+
+def load_report(files: ReportFiles, settings: ReportSettings) -> Report:
+    """Read every input once; refuse a partial table (ReportError) before anything is written."""
+    metrics = [read_json(path) for path in files.metric_files]
+    runs = records_frame(metrics)
+    check_complete(runs, settings.expected_cells)
+    runs = pd.concat([runs, collect_records(files.diagnostic_files)], ignore_index=True)
+    runs = runs.sort_values("variant", key=lambda v: v.map(settings.variants.index), kind="stable")
+    return Report(settings=settings, files=files, runs=runs, manifest=read_json(files.manifest_json),
+                  confusions=[(data["cell"], np.asarray(data["confusion"])) for data in metrics],
+                  augmentation=augmentation_runs([read_json(path) for path in files.augmentation_files]))
+
+
 # --- tables -----------------------------------------------------------------------------------
 
 def format_value(row, metric: str) -> str:
-    """mean [± sd over runs] [[interval]]; KID x 1e3."""
+    """mean [± sd over runs] [[interval]], at the metric table's display scale (KID x 1e3)."""
     if math.isnan(row["mean"]):
         return "n/a"
-    scale = 1000.0 if metric.startswith("kid") else 1.0
+    scale = records.scale(metric)
     text = significant(row["mean"] * scale)
     if row["runs"] > 1 and not math.isnan(row["sd"]):
         text += f" ± {significant(row['sd'] * scale, 2)}"
     if not math.isnan(row["ci_low"]):
         text += f" [{significant(row['ci_low'] * scale)}, {significant(row['ci_high'] * scale)}]"
     return text
+
+
+def sample_sizes(row) -> str:
+    """The 'n' of a value: generated images, or generated vs reference images."""
+    return row["n_gen"] if row["n_ref"] == "0" else f"{row['n_gen']} vs {row['n_ref']}"
+
+
+def scope_columns(scopes: list[str], metrics: list[str], k: int | None = None) -> list[tuple[str, str, str]]:
+    """(label, scope, metric) of each metric for each scope, scope by scope: 'FID all', 'FID head'."""
+    return [(f"{records.label(m, k)} {scope}", scope, m) for scope in scopes for m in metrics]
 
 
 def wide_table(agg: pd.DataFrame, columns: list[tuple[str, str, str]]) -> pd.DataFrame:
@@ -129,52 +298,15 @@ def wide_table(agg: pd.DataFrame, columns: list[tuple[str, str, str]]) -> pd.Dat
             hit = sub[(sub["scope"] == scope) & (sub["metric"] == metric)]
             if hit.empty:
                 continue
-            r = hit.iloc[0]
-            row[label] = format_value(r, metric)
-            row[f"n {label}"] = r["n_gen"] if r["n_ref"] == "0" else f"{r['n_gen']} vs {r['n_ref']}"
+            row[label] = format_value(hit.iloc[0], metric)
+            row[f"n {label}"] = sample_sizes(hit.iloc[0])
         row["runs"] = int(sub["runs_total"].max())
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def main_columns(scopes: list[str], overlap: dict | None, k: int) -> list[tuple[str, str, str]]:
-    columns = [(f"{label} {scope}", scope, metric) for scope in scopes
-               for metric, label in with_k(MAIN_METRICS, k).items()]
-    if overlap is not None:
-        columns.append((f"{overlap['source']}->{overlap['target']}", overlap["source"],
-                        f"misclassified_into:{overlap['target']}"))
-    return columns
-
-
-def overlap_columns(scopes: list[str], overlap: dict | None) -> list[tuple[str, str, str]]:
-    columns = [(f"acc {s}", s, "accuracy") for s in scopes] + [(f"CAS {s}", s, "cas") for s in scopes]
-    columns += [(f"label entropy {s}", s, "label_entropy") for s in scopes]
-    if overlap is not None:
-        columns.append((f"{overlap['source']}->{overlap['target']}", overlap["source"],
-                        f"misclassified_into:{overlap['target']}"))
-    return columns
-
-
-def memorization_table(agg: pd.DataFrame, class_counts: list[int]) -> pd.DataFrame:
-    """Classes as rows: training count, each variant's near-copy share, and the held-out
-    images' share under the same threshold (the rate at which the rule fires on non-copies)."""
-    rows = []
-    mem = agg[agg["metric"].isin(["near_copy_share", "near_copy_share_heldout"])]
-    for c, count in enumerate(class_counts):
-        sub = mem[mem["scope"] == f"class {c}"]
-        row = {"class": c, "training images": count}
-        for variant, v in sub[sub["metric"] == "near_copy_share"].groupby("variant", sort=False):
-            row[variant] = format_value(v.iloc[0], "near_copy_share")
-            row[f"n {variant}"] = v.iloc[0]["n_gen"]
-        held = sub[sub["metric"] == "near_copy_share_heldout"]
-        if len(held):
-            row["held-out"] = format_value(held.iloc[0], "near_copy_share_heldout")
-            row["n held-out"] = held.iloc[0]["n_gen"]
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
 def class_group(c: int, groups: dict) -> str:
+    """The groups a class belongs to, comma-separated."""
     return ", ".join(name for name, classes in groups.items() if c in classes)
 
 
@@ -183,16 +315,36 @@ def per_class_table(agg: pd.DataFrame, class_counts: list[int], groups: dict) ->
     recall and classifier accuracy of the samples of that class."""
     rows = []
     for c, count in enumerate(class_counts):
-        sub = agg[agg["scope"] == f"class {c}"]
+        sub = agg[agg["scope"] == class_scope(c)]
         for variant, v in sub.groupby("variant", sort=False):
             row = {"class": c, "group": class_group(c, groups), "training images": count, "variant": variant}
-            for metric, label in PER_CLASS_METRICS.items():
+            for metric in MAIN_METRICS:
                 hit = v[v["metric"] == metric]
                 if len(hit):
-                    r = hit.iloc[0]
-                    row[label] = format_value(r, metric)
-                    row[f"n {label}"] = r["n_gen"] if r["n_ref"] == "0" else f"{r['n_gen']} vs {r['n_ref']}"
+                    label = records.label(metric)
+                    row[label] = format_value(hit.iloc[0], metric)
+                    row[f"n {label}"] = sample_sizes(hit.iloc[0])
             rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def class_metric_table(agg: pd.DataFrame, class_counts: list[int], metric: str,
+                       shared: tuple[str, str] | None = None) -> pd.DataFrame:
+    """Classes as rows (with their training count), one column per variant of `metric`;
+    `shared`: (column, metric) of a quantity the variants share, shown once (e.g. the held-out
+    images' near-copy share, the rate at which the audit's rule fires on non-copies)."""
+    rows = []
+    for c, count in enumerate(class_counts):
+        row = {"class": c, "training images": count}
+        sub = agg[agg["scope"] == class_scope(c)]
+        for variant, v in sub[sub["metric"] == metric].groupby("variant", sort=False):
+            row[variant] = format_value(v.iloc[0], metric)
+            row[f"n {variant}"] = v.iloc[0]["n_gen"]
+        hit = sub[sub["metric"] == shared[1]] if shared else []
+        if len(hit):
+            row[shared[0]] = format_value(hit.iloc[0], shared[1])
+            row[f"n {shared[0]}"] = hit.iloc[0]["n_gen"]
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -202,41 +354,27 @@ def data_table(agg: pd.DataFrame, class_counts: list[int], groups: dict) -> pd.D
     fid = agg[agg["metric"] == "fid"].drop_duplicates("scope").set_index("scope")
     return pd.DataFrame([{"class": c, "group": class_group(c, groups), "training images": n,
                           "share of training set": f"{n / total:.1%}",
-                          "reference images": fid["n_ref"].get(f"class {c}", "")}
+                          "reference images": fid["n_ref"].get(class_scope(c), "")}
                          for c, n in enumerate(class_counts)])
 
 
-def protocol_card(*, title: str, manifest: dict, groups: dict, protocols: dict, main: str, evaluation: dict,
-                  features: dict, sampling: dict, guidance: dict, runs: pd.DataFrame, baseline: str) -> list:
+def protocol_card(r: Report) -> list[tuple[str, str]]:
     """(item, what) pairs: everything a reader needs to know about how the numbers were made."""
-    counts = manifest["class_counts"]
-    card = [("suite", title),
-            ("training set", f"{manifest['total']} images in {len(counts)} classes, "
+    s, counts = r.settings, r.class_counts
+    card = [("suite", s.title),
+            ("training set", f"{r.manifest['total']} images in {len(counts)} classes, "
                              f"{max(counts)} (largest class) to {min(counts)} (smallest)"),
-            ("class groups", "; ".join(f"{g}: classes {', '.join(map(str, c))}" for g, c in groups.items()))]
-    card += [(f"protocol {name}" + (" (main table)" if name == main else ""), protocol_line(name, spec))
-             for name, spec in protocols.items()]
-    card += [("features", features["extractor"]),
-             ("guidance shown", f"{evaluation['guidance_choice']} scale per variant"),
-             ("training seeds", ", ".join(map(str, sorted(runs["seed"].unique())))),
-             ("sampling seeds", ", ".join(map(str, sorted(runs["sample_seed"].unique())))),
-             ("baseline", baseline)]
-    card += [(f"variant {v}", f"{s['sampler']} {s['steps']} steps, guidance {scale_label(guidance[v])}")
-             for v, s in sampling.items()]
+            ("class groups", "; ".join(f"{g}: classes {', '.join(map(str, c))}" for g, c in s.groups.items()))]
+    card += [(f"protocol {name}" + (" (main table)" if name == s.protocol else ""), protocol_line(name, spec))
+             for name, spec in s.evaluation["protocols"].items()]
+    card += [("features", r.extractor),
+             ("guidance shown", f"{s.evaluation['guidance_choice']} scale per variant"),
+             ("training seeds", ", ".join(map(str, sorted(r.runs["seed"].unique())))),
+             ("sampling seeds", ", ".join(map(str, sorted(r.runs["sample_seed"].unique())))),
+             ("baseline", s.baseline)]
+    card += [(f"variant {v}", f"{s.sampling[v]['sampler']} {s.sampling[v]['steps']} steps, "
+                              f"guidance {scale_label(r.guidance[v])}") for v in s.variants]
     return card
-
-
-def class_metric_table(agg: pd.DataFrame, class_counts: list[int], metric: str) -> pd.DataFrame:
-    """Classes as rows (with their training count), one column per variant."""
-    rows = []
-    for c, count in enumerate(class_counts):
-        row = {"class": c, "training images": count}
-        sub = agg[(agg["scope"] == f"class {c}") & (agg["metric"] == metric)]
-        for variant, v in sub.groupby("variant", sort=False):
-            row[variant] = format_value(v.iloc[0], metric)
-            row[f"n {variant}"] = v.iloc[0]["n_gen"]
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def fold_sample_sizes(table: pd.DataFrame) -> pd.DataFrame:
@@ -254,10 +392,11 @@ def fold_sample_sizes(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_differences(diffs: pd.DataFrame) -> pd.DataFrame:
+    """Paired differences as printed: at each metric's display scale, signed, 3 significant digits."""
     if diffs.empty:
         return diffs
     out = diffs.copy()
-    scale = [1000.0 if m.startswith("kid") else 1.0 for m in out["metric"]]
+    scale = [records.scale(m) for m in out["metric"]]
     out["difference"] = [f"{d * s:+.3g}" for d, s in zip(out["diff"], scale)]
     out["95% CI (t)"] = ["" if lo is None or (isinstance(lo, float) and math.isnan(lo))
                          else f"[{lo * s:+.3g}, {hi * s:+.3g}]"
@@ -303,46 +442,6 @@ def published_protocol(entry: dict) -> str:
             f"{entry['protocol']}")
 
 
-def augmentation_runs(files: list[str]) -> pd.DataFrame:
-    """Per classifier seed, scope and row, the held-out top-1 of the augmentation experiment, as
-    runs the report's aggregation and pairing read (the row as 'variant', seed as 'seed')."""
-    rows = []
-    for path in files:
-        data = read_json(path)
-        rows += [{"protocol": "augmentation", "variant": data["row"], "guidance": 0.0, "sample_seed": 0,
-                  "generated": int(sum(data["generated_per_class"])), **r} for r in data["records"]]
-    return pd.DataFrame(rows)
-
-
-def augmentation_sections(files: list[str], scopes: list[str], class_counts: list[int]) -> tuple[list, pd.DataFrame]:
-    """(report sections, per-seed runs) of the augmentation experiment; one 'not run' line without it."""
-    if not files:
-        not_run = Section("Augmentation", "Not run (augmentation.enabled: false).", pd.DataFrame(), page="comparisons")
-        return [not_run], pd.DataFrame()
-    runs = augmentation_runs(files)
-    agg = aggregate(runs)
-    metric = runs["metric"].iloc[0]
-    table = wide_table(agg, [(f"top-1 {s}", s, metric) for s in scopes])
-    generated = runs.groupby("variant")["generated"].first()
-    table.insert(1, "filled images", [int(generated[v]) for v in table["variant"]])
-    table = table.drop(columns="guidance")
-    diffs = compare_to_baseline(runs, "real_only", [(s, metric) for s in scopes])
-    seeds = runs["seed"].nunique()
-    return [Section("Augmentation",
-             f"Held-out top-1 accuracy (mean over classes) of a classifier trained on the real long-tailed set "
-             f"plus each variant's generated images filling every class (real_only: no generated images; "
-             f"real_oversampled: the fill made of copies of real images); "
-             f"mean ± sd over {seeds} classifier seed(s). n: training images vs held-out test images.", table,
-                    page="comparisons"),
-            Section("Augmentation: differences to real_only",
-                    "Paired by classifier seed; a t-based 95 % interval over the seeds.", format_differences(diffs),
-                    page="comparisons"),
-            Section("Augmentation per class",
-             "Held-out top-1 accuracy of each class (mean ± sd over classifier seeds); n: the class's "
-             "training images, real plus generated.",
-             class_metric_table(agg, class_counts, metric), page="comparisons")], runs
-
-
 def protocol_rows(agg: pd.DataFrame, protocol: str, choice: str, declared: dict[str, float]) -> pd.DataFrame:
     """The rows of one protocol, each variant at its guidance scale chosen under that protocol."""
     rows = agg[agg["protocol"] == protocol]
@@ -356,185 +455,228 @@ def protocol_caption(spec: dict) -> str:
 
 
 def protocol_line(name: str, spec: dict) -> str:
+    """One protocol in words: samples, labels, reference images."""
     return (f"protocol '{name}': {spec['num_samples']} samples with {spec['labels']} labels, "
             f"compared with the {spec['reference']} images")
 
 
+# --- sections, in printed order ---------------------------------------------------------------
+
+def main_sections(r: Report) -> list[Section]:
+    """The main table (main protocol), then the same table under every other protocol."""
+    s = r.settings
+    protocols, choice = s.evaluation["protocols"], s.evaluation["guidance_choice"]
+    columns = scope_columns(r.scopes, list(MAIN_METRICS), r.k) + r.overlap_column
+    main = Section(f"Main table: {protocol_line(s.protocol, protocols[s.protocol])}",
+                   f"Each variant at its {choice} guidance scale. {records.metric('kid_mean').scaled_label}. "
+                   f"acc: share of samples the classifier assigns to their own class.",
+                   wide_table(r.main_agg, columns))
+    paper = [Section("Paper comparison", "Published numbers (`published:` registry) beside ours.", r.paper,
+                     paper_footer(r), "comparisons")] if s.published else []
+    others = [Section(protocol_line(name, protocols[name]).capitalize(), protocol_caption(protocols[name]),
+                      wide_table(protocol_rows(r.agg, name, choice, s.protocol_guidance[name]), columns))
+              for name in protocols if name != s.protocol]
+    return [main, *paper, *others]
+
+
+def paper_footer(r: Report) -> str:
+    """How our numbers beside the published ones were made."""
+    s = r.settings
+    how = "; ".join(f"{v}: {s.sampling[v]['sampler']} {s.sampling[v]['steps']} steps, "
+                    f"guidance {scale_label(r.guidance[v])}" for v in s.variants)
+    return (f"Ours: {protocol_line(s.protocol, s.evaluation['protocols'][s.protocol])}; {r.extractor} features; "
+            f"{how}; {r.manifest['total']} training images.")
+
+
+def matched_sections(r: Report) -> list[Section]:
+    """Every group at the same number of images, where there are groups to compare."""
+    groups, evaluation = r.settings.groups, r.settings.evaluation
+    if len(groups) <= 1:
+        return []
+    columns = [(f"{records.label(m, r.k)} {g}", g, records.matched(m)) for g in groups for m in MATCHED_COLUMNS]
+    return [Section("Class groups at matched n",
+                    f"Every group evaluated on the same number of generated and reference images "
+                    f"({evaluation['matched_fraction']:g} of the smallest group's), over "
+                    f"{evaluation['matched_repeats']} random subsets: mean [2.5 %, 97.5 % of the "
+                    f"subsets]. FID grows as n shrinks: compare these groups with each other, not "
+                    f"with the main table.", wide_table(r.main_agg, columns))]
+
+
+def per_class_sections(r: Report) -> list[Section]:
+    """The per-class table of the headline metrics."""
+    return [Section("Per-class table",
+                    "One row per class and variant, with the class's training count and group: "
+                    f"FID, {records.metric('kid_mean').scaled_label} [bootstrap 95 % interval], precision, recall "
+                    "and classifier accuracy of the samples of that class.",
+                    per_class_table(r.main_agg, r.class_counts, r.settings.groups), page="per_class")]
+
+
+def overlap_sections(r: Report) -> list[Section]:
+    """Overlap diagnostics for all classes and the groups, then label entropy per class."""
+    overlap = r.settings.overlap
+    columns = [c for m in OVERLAP_METRICS for c in scope_columns(r.scopes, [m])] + r.overlap_column
+    explanation = ("acc: the balanced classifier's accuracy on the samples; CAS: accuracy on held-out "
+                   "real images of a classifier trained on the samples only (mean over classes)"
+                   + (f"; {overlap['source']}->{overlap['target']}: share of {overlap['source']} samples "
+                      f"classified as a {overlap['target']} class" if overlap else "")
+                   + "; label entropy: entropy (bits) of the classifier's predicted labels among one "
+                     "generated class's samples, averaged over the scope's classes: 0 = all one label "
+                     "(not necessarily the right one), higher = more mixed. Neither direction is a verdict "
+                     "by itself: read it with acc.")
+    return [Section("Overlap diagnostics", explanation, wide_table(r.main_agg, columns), page="diagnostics"),
+            Section("Label entropy per class",
+                    "Entropy (bits) of the predicted labels of each generated class's samples.",
+                    class_metric_table(r.main_agg, r.class_counts, "label_entropy"), page="per_class")]
+
+
+def memorization_sections(r: Report) -> list[Section]:
+    """The memorization audit per class, with the held-out images' rate under the same rule."""
+    threshold = r.settings.evaluation["memorization"]["relative_threshold"]
+    return [Section("Memorization audit",
+                    f"Share of generated images whose nearest training image of their class (pixel "
+                    f"distance) is closer than {threshold} x the median held-out image's distance; "
+                    f"'held-out': the same share for real held-out images, which cannot be copies.",
+                    class_metric_table(r.main_agg, r.class_counts, "near_copy_share",
+                                       shared=("held-out", "near_copy_share_heldout")), page="diagnostics")]
+
+
+def augmentation_sections(r: Report) -> list[Section]:
+    """The augmentation experiment: its table, the differences to real_only, the per-class table;
+    one 'not run' line without it."""
+    runs = r.augmentation
+    if runs.empty:
+        return [Section("Augmentation", "Not run (augmentation.enabled: false).", pd.DataFrame(), page="comparisons")]
+    agg = aggregate(runs)
+    metric = runs["metric"].iloc[0]
+    table = wide_table(agg, [(f"top-1 {s}", s, metric) for s in r.scopes])
+    generated = runs.groupby("variant")["generated"].first()
+    table.insert(1, "filled images", [int(generated[v]) for v in table["variant"]])
+    table = table.drop(columns="guidance")
+    diffs = compare_to_baseline(runs, "real_only", [(s, metric) for s in r.scopes])
+    return [Section("Augmentation",
+                    f"Held-out top-1 accuracy (mean over classes) of a classifier trained on the real long-tailed "
+                    f"set plus each variant's generated images filling every class (real_only: no generated "
+                    f"images; real_oversampled: the fill made of copies of real images); mean ± sd over "
+                    f"{runs['seed'].nunique()} classifier seed(s). n: training images vs held-out test images.",
+                    table, page="comparisons"),
+            Section("Augmentation: differences to real_only",
+                    "Paired by classifier seed; a t-based 95 % interval over the seeds.", format_differences(diffs),
+                    page="comparisons"),
+            Section("Augmentation per class",
+                    "Held-out top-1 accuracy of each class (mean ± sd over classifier seeds); n: the class's "
+                    "training images, real plus generated.",
+                    class_metric_table(agg, r.class_counts, metric), page="comparisons")]
+
+
+def comparison_sections(r: Report) -> list[Section]:
+    """Paired differences to the baseline and the spread over seeds."""
+    return [Section(f"Differences to {r.settings.baseline}",
+                    "Variant minus baseline, paired by training and sampling seed; a t-based 95 % "
+                    "interval over the pairs; 'better'/'worse' when it excludes 0.",
+                    format_differences(r.differences), page="comparisons"),
+            Section("Spread over seeds",
+                    "sd over training seeds (of each seed's mean over sampling seeds) and pooled sd "
+                    "over sampling seeds within a training seed; blank with a single seed.",
+                    r.variance, page="comparisons")]
+
+
+def data_sections(r: Report) -> list[Section]:
+    """The training set per class and the main protocol's reference images."""
+    return [Section("Training data", "The long-tailed training set per class and the reference images "
+                    "of the main protocol.", data_table(r.main_agg, r.class_counts, r.settings.groups),
+                    page="data")]
+
+
+# The report's sections in printed order: each function returns its sections (none where it
+# does not apply). A new section is a function here and one entry in this list.
+SECTIONS = (main_sections, matched_sections, per_class_sections, overlap_sections, memorization_sections,
+            augmentation_sections, comparison_sections, data_sections)
+
+
+def report_notes(agg: pd.DataFrame) -> list[str]:
+    """The notes of the aggregate, less those a section's caption already explains (values at
+    matched n, and metrics the table keeps out of the notes)."""
+    notes = agg[agg["note"] != ""][["protocol", "variant", "scope", "metric", "note"]].drop_duplicates()
+    shown = np.array([records.metric(m).in_notes and not records.is_matched(m) for m in notes["metric"]], dtype=bool)
+    return [f"{r.protocol} / {r.variant} / {r.scope} / {r.metric}: {r.note}" for r in notes[shown].itertuples()]
+
+
+# --- writing ----------------------------------------------------------------------------------
+
 def write_text(path, text: str) -> None:
+    """A text file, written atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 
 
 def write_csv(path, frame: pd.DataFrame) -> None:
+    """A table as CSV, written atomically."""
     with atomic_path(path) as tmp:
         # Blank mean: not computed (see note); blank sd: a single run.
         frame.to_csv(tmp, index=False, na_rep="")
 
 
-def write_tables(sections: list, notes: pd.DataFrame, outputs: dict, preamble: str,
-                 card: list[tuple[str, str]], title: str) -> None:
-    """`sections`: Sections or (heading, explanation, table[, footer]) tuples, the main table
-    first; written as table.md, table.tex, table.html (all) and one HTML page per HTML_PAGES."""
-    printed = [s._replace(table=fold_sample_sizes(s.table)) for s in map(tables.as_section, sections)]
-    note_lines = [f"{r.protocol} / {r.variant} / {r.scope} / {r.metric}: {r.note}" for r in notes.itertuples()]
-    write_text(outputs["md"], tables.markdown(printed, preamble, card, note_lines))
+def write_tables(sections: list[Section], notes: list[str], outputs: dict, preamble: str,
+                 card: list[tuple[str, str]], title: str) -> str:
+    """`sections`, the main table first, as table.md, table.tex, table.html (all) and one HTML
+    page per HTML_PAGES; each section's HTML is rendered once. Returns the Markdown."""
+    printed = [s._replace(table=fold_sample_sizes(s.table)) for s in sections]
+    markdown = tables.markdown(printed, preamble, card, notes)
+    write_text(outputs["md"], markdown)
     write_text(outputs["tex"], tables.latex(printed, preamble))
     intro = ("'n' is generated vs reference images; ± is the sd over runs (training x sampling seeds) where "
              "there are several; [..] an interval computed within each run. Click a column header to sort.")
-    body = [tables.html_card(card)] + [tables.html_section(s, i) for i, s in enumerate(printed)]
-    if note_lines:
-        body.append(tables.html_table("<b>Notes</b>", pd.DataFrame({"note": note_lines})))
+    rendered = [tables.html_section(s, i) for i, s in enumerate(printed)]
+    body = [tables.html_card(card), *rendered]
+    if notes:
+        body.append(tables.html_table("<b>Notes</b>", pd.DataFrame({"note": notes})))
     write_text(outputs["html"], tables.html_page(title, intro, body))
     write_text(outputs["protocol"], tables.html_page(f"{title}: protocol", "", [tables.html_card(card)]))
     for page, heading in HTML_PAGES.items():
-        shown = [tables.html_section(s, i) for i, s in enumerate(printed) if s.page == page]
+        shown = [html for s, html in zip(printed, rendered) if s.page == page]
         write_text(outputs[f"page_{page}"], tables.html_page(f"{title}: {heading.lower()}", intro,
                                                              shown or ["<p>No table in this run.</p>"]))
+    return markdown
 
 
-# --- the report -------------------------------------------------------------------------------
+def write_plots(r: Report, outputs: dict[str, str]) -> None:
+    """Every figure of the report, from the data read once (each image file read once)."""
+    protocol, groups, counts = r.settings.protocol, r.settings.groups, r.class_counts
+    plots.plot_per_class(r.main_agg, counts, groups, outputs["fid_vs_count"])
+    plots.plot_precision_recall(r.main_agg, r.scopes, outputs["precision_recall"])
+    plots.plot_groups(r.main_agg, r.scopes, outputs["groups"])
+    plots.plot_guidance(r.agg[r.agg["protocol"] == protocol], outputs["guidance"])
+    confusions = {}
+    for cell, confusion in r.confusions:
+        if cell["protocol"] == protocol and same_factor(r.guidance[cell["variant"]], cell["guidance"]):
+            confusions[cell["variant"]] = confusions.get(cell["variant"], 0) + confusion
+    plots.plot_confusions(confusions, groups, outputs["confusion"])
+    samples = {v: plots.read_images(path) for v, path in r.files.sample_files.items()}
+    train = plots.read_images(r.files.train_npz)
+    plots.plot_sample_grids(samples, train, counts, outputs["samples"])
+    plots.plot_memorization(samples, train, r.main_agg, counts, groups, outputs["memorization"])
+    plots.plot_losses(r.files.loss_logs, outputs["loss"])
 
-def build_report(*, metric_files: list[str], diagnostic_files: list[str], expected_cells: list[dict],
-                 variants: list[str], sample_files: dict[str, str], train_npz: str, loss_logs: dict[str, str],
-                 manifest_json: str, groups: dict, overlap: dict | None, evaluation: dict,
-                 declared_guidance: dict[str, float], sampling: dict[str, dict], features: dict,
-                 published: list[dict], title: str, outputs: dict[str, str],
-                 augmentation_files: list[str] = (),
-                 protocol_guidance: dict[str, dict[str, float]] | None = None) -> None:
-    """`variants`: the declared variants in config order, which the tables keep; `sampling`: each
-    variant's sampling settings under the main protocol, `declared_guidance` its first listed
-    guidance there; `protocol_guidance`: the same per other protocol where a protocol samples with
-    its own settings (default: `declared_guidance`); `published`: the registry entries of this dataset;
-    `augmentation_files`: the rows of the augmentation experiment (none: not run)."""
-    runs = collect_records(metric_files)
-    check_complete(runs, expected_cells)
-    runs = pd.concat([runs, collect_records(diagnostic_files)], ignore_index=True)
-    runs = runs.sort_values("variant", key=lambda v: v.map(variants.index), kind="stable")
-    agg = aggregate(runs)
-    protocols = evaluation["protocols"]
-    main = evaluation["report_protocol"] or next(iter(protocols))
-    baseline = evaluation["baseline"] or variants[0]
-    guidance = chosen_guidance(agg, main, evaluation["guidance_choice"], declared_guidance)
-    shown = agg[at_guidance(agg, guidance)]
-    main_agg = shown[shown["protocol"] == main]
-    scopes = ["all"] + list(groups)
-    manifest = read_json(manifest_json)
-    k = evaluation["pr_neighborhood"]
 
-    sections = [(f"Main table: {protocol_line(main, protocols[main])}",
-                 f"Each variant at its {evaluation['guidance_choice']} guidance scale. KID x 1e3. "
-                 f"acc: share of samples the classifier assigns to their own class.",
-                 wide_table(main_agg, main_columns(scopes, overlap, k)))]
-    sections += [(protocol_line(name, protocols[name]).capitalize(), protocol_caption(protocols[name]),
-                  wide_table(protocol_rows(agg, name, evaluation["guidance_choice"],
-                                           (protocol_guidance or {}).get(name, declared_guidance)),
-                             main_columns(scopes, overlap, k)))
-                 for name in protocols if name != main]
-    if len(groups) > 1:
-        sections.append(("Class groups at matched n",
-                         f"Every group evaluated on the same number of generated and reference images "
-                         f"({evaluation['matched_fraction']:g} of the smallest group's), over "
-                         f"{evaluation['matched_repeats']} random subsets: mean [2.5 %, 97.5 % of the "
-                         f"subsets]. FID grows as n shrinks: compare these groups with each other, not "
-                         f"with the main table.",
-                         wide_table(main_agg, [(f"{label} {g}", g, m) for g in groups
-                                               for m, label in with_k(MATCHED_METRICS, k).items()])))
-    sections.append(Section("Per-class table",
-                            "One row per class and variant, with the class's training count and group: "
-                            "FID, KID x 1e3 [bootstrap 95 % interval], precision, recall and classifier "
-                            "accuracy of the samples of that class.",
-                            per_class_table(main_agg, manifest["class_counts"], groups), page="per_class"))
-    sections.append(Section("Overlap diagnostics",
-                     "acc: the balanced classifier's accuracy on the samples; CAS: accuracy on held-out "
-                     "real images of a classifier trained on the samples only (mean over classes)"
-                     + (f"; {overlap['source']}->{overlap['target']}: share of {overlap['source']} samples "
-                        f"classified as a {overlap['target']} class" if overlap else "")
-                     + "; label entropy: entropy (bits) of the classifier's predicted labels among one "
-                       "generated class's samples, averaged over the scope's classes: 0 = all one label "
-                       "(not necessarily the right one), higher = more mixed. Neither direction is a verdict "
-                       "by itself: read it with acc.",
-                     wide_table(main_agg, overlap_columns(scopes, overlap)), page="diagnostics"))
-    sections.append(Section("Label entropy per class",
-                            "Entropy (bits) of the predicted labels of each generated class's samples.",
-                            class_metric_table(main_agg, manifest["class_counts"], "label_entropy"),
-                            page="per_class"))
-    sections.append(Section("Memorization audit",
-                     f"Share of generated images whose nearest training image of their class (pixel "
-                     f"distance) is closer than {evaluation['memorization']['relative_threshold']} x the "
-                     f"median held-out image's distance; 'held-out': the same share for real held-out "
-                     f"images, which cannot be copies.",
-                     memorization_table(main_agg, manifest["class_counts"]), page="diagnostics"))
-
-    how = "; ".join(f"{v}: {sampling[v]['sampler']} {sampling[v]['steps']} steps, guidance {scale_label(guidance[v])}"
-                    for v in variants)
-    extractor = features["extractor"] + (f" ({features['inception_preprocessing']} preprocessing)"
-                                         if features["extractor"] == "inception" else "")
-    ours_protocol = (f"Ours: {protocol_line(main, protocols[main])}; {extractor} features; "
-                     f"{how}; {manifest['total']} training images.")
-    paper = paper_table(main_agg, published, variants)
-    if published:
-        sections.insert(1, Section("Paper comparison", "Published numbers (`published:` registry) beside ours.",
-                                   paper, ours_protocol, "comparisons"))
-
-    targets = [(s, "fid") for s in scopes] + [("all", "recall"), ("all", "accuracy")]
-    targets += [(s, "cas") for s in scopes] + [(g, "fid@matched") for g in groups]
-    if overlap is not None:
-        targets.append((overlap["source"], f"misclassified_into:{overlap['target']}"))
-    main_runs = runs[(runs["protocol"] == main).to_numpy() & at_guidance(runs, guidance)]
-    diffs = compare_to_baseline(main_runs, baseline, targets)
-    variance = pd.concat([seed_variance(main_runs, s, m) for s, m in [("all", "fid"), ("all", "recall")]])
-    augmentation, augmentation_per_seed = augmentation_sections(list(augmentation_files), scopes,
-                                                                manifest["class_counts"])
-    sections += augmentation
-    sections.append(Section(f"Differences to {baseline}",
-                     "Variant minus baseline, paired by training and sampling seed; a t-based 95 % "
-                     "interval over the pairs; 'better'/'worse' when it excludes 0.",
-                     format_differences(diffs), page="comparisons"))
-    sections.append(Section("Spread over seeds",
-                     "sd over training seeds (of each seed's mean over sampling seeds) and pooled sd "
-                     "over sampling seeds within a training seed; blank with a single seed.",
-                     variance, page="comparisons"))
-    sections.append(Section("Training data", "The long-tailed training set per class and the reference images "
-                            "of the main protocol.", data_table(main_agg, manifest["class_counts"], groups),
-                            page="data"))
-
+def write_outputs(r: Report, sections: list[Section], outputs: dict[str, str]) -> str:
+    """The CSV files, the rendered tables and the figures; returns the Markdown tables."""
+    title, manifest = r.settings.title, r.manifest
+    write_csv(outputs["csv"], r.agg)
+    write_csv(outputs["paper"], r.paper)
+    write_csv(outputs["augmentation"], r.augmentation)
+    write_csv(outputs["runs"], r.runs)
+    write_csv(outputs["stats"], pd.concat([r.differences.assign(kind="paired difference"),
+                                           r.variance.assign(kind="seed spread")]))
     preamble = (f"# {title}\n\nTraining set: {manifest['total']} images, class counts "
                 f"{manifest['class_counts']}. 'n' is generated vs reference images; ± is the sd over "
                 f"runs (training x sampling seeds) where there are several.")
-    notes = agg[agg["note"] != ""][["protocol", "variant", "scope", "metric", "note"]].drop_duplicates()
-    notes = notes[~notes["metric"].str.endswith("@matched") & ~notes["metric"].str.startswith("near_copy")]
-    write_csv(outputs["csv"], agg)
-    write_csv(outputs["paper"], paper)
-    write_csv(outputs["augmentation"], augmentation_per_seed)
-    write_csv(outputs["runs"], runs)
-    write_csv(outputs["stats"], pd.concat([diffs.assign(kind="paired difference"),
-                                           variance.assign(kind="seed spread")]))
-    card = protocol_card(title=title, manifest=manifest, groups=groups, protocols=protocols, main=main,
-                         evaluation=evaluation, features=features, sampling={v: sampling[v] for v in variants},
-                         guidance=guidance, runs=runs, baseline=baseline)
-    write_tables(sections, notes, outputs, preamble, card, title)
-    write_plots(metric_files=metric_files, main=main, guidance=guidance, agg=agg, main_agg=main_agg,
-                scopes=scopes, groups=groups, manifest=manifest, sample_files=sample_files, train_npz=train_npz,
-                loss_logs=loss_logs, outputs=outputs)
-    print(Path(outputs["md"]).read_text(), flush=True)
+    markdown = write_tables(sections, report_notes(r.agg), outputs, preamble, protocol_card(r), title)
+    write_plots(r, outputs)
+    return markdown
 
 
-def write_plots(*, metric_files, main, guidance, agg, main_agg, scopes, groups, manifest, sample_files, train_npz,
-                loss_logs, outputs) -> None:
-    """Every figure of the report; `main_agg`: the main protocol at the chosen guidance scales."""
-    counts = manifest["class_counts"]
-
-    plots.plot_per_class(main_agg, counts, groups, outputs["fid_vs_count"])
-    plots.plot_precision_recall(main_agg, scopes, outputs["precision_recall"])
-    plots.plot_groups(main_agg, scopes, outputs["groups"])
-    plots.plot_guidance(agg[agg["protocol"] == main], outputs["guidance"])
-    confusions = {}
-    for path in metric_files:
-        data = read_json(path)
-        cell = data["cell"]
-        if cell["protocol"] == main and same_factor(guidance[cell["variant"]], cell["guidance"]):
-            confusions[cell["variant"]] = confusions.get(cell["variant"], 0) + np.asarray(data["confusion"])
-    plots.plot_confusions(confusions, groups, outputs["confusion"])
-    plots.plot_sample_grids(sample_files, train_npz, counts, outputs["samples"])
-    plots.plot_memorization(sample_files, train_npz, main_agg, counts, groups, outputs["memorization"])
-    plots.plot_losses(loss_logs, outputs["loss"])
+def build_report(files: ReportFiles, settings: ReportSettings, outputs: dict[str, str]) -> None:
+    """Stage 6: read the runs once, lay out the sections, write every table and figure."""
+    report = load_report(files, settings)
+    sections = [section for make in SECTIONS for section in make(report)]
+    print(write_outputs(report, sections, outputs), flush=True)

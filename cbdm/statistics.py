@@ -8,29 +8,36 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-LOWER_IS_BETTER = ("fid", "kid", "misclassified_into", "near_copy_share")
+from .records import HIGHER, LOWER, direction
+
+NO_DIFFERENCE = "no detectable difference"
+ONE_RUN = "undecided (one run: add seeds)"  # no interval can be formed from one pair
 
 
-def lower_is_better(metric: str) -> bool:
-    return metric.startswith(LOWER_IS_BETTER)
+def verdict(low: float, high: float, way: str) -> str:
+    """'better' / 'worse' by the metric's direction `way` when the interval excludes 0,
+    'higher' / 'lower' for a descriptive metric (direction 'none'), else 'no detectable
+    difference' (at this many pairs: the interval says how large a difference could hide)."""
+    if not (low > 0 or high < 0):
+        return NO_DIFFERENCE
+    if way in (LOWER, HIGHER):
+        return "better" if (high < 0) == (way == LOWER) else "worse"
+    return "lower" if high < 0 else "higher"
 
 
 def paired_difference(diffs: np.ndarray, metric: str) -> dict:
-    """Mean of paired differences (variant - baseline), its t-based 95 % interval, and a verdict:
-    'better' / 'worse' when the interval excludes 0, else 'inconclusive'."""
+    """Mean of paired differences (variant - baseline), its t-based 95 % interval, and a verdict
+    (see `verdict`); a metric the table does not declare is refused before any number is made."""
+    way = direction(metric)
     n = len(diffs)
     mean = float(np.mean(diffs))
     if n < 2:
         return {"diff": mean, "ci_low": None, "ci_high": None, "pairs": n,
-                "verdict": "inconclusive (one run: add seeds)"}
+                "verdict": ONE_RUN}
     half = stats.t.ppf(0.975, n - 1) * np.std(diffs, ddof=1) / math.sqrt(n)
     low, high = mean - half, mean + half
-    if low > 0 or high < 0:
-        improved = (high < 0) == lower_is_better(metric)
-        verdict = "better" if improved else "worse"
-    else:
-        verdict = "inconclusive"
-    return {"diff": mean, "ci_low": float(low), "ci_high": float(high), "pairs": n, "verdict": verdict}
+    return {"diff": mean, "ci_low": float(low), "ci_high": float(high), "pairs": n,
+            "verdict": verdict(low, high, way)}
 
 
 def compare_to_baseline(runs: pd.DataFrame, baseline: str, targets: list[tuple[str, str]]) -> pd.DataFrame:

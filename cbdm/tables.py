@@ -30,11 +30,6 @@ class Section(NamedTuple):
     page: str = "main"
 
 
-def as_section(item) -> Section:
-    """A Section from a Section or a plain (heading, explanation, table[, footer]) tuple."""
-    return item if isinstance(item, Section) else Section(*item)
-
-
 def scale_label(value) -> str:
     """A guidance scale as printed: 1.0, 1.6, 0.25 (never 1.000000)."""
     value = float(value)
@@ -61,12 +56,14 @@ def cell_text(value) -> str:
 
 
 def text_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """Every cell as printed (see `cell_text`)."""
     return table.astype(object).map(cell_text) if len(table.columns) else table
 
 
 # --- Markdown ---------------------------------------------------------------------------------
 
 def markdown(sections: list[Section], preamble: str, card: list[tuple[str, str]], notes: list[str]) -> str:
+    """The whole report as Markdown: preamble, protocol card, every section, the notes."""
     lines = [preamble, "", "### Protocol", ""] + [f"- **{key}**: {value}" for key, value in card] + [""]
     for s in sections:
         printed = text_frame(s.table).to_markdown(index=False, disable_numparse=True)  # cells as formatted
@@ -138,6 +135,7 @@ def _tex_header(columns: list[str]) -> list[str]:
 
 
 def tex_table(heading: str, explanation: str, table: pd.DataFrame, label: str) -> str:
+    """One captioned, labelled LaTeX table environment, shrunk to the text width where wider."""
     text = text_frame(table)
     body = [" & ".join(tex_escape(v) for v in row) + r" \\" for row in text.itertuples(index=False)]
     spec = "".join("l" if c in ID_COLUMNS else "r" for c in table.columns)
@@ -214,6 +212,7 @@ def _html_cell(text: str) -> str:
 
 
 def html_table(caption: str, table: pd.DataFrame, table_id: str = "") -> str:
+    """A sortable HTML table with its caption (HTML, already escaped by the caller)."""
     text = text_frame(table)
     head = "".join(f"<th>{_html_header(str(c))}</th>" for c in table.columns)
     rows = "".join("<tr>" + "".join(_html_cell(v) for v in row) + "</tr>" for row in text.itertuples(index=False))
@@ -223,6 +222,7 @@ def html_table(caption: str, table: pd.DataFrame, table_id: str = "") -> str:
 
 
 def html_section(s: Section, index: int) -> str:
+    """One section as HTML: the captioned table (id t<index>), or a line saying it has no rows."""
     caption = f"<b>{html.escape(s.heading)}</b>"
     if s.explanation:
         caption += f"<br>{html.escape(s.explanation)}"

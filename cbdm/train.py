@@ -11,6 +11,7 @@ import copy
 import csv
 import math
 import os
+import signal
 import time
 from dataclasses import dataclass
 
@@ -261,6 +262,7 @@ def run_steps(state: TrainingState, settings: dict, world: int, lead: bool, chec
             progress.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
         if lead and step % cfg["checkpoint_every"] == 0 and step < cfg["steps"]:
             state.save(checkpoint_path, run_id)
+        _killed_here_for_tests(step)
         progress.update(1)
     progress.close()
 
@@ -285,6 +287,13 @@ def _write_outputs(job: TrainingJob, state: TrainingState, counts: list[int], de
         os.unlink(job.checkpoint_path)
     print(f"done: {state.step} steps, final loss {state.log_rows[-1]['loss']:.4f}, "
           f"{time.time() - started:.0f} s this session", flush=True)
+
+
+def _killed_here_for_tests(step: int) -> None:
+    """With CBDM_KILL_AT_STEP=N in the environment, kill -9 this run's process group (the trainer and
+    the snakemake that started it) after step N: the resume tests crash at a fixed step, not a timed one."""
+    if os.environ.get("CBDM_KILL_AT_STEP") == str(step):
+        os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
 def restart_point(saved_step: int | None, checkpoint_path: str) -> str:

@@ -1,5 +1,6 @@
-"""Glue between Snakemake's `script:` jobs and the stage functions: logging to the rule's log
-file, thread limits, and one GPU per job on a machine with several."""
+"""Glue between Snakemake and the package: the run's config resolved once, the path patterns the
+rules and `cbdm evaluate` share, and for `script:` jobs logging to the rule's log file, thread
+limits, and one GPU per job on a machine with several."""
 from __future__ import annotations
 
 import contextlib
@@ -12,6 +13,35 @@ from pathlib import Path
 
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
 GPU_LOCKS = Path(tempfile.gettempdir()) / "cbdm-gpu-locks"
+
+
+def suite_paths(suite: str) -> dict[str, str]:
+    """Path patterns ({dataset}, {imb}, {reference} left open) of the suite's files that both the
+    rules (workflow/rules/common.smk) and `cbdm evaluate` (cbdm/external.py) name."""
+    results = f"results/{suite}"
+    data, features = f"{results}/data/{{dataset}}", f"{results}/features/{{dataset}}/IF{{imb}}"
+    return {"results": results, "source_npz": f"{data}/source.npz", "source_json": f"{data}/source.json",
+            "train_npz": f"{data}/IF{{imb}}/train.npz", "manifest": f"{data}/IF{{imb}}/manifest.json",
+            "classifier": f"{results}/classifier/{{dataset}}/classifier.pt",
+            "reference": f"{features}/reference-{{reference}}.npz",
+            "reference_stats": f"{features}/reference-{{reference}}.stats.npz"}
+
+
+def resolve_config(config: dict, workflow) -> dict:
+    """The config of a Snakemake run (`config`, resolved in place and returned): --config values
+    typed, a profile's placeholders refused, the schema's defaults filled and everything checked,
+    once; an error is one ValueError line naming the config file(s)."""
+    from .config import DEFAULT_CONFIG, ConfigError, command_line_values, deep_merge, validate_config
+
+    check_profile_placeholders(
+        {"default-storage-prefix": getattr(workflow.storage_settings, "default_storage_prefix", None),
+         "container-image": getattr(workflow.remote_execution_settings, "container_image", None)})
+    files = [str(f) for f in workflow.overwrite_configfiles] or [DEFAULT_CONFIG]
+    config.update(deep_merge(config, command_line_values(workflow.config_settings.config)))
+    try:
+        return validate_config(config, source=Path(files[0]) if len(files) == 1 else None)
+    except ConfigError as err:
+        raise ConfigError(f"config error in {', '.join(files)}: {err}") from err
 
 
 def visible_gpus() -> int:

@@ -3,7 +3,15 @@ import copy
 import pytest
 import yaml
 
-from cbdm.config import ConfigError, deep_merge, load_config, validate_config, variant_settings
+from cbdm.config import (
+    ConfigError,
+    deep_merge,
+    factor_value,
+    load_config,
+    loss_terms,
+    validate_config,
+    variant_settings,
+)
 
 MINIMAL = {
     "suite": "t",
@@ -98,3 +106,48 @@ def test_the_published_registry_is_checked(tmp_path, monkeypatch):
         config(published="pub.yaml")
     with pytest.raises(ConfigError, match="does not exist"):
         config(published="missing.yaml")
+
+
+def test_each_config_gets_its_own_copy_of_a_schema_default():
+    first, second = config(), config()
+    first["training"]["label_drop"]["probability"] = 0.5
+    first["seeds"].append(1)
+    assert second["training"]["label_drop"] == {"policy": "batch", "probability": 0.1}
+    assert second["seeds"] == [0] and config()["seeds"] == [0]
+
+
+def test_validation_is_the_package_own_and_needs_no_snakemake(repo):
+    import subprocess
+    import sys
+
+    code = ("import sys, cbdm.config as c; c.load_config('config/config.yaml'); "
+            "print('snakemake' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=repo)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "False"
+
+
+def test_a_factor_label_gives_back_the_config_number_and_an_undeclared_one_is_an_error():
+    assert factor_value("10", [100, 10.0], "imbalance_factor") == 10.0
+    assert factor_value("1.2345678", [1.2345678], "guidance") == 1.2345678
+    with pytest.raises(ConfigError, match=r"guidance: 2 is not declared \(1, 1.5\)"):
+        factor_value("2", [1, 1.5], "guidance")
+
+
+def test_loss_terms_resolve_as_a_variant_does_and_name_the_variant_on_an_error():
+    c = config(variants={"cbdm": {"losses": [{"name": "eps_mse"}, {"name": "cbdm", "tau": 2.0}]}})
+    assert loss_terms("cbdm", c["variants"]["cbdm"]["losses"]) == variant_settings(c, "cbdm")["losses"]
+    with pytest.raises(ConfigError, match="variant mine: unknown loss 'epsmse'"):
+        loss_terms("mine", [{"name": "epsmse"}])
+
+
+def test_the_cli_prints_a_config_error_once_naming_the_file(tmp_path, capsys):
+    from cbdm.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**MINIMAL, "seeds": "zero"}))
+    for argv in (["check", str(bad)], ["assets", "verify", "--config", str(bad)]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.count(str(bad)) == 1 and "seeds (line" in err, err

@@ -113,7 +113,7 @@ def test_ddim_timesteps_are_descending_and_cover_both_ends():
     steps = ddim_timesteps(1000, 40)
     assert steps[0] == 999 and steps[-1] == 0 and len(steps) == 40
     assert all(a > b for a, b in zip(steps, steps[1:]))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"DDIM steps must be in 1..10, got 11"):
         ddim_timesteps(10, 11)
 
 

@@ -293,7 +293,8 @@ def test_variant_benchmark_times_every_field_variant_and_counts_its_forward_pass
 @pytest.mark.slow
 def test_the_tiny_field_suite_runs_end_to_end_with_every_variant_under_both_protocols(tmp_path, repo):
     import pandas as pd
-    from test_workflow import run_workflow
+
+    from helpers import run_workflow
 
     run_workflow(repo, tmp_path, repo / "tests/data/tiny-field.yaml")
     report = tmp_path / "results/tiny-field/report/digits-IF5"

@@ -1,19 +1,19 @@
 """Imported variants (`samples:`) in the config and the DAG, and `cbdm evaluate` on the tiny suite."""
-import copy
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from test_config import MINIMAL
-from test_workflow import planned_jobs, planned_wildcards, run_workflow
 
-from cbdm.config import ConfigError, deep_merge, validate_config, variant_settings
+from cbdm.config import ConfigError, variant_settings
+
+from helpers import minimal_config, planned_jobs, planned_wildcards, readme_blocks, run_workflow, write_tiny_config
 
 
 def config_with(variant: dict, **top):
-    return validate_config(deep_merge(copy.deepcopy(MINIMAL), {"variants": {"mine": variant}, **top}))
+    return minimal_config(variants={"mine": variant}, **top)
 
 
 def test_a_samples_variant_resolves_to_guidance_seed_and_path(in_tmp):
@@ -42,10 +42,10 @@ def test_a_bad_samples_entry_is_a_named_config_error(in_tmp, variant, message):
 
 
 def tiny_with_import(repo, tmp_path, samples) -> "Path":  # noqa: F821
-    config = yaml.safe_load((repo / "tests/data/tiny.yaml").read_text())
-    config["extensions"] = [str(repo / "workflow/extensions/balanced_resampling.smk")]
+    """The tiny suite with its extension variant and an imported one, `oracle`."""
+    path = write_tiny_config(repo, tmp_path / "tiny-import.yaml")
+    config = yaml.safe_load(path.read_text())
     config["variants"]["oracle"] = {"samples": str(samples), "description": "the balanced pool's real images"}
-    path = tmp_path / "tiny-import.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -71,7 +71,9 @@ def test_an_imported_variant_is_neither_trained_nor_sampled(tmp_path, repo):
 
 
 @pytest.mark.slow
-def test_the_dag_scores_an_imported_variant_beside_the_built_in_ones(tmp_path, repo):
+def test_the_dag_scores_an_imported_variant_beside_the_built_in_ones(tmp_path, repo, tiny_suite):
+    # The shared tiny suite plus the imported variant: only its jobs and the summaries run again.
+    shutil.copytree(tiny_suite, tmp_path, dirs_exist_ok=True, symlinks=True)
     configfile = tiny_with_import(repo, tmp_path, write_oracle(tmp_path / "oracle.npz"))
     run_workflow(repo, tmp_path, configfile)
     results = tmp_path / "results/tiny"
@@ -100,17 +102,14 @@ def test_an_imported_variant_is_planned_at_the_guidance_scales_of_its_files(tmp_
     assert sorted(w["guidance"] for w in imports) == ["1.5", "2"]
 
 
+@pytest.mark.slow
 def test_the_readme_score_your_own_samples_example_runs(tmp_path, repo):
-    """The README's worked example, on the tiny suite instead of the default one."""
+    """The README's worked example, on the tiny suite instead of the default one (slow: snakemake
+    and the feature classifier; tests/test_samplesets.py covers the scoring itself)."""
     import subprocess
 
-    from test_readme import readme_blocks
-
     block = next(b for b in readme_blocks(repo, "bash") if "cbdm evaluate --config config/config.yaml" in b)
-    configfile = tmp_path / "tiny.yaml"
-    config = yaml.safe_load((repo / "tests/data/tiny.yaml").read_text())
-    del config["variants"]["ddpm_resampled"]  # its extension rule is not needed here
-    configfile.write_text(yaml.safe_dump(config, sort_keys=False))
+    configfile = write_tiny_config(repo, tmp_path / "tiny.yaml", extension=False)  # no extension rule needed
     script = (block.replace("config/config.yaml", str(configfile)).replace("digits-lt", "tiny")
               .replace("snakemake ", f"snakemake -s {repo / 'Snakefile'} --configfile {configfile} "))
     result = subprocess.run(["bash", "-ec", script], cwd=tmp_path, capture_output=True, text=True, timeout=600)

@@ -89,8 +89,9 @@ def test_every_plot_is_written(tmp_path, figures, num_classes, runs, guidances):
     plots.plot_groups(shown, ["all", "head", "tail"], out["groups"])
     plots.plot_guidance(agg, out["guidance"])
     plots.plot_confusions(confusion, grouping, out["confusion"])
-    plots.plot_sample_grids(samples, train, counts, out["samples"])
-    plots.plot_memorization(samples, train, shown, counts, grouping, out["memorization"])
+    images = {v: plots.read_images(f) for v, f in samples.items()}
+    plots.plot_sample_grids(images, plots.read_images(train), counts, out["samples"])
+    plots.plot_memorization(images, plots.read_images(train), shown, counts, grouping, out["memorization"])
     for path in out.values():
         with open(path, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -11,11 +11,11 @@ def test_lock_status_names_every_mismatch(tmp_path):
     lock.write_text(f"# a comment\nnumpy=={numpy}\npandas==0.0.1\nno-such-package-cbdm==1.0\n")
     status = lock_status(lock)
     assert status["sha256"] == hashlib.sha256(lock.read_bytes()).hexdigest()
-    assert not status["matches"]
+    assert status["matches"] is False
     assert status["mismatches"] == {"pandas": {"pinned": "0.0.1", "installed": importlib.metadata.version("pandas")},
                                     "no-such-package-cbdm": {"pinned": "1.0", "installed": None}}
     lock.write_text(f"numpy=={numpy}\n")
-    assert lock_status(lock)["matches"]
+    assert lock_status(lock)["matches"] is True
     assert lock_status(tmp_path / "absent.lock") == {"file": str(tmp_path / "absent.lock"), "sha256": None,
                                                      "matches": False, "note": "no lock file"}
 

@@ -1,28 +1,22 @@
 """The README's worked examples must keep working."""
-import re
-
 import torch
-from test_config import MINIMAL
 
-from cbdm.config import deep_merge, validate_config, variant_settings
+from cbdm.config import variant_settings
 from cbdm.diffusion import NoiseSchedule
 from cbdm.networks import build_unet
 from cbdm.objective import Objective
 
-
-def readme_blocks(repo, language):
-    return re.findall(rf"```{language}\n(.*?)```", (repo / "README.md").read_text(), re.S)
+from helpers import TINY_NETWORK, minimal_config, readme_blocks
 
 
-def test_the_add_a_loss_example_registers_and_trains(repo):
+def test_the_add_a_loss_example_registers_and_trains(repo, loss_registry):
     snippet = next(b for b in readme_blocks(repo, "python") if "register_loss(" in b)
     namespace = {}
     exec("import torch\nfrom cbdm.losses import register_loss, pixel_mean\n" + snippet, namespace)
-    config = validate_config(deep_merge(MINIMAL, {"variants": {
-        "minsnr": {"losses": [{"name": "min_snr_mse", "max_snr": 5.0}]}}}))
+    assert "min_snr_mse" in loss_registry
+    config = minimal_config(variants={"minsnr": {"losses": [{"name": "min_snr_mse", "max_snr": 5.0}]}})
     terms = variant_settings(config, "minsnr")["losses"]
-    model = build_unet({"base_channels": 8, "channel_mult": [1], "attention_levels": [], "num_res_blocks": 1,
-                        "dropout": 0.0, "norm_groups": 4}, image_channels=1, image_size=8, num_classes=10,
+    model = build_unet({**TINY_NETWORK, "channel_mult": [1]}, image_channels=1, image_size=8, num_classes=10,
                        num_timesteps=50)
     objective = Objective(terms, NoiseSchedule.linear(50, 1e-4, 0.02), torch.full((10,), 0.1),
                           model.null_label, {"policy": "batch", "probability": 0.0}, True)
@@ -35,6 +29,6 @@ def test_the_variant_example_validates(repo):
     import yaml
 
     block = next(b for b in readme_blocks(repo, "yaml") if "cbdm_uniform_b48" in b)
-    config = validate_config(deep_merge(MINIMAL, yaml.safe_load(block)))
+    config = minimal_config(**yaml.safe_load(block))
     settings = variant_settings(config, "cbdm_uniform_b48")
     assert settings["training"]["batch_size"] == 48 and settings["guidance"] == [1.0, 1.6]

@@ -3,14 +3,15 @@ paired differences, and the refusal to render a partial table."""
 
 import shutil
 import subprocess
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cbdm.evaluate import record
 from cbdm.io import write_json, write_npz
-from cbdm.report import ReportError, build_report
+from cbdm.records import record
+from cbdm.report import ReportError, ReportFiles, ReportSettings, build_report, load_report, protocol_card
 from cbdm.statistics import paired_difference, seed_variance
 
 GROUPS = {"head": [0], "tail": [1]}
@@ -80,15 +81,17 @@ def report_inputs(tmp_path):
                ("csv", "runs", "stats", "paper", "augmentation", "md", "tex", "html", "protocol", "page_main",
                 "page_per_class", "page_diagnostics", "page_comparisons", "page_data", "fid_vs_count",
                 "precision_recall", "groups", "guidance", "confusion", "samples", "memorization", "loss")}
-    return dict(metric_files=metric_files, diagnostic_files=diagnostic_files, expected_cells=cells,
-                variants=["ddpm", "cbdm"],
-                sample_files={"ddpm": str(tmp_path / "s.npz"), "cbdm": str(tmp_path / "s.npz")},
-                train_npz=str(tmp_path / "train.npz"),
-                loss_logs={"ddpm": str(tmp_path / "loss.csv")}, manifest_json=str(tmp_path / "manifest.json"),
-                groups=GROUPS, overlap={"source": "tail", "target": "head"}, evaluation=EVALUATION,
-                declared_guidance={"ddpm": 2.0, "cbdm": 1.0},
-                sampling={v: {"sampler": "ddim", "steps": 10} for v in ("ddpm", "cbdm")},
-                features={"extractor": "classifier"}, published=PUBLISHED, title="synthetic", outputs=outputs)
+    files = ReportFiles(metric_files=metric_files, diagnostic_files=diagnostic_files,
+                        sample_files={"ddpm": str(tmp_path / "s.npz"), "cbdm": str(tmp_path / "s.npz")},
+                        train_npz=str(tmp_path / "train.npz"), loss_logs={"ddpm": str(tmp_path / "loss.csv")},
+                        manifest_json=str(tmp_path / "manifest.json"))
+    settings = ReportSettings(title="synthetic", variants=["ddpm", "cbdm"], groups=GROUPS,
+                              overlap={"source": "tail", "target": "head"}, evaluation=EVALUATION, protocol="ours",
+                              baseline="ddpm",
+                              protocol_guidance={p: {"ddpm": 2.0, "cbdm": 1.0} for p in ("ours", "paper")},
+                              sampling={v: {"sampler": "ddim", "steps": 10} for v in ("ddpm", "cbdm")},
+                              features={"extractor": "classifier"}, published=PUBLISHED, expected_cells=cells)
+    return dict(files=files, settings=settings, outputs=outputs)
 
 
 def test_report_sections_guidance_choice_and_differences(report_inputs):
@@ -129,7 +132,7 @@ def test_paper_comparison_shows_published_numbers_and_never_guesses(report_input
 
 
 def test_report_refuses_a_partial_table(report_inputs):
-    report_inputs["metric_files"] = report_inputs["metric_files"][1:]
+    report_inputs["files"] = replace(report_inputs["files"], metric_files=report_inputs["files"].metric_files[1:])
     with pytest.raises(ReportError, match="(?s)1 evaluation.*'variant': 'ddpm', 'seed': 0, 'guidance': 1.0"):
         build_report(**report_inputs)
 
@@ -142,8 +145,8 @@ def test_paired_difference_interval_and_verdicts():
     assert out["verdict"] == "better"
     assert paired_difference(-diffs, "fid")["verdict"] == "worse"
     assert paired_difference(diffs, "recall")["verdict"] == "worse"  # lower recall is worse
-    assert paired_difference(np.array([-1.0, 1.5, 0.2]), "fid")["verdict"] == "inconclusive"
-    assert paired_difference(np.array([-1.0]), "fid")["verdict"].startswith("inconclusive (one run")
+    assert paired_difference(np.array([-1.0, 1.5, 0.2]), "fid")["verdict"] == "no detectable difference"
+    assert paired_difference(np.array([-1.0]), "fid")["verdict"].startswith("undecided (one run")
 
 
 def test_seed_variance_separates_training_and_sampling_seeds():
@@ -187,7 +190,8 @@ def test_augmentation_rows_are_paired_with_real_only_by_classifier_seed(report_i
         write_json(path, {"row": row, "fill_percent": 100, "generated_per_class": [0, 10 * (row == "ddpm")],
                           "records": records})
         files.append(str(path))
-    build_report(**report_inputs, augmentation_files=files)
+    report_inputs["files"] = replace(report_inputs["files"], augmentation_files=files)
+    build_report(**report_inputs)
     md = open(report_inputs["outputs"]["md"]).read()
     section = md.split("## Augmentation\n")[1].split("## Augmentation: differences")[0]
     assert "top-1 all (n=40 vs 20)" in section and "0.55 ± 0.071" in section and "0.7 ± 0.14" in section
@@ -196,3 +200,13 @@ def test_augmentation_rows_are_paired_with_real_only_by_classifier_seed(report_i
     diff = md.split("## Augmentation: differences to real_only")[1].split("## Augmentation per class")[0]
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in diff.splitlines() if line.startswith("| ddpm")]
     assert ["ddpm", "real_only", "all", "augment_top1", "+0.15"] == rows[0][:5] and rows[0][6] == "2"
+
+
+def test_protocol_card_names_the_inception_preprocessing_in_use(report_inputs):
+    features = {"extractor": "inception", "inception_preprocessing": "pytorch_fid"}
+    settings = replace(report_inputs["settings"], features=features)
+    card = dict(protocol_card(load_report(report_inputs["files"], settings)))
+    assert card["features"] == "inception (pytorch_fid preprocessing)"
+    assert card["baseline"] == "ddpm" and card["protocol ours (main table)"].startswith("protocol 'ours': 20 samples")
+    classifier = dict(protocol_card(load_report(report_inputs["files"], report_inputs["settings"])))
+    assert classifier["features"] == "classifier"

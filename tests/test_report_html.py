@@ -9,7 +9,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from test_report import report_inputs  # noqa: F401  (the synthetic report's inputs, a fixture)
-from test_workflow import run_workflow, tiny_config  # noqa: F401
 
 from cbdm.report import build_report, format_value
 
@@ -73,14 +72,12 @@ def test_table_html_shows_every_section_as_text_after_its_script_runs(report_inp
 
 
 @pytest.mark.slow
-def test_snakemake_report_shows_the_main_table_in_the_browser(tmp_path, repo, tiny_config):  # noqa: F811
+def test_snakemake_report_shows_the_main_table_in_the_browser(tmp_path, tiny_suite):
     browser()
-    run_workflow(repo, tmp_path, tiny_config)
-    run_workflow(repo, tmp_path, tiny_config, html_report=tmp_path / "report.html")
     page = tmp_path / "opened.html"
-    page.write_text(with_item_opened((tmp_path / "report.html").read_text()))
+    page.write_text(with_item_opened((tiny_suite / "report.html").read_text()))
     text = printed_text(page, tmp_path)
-    agg = pd.read_csv(tmp_path / "results/tiny/report/digits-IF5/table.csv")
+    agg = pd.read_csv(tiny_suite / "results/tiny/report/digits-IF5/table.csv")
     fid = agg[(agg.variant == "ddpm") & (agg.scope == "all") & (agg.metric == "fid")].iloc[0]
     assert "Main table: protocol 'ours'" in text
     assert "FID all" in text and "n=120 vs 300" in text  # the header and its sample sizes

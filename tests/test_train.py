@@ -1,9 +1,3 @@
-import os
-import signal
-import subprocess
-import sys
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -61,44 +55,6 @@ def test_training_writes_the_model_and_the_loss_log(tmp_path, digits_lt):
     assert state and not (tmp_path / "a.ckpt").exists()
     log = (tmp_path / "a.csv").read_text().splitlines()
     assert log[0] == "step,lr,loss,eps_mse,cbdm,overlap_hinge" and len(log) == 3
-
-
-KILL_SCRIPT = """
-import sys, torch
-torch.set_num_threads(1)
-sys.path.insert(0, {tests!r})
-from test_train import settings, NETWORK, DIFFUSION
-from cbdm.train import build_model, load_training_images, setup_training, train
-
-from helpers import training_settings
-train(settings(steps={steps}, checkpoint_every=10), network=NETWORK, diffusion=DIFFUSION,
-      train_npz={npz!r}, num_classes=10, seed=3, device="cpu", out_model={out!r}, out_log={log!r},
-      checkpoint_path={ckpt!r})
-"""
-
-
-def test_a_killed_run_resumes_to_the_same_weights(tmp_path, digits_lt):
-    steps = 400
-    uninterrupted = run(tmp_path, digits_lt, settings(steps=steps), "whole")
-
-    out, ckpt = tmp_path / "resumed.pt", tmp_path / "resumed.ckpt"
-    script = KILL_SCRIPT.format(tests=os.path.dirname(__file__), steps=steps, npz=str(digits_lt),
-                                out=str(out), log=str(tmp_path / "resumed.csv"), ckpt=str(ckpt))
-    proc = subprocess.Popen([sys.executable, "-c", script])
-    deadline = time.time() + 120
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert ckpt.exists() and not out.exists(), "the run must be killed between a checkpoint and the end"
-    killed_at = torch.load(ckpt, weights_only=True)["step"]
-    assert 0 < killed_at < steps
-
-    resumed = run(tmp_path, digits_lt, settings(steps=steps), "resumed")
-    assert resumed.keys() == uninterrupted.keys()
-    for name in uninterrupted:
-        assert torch.equal(resumed[name], uninterrupted[name]), name
-    assert (tmp_path / "resumed.csv").read_text() == (tmp_path / "whole.csv").read_text()
 
 
 def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path, digits_lt, capsys):

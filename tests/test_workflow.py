@@ -1,42 +1,19 @@
 """The whole DAG through Snakemake's API on a tiny suite, with an extension-built variant."""
 import json
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from snakemake.api import SnakemakeApi
-from snakemake.report.html_reporter import ReportSettings
-from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+
+from helpers import planned_jobs, planned_wildcards, run_workflow
 
 VARIANTS = ["ddpm", "cbdm", "overlap", "cbdm_overlap", "ddpm_resampled"]
 
 
-def run_workflow(repo: Path, workdir: Path, configfile: Path, executor="local", html_report: Path | None = None):
-    with SnakemakeApi(OutputSettings(quiet={"all"} if executor == "dryrun" else set())) as api:
-        workflow = api.workflow(resource_settings=ResourceSettings(cores=2),
-                                config_settings=ConfigSettings(configfiles=[configfile]),
-                                snakefile=repo / "Snakefile", workdir=workdir)
-        dag = workflow.dag(DAGSettings(targets={"all"}))
-        if html_report is None:
-            dag.execute_workflow(executor=executor)
-        else:
-            dag.create_report(reporter="html", report_settings=ReportSettings(path=html_report))
-
-
-@pytest.fixture
-def tiny_config(tmp_path, repo) -> Path:
-    config = yaml.safe_load((repo / "tests/data/tiny.yaml").read_text())
-    config["extensions"] = [str(repo / "workflow/extensions/balanced_resampling.smk")]
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
 @pytest.mark.slow
-def test_the_dag_runs_end_to_end_and_reports_every_variant_and_group(tmp_path, repo, tiny_config):
-    run_workflow(repo, tmp_path, tiny_config)
+def test_the_dag_runs_end_to_end_and_reports_every_variant_and_group(tiny_suite):
+    tmp_path = tiny_suite  # built once a session, with its HTML report
     report = tmp_path / "results/tiny/report/digits-IF5"
     table = pd.read_csv(report / "table.csv")
     for variant in VARIANTS:
@@ -77,7 +54,6 @@ def test_the_dag_runs_end_to_end_and_reports_every_variant_and_group(tmp_path, r
     provenance = json.loads((tmp_path / "results/tiny/provenance.json").read_text())
     assert provenance["packages"]["torch"] and provenance["seeds"] == {"training": [0], "sampling": [0]}
     assert {run["variant"] for run in provenance["training_runs"]} == set(VARIANTS)
-    run_workflow(repo, tmp_path, tiny_config, html_report=tmp_path / "report.html")
     html = (tmp_path / "report.html").read_text()
     assert "Per-class FID (top) and KID x 1e3" in html  # a caption
     assert "fid_vs_count.png" in html and "provenance.json" in html and "per_class.html" in html
@@ -87,25 +63,6 @@ def test_dry_runs_plan_the_default_and_every_paper_config(repo):
     # In the repository, as a user runs them: their relative paths (registry, data roots) resolve there.
     for configfile in [repo / "config/config.yaml", *sorted((repo / "config/paper").glob("*.yaml"))]:
         run_workflow(repo, repo, configfile, executor="dryrun")
-
-
-def planned_wildcards(repo, configfile, rule: str) -> list[dict[str, str]]:
-    """Wildcards of every job of `rule` in a dry run, from Snakemake's job listing."""
-    import subprocess
-    import sys
-
-    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-n",
-                             "--configfile", str(configfile)], cwd=repo, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    jobs, current = [], None
-    for line in (result.stdout + result.stderr).splitlines():
-        line = line.strip()
-        if line.endswith(":") and line.split()[0] in ("rule", "localrule"):
-            current = line.split()[1].rstrip(":")
-        elif line.startswith("wildcards:") and current == rule:
-            jobs.append(dict(kv.split("=", 1) for kv in line[len("wildcards:"):].strip().split(", ")))
-    return jobs
 
 
 @pytest.mark.parametrize("name", ["cifar10-lt", "cifar100-lt"])
@@ -136,23 +93,6 @@ def test_a_config_error_stops_the_workflow_with_the_fix(tmp_path, repo, tiny_con
         run_workflow(repo, tmp_path, bad, executor="dryrun")
 
 
-def planned_jobs(repo, workdir, configfile) -> dict[str, int]:
-    """Jobs per rule of a dry run, from Snakemake's job statistics."""
-    import subprocess
-    import sys
-
-    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-n", "--quiet",
-                             "rules", "--configfile", str(configfile)], cwd=workdir, capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    counts = {}
-    for line in (result.stdout + result.stderr).splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
-            counts[parts[0]] = int(parts[1])
-    return counts
-
-
 def test_every_factor_of_the_config_expands_the_dag(tmp_path, repo):
     config = yaml.safe_load((repo / "tests/data/tiny.yaml").read_text())
     del config["variants"]["ddpm_resampled"]
@@ -177,3 +117,68 @@ def test_every_factor_of_the_config_expands_the_dag(tmp_path, repo):
     assert jobs["diagnostics"] == cells
     assert jobs["features_reference"] == 2 * 3
     assert jobs["report"] == 2
+
+
+def planned_dag_jobs(repo, workdir, configfile):
+    """Every job of a dry run of `all` as Snakemake plans it (rule, wildcards, params, resources, ...)."""
+    with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+        workflow = api.workflow(resource_settings=ResourceSettings(cores=2),
+                                config_settings=ConfigSettings(configfiles=[configfile]),
+                                snakefile=repo / "Snakefile", workdir=workdir)
+        workflow.dag(DAGSettings(targets={"all"})).execute_workflow(executor="dryrun")
+        return list(workflow._workflow.dag.jobs)  # the planned jobs; no public API lists them
+
+
+def script_function(script: Path):
+    """The package function a workflow script calls with **snakemake.params."""
+    import importlib
+    import re
+
+    text = script.read_text()
+    called = re.search(r"(\w+)\(\*\*snakemake\.params", text)
+    assert called, f"{script.name} does not call its function with **snakemake.params"
+    module = re.search(rf"from (\S+) import .*\b{called.group(1)}\b", text).group(1)
+    return getattr(importlib.import_module(module), called.group(1))
+
+
+def test_rule_params_are_the_arguments_of_the_function_their_script_calls(tmp_path, repo, tiny_config):
+    import inspect
+
+    checked = set()
+    for job in planned_dag_jobs(repo, tmp_path, tiny_config):
+        if not job.rule.script:
+            continue
+        script = (Path(job.rule.basedir.get_path_or_uri(secret_free=True)) / job.rule.script).resolve()
+        # build_report takes its inputs by other names (cbdm/report.py); an extension's own script calls no stage
+        if script.name == "report.py" or script.parent != repo / "workflow/scripts":
+            continue
+        params = dict(job.params.items())
+        inspect.signature(script_function(script)).bind_partial(**params)  # raises on a name it does not take
+        checked.add(job.rule.name)
+    assert {"train", "train_ddpm_resampled", "sample", "metrics", "diagnostics", "augment", "features_samples",
+            "reference_stats", "longtail", "leaderboard", "provenance"} <= checked
+
+
+def test_jobs_get_the_config_numbers_and_the_extension_reuses_the_train_rule(tmp_path, repo, tiny_config):
+    from cbdm.config import load_config
+    from cbdm.external import suite_paths
+
+    jobs = {}
+    for job in planned_dag_jobs(repo, tmp_path, tiny_config):
+        jobs.setdefault(job.rule.name, []).append(job)
+    assert [j.params.imbalance_factor for j in jobs["longtail"]] == [5.0]
+    assert {j.params.guidance for j in jobs["sample"]} == {1.0}
+    assert all(type(j.params.cell["guidance"]) is float for j in jobs["metrics"])
+    built_in, extension = jobs["train"][0], jobs["train_ddpm_resampled"][0]
+    assert str(extension.input.train).endswith("train-resampled.npz")
+    assert str(extension.log[0]) == "results/tiny/logs/train/digits/IF5/ddpm_resampled/seed0.log"
+    assert str(extension.benchmark).endswith("benchmarks/train/digits/IF5/ddpm_resampled/seed0.tsv")
+    assert extension.params.checkpoint_path == "results/tiny/models/digits/IF5/ddpm_resampled/seed0/checkpoint.pt"
+    assert extension.params.settings["losses"] == [{"name": "eps_mse", "weight": 1.0, "options": {}}]
+    assert extension.resources["mem_mb"] == built_in.resources["mem_mb"]  # the train stage's resources
+    assert jobs["resample_balanced"][0].benchmark is not None
+    # `cbdm evaluate` reads the files these rules write, at the same paths
+    config = load_config(tiny_config)
+    outputs = {str(f) for name in ("longtail", "prepare_source", "train_classifier", "features_reference",
+                                   "reference_stats") for j in jobs[name] for f in j.output}
+    assert set(suite_paths(config, "digits", "5", "heldout").values()) <= outputs

@@ -13,8 +13,9 @@
 # with cbdm.modelfile.save_model and the identity model_identity(wildcards, "<variant name>")
 # (scripts/train.py does both), or sampling refuses it.
 # From there the variant is sampled, evaluated and reported like the built-in ones.
-# Available here: RESULTS, LOGS, TRAIN_NPZ, model_path(), VARIANTS (resolved settings),
-# config, num_classes().
+# Available here: RESULTS, LOGS, BENCH, TRAIN_NPZ, MODEL, model_path(), VARIANTS (resolved
+# settings), training_settings(), stage_resources(), config, num_classes(), and the built-in
+# rules to reuse with `use rule ... with:`.
 
 RESAMPLED_NPZ = f"{RESULTS}/data/{{dataset}}/IF{{imb}}/train-resampled.npz"
 
@@ -26,33 +27,24 @@ rule resample_balanced:
         train=TRAIN_NPZ,
     output:
         npz=RESAMPLED_NPZ,
+    resources:
+        **stage_resources("other"),
     log:
         f"{LOGS}/resample_balanced/{{dataset}}-IF{{imb}}.log",
+    benchmark:
+        f"{BENCH}/resample_balanced/{{dataset}}-IF{{imb}}.tsv"
     script:
         "balanced_resampling.py"
 
 
-rule train_ddpm_resampled:
-    conda:
-        "../envs/cbdm.yaml"
+# The built-in train rule (its model and checkpoint paths, log, benchmark, threads and GPUs) on
+# the resampled set; only the variant and its loss differ: a plain DDPM, eps_mse as the config
+# would list it (an external variant declares no `losses`), resolved by the package.
+use rule train as train_ddpm_resampled with:
     input:
         train=RESAMPLED_NPZ,
-    output:
-        model=model_path("ddpm_resampled"),
-        loss=loss_log_path("ddpm_resampled"),
+    wildcard_constraints:
+        variant="ddpm_resampled",
     params:
-        settings={**training_settings("ddpm_resampled"),
-                  "losses": [{"name": "eps_mse", "weight": 1.0, "options": {}}]},
-        network=config["network"],
-        diffusion=config["diffusion"],
-        device=config["device"],
-        identity=lambda wc: model_identity(wc, "ddpm_resampled"),
-        num_classes=num_classes,
-        checkpoint=lambda wc: model_path("ddpm_resampled").format(**wc).replace("model.pt", "checkpoint.pt"),
-    threads: VARIANTS["ddpm_resampled"]["training"]["threads"]
-    log:
-        f"{LOGS}/train/{{dataset}}/IF{{imb}}/ddpm_resampled/seed{{seed}}.log",
-    benchmark:
-        f"{BENCH}/train/{{dataset}}/IF{{imb}}/ddpm_resampled/seed{{seed}}.tsv"
-    script:
-        "../scripts/train.py"
+        settings=lambda wc: {**training_settings(wc.variant),
+                             "losses": cbdm_config.loss_terms(wc.variant, [{"name": "eps_mse"}])},

@@ -12,6 +12,7 @@ rule augment:
         augmentation=AUGMENT,
     params:
         augmentation=config["augmentation"],
+        row=lambda wc: wc.row,
         groups=lambda wc: dataset_spec(wc)["groups"],
         num_classes=num_classes,
         device=config["device"],

@@ -1,33 +1,26 @@
-# Config validation, result paths and the factors the DAG expands over.
+# What the stages share: the config (resolved once, by the package), result paths, the variants'
+# settings and resources; then the helpers of each stage, one section per stage. They live here
+# and not beside their rules because Snakemake's linter (tests/test_style.py) refuses a file that
+# mixes rules and functions.
 import itertools
-from pathlib import Path
 import re
 
 from snakemake.exceptions import WorkflowError
 
 import cbdm.config as cbdm_config
 from cbdm.sources import NUM_CLASSES
-from cbdm.workflow import check_profile_placeholders, visible_gpus
+from cbdm.workflow import resolve_config, suite_paths, visible_gpus
 
 
-# The config files this run reads (--configfile, else the Snakefile's default), for errors.
-CONFIG_FILES = [str(f) for f in workflow.overwrite_configfiles] or ["config/config.yaml"]
-config.update(cbdm_config.deep_merge(config, cbdm_config.command_line_values(workflow.config_settings.config)))
-
-# A cluster profile's placeholders (profiles/kubernetes: bucket, image) stop the run here, in one
-# line, before any storage or pod is touched.
+# --config values typed, a profile's placeholders refused, the schema's defaults filled, everything
+# checked (cbdm.config.validate_config, as `cbdm check` does); one line naming the file on an error.
 try:
-    check_profile_placeholders(
-        {"default-storage-prefix": getattr(workflow.storage_settings, "default_storage_prefix", None),
-         "container-image": getattr(workflow.remote_execution_settings, "container_image", None)})
+    resolve_config(config, workflow)
 except ValueError as err:
     raise WorkflowError(str(err))
-try:
-    cbdm_config.validate_config(config, source=Path(CONFIG_FILES[0]) if len(CONFIG_FILES) == 1 else None)
-except cbdm_config.ConfigError as err:
-    raise WorkflowError(f"config error in {', '.join(CONFIG_FILES)}: {err}")
 
-RESULTS = f"results/{config['suite']}"
+PATHS = suite_paths(config["suite"])
+RESULTS = PATHS["results"]
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
 VARIANTS = {name: cbdm_config.variant_settings(config, name) for name in config["variants"]}
@@ -37,12 +30,6 @@ def training_settings(variant):
     """What a training job depends on (sampling settings are not: changing them must not retrain)."""
     settings = VARIANTS[variant]
     return {key: settings[key] for key in ("name", "losses", "training")}
-
-
-def sampling_settings(variant, labelset=None):
-    """A variant's sampling settings; for a sample set of a protocol that overrides them
-    (labelset 'exact-1000-<protocol>'), that protocol's."""
-    return {"name": variant, "sampling": variant_sampling(variant, labelset_protocol(labelset))}
 
 
 def variant_sampling(variant, protocol=None):
@@ -56,12 +43,17 @@ def declared_guidance(variant, protocol):
     return cbdm_config.as_list(variant_sampling(variant, protocol)["guidance"])[0]
 
 
-def labelset_protocol(labelset):
-    """The protocol a sample set's name carries ('exact-1000-published' -> 'published'), or None."""
-    if labelset is None:
-        return None
-    parts = labelset.split("-", 2)
-    return parts[2] if len(parts) == 3 else None
+def guidance_scale(wildcards, protocol):
+    """The guidance scale (the config's number, as a float) that a cell's {guidance} label names."""
+    values = variant_sampling(wildcards.variant, protocol)["guidance"]
+    return float(cbdm_config.factor_value(wildcards.guidance, values, f"variant {wildcards.variant}: guidance"))
+
+
+def imbalance_factor(wildcards):
+    """The imbalance factor (the config's number, as a float) that an {imb} label names."""
+    factors = cbdm_config.imbalance_factors(dataset_spec(wildcards))
+    where = f"datasets.{wildcards.dataset}.longtail.imbalance_factor"
+    return float(cbdm_config.factor_value(wildcards.imb, factors, where))
 
 
 # Imported variants (`samples:`) are neither trained nor sampled: rule import_samples reads their files.
@@ -74,17 +66,16 @@ SAMPLED_VARIANTS = [name for name in VARIANTS if name not in IMPORTED_VARIANTS]
 RUN = "{dataset}/IF{imb}/{variant}/seed{seed}"
 CELL = f"{RUN}/w{{guidance}}-s{{sample_seed}}"
 PROTOCOLS = config["evaluation"]["protocols"]
-MAIN_PROTOCOL = config["evaluation"]["report_protocol"] or next(iter(PROTOCOLS))
-SOURCE_NPZ = f"{RESULTS}/data/{{dataset}}/source.npz"
-SOURCE_JSON = f"{RESULTS}/data/{{dataset}}/source.json"
-TRAIN_NPZ = f"{RESULTS}/data/{{dataset}}/IF{{imb}}/train.npz"
-MANIFEST = f"{RESULTS}/data/{{dataset}}/IF{{imb}}/manifest.json"
-CLASSIFIER = f"{RESULTS}/classifier/{{dataset}}/classifier.pt"
+MAIN_PROTOCOL = cbdm_config.report_protocol(config)
+
+# The patterns `cbdm evaluate` also reads come from the package (cbdm.workflow.suite_paths).
+SOURCE_NPZ, SOURCE_JSON = PATHS["source_npz"], PATHS["source_json"]
+TRAIN_NPZ, MANIFEST, CLASSIFIER = PATHS["train_npz"], PATHS["manifest"], PATHS["classifier"]
+REFERENCE_FEATURES, REFERENCE_STATS = PATHS["reference"], PATHS["reference_stats"]
 MODEL = f"{RESULTS}/models/{RUN}/model.pt"
 LOSS_LOG = f"{RESULTS}/models/{RUN}/loss.csv"
 SAMPLES = f"{RESULTS}/samples/{CELL}/{{labelset}}.npz"
 FEATURES = f"{RESULTS}/features/{CELL}/{{labelset}}.npz"
-REFERENCE_FEATURES = f"{RESULTS}/features/{{dataset}}/IF{{imb}}/reference-{{reference}}.npz"
 METRICS = f"{RESULTS}/metrics/{CELL}/{{protocol}}.json"
 DIAGNOSTICS = f"{RESULTS}/diagnostics/{CELL}/{{labelset}}.json"
 REPORT_DIR = f"{RESULTS}/report/{{dataset}}-IF{{imb}}"
@@ -116,11 +107,6 @@ def stage_resources(stage, gpus=0, shared_gpus=0):
     return dict(gpu=gpus, gpu_shared=shared_gpus, **config["resources"][stage])
 
 
-def train_gpus(wildcards):
-    """One GPU per data-parallel training process."""
-    return VARIANTS[wildcards.variant]["training"]["processes"] * gpus_per_job()
-
-
 def model_path(variant):
     """Path pattern of a variant's model file, with {dataset}, {imb} and {seed} left open."""
     return MODEL.replace("{variant}", variant)
@@ -134,14 +120,17 @@ def model_identity(wildcards, variant=None):
 
 
 def loss_log_path(variant):
+    """Path pattern of a variant's training-loss log, with {dataset}, {imb} and {seed} left open."""
     return LOSS_LOG.replace("{variant}", variant)
 
 
 def dataset_spec(wildcards):
+    """The config entry of the job's {dataset}."""
     return config["datasets"][wildcards.dataset]
 
 
 def num_classes(wildcards):
+    """Classes of the job's {dataset}."""
     return NUM_CLASSES[config["datasets"][wildcards.dataset]["source"]]
 
 
@@ -162,9 +151,76 @@ def labelset(protocol, variant=None):
     return name
 
 
+def labelset_protocol(labelset):
+    """The protocol a sample set's name carries ('exact-1000-published' -> 'published'), or None."""
+    parts = labelset.split("-", 2)
+    return parts[2] if len(parts) == 3 else None
+
+
+def labelset_labels(wildcards):
+    """The label policy a sample set's name starts with ('exact-1000-published' -> 'exact')."""
+    return wildcards.labelset.split("-")[0]
+
+
+def labelset_size(wildcards):
+    """The sample count a sample set's name carries ('exact-1000-published' -> 1000; for 'fill-<n>',
+    the fill percent)."""
+    return int(wildcards.labelset.split("-")[1])
+
+
 # Sample-set names: label policy, size and, for a protocol's own sampling, the protocol.
 LABELSET_PATTERN = (r"(exact|uniform_random|train_prior|fill)-\d+"
                     + (f"(-({'|'.join(map(re.escape, PROTOCOLS))}))?"))
+
+
+# train.smk
+
+
+def train_gpus(wildcards):
+    """One GPU per data-parallel training process."""
+    return VARIANTS[wildcards.variant]["training"]["processes"] * gpus_per_job()
+
+
+def init_model(wildcards):
+    """The model a variant starts from (training.init_from), same dataset and seed."""
+    source = VARIANTS[wildcards.variant]["training"]["init_from"]
+    return [] if source is None else MODEL.format(**{**wildcards, "variant": source})
+
+
+# sample.smk
+
+
+def sampling_settings(variant, labelset):
+    """A variant's sampling settings; for a sample set of a protocol that overrides them
+    (labelset 'exact-1000-<protocol>'), that protocol's."""
+    return {"name": variant, "sampling": variant_sampling(variant, labelset_protocol(labelset))}
+
+
+# metrics.smk
+
+
+def cell_fields(wildcards, protocol):
+    """What a metrics file says about the evaluation it belongs to."""
+    return dict(dataset=wildcards.dataset, imbalance_factor=imbalance_factor(wildcards), variant=wildcards.variant,
+                seed=int(wildcards.seed), guidance=guidance_scale(wildcards, protocol),
+                sample_seed=int(wildcards.sample_seed), protocol=protocol, **PROTOCOLS[protocol])
+
+
+# augment.smk
+
+
+def fill_samples(wildcards):
+    """The generated fill of an augmentation row: the variant's first training seed, guidance and
+    sampling seed, labels 'fill-<percent>'; none for the control rows."""
+    if wildcards.row in ("real_only", "real_oversampled"):
+        return []
+    return SAMPLES.format(dataset=wildcards.dataset, imb=wildcards.imb, variant=wildcards.row, seed=config["seeds"][0],
+                          guidance=cbdm_config.factor_label(declared_guidance(wildcards.row, None)),
+                          sample_seed=variant_sampling(wildcards.row)["seeds"][0],
+                          labelset=f"fill-{config['augmentation']['fill_percent']}")
+
+
+# report.smk (and the Snakefile's `all`)
 
 
 def cells(dataset, imb):
@@ -185,17 +241,6 @@ def augment_rows():
     real oversampled), then the fill of every variant the suite samples itself."""
     # An imported sample set has the per-class counts its author chose, not the fill this needs.
     return ["real_only", "real_oversampled", *SAMPLED_VARIANTS] if config["augmentation"]["enabled"] else []
-
-
-def fill_samples(wildcards):
-    """The generated fill of an augmentation row: the variant's first training seed, guidance and
-    sampling seed, labels 'fill-<percent>'; none for the control rows."""
-    if wildcards.row in ("real_only", "real_oversampled"):
-        return []
-    return SAMPLES.format(dataset=wildcards.dataset, imb=wildcards.imb, variant=wildcards.row, seed=config["seeds"][0],
-                          guidance=cbdm_config.factor_label(declared_guidance(wildcards.row, None)),
-                          sample_seed=variant_sampling(wildcards.row)["seeds"][0],
-                          labelset=f"fill-{config['augmentation']['fill_percent']}")
 
 
 REPORT_FILES = {
@@ -241,6 +286,7 @@ RESOLVED_CONFIG = f"{RESULTS}/config.yaml"
 
 
 def report_output(key):
+    """The report job's output `key`, marked for Snakemake's HTML report where REPORT_ITEMS lists it."""
     path = f"{REPORT_DIR}/{REPORT_FILES[key]}"
     if key not in REPORT_ITEMS:
         return path
@@ -250,23 +296,21 @@ def report_output(key):
 
 
 def report_outputs():
+    """Every report file of every long-tailed dataset, and the suite's provenance files."""
     return [f"{REPORT_DIR}/{name}".format(dataset=dataset, imb=imb)
             for dataset, imb in dataset_factors() for name in REPORT_FILES.values()] + [PROVENANCE, PROVENANCE_HTML,
                                                                                    RESOLVED_CONFIG]
 
 
 def all_models():
+    """Every model file the suite samples from (provenance lists them)."""
     return [MODEL.format(dataset=dataset, imb=imb, variant=variant, seed=seed)
             for dataset, imb in dataset_factors() for variant in SAMPLED_VARIANTS for seed in config["seeds"]]
 
 
-def init_model(wildcards):
-    """The model a variant starts from (training.init_from), same dataset and seed."""
-    source = VARIANTS[wildcards.variant]["training"]["init_from"]
-    return [] if source is None else MODEL.format(**{**wildcards, "variant": source})
-
-
 def report_inputs(wildcards):
+    """The files one report reads: every metrics file, the main protocol's diagnostics, one sample
+    set and loss log per variant, the data and the augmentation rows."""
     all_cells = list(cells(wildcards.dataset, wildcards.imb))
     first_cell = {}  # the sample set in the grid: first seed, guidance, sampling seed and protocol
     for cell in all_cells:
@@ -281,13 +325,6 @@ def report_inputs(wildcards):
         "train": TRAIN_NPZ.format(**wildcards),
         "augmentation": [AUGMENT.format(dataset=wildcards.dataset, imb=wildcards.imb, row=row) for row in augment_rows()],
     }
-
-
-def cell_fields(wildcards, protocol):
-    """What a metrics file says about the evaluation it belongs to."""
-    return dict(dataset=wildcards.dataset, imbalance_factor=float(wildcards.imb), variant=wildcards.variant,
-                seed=int(wildcards.seed), guidance=float(wildcards.guidance),
-                sample_seed=int(wildcards.sample_seed), protocol=protocol, **PROTOCOLS[protocol])
 
 
 def published_results(wildcards):

@@ -30,6 +30,7 @@ rule longtail:
         manifest=MANIFEST,
     params:
         longtail=lambda wc: dataset_spec(wc)["longtail"],
+        imbalance_factor=imbalance_factor,
     resources:
         **stage_resources("other"),
     log:

@@ -10,7 +10,7 @@ rule train_classifier:
         model=CLASSIFIER,
         report=f"{RESULTS}/classifier/{{dataset}}/classifier.json",
     params:
-        features=config["features"],
+        features_cfg=config["features"],
         device=config["device"],
         num_classes=num_classes,
     threads: config["features"]["threads"]
@@ -37,7 +37,7 @@ rule features_reference:
         reference="|".join(REFERENCE_IMAGES),
     params:
         prefix=lambda wc: REFERENCE_IMAGES[wc.reference][1],
-        features=config["features"],
+        features_cfg=config["features"],
         device=config["device"],
     threads: config["features"]["threads"]
     resources:
@@ -61,7 +61,7 @@ rule features_samples:
         features=FEATURES,
     params:
         prefix="",
-        features=config["features"],
+        features_cfg=config["features"],
         device=config["device"],
     threads: config["features"]["threads"]
     resources:
@@ -78,8 +78,6 @@ rule features_samples:
 # (format: cbdm/refstats.py; `mu`/`sigma` as in EDM's fid.py reference files).
 from cbdm.leaderboard import describe_features
 
-REFERENCE_STATS = f"{RESULTS}/features/{{dataset}}/IF{{imb}}/reference-{{reference}}.stats.npz"
-
 
 rule reference_stats:
     conda:
@@ -94,6 +92,7 @@ rule reference_stats:
         groups=lambda wc: dataset_spec(wc)["groups"],
         num_classes=num_classes,
         extractor=lambda wc: describe_features(config["features"]),
+        reference=lambda wc: wc.reference,
     resources:
         **stage_resources("other"),
     log:

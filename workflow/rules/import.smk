@@ -19,6 +19,8 @@ rule import_samples:
         fmt=lambda wc: VARIANTS[wc.variant]["samples_format"],
         resize=lambda wc: VARIANTS[wc.variant]["samples_resize"],
         class_names=lambda wc: CLASS_NAMES[dataset_spec(wc)["source"]],
+        labels=labelset_labels,
+        num_samples=labelset_size,
     resources:
         **stage_resources("other"),
     log:

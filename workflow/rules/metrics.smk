@@ -27,8 +27,6 @@ rule metrics:
         "../scripts/metrics.py"
 
 
-
-
 rule diagnostics:
     conda:
         "../envs/cbdm.yaml"
@@ -39,8 +37,8 @@ rule diagnostics:
     output:
         diagnostics=DIAGNOSTICS,
     params:
-        classifier=config["features"],
-        memorization=config["evaluation"]["memorization"],
+        classifier_cfg=config["features"],
+        memorization_cfg=config["evaluation"]["memorization"],
         groups=lambda wc: dataset_spec(wc)["groups"],
         num_classes=num_classes,
         device=config["device"],

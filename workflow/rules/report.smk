@@ -8,19 +8,21 @@ rule report:
         unpack(report_inputs),
     output:
         **{key: report_output(key) for key in REPORT_FILES},
+    # The names of cbdm.report.ReportSettings' fields; built_in names the variants of the loss logs.
     params:
-        expected_cells=lambda wc: list(cells(wc.dataset, wc.imb)),
+        title=lambda wc: f"{config['suite']}: {wc.dataset}, imbalance factor {wc.imb}",
         variants=list(VARIANTS),
-        built_in=BUILT_IN_VARIANTS,
         groups=lambda wc: dataset_spec(wc)["groups"],
         overlap=config["evaluation"]["overlap"],
         evaluation=config["evaluation"],
-        declared_guidance={name: declared_guidance(name, MAIN_PROTOCOL) for name in VARIANTS},
+        protocol=MAIN_PROTOCOL,
+        baseline=cbdm_config.baseline_variant(config),
         protocol_guidance={p: {name: declared_guidance(name, p) for name in VARIANTS} for p in PROTOCOLS},
         sampling={name: variant_sampling(name, MAIN_PROTOCOL) for name in VARIANTS},
         features=config["features"],
         published=published_results,
-        title=lambda wc: f"{config['suite']}: {wc.dataset}, imbalance factor {wc.imb}",
+        expected_cells=lambda wc: list(cells(wc.dataset, wc.imb)),
+        built_in=BUILT_IN_VARIANTS,
     resources:
         **stage_resources("other"),
     log:
@@ -71,7 +73,7 @@ rule leaderboard:
         md=LEADERBOARD[1],
     params:
         config=config,
-        results=lambda wc, output: output.csv.rsplit("/", 1)[0],
+        results_dir=lambda wc, output: output.csv.rsplit("/", 1)[0],
     resources:
         **stage_resources("other"),
     log:

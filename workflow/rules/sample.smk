@@ -15,6 +15,10 @@ rule sample:
         settings=lambda wc: sampling_settings(wc.variant, wc.labelset),
         device=config["device"],
         identity=model_identity,
+        guidance=lambda wc: guidance_scale(wc, labelset_protocol(wc.labelset)),
+        sample_seed=lambda wc: int(wc.sample_seed),
+        labels=labelset_labels,
+        num_samples=labelset_size,
     threads: lambda wc: sampling_settings(wc.variant, wc.labelset)["sampling"]["threads"]
     resources:
         **stage_resources("sample", gpus=gpus_per_job()),

@@ -19,7 +19,8 @@ rule train:
         device=config["device"],
         identity=model_identity,
         num_classes=num_classes,
-        checkpoint=f"{RESULTS}/models/{RUN}/checkpoint.pt",
+        seed=lambda wc: int(wc.seed),
+        checkpoint_path=f"{RESULTS}/models/{RUN}/checkpoint.pt",
     threads: lambda wc: VARIANTS[wc.variant]["training"]["threads"]
     resources:
         **stage_resources("train", gpus=train_gpus),

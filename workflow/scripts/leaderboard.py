@@ -2,5 +2,4 @@ from cbdm.leaderboard import write_leaderboard
 from cbdm.workflow import job
 
 with job(snakemake):
-    write_leaderboard(snakemake.params.config, snakemake.params.results, out_csv=snakemake.output.csv,
-                      out_md=snakemake.output.md)
+    write_leaderboard(**snakemake.params, out_csv=snakemake.output.csv, out_md=snakemake.output.md)

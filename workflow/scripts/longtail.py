@@ -2,5 +2,5 @@ from cbdm.dataset import build_longtail
 from cbdm.workflow import job
 
 with job(snakemake):
-    build_longtail(snakemake.params.longtail, float(snakemake.wildcards.imb), snakemake.input.npz,
-                   snakemake.input.json, snakemake.output.npz, snakemake.output.manifest)
+    build_longtail(**snakemake.params, source_npz=snakemake.input.npz, source_json=snakemake.input.json,
+                   out_npz=snakemake.output.npz, out_manifest=snakemake.output.manifest)

@@ -1,0 +1,42 @@
+"""benchmarks/profile_train.py files kernels by kind (Triton fusions are not convolutions) and
+profiles the pipeline's own training step; the figures that count come from a GPU."""
+import json
+
+import pytest
+
+
+@pytest.fixture
+def profile_train(repo, monkeypatch):
+    monkeypatch.syspath_prepend(str(repo / "benchmarks"))
+    import profile_train
+    return profile_train
+
+
+def test_triton_fusions_are_not_filed_as_convolutions(profile_train):
+    assert profile_train.kind("triton_poi_fused__to_copy_add_clone_convolution_native_group_norm_silu_3") \
+        == "element-wise (fused)"
+    assert profile_train.kind("triton_red_fused_native_group_norm_backward_25") == "normalisation"
+    assert profile_train.kind("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc") == "matmul/conv"
+    assert profile_train.kind("some_unknown_kernel") == "other"
+
+
+def test_summary_shares_add_up(profile_train):
+    summary = profile_train.summarise([("sm90_xmma_fprop", 60.0), ("triton_poi_fused_add", 30.0), ("x", 10.0)], top=2)
+    assert summary["kinds"] == {"matmul/conv": 60.0, "element-wise (fused)": 30.0, "other": 10.0}
+    assert [row["kernel"] for row in summary["top"]] == ["sm90_xmma_fprop", "triton_poi_fused_add"]
+
+
+def test_profiles_the_pipelines_training_step_on_cpu(profile_train, repo, monkeypatch, tmp_path):
+    out = tmp_path / "profile.json"
+    monkeypatch.chdir(repo / "benchmarks")
+    monkeypatch.setattr("sys.argv", ["profile_train.py", "--size", "ci", "--device", "cpu", "--no-compile",
+                                     "--batch", "4", "--calls", "1", "--threads", "1", "--json", str(out)])
+    called = []
+    original = profile_train.bench_train.TrainStep.__call__
+    monkeypatch.setattr(profile_train.bench_train.TrainStep, "__call__",
+                        lambda self, *a, **k: called.append(1) or original(self, *a, **k))
+    profile_train.main()
+    summary = json.loads(out.read_text())
+    assert len(called) == 2  # one untimed step, then --calls 1 profiled
+    assert summary["total_ms"] > 0
+    assert sum(summary["kinds"].values()) == pytest.approx(100, abs=0.5)
