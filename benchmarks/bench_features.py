@@ -78,6 +78,7 @@ def reference_path(folders, extractor, device, args):
 
 
 def run(args) -> dict:
+    """Run this benchmark with the parsed `args`; returns the figures it printed."""
     harness.pin_threads(args.threads)
     device = torch.device(args.device)
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
@@ -122,6 +123,7 @@ def run(args) -> dict:
 
 
 def parser():
+    """The command line of this benchmark."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--images", type=int, default=10000, help="images per set (two sets are compared)")

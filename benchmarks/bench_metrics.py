@@ -35,6 +35,7 @@ def class_features(n: int, dim: int, classes: int, seed: int) -> dict:
 
 
 def select(arrays: dict, classes: list[int]) -> dict:
+    """The rows of every array whose label is in `classes`."""
     keep = np.isin(arrays["labels"], classes)
     return {k: v[keep] for k, v in arrays.items()}
 
@@ -116,6 +117,7 @@ def extrapolate(seconds: dict[str, float], measured_n: int, target_n: int, kid_m
 
 
 def main():
+    """Parse the command line and time (or, with --estimate-for, estimate) the metrics."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=50000, help="generated and reference features, each")
     parser.add_argument("--dim", type=int, default=2048)
@@ -173,6 +175,7 @@ def gemm_gflops(device, size: int = 2048) -> float:
 
 
 def estimate(args, cfg: dict, device, threads: int) -> None:
+    """Print the measured seconds per metric and the labelled estimates for a larger record set."""
     seconds = component_seconds(args.samples, args.dim, cfg, device, args.estimate_for // 100)
     total = extrapolate(seconds, args.samples, args.estimate_for, cfg["kid_subset_size"])
     rate = gemm_gflops(device)

@@ -32,6 +32,7 @@ def forward_flops(model: torch.nn.Module, device: torch.device) -> int:
 
 
 def run(args) -> dict:
+    """Time the sampler's reference and fast paths; returns the printed figures."""
     harness.pin_threads(args.threads)
     device = torch.device(args.device)
     config, fast, reference = harness.fast_and_reference(args, "sampling")
@@ -72,6 +73,7 @@ def run(args) -> dict:
 
 
 def parser():
+    """The command line of this benchmark."""
     p = harness.arguments(__doc__, variant="cbdm", blocks=3, calls=1)
     p.add_argument("--steps", type=int, default=10, help="reverse steps per timed call")
     p.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the fast path")

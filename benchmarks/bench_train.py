@@ -15,11 +15,8 @@ import copy
 
 import torch
 
-from cbdm.acceleration import to_layout
 from cbdm.dataset import images_to_model_range
-from cbdm.diffusion import NoiseSchedule
-from cbdm.objective import Objective
-from cbdm.train import TrainStep
+from cbdm.train import setup_training
 
 import harness
 
@@ -29,36 +26,30 @@ POOL_PER_CLASS = 256
 
 
 def training_step(config: dict, settings: dict, base: torch.nn.Module, data, device: torch.device):
-    """A TrainStep of `settings` on a copy of `base`, and a callable taking the next step."""
-    cfg = settings["training"]
+    """The trainer's own setup (cbdm.train.setup_training) of `settings` on a copy of `base`, and
+    a callable taking its next step."""
     images, labels = data
     model = copy.deepcopy(base).train()
-    ema = copy.deepcopy(model).requires_grad_(False)
-    counts = torch.bincount(labels).double()
-    schedule = NoiseSchedule.linear(config["diffusion"]["num_timesteps"], config["diffusion"]["beta_start"],
-                                    config["diffusion"]["beta_end"]).to(device)
-    objective = Objective(settings["losses"], schedule, (counts / counts.sum()).float(), model.null_label,
-                          cfg["label_drop"], cfg["batched_forward"])
-    step = TrainStep(model, ema, objective, cfg, device)
-    images = to_layout(images, cfg["channels_last"])
-    generator, coins = torch.Generator(device).manual_seed(0), torch.Generator().manual_seed(0)
-    state = {"step": cfg["warmup_steps"], "losses": []}  # past warm-up: the full learning rate
+    state = setup_training(settings, model, config["diffusion"], images, labels, int(labels.max()) + 1, device,
+                           seed=0)
+    state.step = settings["training"]["warmup_steps"]  # past warm-up: the full learning rate
+    losses = []
 
     def call():
-        _, loss, _ = step(state["step"], images, labels, generator, coins)
-        state["step"] += 1
-        state["losses"].append(loss)
+        losses.append(state.advance()[1])
 
-    return call, state
+    return call, {"losses": losses}
 
 
 def pool(config: dict, size: str, device: torch.device):
+    """Class-structured training images (model range) and labels of the config's shape, on `device`."""
     channels, side, classes = harness.image_shape(config, size)
     images, labels = harness.class_structured_images(POOL_PER_CLASS * classes, channels, side, classes)
     return images_to_model_range(images).to(device), labels.to(device)
 
 
 def run(args) -> dict:
+    """Time the training step's reference and fast paths; returns the printed figures."""
     harness.pin_threads(args.threads)
     device = torch.device(args.device)
     config, fast, reference = harness.fast_and_reference(args, "training")
@@ -89,6 +80,7 @@ def run(args) -> dict:
 
 
 def parser():
+    """The command line of this benchmark."""
     p = harness.arguments(__doc__, variant="cbdm", blocks=5, calls=10)
     p.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the fast path")
     p.add_argument("--compile-mode", choices=["default", "reduce-overhead", "max-autotune"],

@@ -73,6 +73,7 @@ def variant_settings(config_path: str, name: str, batch: int | None) -> dict:
 
 
 def run(args) -> dict:
+    """Time one training step of every variant against ddpm's; returns the printed figures."""
     harness.pin_threads(args.threads)
     device = torch.device(args.device)
     config_path, size = (FIELD_CONFIG, "paper") if args.field else (args.config, args.size)
@@ -102,6 +103,7 @@ def run(args) -> dict:
 
 
 def load_average() -> str:
+    """The machine's 1, 5 and 15 minute load averages, for the table's notes."""
     return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
@@ -118,6 +120,7 @@ def variant_row(name: str, timing: dict, ddpm: dict, counted: dict, model, setti
 
 
 def parser() -> argparse.ArgumentParser:
+    """The command line of this benchmark."""
     p = harness.arguments(__doc__, variant="ddpm", blocks=7, calls=5)
     p.add_argument("--steps", dest="calls", type=int, default=argparse.SUPPRESS,
                    help="timed steps per block (the same as --calls)")

@@ -67,6 +67,7 @@ def environment() -> dict:
 
 
 def run_part(name: str, cap: float, argv: list[str], out: Path, work: Path, log) -> dict:
+    """Run one benchmark as a subprocess under its time cap; its status, seconds and figures."""
     figures = work / f"{name}.json"
     command = [sys.executable, str(HERE / argv[0]), *argv[1:], "--json", str(figures)]
     print(f"\n=== {name} (cap {cap:.0f} s): {' '.join(argv)}", flush=True)
@@ -91,6 +92,7 @@ def _text(data) -> str:
 
 
 def check_all(out: Path, smoke: bool) -> None:
+    """Run every part within the total budget and write the summary and the log under `out`."""
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     summary = {"environment": environment(), "smoke": smoke, "parts": {}}
@@ -206,6 +208,7 @@ def _plot(rows: list[dict], path: Path, title: str) -> None:
 
 
 def main():
+    """Parse the command line and run the whole check (or one part in this process)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.environ.get("OUT", "gpu-check-out"))
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny sizes, no compile: checks the wiring")

@@ -38,6 +38,7 @@ PEAK_SOURCE = "NVIDIA H100/H200 data sheets, dense bf16 (half the sparsity figur
 
 
 def arguments(description: str, **defaults) -> argparse.ArgumentParser:
+    """The command line every benchmark shares, with the script's own defaults."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(PAPER_CONFIG), help="the paper config whose settings are timed")
     parser.add_argument("--variant", default=defaults.get("variant", "cbdm"))
@@ -188,6 +189,7 @@ def pin_threads(threads: int | None) -> int:
 
 
 def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU), so timings cover it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -230,6 +232,7 @@ def count_flops(fn) -> int:
 
 
 def peak_tflops(device: torch.device) -> float | None:
+    """The GPU's dense bf16 peak in TFLOP/s where it is listed, for MFU; None otherwise."""
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
@@ -237,6 +240,7 @@ def peak_tflops(device: torch.device) -> float | None:
 
 
 def reset_peak_memory(device: torch.device) -> None:
+    """Start the GPU's peak-memory count afresh (a no-op on the CPU)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -249,6 +253,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def machine(device: torch.device) -> str:
+    """The device's name for the tables: the GPU model, or the CPU and its pinned threads."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU, {torch.get_num_threads()} pinned threads"
@@ -291,8 +296,10 @@ def print_table(title: str, rows: list[dict], unit: str, device, args, extra: di
 
 
 def parameters_line(model) -> str:
+    """'<N> M parameters' of a model."""
     return f"{count_parameters(model) / 1e6:.2f} M parameters"
 
 
 def describe(section: dict, keys) -> str:
+    """'key=value, ...' of the listed settings a section has."""
     return ", ".join(f"{k}={section[k]}" for k in keys if k in section)

@@ -61,6 +61,7 @@ def configure_backends(*, tf32: bool, cudnn_benchmark: bool) -> None:
 
 
 def to_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """`x` in channels-last memory layout where `channels_last`, else unchanged."""
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 

@@ -22,10 +22,12 @@ class DataError(RuntimeError):
 
 @cache
 def asset_lock() -> dict:
+    """The packaged assets.lock.yaml: official files and their digests."""
     return yaml.safe_load(resources.files("cbdm").joinpath("assets.lock.yaml").read_text())
 
 
 def file_digest(path: Path, algorithm: str = "sha256", decompressed: bool = False) -> str:
+    """'<algorithm>:<hex>' of a file's bytes (of its gzip-decompressed bytes where `decompressed`)."""
     h = hashlib.new(algorithm)
     opener = gzip.open if decompressed else open
     with opener(path, "rb") as f:
@@ -56,6 +58,7 @@ def check_file(path: Path, entry: dict, verify: bool) -> str:
 
 
 def weights_entry(name: str) -> dict:
+    """The lock's entry of weights file `name`."""
     return asset_lock()["weights"][name]
 
 

@@ -6,17 +6,14 @@ and precision/recall, and a predicted class for the accuracy and confusion of sa
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from .acceleration import resolve_device
 from .dataset import images_to_model_range, read_image_set
-from .io import atomic_path, rebuild, write_json
+from .io import atomic_path, progress_bar, rebuild, write_json
 from .modelfile import load_payload
 from .sources import ImageSet
 
@@ -24,6 +21,8 @@ CLASSIFIER_FORMAT = "cbdm.classifier/1"
 
 
 class FeatureClassifier(nn.Module):
+    """The small CNN of the domain classifier: a feature layer and a linear head on it."""
+
     def __init__(self, image_channels: int, num_classes: int, feature_dim: int, width: int = 32):
         super().__init__()
         self.hparams = dict(image_channels=image_channels, num_classes=num_classes,
@@ -54,10 +53,15 @@ def embed(model: nn.Module, images: np.ndarray, device,
           batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """(features float64 [N, D], logits float32 [N, C]) of uint8 images [N, C, H, W]."""
     model.eval()
+    return embed_batches(lambda x: model(images_to_model_range(x)), images, device, batch_size)
+
+
+def embed_batches(forward, images: np.ndarray, device, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(features float64, logits float32) of uint8 images [N, C, H, W], `forward` taking one
+    uint8 batch on `device` to its (features, logits)."""
     feats, logits = [], []
     for start in range(0, len(images), batch_size):
-        x = images_to_model_range(torch.from_numpy(images[start:start + batch_size]).to(device))
-        features, scores = model(x)
+        features, scores = forward(torch.from_numpy(images[start:start + batch_size]).to(device))
         feats.append(features.double().cpu().numpy())
         logits.append(scores.float().cpu().numpy())
     return np.concatenate(feats), np.concatenate(logits)
@@ -89,6 +93,7 @@ RECIPE_DEFAULTS = {"architecture": "small_cnn", "optimizer": "adam", "momentum":
 
 
 def build_classifier(recipe: dict, image_channels: int, num_classes: int) -> nn.Module:
+    """The untrained network of a recipe's `architecture`."""
     if recipe["architecture"] == "resnet18":
         return ResNetClassifier(image_channels, num_classes)
     if recipe["architecture"] == "small_cnn":
@@ -132,7 +137,7 @@ def fit_classifier(images: ImageSet, num_classes: int, cfg: dict, device, desc: 
     optimizer, scheduler = _optimizer(model, recipe, recipe["epochs"] * batches)
     x_all = images_to_model_range(torch.from_numpy(images.images)).to(device)
     y_all = torch.from_numpy(images.labels).to(device)
-    for _ in tqdm(range(recipe["epochs"]), desc=desc, file=sys.stderr, mininterval=10, ncols=100):
+    for _ in progress_bar(range(recipe["epochs"]), desc=desc):
         model.train()
         order = torch.randperm(len(y_all), generator=generator).to(device)
         for start in range(0, len(order), recipe["batch_size"]):
@@ -154,6 +159,8 @@ def per_class_accuracy(model: nn.Module, test: ImageSet, num_classes: int, devic
 
 def train_classifier(features_cfg: dict, *, source_npz: str, num_classes: int, device: str,
                      out_model: str, out_report: str) -> None:
+    """Train the domain classifier on a source's pool, standardise its features there, and
+    write it with its held-out accuracy per class."""
     dev = resolve_device(device)
     pool, heldout = read_image_set(source_npz, "pool_"), read_image_set(source_npz, "heldout_")
     print(f"classifier: {len(pool.labels)} balanced training images, class counts "
@@ -175,6 +182,7 @@ def train_classifier(features_cfg: dict, *, source_npz: str, num_classes: int, d
 
 
 def load_classifier(path, device) -> FeatureClassifier:
+    """A classifier file written by `train_classifier`, in eval mode on `device`."""
     payload = load_payload(path, CLASSIFIER_FORMAT, rebuild(path))
     model = FeatureClassifier(**payload["hparams"])
     model.load_state_dict(payload["state_dict"])

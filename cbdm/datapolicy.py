@@ -8,6 +8,8 @@ class; a flatter class profile than the data's own.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 
@@ -22,17 +24,30 @@ def resample_class_weights(counts: torch.Tensor, imbalance_factor: float) -> tor
     return torch.where(present, float(imbalance_factor) ** (-rank / span), 0.0)
 
 
-def draw_batch_indices(policy: dict, labels: torch.Tensor, batch_size: int,
-                       generator: torch.Generator) -> torch.Tensor:
-    """Indices into the training set of one batch, drawn with `generator`."""
+def batch_sampler(policy: dict, labels: torch.Tensor) -> Callable[[int, torch.Generator], torch.Tensor]:
+    """draw(batch_size, generator): indices into the training set of one batch. The class
+    tables (counts, weights, the class-grouped order) depend on the labels only, so they are
+    computed here once and not at every step."""
     if policy["kind"] == "iid":
-        return torch.randint(len(labels), (batch_size,), device=labels.device, generator=generator)
+        n, device = len(labels), labels.device
+        return lambda batch_size, generator: torch.randint(n, (batch_size,), device=device, generator=generator)
     if policy["kind"] != "class_resample":
         raise ValueError(f"unknown training.data_policy.kind {policy['kind']!r}; use 'iid' or 'class_resample'")
     counts = torch.bincount(labels)
-    weights = resample_class_weights(counts, policy["imbalance_factor"])
-    classes = torch.multinomial(weights.float(), batch_size, replacement=True, generator=generator)
+    weights = resample_class_weights(counts, policy["imbalance_factor"]).float()
     by_class = torch.argsort(labels, stable=True)  # indices grouped by class, in class order
     offsets = torch.cumsum(counts, 0) - counts
-    within = (torch.rand(batch_size, device=labels.device, generator=generator) * counts[classes]).long()
-    return by_class[offsets[classes] + within.clamp(max=counts[classes] - 1)]
+
+    def draw(batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        classes = torch.multinomial(weights, batch_size, replacement=True, generator=generator)
+        within = (torch.rand(batch_size, device=labels.device, generator=generator) * counts[classes]).long()
+        return by_class[offsets[classes] + within.clamp(max=counts[classes] - 1)]
+
+    return draw
+
+
+def draw_batch_indices(policy: dict, labels: torch.Tensor, batch_size: int,
+                       generator: torch.Generator) -> torch.Tensor:
+    """Indices into the training set of one batch, drawn with `generator` (one batch; a loop
+    keeps its `batch_sampler`)."""
+    return batch_sampler(policy, labels)(batch_size, generator)

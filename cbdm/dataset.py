@@ -30,6 +30,14 @@ def longtail_counts(num_classes: int, n_max: float, imbalance_factor: float, pro
     raise ValueError(f"unknown long-tail profile {profile!r}; use 'exponential' or 'step'")
 
 
+def longtail_plan(longtail: dict, imbalance_factor: float, num_classes: int,
+                  pool_size: int) -> tuple[float, list[int]]:
+    """(n_max, images per class) of a `longtail` section at one imbalance factor, for a training
+    pool of `pool_size` images over `num_classes` classes (n_max null: the pool's mean class size)."""
+    n_max = longtail["n_max"] if longtail["n_max"] is not None else pool_size / num_classes
+    return n_max, longtail_counts(num_classes, n_max, imbalance_factor, longtail["profile"])
+
+
 def select_longtail(labels: np.ndarray, counts: list[int], seed: int) -> np.ndarray:
     """Indices of the long-tailed subset, grouped by class in label order."""
     rng = np.random.RandomState(seed)
@@ -60,6 +68,7 @@ def split_heldout(labels: np.ndarray, per_class: int, seed: int) -> tuple[np.nda
 
 
 def array_digest(*arrays: np.ndarray) -> str:
+    """'sha256:<hex>' of the arrays' bytes, in order."""
     h = hashlib.sha256()
     for a in arrays:
         h.update(np.ascontiguousarray(a).tobytes())
@@ -148,8 +157,7 @@ def build_longtail(longtail: dict, imbalance_factor: float, source_npz: str, sou
     pool = read_image_set(source_npz, "pool_")
     info = read_json(source_json)
     num_classes = info["num_classes"]
-    n_max = longtail["n_max"] if longtail["n_max"] is not None else len(pool.labels) / num_classes
-    counts = longtail_counts(num_classes, n_max, imbalance_factor, longtail["profile"])
+    n_max, counts = longtail_plan(longtail, imbalance_factor, num_classes, len(pool.labels))
     indices = select_longtail(pool.labels, counts, longtail["seed"])
     subset = pool.subset(indices)
     write_npz(out_npz, images=subset.images, labels=subset.labels)

@@ -29,13 +29,16 @@ class NoiseSchedule:
 
     @classmethod
     def linear(cls, num_timesteps: int, beta_start: float, beta_end: float) -> "NoiseSchedule":
+        """The DDPM schedule: betas evenly spaced from beta_start to beta_end (float64)."""
         return cls(torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64))
 
     def to(self, device) -> "NoiseSchedule":
+        """The same schedule on `device`."""
         return NoiseSchedule(self.betas.to(device))
 
     @property
     def num_timesteps(self) -> int:
+        """The number of diffusion steps T."""
         return len(self.betas)
 
     @cached_property
@@ -80,6 +83,7 @@ def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor,
 
 def predict_x0(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor,
                eps: torch.Tensor) -> torch.Tensor:
+    """The clean image implied by a noise prediction `eps` at x_t and t."""
     abar = schedule.alphas_bar
     return gather((1 / abar).sqrt(), t, x_t.ndim) * x_t - gather((1 / abar - 1).sqrt(), t, x_t.ndim) * eps
 

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from .acceleration import resolve_device
 from .assets import require_weights
-from .classifier import embed, load_classifier
+from .classifier import embed, embed_batches, load_classifier
 from .dataset import read_image_set
 from .io import read_json, write_npz
 
@@ -60,18 +60,13 @@ def inception_features(images: np.ndarray, weights_path, device, preprocessing: 
         raise ValueError(f"features.inception_preprocessing {preprocessing!r}: use 'torch_fidelity' or 'pytorch_fid'")
     model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
                                         feature_extractor_weights_path=str(weights_path)).to(device)
-    feats, logits = [], []
-    for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[start:start + batch_size]).to(device)
+
+    def forward(x):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)  # Inception expects RGB
-        if preprocessing == "pytorch_fid":
-            features, scores = run_on_prepared(model, x, pytorch_fid_input(x))
-        else:
-            features, scores = model(x)
-        feats.append(features.double().cpu().numpy())
-        logits.append(scores.float().cpu().numpy())
-    return np.concatenate(feats), np.concatenate(logits)
+        return run_on_prepared(model, x, pytorch_fid_input(x)) if preprocessing == "pytorch_fid" else model(x)
+
+    return embed_batches(forward, images, device, batch_size)
 
 
 def save_random_inception_weights(path, seed: int = 0) -> None:

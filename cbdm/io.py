@@ -10,12 +10,14 @@ import errno
 import glob
 import json
 import os
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from tqdm import tqdm
 
 
 def rebuild(path) -> str:
@@ -23,6 +25,12 @@ def rebuild(path) -> str:
     not remake a missing intermediate file whose later results exist, so it is forced."""
     return (f"re-run its stage: add `--forcerun {path}` to the same snakemake command (it rebuilds the "
             f"file and everything made from it)")
+
+
+def progress_bar(iterable=None, **kwargs) -> tqdm:
+    """tqdm as every long stage shows it: on stderr, redrawn at most every 10 s in 100 columns, so
+    a rule's log file gets a line now and then instead of a redraw per step."""
+    return tqdm(iterable, file=sys.stderr, mininterval=10, ncols=100, dynamic_ncols=False, **kwargs)
 
 
 class InputError(RuntimeError):
@@ -58,6 +66,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def current_umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -88,6 +97,7 @@ def _name_write_failures(path: Path) -> Iterator[None]:
 
 
 def write_json(path, obj) -> None:
+    """Write `obj` as indented JSON, atomically (numpy scalars and arrays as plain values)."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
 
@@ -101,6 +111,7 @@ def _jsonable(value):
 
 
 def read_json(path) -> dict:
+    """A JSON file's content; InputError naming the stage to run or re-run otherwise."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path} does not exist: run the stage that makes it (snakemake {path})")
@@ -111,6 +122,7 @@ def read_json(path) -> dict:
 
 
 def write_npz(path, **arrays) -> None:
+    """Write arrays as an uncompressed .npz, atomically."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)

@@ -46,6 +46,7 @@ class NoisedBatch:
 
     @property
     def num_classes(self) -> int:
+        """The number of classes (the length of the class prior)."""
         return len(self.class_prior)
 
     def select(self, rows: slice) -> "NoisedBatch":
@@ -82,6 +83,7 @@ class Needs:
     lowrank_ratio: str | None = None
 
     def option_names(self) -> set[str]:
+        """The loss options these needs read (head sizes, the low-rank ratio, the target's keywords)."""
         names = set(self.heads.values()) if self.heads else set()
         if self.lowrank_ratio:
             names.add(self.lowrank_ratio)
@@ -118,6 +120,8 @@ class Option:
 
 @dataclass(frozen=True)
 class LossTerm:
+    """A registered loss: its per-sample function, label drawing, option defaults and needs."""
+
     name: str
     compute: Callable[..., torch.Tensor]
     draw_labels: Callable[..., torch.Tensor] | None
@@ -196,6 +200,7 @@ def register_loss(name: str, *, defaults: Mapping[str, object] | None = None,
 
 
 def get_loss(name: str) -> LossTerm:
+    """The registered loss `name`; KeyError listing the registered ones otherwise."""
     if name not in LOSSES:
         raise KeyError(f"unknown loss {name!r}; registered losses: {', '.join(sorted(LOSSES))}")
     return LOSSES[name]

@@ -17,6 +17,7 @@ from torch import nn
 
 
 def lowrank_rank(ratio: float, c_in: int, c_out: int) -> int:
+    """The branch's rank r for a conv from c_in to c_out channels."""
     return max(math.floor(ratio * min(c_in, c_out)), 1)
 
 
@@ -34,6 +35,7 @@ class LowRankConv2d(nn.Module):
         self.enabled = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """W x, plus B(A(x)) while the branch is enabled."""
         out = self.base(x)
         if self.enabled:
             out = out + self.lowrank_b(self.lowrank_a(x))
@@ -47,13 +49,16 @@ def attach_lowrank(sites: list[tuple[nn.Module, str]], ratio: float) -> None:
 
 
 def lowrank_modules(model: nn.Module) -> list[LowRankConv2d]:
+    """Every low-rank-branched conv of `model`, in module order."""
     return [m for m in model.modules() if isinstance(m, LowRankConv2d)]
 
 
 @contextlib.contextmanager
-def lowrank_disabled(model: nn.Module):
-    """Within the block, every low-rank branch of `model` is off (the base path)."""
-    branches = lowrank_modules(model)
+def lowrank_disabled(model: nn.Module, branches: list[LowRankConv2d] | None = None):
+    """Within the block, every low-rank branch of `model` is off (the base path). A caller that
+    switches them every step passes the `branches` it collected once (walking the modules
+    each step is waste)."""
+    branches = lowrank_modules(model) if branches is None else branches
     for branch in branches:
         branch.enabled = False
     try:

@@ -22,6 +22,7 @@ def _tensor(x, device) -> torch.Tensor:
 
 
 def mean_and_covariance(features, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and unbiased covariance (float64) of features [N, D]."""
     x = _tensor(features, device)
     mu = x.mean(dim=0)
     centred = x - mu
@@ -85,6 +86,7 @@ def _poly_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor) -> float:
+    """The unbiased MMD^2 of two equal-sized feature sets under KID's cubic polynomial kernel."""
     m = len(x)
     k_xx, k_yy, k_xy = _poly_kernel(x, x), _poly_kernel(y, y), _poly_kernel(x, y)
     within = (k_xx.sum() - k_xx.trace() + k_yy.sum() - k_yy.trace()) / (m * (m - 1))

@@ -101,10 +101,12 @@ def load_model(path, device="cpu") -> tuple[UNet, NoiseSchedule, dict]:
 
 
 def save_checkpoint(path, state: dict) -> None:
+    """Write a training checkpoint, atomically."""
     with atomic_path(path) as tmp:
         torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
 
 
 def load_checkpoint(path) -> dict:
+    """A training checkpoint's state; InputError naming the fix for a damaged file."""
     return load_payload(path, CHECKPOINT_FORMAT,
                  "delete the checkpoint to restart this training run from step 0")

@@ -21,6 +21,8 @@ from .lowrank import attach_lowrank
 
 @dataclass(frozen=True)
 class UNetConfig:
+    """The UNet's architecture: what a model file stores to rebuild the network."""
+
     image_channels: int
     image_size: int
     num_classes: int
@@ -61,6 +63,7 @@ class UNetConfig:
                 f"use fewer channel_mult levels")
 
     def to_dict(self) -> dict:
+        """The config as plain JSON-ready types (lists, not tuples)."""
         d = asdict(self)
         d["channel_mult"] = list(self.channel_mult)
         d["attention_levels"] = list(self.attention_levels)
@@ -77,6 +80,8 @@ def sinusoidal_embedding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class ResidualBlock(nn.Module):
+    """GroupNorm-SiLU-conv twice, with the time/label embedding added in between, and optional self-attention."""
+
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, groups: int,
                  attention: bool):
         super().__init__()
@@ -92,6 +97,7 @@ class ResidualBlock(nn.Module):
         nn.init.xavier_uniform_(self.conv2.weight, gain=1e-5)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """The block's output for features `x` and embedding `emb`."""
         h = self.conv1(F.silu(self.norm1(x)))
         h = h + self.emb_proj(F.silu(emb))[:, :, None, None]
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
@@ -99,6 +105,8 @@ class ResidualBlock(nn.Module):
 
 
 class SelfAttention(nn.Module):
+    """Single-head self-attention over the spatial positions, as a residual update."""
+
     def __init__(self, channels: int, groups: int):
         super().__init__()
         self.norm = nn.GroupNorm(groups, channels)
@@ -107,6 +115,7 @@ class SelfAttention(nn.Module):
         nn.init.xavier_uniform_(self.out.weight, gain=1e-5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x plus the attention update."""
         b, c, h, w = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).transpose(-1, -2).unbind(1)
         attended = F.scaled_dot_product_attention(q, k, v)
@@ -114,20 +123,26 @@ class SelfAttention(nn.Module):
 
 
 class Downsample(nn.Module):
+    """A stride-2 3x3 conv halving the resolution."""
+
     def __init__(self, channels: int):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
 
     def forward(self, x, emb):
+        """`x` at half resolution (`emb` is unused; the UNet passes it to every layer)."""
         return self.conv(x)
 
 
 class Upsample(nn.Module):
+    """Nearest-neighbour upsampling by 2, then a 3x3 conv."""
+
     def __init__(self, channels: int):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x, emb):
+        """`x` at twice the resolution (`emb` is unused; the UNet passes it to every layer)."""
         return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
@@ -191,9 +206,11 @@ class UNet(nn.Module):
 
     @property
     def null_label(self) -> int:
+        """The label that means "no label" (classifier-free guidance): num_classes."""
         return self.cfg.num_classes
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The predicted noise eps_theta(x_t, t, y)."""
         emb = self.time_mlp(sinusoidal_embedding(t, self.cfg.base_channels))
         if self.cfg.null_label == "learned":
             emb = emb + self.label_embedding(y)
@@ -238,6 +255,7 @@ def reference_init(model: UNet) -> None:
 
 
 def count_parameters(model: nn.Module) -> int:
+    """The number of parameters (trainable or not) of a module."""
     return sum(p.numel() for p in model.parameters())
 
 

@@ -3,6 +3,7 @@ under every label set the loss terms ask for, and weigh the terms together."""
 from __future__ import annotations
 
 import contextlib
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -10,11 +11,13 @@ import torch
 from . import field_losses  # noqa: F401  (registers the field's losses)
 from .diffusion import NoiseSchedule, q_sample
 from .losses import LossTerm, NoisedBatch, get_loss
-from .lowrank import lowrank_disabled
+from .lowrank import lowrank_disabled, lowrank_modules
 
 
 @dataclass(frozen=True)
 class WeightedTerm:
+    """A registered loss with its weight and resolved options."""
+
     loss: LossTerm
     weight: float
     options: dict
@@ -39,6 +42,12 @@ class Objective:
         self.drop_policy = label_drop["policy"]
         self.drop_probability = label_drop["probability"]
         self.batched_forward = batched_forward
+        self.wants_features = any(term.loss.needs.features for term in self.terms)
+        # Per network, built at its first step and reused: the middle-block hook (registering
+        # one every step makes torch.compile guard on, and recompile for, a new hook) and the
+        # low-rank branches (walking the modules every step is waste).
+        self._captures: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._branches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def __call__(self, model, x0: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
                  coin_generator: torch.Generator, shard: tuple[int, int] = (0, 1),
@@ -73,7 +82,7 @@ class Objective:
         if not isinstance(conditional, bool):
             conditional = conditional[mine]
         label_sets = [trained_labels] + [labels for ls in alt_labels.values() for labels in ls]
-        with capture_middle(model, any(term.loss.needs.features for term in self.terms)) as captured:
+        with self._capture(model) as captured:
             predictions = self._predict(model, batch.x_t, batch.t, label_sets)
         eps, rest = predictions[0], predictions[1:]
         shared = self._extras(model, self.terms, batch, trained_labels, conditional, captured, len(label_sets))
@@ -100,12 +109,26 @@ class Objective:
         features = torch.cat(captured).chunk(num_sets) if captured else None
         base = None
         if any(term.loss.needs.base_pass for term in terms):
-            with lowrank_disabled(unwrap(model)):
+            inner = unwrap(model)
+            if inner not in self._branches:
+                self._branches[inner] = lowrank_modules(inner)
+            with lowrank_disabled(inner, self._branches[inner]):
                 base = model(batch.x_t, batch.t, trained_labels).float()
         mask = conditional if isinstance(conditional, torch.Tensor) else \
             torch.full_like(batch.t, float(conditional), dtype=torch.float32)
         return {"all_features": features, "heads": getattr(unwrap(model), "heads", None),
                 "eps_base": base, "conditional": mask.float()}
+
+    def _capture(self, model):
+        """A block whose yielded list collects the middle block's outputs of the passes run
+        within it (stays empty where no term needs features)."""
+        if not self.wants_features:
+            return contextlib.nullcontext([])
+        inner = unwrap(model)
+        if inner not in self._captures:
+            self._captures[inner] = MiddleCapture(inner)
+            weakref.finalize(self, self._captures[inner].handle.remove)  # the hook goes with the objective
+        return self._captures[inner].collecting()
 
     def _conditional_mask(self, b, device, generator, coin_generator):
         """True (all conditional), False (whole batch dropped), or a bool mask per sample."""
@@ -144,19 +167,30 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
         model = inner
 
 
-@contextlib.contextmanager
-def capture_middle(model: torch.nn.Module, wanted: bool):
-    """Within the block, the list yielded collects the output of the UNet's middle block at every
-    forward call, in call order (empty when not `wanted`)."""
-    captured: list[torch.Tensor] = []
-    if not wanted:
-        yield captured
-        return
-    handle = unwrap(model).middle[-1].register_forward_hook(lambda module, args, out: captured.append(out))
-    try:
-        yield captured
-    finally:
-        handle.remove()
+class MiddleCapture:
+    """A forward hook on the UNet's middle block, registered once and collecting only within
+    `collecting()`, so the base pass and any later use of the network are not collected."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.captured: list[torch.Tensor] = []
+        self.active = False
+        self.handle = unwrap(model).middle[-1].register_forward_hook(self._hook)
+
+    def _hook(self, module, args, out) -> None:
+        if self.active:
+            self.captured.append(out)
+
+    @contextlib.contextmanager
+    def collecting(self):
+        """Within the block, the list yielded collects the middle block's output at every
+        forward call, in call order."""
+        # One list, emptied here: compiled code then sees the same object, empty, every step.
+        self.captured.clear()
+        self.active = True
+        try:
+            yield self.captured
+        finally:
+            self.active = False
 
 
 def network_extras(terms: list[dict]) -> dict:

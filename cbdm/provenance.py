@@ -21,6 +21,7 @@ PACKAGES = ("cbdm", "torch", "torchvision", "numpy", "scipy", "pandas", "scikit-
 
 
 def git_version(code_dir: str) -> dict:
+    """The commit checked out in `code_dir` and how many tracked files differ from it."""
     def git(*args):
         return subprocess.run(["git", "-C", code_dir, *args], capture_output=True, text=True, timeout=30)
 
@@ -31,14 +32,17 @@ def git_version(code_dir: str) -> dict:
     return {"commit": head.stdout.strip(), "uncommitted_changes": len(changed)}
 
 
+def installed_version(name: str) -> str | None:
+    """The installed version of distribution `name`, None where it is not installed."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def package_versions() -> dict:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    """The installed versions of the packages the results depend on."""
+    return {name: installed_version(name) for name in PACKAGES}
 
 
 def lock_status(lock_path: str | Path) -> dict:
@@ -54,10 +58,7 @@ def lock_status(lock_path: str | Path) -> dict:
         if "==" not in line:
             continue
         name, pinned = (part.strip() for part in line.split("==", 1))
-        try:
-            installed = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            installed = None
+        installed = installed_version(name)
         if installed != pinned:
             mismatches[name] = {"pinned": pinned, "installed": installed}
     return {"file": path.name, "sha256": hashlib.sha256(text.encode()).hexdigest(),
@@ -83,6 +84,7 @@ def provenance_html(info: dict) -> str:
 
 def write_provenance(*, config: dict, seeds: dict, code_dir: str, model_files: list[str], out_json: str,
                      out_html: str, out_config: str) -> None:
+    """provenance.json, its HTML page and the resolved config of a suite."""
     runs = []
     for path in model_files:
         meta = load_payload(path, MODEL_FORMAT, "rebuild the model")["meta"]

@@ -47,6 +47,7 @@ def reference_stats(features: np.ndarray, labels: np.ndarray, groups: dict, num_
 
 def write_reference_stats(*, reference_npz: str, groups: dict, num_classes: int, extractor: str,
                           reference: str, out_npz: str) -> None:
+    """Write the reference features' mean and covariance per scope (EDM's mu/sigma format)."""
     data = read_npz(reference_npz, FEATURE_ARRAYS)
     stats = reference_stats(data["features"], data["labels"], groups, num_classes)
     write_npz(out_npz, **stats, format=np.asarray(FORMAT), extractor=np.asarray(extractor),
@@ -56,6 +57,7 @@ def write_reference_stats(*, reference_npz: str, groups: dict, num_classes: int,
 
 
 def read_reference_stats(path) -> dict:
+    """A reference statistics file; InputError where it lacks mu and sigma."""
     stats = read_npz(path)
     if "mu" not in stats or "sigma" not in stats:
         raise InputError(f"{path} is not a statistics file: it needs `mu` and `sigma` (EDM's fid.py "

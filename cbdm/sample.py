@@ -10,17 +10,15 @@ seed s * SEED_STRIDE + i, so any image can be regenerated alone.
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .acceleration import autocast, configure_backends, prepare_network, resolve_device
 from .fingerprint import file_fingerprint, fingerprint
-from .io import InputError, read_npz, write_npz
+from .io import InputError, progress_bar, read_npz, write_npz
 from .modelfile import check_identity, load_model
 from .samplers import sample_ancestral, sample_ddim, to_uint8
 
@@ -59,6 +57,7 @@ def fill_counts(class_counts: list[int], percent: int) -> np.ndarray:
 
 
 def image_seeds(sample_seed: int, count: int) -> np.ndarray:
+    """The per-image seeds of `count` images of sampling seed `sample_seed` (a disjoint range per sampling seed)."""
     if count > SEED_STRIDE:
         raise ValueError(f"{count} images exceed the {SEED_STRIDE} seeds reserved per sampling seed")
     return sample_seed * SEED_STRIDE + np.arange(count)
@@ -76,8 +75,7 @@ def generate(model, schedule, labels: np.ndarray, seeds: np.ndarray, sampling: d
     network = prepare_network(model, compile=sampling["compile"], compile_mode=sampling["compile_mode"])
     batch = sampling["batch_size"]
     steps_per_batch = schedule.num_timesteps if sampling["sampler"] == "ancestral" else sampling["steps"]
-    progress = tqdm(total=steps_per_batch * -(-len(labels) // batch), desc=desc, file=sys.stderr,
-                    mininterval=10, ncols=100)
+    progress = progress_bar(total=steps_per_batch * -(-len(labels) // batch), desc=desc)
     content_settings = {key: sampling[key] for key in IMAGE_SETTINGS} | {"device": device.type}
     out, reused = [], 0
     for start in range(0, len(labels), batch):

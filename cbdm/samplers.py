@@ -20,6 +20,7 @@ class PerImageNoise:
         self.generators = [torch.Generator(device).manual_seed(int(s)) for s in seeds]
 
     def draw(self) -> torch.Tensor:
+        """One standard-normal draw per image, each from its own seeded generator."""
         return torch.stack([torch.randn(self.shape, generator=g, device=self.device)
                             for g in self.generators])
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .dataset import image_set_problem
 from .io import InputError, atomic_path, read_npz, write_npz
 from .sources import ImageSet
 
@@ -118,6 +119,7 @@ def stack_images(arrays: list[np.ndarray], files: list[Path], where: Path) -> np
 
 
 def read_class_folder(path: Path, class_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of a folder of class folders (named by class index or class name)."""
     arrays, files, labels = [], [], []
     folders = sorted(path.iterdir(), key=lambda p: p.name)
     stray = [p for p in folders if not p.is_dir()]
@@ -136,6 +138,7 @@ def read_class_folder(path: Path, class_names: list[str]) -> tuple[np.ndarray, n
 
 
 def read_edm_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of a folder of images with EDM's dataset.json label list."""
     try:
         listed = json.loads((path / EDM_LABELS).read_text())["labels"]
         names, labels = zip(*[(str(name), int(label)) for name, label in listed]) if listed else ((), ())
@@ -155,6 +158,7 @@ def read_edm_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_guided_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images [N, C, H, W] and labels of a guided-diffusion .npz (arr_0 NHWC, arr_1 labels)."""
     data = read_npz(path)
     if "arr_1" not in data:
         raise SampleSetError(f"{path} has images (arr_0) but no labels (arr_1): the suite scores class-"
@@ -168,6 +172,7 @@ def read_guided_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_suite_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of one of the suite's own sample .npz files."""
     data = read_npz(path, {"images": 4, "labels": 1})
     return data["images"], data["labels"]
 
@@ -179,17 +184,15 @@ READERS = {"class_folder": lambda p, names: read_class_folder(p, names),
 
 
 def check_arrays(images: np.ndarray, labels: np.ndarray, num_classes: int, path: Path) -> None:
-    if images.dtype != np.uint8:
-        raise SampleSetError(f"{path}: images are {images.dtype}; save them as uint8 in 0..255")
+    """Refuse an imported set that is empty or not one integer label in the suite's classes per
+    uint8 image (the checks of cbdm.dataset.image_set_problem)."""
     if len(images) == 0:
         raise SampleSetError(f"empty sample set {path}: it holds no images")
-    if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
-        raise SampleSetError(f"{path}: {len(images)} images but labels of shape {labels.shape} and type "
-                             f"{labels.dtype}; give one integer label per image")
-    bad = labels[(labels < 0) | (labels >= num_classes)]
-    if len(bad):
-        raise SampleSetError(f"labels out of range in {path}: {sorted(set(bad.tolist()))[:5]} are not classes "
-                             f"0..{num_classes - 1} of the suite's dataset")
+    problem = f"labels of shape {labels.shape}" if labels.ndim != 1 else \
+        image_set_problem(images, labels, num_classes, None)
+    if problem:
+        raise SampleSetError(f"{path}: {problem}; save uint8 images (0..255) with one integer label per image, "
+                             f"each one of the suite's classes 0..{num_classes - 1}")
 
 
 def conform_size(images: np.ndarray, image_shape: tuple[int, int, int], resize: bool,
@@ -294,6 +297,7 @@ def export_samples(samples_npz: str, out: str, fmt: str, prefix: str = "") -> No
 
 
 def write_class_folder(images: np.ndarray, labels: np.ndarray, out: Path) -> None:
+    """Images as OUT/<class>/<index>.png; refuses a folder that is not empty."""
     from PIL import Image
 
     if out.exists() and any(out.iterdir()):

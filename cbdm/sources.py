@@ -19,6 +19,8 @@ from .assets import DataError, asset_lock, check_file, file_digest
 
 @dataclass(frozen=True)
 class ImageSet:
+    """uint8 images [N, C, H, W] with one label each."""
+
     images: np.ndarray  # uint8 [N, C, H, W]
     labels: np.ndarray  # int64 [N]
 
@@ -29,11 +31,14 @@ class ImageSet:
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
 
     def subset(self, indices: np.ndarray) -> "ImageSet":
+        """The images and labels at `indices`."""
         return ImageSet(self.images[indices], self.labels[indices])
 
 
 @dataclass(frozen=True)
 class Source:
+    """A dataset as read: its training split, its official test split if any, and the files read."""
+
     train: ImageSet
     test: ImageSet | None       # None: the source has no official test split
     files: dict[str, str]       # file name -> digest of what was read

@@ -12,11 +12,10 @@ import csv
 import math
 import os
 import signal
-import sys
 import time
+from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 
 from .acceleration import (
     autocast,
@@ -27,11 +26,11 @@ from .acceleration import (
     resolve_device,
     to_layout,
 )
-from .datapolicy import draw_batch_indices
+from .datapolicy import batch_sampler
 from .dataset import images_to_model_range, read_image_set
 from .diffusion import NoiseSchedule
 from .fingerprint import file_fingerprint, fingerprint
-from .io import atomic_path
+from .io import atomic_path, progress_bar
 from .modelfile import load_checkpoint, load_model, require_identity_keys, save_checkpoint, save_model
 from .networks import build_unet, count_parameters
 from .objective import Objective, network_extras
@@ -47,24 +46,55 @@ def train(settings: dict, *, network: dict, diffusion: dict, train_npz: str, num
     identity = {"variant": settings["name"], "dataset": None, "imbalance_factor": None, "seed": seed,
                 **(identity or {}), "training_digest": fingerprint(settings, network, diffusion)}
     require_identity_keys(identity)  # before the training, not after it
-    run = dict(settings=settings, network=network, diffusion=diffusion, train_npz=train_npz,
-               num_classes=num_classes, seed=seed, device=device, out_model=out_model, out_log=out_log,
-               checkpoint_path=checkpoint_path, init_model=init_model, identity=identity)
+    job = TrainingJob(settings=settings, network=network, diffusion=diffusion, train_npz=train_npz,
+                      num_classes=num_classes, seed=seed, device=device, out_model=out_model, out_log=out_log,
+                      checkpoint_path=checkpoint_path, init_model=init_model, identity=identity)
     processes = settings["training"]["processes"]
     if processes == 1:
-        _train_process(0, 1, **run)
-        return
-    if settings["training"]["batch_size"] % processes:
-        raise ValueError(f"training.batch_size {settings['training']['batch_size']} is not a multiple of "
+        _train_process(0, 1, job)
+    else:
+        _spawn_processes(job, processes)
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """One training job's inputs, as `train` received them (with the identity completed)."""
+
+    settings: dict
+    network: dict
+    diffusion: dict
+    train_npz: str
+    num_classes: int
+    seed: int
+    device: str
+    out_model: str
+    out_log: str
+    checkpoint_path: str
+    init_model: str | None
+    identity: dict
+
+    def run_id(self) -> str:
+        """What a checkpoint must carry to be resumed: the same settings, data and start."""
+        return fingerprint(self.settings, self.network, self.diffusion, self.seed,
+                           file_fingerprint(self.train_npz), file_fingerprint(self.init_model))
+
+
+# --- data-parallel processes --------------------------------------------------------------------
+
+def _spawn_processes(job: TrainingJob, processes: int) -> None:
+    """Run the job in `processes` data-parallel processes, after checking they can split it."""
+    batch_size = job.settings["training"]["batch_size"]
+    if batch_size % processes:
+        raise ValueError(f"training.batch_size {batch_size} is not a multiple of "
                          f"training.processes {processes}: every process takes an equal share")
-    if resolve_device(device).type == "cuda" and torch.cuda.device_count() < processes:
+    if resolve_device(job.device).type == "cuda" and torch.cuda.device_count() < processes:
         raise RuntimeError(f"training.processes {processes} needs one GPU per process but this job sees "
                            f"{torch.cuda.device_count()}: run snakemake with --resources gpu=N (N = the "
                            f"machine's GPUs; the default profile allows 1) or lower training.processes")
     import torch.multiprocessing as mp
 
     threads = max(1, torch.get_num_threads() // processes)
-    mp.spawn(_distributed_worker, args=(processes, _free_port(), threads, run), nprocs=processes, join=True)
+    mp.spawn(_distributed_worker, args=(processes, _free_port(), threads, job), nprocs=processes, join=True)
 
 
 def _free_port() -> int:
@@ -75,121 +105,187 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _distributed_worker(rank: int, world: int, port: int, threads: int, run: dict) -> None:
+def _distributed_worker(rank: int, world: int, port: int, threads: int, job: TrainingJob) -> None:
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(threads)
-    backend = "nccl" if resolve_device(run["device"]).type == "cuda" else "gloo"
+    backend = "nccl" if resolve_device(job.device).type == "cuda" else "gloo"
     dist.init_process_group(backend, rank=rank, world_size=world)
     try:
-        _train_process(rank, world, **run)
+        _train_process(rank, world, job)
     finally:
         dist.destroy_process_group()
 
 
-def _train_process(rank: int, world: int, *, settings: dict, network: dict, diffusion: dict,
-                   train_npz: str, num_classes: int, seed: int, device: str, out_model: str,
-                   out_log: str, checkpoint_path: str, init_model: str | None, identity: dict) -> None:
-    cfg = settings["training"]
+def _process_device(device: str, rank: int, world: int) -> torch.device:
+    """This process's device: with several processes on CUDA, GPU number `rank`."""
     dev = resolve_device(device)
-    if dev.type == "cuda" and world > 1:
-        dev = torch.device("cuda", rank)
-    lead = rank == 0  # the process that writes files and progress
-    data = read_image_set(train_npz, "", num_classes)
-    images = images_to_model_range(torch.from_numpy(data.images)).to(dev)
-    labels = torch.from_numpy(data.labels).to(dev)
-    counts = torch.bincount(labels, minlength=num_classes)
-    class_prior = counts.double() / counts.sum()
+    return torch.device("cuda", rank) if dev.type == "cuda" and world > 1 else dev
 
+
+# --- one process ----------------------------------------------------------------------------------
+
+def _train_process(rank: int, world: int, job: TrainingJob) -> None:
+    """One process's share of a job: set up, resume from a checkpoint of the same run, take
+    the steps, and (the lead process) write the model file and the loss log."""
+    dev = _process_device(job.device, rank, world)
+    lead = rank == 0  # the process that writes files and progress
+    images, labels = load_training_images(job.train_npz, job.num_classes, dev)
+    model = build_model(job.settings, job.network, job.diffusion, images, job.num_classes, job.seed, dev,
+                        job.init_model)
+    state = setup_training(job.settings, model, job.diffusion, images, labels, job.num_classes, dev, job.seed,
+                           (rank, world))
+    counts = torch.bincount(labels, minlength=job.num_classes).tolist()
+    if lead:
+        print(f"variant {job.settings['name']} seed {job.seed}: {count_parameters(model):,} parameters, "
+              f"{len(labels)} training images, class counts {counts}, device {dev}, {world} process(es)",
+              flush=True)
+    run_id = job.run_id()
+    note = state.resume(job.checkpoint_path, run_id)
+    if lead and note:
+        print(note, flush=True)
+    started = time.time()
+    run_steps(state, job.settings, world, lead, job.checkpoint_path, run_id)
+    if lead:
+        _write_outputs(job, state, counts, dev, world, started)
+
+
+def load_training_images(train_npz: str, num_classes: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images in model range, labels) of a training set, on `device`."""
+    data = read_image_set(train_npz, "", num_classes)
+    return (images_to_model_range(torch.from_numpy(data.images)).to(device),
+            torch.from_numpy(data.labels).to(device))
+
+
+def build_model(settings: dict, network: dict, diffusion: dict, images: torch.Tensor, num_classes: int,
+                seed: int, device: torch.device, init_model: str | None = None) -> torch.nn.Module:
+    """The variant's UNet for these images, initialised from `seed` (or from `init_model`'s weights)."""
     torch.manual_seed(seed)
     model = build_unet(network, image_channels=images.shape[1], image_size=images.shape[-1],
                        num_classes=num_classes, num_timesteps=diffusion["num_timesteps"],
-                       **network_extras(settings["losses"])).to(dev)
+                       **network_extras(settings["losses"])).to(device)
     if init_model is not None:
-        source, _, _ = load_model(init_model, dev)
+        source, _, _ = load_model(init_model, device)
         model.load_state_dict(source.state_dict())
         print(f"initialised from {init_model}")
+    return model
+
+
+def setup_training(settings: dict, model: torch.nn.Module, diffusion: dict, images: torch.Tensor,
+                   labels: torch.Tensor, num_classes: int, device: torch.device, seed: int,
+                   shard: tuple[int, int] = (0, 1)) -> "TrainingState":
+    """The trainer's setup around a built model: its EMA copy, the noise schedule, the objective
+    with the data's class prior, the step (optimizer, configured network) and the seeded
+    generators. benchmarks/bench_train.py times what this returns, so it times the trainer."""
+    cfg = settings["training"]
     ema = copy.deepcopy(model).requires_grad_(False)
-    n_params = count_parameters(model)
-    if lead:
-        print(f"variant {settings['name']} seed {seed}: {n_params:,} parameters, {len(labels)} training "
-              f"images, class counts {counts.tolist()}, device {dev}, {world} process(es)", flush=True)
-
+    counts = torch.bincount(labels, minlength=num_classes)
     schedule = NoiseSchedule.linear(diffusion["num_timesteps"], diffusion["beta_start"],
-                                    diffusion["beta_end"]).to(dev)
-    objective = Objective(settings["losses"], schedule, class_prior.float(), model.null_label,
+                                    diffusion["beta_end"]).to(device)
+    objective = Objective(settings["losses"], schedule, (counts.double() / counts.sum()).float(), model.null_label,
                           cfg["label_drop"], cfg["batched_forward"])
-    train_step = TrainStep(model, ema, objective, cfg, dev, (rank, world))
-    optimizer = train_step.optimizer
-    images = to_layout(images, cfg["channels_last"])
-    generator = torch.Generator(dev).manual_seed(seed)
-    coin_generator = torch.Generator().manual_seed(seed)
+    train_step = TrainStep(model, ema, objective, cfg, device, shard)
+    return TrainingState(model, ema, train_step, to_layout(images, cfg["channels_last"]), labels, seed, device)
 
-    # A checkpoint is resumed only by the run that wrote it: same settings, data and start.
-    run_id = fingerprint(settings, network, diffusion, seed, file_fingerprint(train_npz),
-                         file_fingerprint(init_model))
-    step, log_rows, saved_step = 0, [], None
-    if os.path.exists(checkpoint_path):
-        state = load_checkpoint(checkpoint_path)
-        if state["fingerprint"] == run_id:
-            model.load_state_dict(state["model"])
-            ema.load_state_dict(state["ema"])
-            optimizer.load_state_dict(state["optimizer"])
-            generator.set_state(state["generator"])
-            coin_generator.set_state(state["coin_generator"])
-            torch.set_rng_state(state["torch_rng"])
-            step, log_rows = state["step"], state["log"]
-            saved_step = step
-            if lead:
-                print(f"resumed from {checkpoint_path} at step {step}", flush=True)
-        elif lead:
-            print(f"{checkpoint_path} belongs to other settings; starting from step 0", flush=True)
 
-    def checkpoint():
-        nonlocal saved_step
-        saved_step = step
-        save_checkpoint(checkpoint_path, {
-            "fingerprint": run_id, "step": step, "model": model.state_dict(),
-            "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-            "generator": generator.get_state(), "coin_generator": coin_generator.get_state(),
-            "torch_rng": torch.get_rng_state(), "log": log_rows})
+class TrainingState:
+    """What a step reads and a checkpoint holds: the model, its EMA, the step (optimizer and
+    configured network), the training images, the step count, the random generators and the
+    loss log so far."""
 
+    def __init__(self, model: torch.nn.Module, ema: torch.nn.Module, train_step: "TrainStep",
+                 images: torch.Tensor, labels: torch.Tensor, seed: int, device: torch.device):
+        self.model, self.ema, self.train_step = model, ema, train_step
+        self.optimizer = train_step.optimizer
+        self.images, self.labels = images, labels
+        self.generator = torch.Generator(device).manual_seed(seed)
+        self.coin_generator = torch.Generator().manual_seed(seed)
+        self.step, self.log_rows, self.saved_step = 0, [], None
+
+    def advance(self) -> tuple[float, torch.Tensor, dict[str, torch.Tensor]]:
+        """Take the next step; returns (learning rate, loss, loss parts), detached."""
+        out = self.train_step(self.step, self.images, self.labels, self.generator, self.coin_generator)
+        self.step += 1
+        return out
+
+    def save(self, path: str, run_id: str) -> None:
+        """Write a checkpoint of the run `run_id` at the current step (atomically)."""
+        self.saved_step = self.step
+        save_checkpoint(path, {
+            "fingerprint": run_id, "step": self.step, "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(), "coin_generator": self.coin_generator.get_state(),
+            "torch_rng": torch.get_rng_state(), "log": self.log_rows})
+
+    def resume(self, path: str, run_id: str) -> str | None:
+        """Restore every state from `path` where the run `run_id` wrote it; what happened, for
+        the log (None where there is no checkpoint)."""
+        if not os.path.exists(path):
+            return None
+        state = load_checkpoint(path)
+        if state["fingerprint"] != run_id:
+            return f"{path} belongs to other settings; starting from step 0"
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.coin_generator.set_state(state["coin_generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.log_rows = state["step"], state["log"]
+        self.saved_step = self.step
+        return f"resumed from {path} at step {self.step}"
+
+
+def run_steps(state: TrainingState, settings: dict, world: int, lead: bool, checkpoint_path: str,
+              run_id: str) -> None:
+    """Take the steps left: every `log_every` steps a loss-log row (means over the steps and the
+    processes), where a non-finite loss stops the run; every `checkpoint_every` steps the lead
+    process writes a checkpoint."""
+    cfg = settings["training"]
     running = {}
-    started = time.time()
-    model.train()
-    progress = tqdm(total=cfg["steps"], initial=step, desc=f"train {settings['name']}", file=sys.stderr,
-                    mininterval=10, dynamic_ncols=False, ncols=100, disable=not lead)
-    while step < cfg["steps"]:
-        lr, loss, parts = train_step(step, images, labels, generator, coin_generator)
-        step += 1
+    state.model.train()
+    progress = progress_bar(total=cfg["steps"], initial=state.step, desc=f"train {settings['name']}",
+                            disable=not lead)
+    while state.step < cfg["steps"]:
+        lr, loss, parts = state.advance()
+        step = state.step
         for name, value in {"loss": loss, **parts}.items():
             running[name] = running.get(name, 0.0) + value
         if step % cfg["log_every"] == 0 or step == cfg["steps"]:
-            n = cfg["log_every"] if step % cfg["log_every"] == 0 else step % cfg["log_every"]
-            row = {"step": step, "lr": lr, **{k: v / n for k, v in _mean_over_processes(running, world).items()}}
+            row = _log_row(step, lr, running, cfg, world)
             if not all(map(math.isfinite, row.values())):
                 raise FloatingPointError(f"non-finite loss at step {step}: {row}. Lower training.lr or check "
-                                         f"the data; {restart_point(saved_step, checkpoint_path)}")
-            log_rows.append(row)
+                                         f"the data; {restart_point(state.saved_step, checkpoint_path)}")
+            state.log_rows.append(row)
             running = {}
             progress.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
         if lead and step % cfg["checkpoint_every"] == 0 and step < cfg["steps"]:
-            checkpoint()
+            state.save(checkpoint_path, run_id)
         _killed_here_for_tests(step)
         progress.update(1)
     progress.close()
-    if not lead:
-        return
-    save_model(out_model, ema, diffusion, identity=identity, state_dict=ema.state_dict(), meta={
-        "variant": settings["name"], "seed": seed, "steps": step, "parameters": n_params,
-        "losses": settings["losses"], "class_counts": counts.tolist(), "device": str(dev),
-        "processes": world, "torch": str(torch.__version__),
-        "seconds_this_session": round(time.time() - started, 1)})
-    write_log_csv(out_log, log_rows)
-    if os.path.exists(checkpoint_path):
-        os.unlink(checkpoint_path)
-    print(f"done: {step} steps, final loss {log_rows[-1]['loss']:.4f}, "
+
+
+def _log_row(step: int, lr: float, running: dict, cfg: dict, world: int) -> dict:
+    """The loss-log row at `step`: the sums since the last row as means per step and process."""
+    n = cfg["log_every"] if step % cfg["log_every"] == 0 else step % cfg["log_every"]
+    return {"step": step, "lr": lr, **{k: v / n for k, v in _mean_over_processes(running, world).items()}}
+
+
+def _write_outputs(job: TrainingJob, state: TrainingState, counts: list[int], device: torch.device,
+                   world: int, started: float) -> None:
+    """The model file (EMA weights), the loss log; the checkpoint is no longer needed."""
+    settings = job.settings
+    save_model(job.out_model, state.ema, job.diffusion, identity=job.identity, state_dict=state.ema.state_dict(),
+               meta={"variant": settings["name"], "seed": job.seed, "steps": state.step,
+                     "parameters": count_parameters(state.model), "losses": settings["losses"],
+                     "class_counts": counts, "device": str(device), "processes": world,
+                     "torch": str(torch.__version__), "seconds_this_session": round(time.time() - started, 1)})
+    write_log_csv(job.out_log, state.log_rows)
+    if os.path.exists(job.checkpoint_path):
+        os.unlink(job.checkpoint_path)
+    print(f"done: {state.step} steps, final loss {state.log_rows[-1]['loss']:.4f}, "
           f"{time.time() - started:.0f} s this session", flush=True)
 
 
@@ -223,8 +319,16 @@ class TrainStep:
         self.params, self.ema_params = list(model.parameters()), list(ema.parameters())
         # CUDA graphs reuse their output buffers: each step must say where the previous one ended.
         self.marks_steps = cfg["compile"] and cfg["compile_mode"] == "reduce-overhead"
+        self._sampled_labels, self._draw = None, None  # the batch sampler of the labels last seen
+
+    def _batch_indices(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One batch's indices; the data policy's class tables are built once per label tensor."""
+        if labels is not self._sampled_labels:
+            self._sampled_labels, self._draw = labels, batch_sampler(self.cfg["data_policy"], labels)
+        return self._draw(self.cfg["batch_size"], generator)
 
     def learning_rate(self, step: int) -> float:
+        """The learning rate of step `step` (0-based): linear warm-up to `lr`."""
         cfg = self.cfg
         return cfg["lr"] * min(1.0, (step + 1) / cfg["warmup_steps"]) if cfg["warmup_steps"] else cfg["lr"]
 
@@ -234,7 +338,7 @@ class TrainStep:
         cfg, lr = self.cfg, self.learning_rate(step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        idx = draw_batch_indices(cfg["data_policy"], labels, cfg["batch_size"], generator)
+        idx = self._batch_indices(labels, generator)
         x0 = images[idx]
         if cfg["hflip"]:
             flip = torch.rand(len(idx), device=self.device, generator=generator) < 0.5
@@ -275,6 +379,7 @@ def _mean_over_processes(sums: dict, world: int) -> dict[str, float]:
 
 
 def write_log_csv(path, rows: list[dict]) -> None:
+    """The loss log as CSV (atomically), one column per key any row has."""
     columns = list(dict.fromkeys(k for row in rows for k in row))
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as f:

@@ -99,7 +99,7 @@ def spy(monkeypatch, owner, name):
 def test_bench_train_times_the_trainers_own_step(benchmarks, monkeypatch, capsys):
     import bench_train
 
-    assert bench_train.TrainStep is cbdm.train.TrainStep
+    assert bench_train.setup_training is cbdm.train.setup_training
     steps = spy(monkeypatch, cbdm.train.TrainStep, "__call__")
     figures = bench_train.run(bench_train.parser().parse_args(SMOKE["bench_train.py"]))
     assert len(steps) == 2 * (1 + 2 * 1) + 1  # two paths: first call + 2 blocks of 1; one counted for FLOPs

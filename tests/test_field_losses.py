@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from cbdm.datapolicy import draw_batch_indices, resample_class_weights
+from cbdm.datapolicy import batch_sampler, draw_batch_indices, resample_class_weights
 from cbdm.diffusion import NoiseSchedule, q_sample
 from cbdm.field_losses import cm_class_coefficients, self_infonce, supervised_contrastive, t2h_posterior, t2h_target
 from cbdm.losses import NoisedBatch, get_loss
@@ -228,6 +228,45 @@ def test_class_resampling_follows_the_exponential_profile_over_class_ranks():
     assert len(set(idx[labels[idx] == 1].tolist())) == 5  # every image of the rare class is reached
     iid = draw_batch_indices({"kind": "iid"}, labels, 7, torch.Generator().manual_seed(0))
     assert torch.equal(iid, torch.randint(75, (7,), generator=torch.Generator().manual_seed(0)))
+
+
+def test_a_kept_batch_sampler_draws_what_a_fresh_one_draws_each_step():
+    labels = torch.tensor([0] * 50 + [1] * 5 + [2] * 20)
+    policy = {"kind": "class_resample", "imbalance_factor": 10.0}
+    kept, a, b = batch_sampler(policy, labels), torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    for _ in range(5):
+        assert torch.equal(kept(16, a), draw_batch_indices(policy, labels, 16, b))
+    with pytest.raises(ValueError, match="unknown training.data_policy.kind 'balanced'"):
+        batch_sampler({"kind": "balanced"}, labels)
+
+
+def test_the_objective_hooks_the_middle_block_once_and_its_steps_equal_a_fresh_objectives():
+    # CORAL needs the middle block's outputs, CM the base pass without the low-rank branches: an
+    # objective kept over steps (one hook, branches collected once) gives each step's loss and
+    # gradients exactly as a new objective per step does.
+    variant = terms("coral", projection_dim=4) + terms("cm")
+    torch.manual_seed(0)
+    model = build_unet(NETWORK, image_channels=1, image_size=8, num_classes=3, num_timesteps=100,
+                       **network_extras(variant))
+    args = (variant, NoiseSchedule.linear(100, 1e-4, 0.02), torch.tensor([0.6, 0.3, 0.1]), model.null_label,
+            {"policy": "sample", "probability": 0.2}, False)
+    kept = Objective(*args)
+    x0, y = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2] * 2)
+    for step in range(3):
+        results = []
+        for objective in (kept, Objective(*args)):
+            model.zero_grad()
+            loss, parts = objective(model, x0, y, torch.Generator().manual_seed(step), torch.Generator().manual_seed(9))
+            loss.backward()
+            results.append((loss.detach(), parts, [p.grad.clone() for p in model.parameters()]))
+        (loss_a, parts_a, grads_a), (loss_b, parts_b, grads_b) = results
+        assert torch.equal(loss_a, loss_b) and parts_a.keys() == parts_b.keys() == {"coral", "cm"}
+        assert all(torch.equal(g, h) for g, h in zip(grads_a, grads_b))
+    del objective, results  # the last fresh objective: its hook goes with it
+    assert len(model.middle[-1]._forward_hooks) == 1  # the kept objective's one hook, for all its steps
+    del kept
+    assert not model.middle[-1]._forward_hooks
+    assert all(m.enabled for m in lowrank_modules(model))  # the base pass switched them back on
 
 
 @pytest.mark.slow

@@ -223,7 +223,7 @@ def test_a_wrong_image_size_is_refused_or_resized_only_when_asked(tmp_path):
     (lambda d: [write_png(d / "0" / "a.png", np.zeros((8, 8, 3), np.uint8))],
      "images have 3 channel\\(s\\), the suite's have 1"),
     (lambda d: [write_png(d / "a.png", gray())], "flat folder without dataset.json"),
-    (lambda d: [write_png(d / "10" / "a.png", gray())], "labels out of range in .*: \\[10\\] are not classes 0..9"),
+    (lambda d: [write_png(d / "10" / "a.png", gray())], "labels range 10..10, but the dataset has classes 0..9"),
     (lambda d: [write_png(d / "a.png", gray()), write_png(d / "b.png", gray()),
                 (d / "dataset.json").write_text(json.dumps({"labels": [["a.png", 1]]}))],
      "b.png has no label in .*dataset.json"),
@@ -237,10 +237,10 @@ def test_a_bad_folder_gives_its_named_error(tmp_path, make, message):
 
 def test_a_bad_npz_gives_its_named_error(tmp_path):
     np.savez(tmp_path / "labels.npz", arr_0=np.zeros((4, 8, 8, 1), np.uint8), arr_1=np.array([0, 1, 2, 12]))
-    with pytest.raises(SampleSetError, match="labels out of range .*\\[12\\]"):
+    with pytest.raises(SampleSetError, match="labels range 0..12"):
         read(tmp_path / "labels.npz")
     np.savez(tmp_path / "float.npz", arr_0=np.zeros((4, 8, 8, 1)), arr_1=np.zeros(4, int))
-    with pytest.raises(SampleSetError, match="images are float64; save them as uint8"):
+    with pytest.raises(SampleSetError, match="images are float64, expected uint8; save uint8 images"):
         read(tmp_path / "float.npz")
     np.savez(tmp_path / "nolabels.npz", arr_0=np.zeros((4, 8, 8, 1), np.uint8))
     with pytest.raises(SampleSetError, match="no labels \\(arr_1\\)"):

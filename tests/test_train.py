@@ -9,7 +9,7 @@ from cbdm.losses import NoisedBatch, register_loss
 from cbdm.modelfile import load_model, save_checkpoint
 from cbdm.networks import build_unet
 from cbdm.objective import Objective
-from cbdm.train import train
+from cbdm.train import build_model, load_training_images, setup_training, train
 
 from helpers import training_settings
 
@@ -203,3 +203,27 @@ def test_more_processes_than_visible_gpus_names_the_fix(tmp_path, digits_lt, mon
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(RuntimeError, match="--resources gpu=N"):
         run(tmp_path, digits_lt, settings(steps=2, processes=2), "short")
+
+
+def test_a_state_resumed_from_its_checkpoint_takes_the_steps_of_the_one_that_wrote_it(tmp_path, digits_lt):
+    s = settings(steps=10, label_drop={"policy": "sample", "probability": 0.2}, hflip=True)
+    images, labels = load_training_images(str(digits_lt), 10, torch.device("cpu"))
+
+    def fresh():
+        model = build_model(s, NETWORK, DIFFUSION, images, 10, 3, torch.device("cpu"))
+        return setup_training(s, model, DIFFUSION, images, labels, 10, torch.device("cpu"), seed=3)
+
+    writer = fresh()
+    for _ in range(4):
+        writer.advance()
+    writer.save(tmp_path / "ck.pt", "run")
+    resumed = fresh()
+    assert resumed.resume(tmp_path / "other.pt", "run") is None  # no checkpoint: nothing restored
+    assert resumed.resume(tmp_path / "ck.pt", "another run") == f"{tmp_path / 'ck.pt'} belongs to other settings; " \
+                                                                "starting from step 0"
+    assert resumed.step == 0
+    assert resumed.resume(tmp_path / "ck.pt", "run") == f"resumed from {tmp_path / 'ck.pt'} at step 4"
+    losses = [(writer.advance()[1], resumed.advance()[1]) for _ in range(3)]
+    assert all(torch.equal(a, b) for a, b in losses) and resumed.step == writer.step == 7
+    for name, value in writer.ema.state_dict().items():
+        assert torch.equal(resumed.ema.state_dict()[name], value), name
