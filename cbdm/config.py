@@ -17,7 +17,7 @@ import jsonschema
 import yaml
 
 from . import field_losses  # noqa: F401  (registers the field's losses)
-from .dataset import longtail_counts
+from .dataset import longtail_plan
 from .labels import factor_label  # noqa: F401 (the rules call cbdm.config.factor_label)
 from .losses import LOSSES, get_loss
 from .sources import NUM_CLASSES, SOURCES_WITHOUT_TEST_SPLIT, TRAIN_CLASS_SIZES
@@ -257,9 +257,8 @@ def _check_class_counts(name: str, dataset: dict) -> None:
     if min(pool) < 1:
         raise ConfigError(f"datasets.{name}.heldout_per_class {dataset['heldout_per_class']} holds out every image "
                           f"of class {pool.index(min(pool))}; lower heldout_per_class")
-    n_max = longtail["n_max"] if longtail["n_max"] is not None else sum(pool) / len(pool)
     for factor in imbalance_factors(dataset):
-        counts = longtail_counts(len(pool), n_max, factor, longtail["profile"])
+        n_max, counts = longtail_plan(longtail, factor, len(pool), sum(pool))
         empty = [c for c, n in enumerate(counts) if n < 1]
         if empty:
             raise ConfigError(f"datasets.{name}.longtail: imbalance_factor {factor:g} with n_max {n_max:g} gives "

@@ -317,14 +317,10 @@ def test_the_tiny_field_suite_runs_end_to_end_with_every_variant_under_both_prot
 # --- config: protocol sampling overrides, the data policy ------------------------------------------
 
 def field_config(**evaluation):
-    import copy
-
-    from test_config import MINIMAL
-
-    from cbdm.config import deep_merge, validate_config
-    return validate_config(deep_merge(copy.deepcopy(MINIMAL), {
-        "variants": {"cm": {"losses": [{"name": "cm"}], "training": {"data_policy": {"kind": "class_resample"}}}},
-        "evaluation": evaluation}))
+    from helpers import minimal_config
+    return minimal_config(
+        variants={"cm": {"losses": [{"name": "cm"}], "training": {"data_policy": {"kind": "class_resample"}}}},
+        evaluation=evaluation)
 
 
 def test_a_protocol_overrides_only_the_variants_it_names():

@@ -1,4 +1,5 @@
 """The whole DAG through Snakemake's API on a tiny suite, with an extension-built variant."""
+import importlib.metadata
 import json
 import math
 from pathlib import Path
@@ -55,7 +56,8 @@ def test_the_dag_runs_end_to_end_and_reports_every_variant_and_group(tiny_suite)
     assert "parameters" in log and "done: 30 steps" in log
 
     provenance = json.loads((tmp_path / "results/tiny/provenance.json").read_text())
-    assert provenance["packages"]["torch"] and provenance["seeds"] == {"training": [0], "sampling": [0]}
+    assert provenance["packages"]["torch"] == importlib.metadata.version("torch")
+    assert provenance["seeds"] == {"training": [0], "sampling": [0]}
     assert {run["variant"] for run in provenance["training_runs"]} == set(VARIANTS)
     html = (tmp_path / "report.html").read_text()
     assert "Per-class FID (top) and KID x 1e3" in html  # a caption

@@ -16,7 +16,7 @@ rule metrics:
         evaluation=config["evaluation"],
         device=config["device"],
         cell=lambda wc: cell_fields(wc, wc.protocol),
-    threads: config["features"]["threads"]
+    threads: config["evaluation"]["threads"]
     resources:
         **stage_resources("other", shared_gpus=gpus_per_job()),
     log:
