@@ -10,11 +10,17 @@
 """
 from __future__ import annotations
 
+import argparse
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import yaml
 
-from .evaluate import FEATURE_ARRAYS, record, scopes
+from .evaluate import FEATURE_ARRAYS, matched_group_records, record, scopes
 from .io import read_npz, write_json
+from .sources import NUM_CLASSES
 from .statistics import paired_difference
 
 HELDOUT_NOTE = "the domain classifier on the held-out real images"
@@ -113,3 +119,60 @@ def leakage_excess(runs: pd.DataFrame, heldout: list[dict], source: str = "tail"
                      "heldout": base, "ratio": float(values.mean() / base) if base > 0 else None,
                      **{k: excess[k] for k in ("diff", "ci_low", "ci_high", "pairs")}, "verdict": verdict})
     return pd.DataFrame(rows)
+
+
+# --- a finished suite's baseline, under its own groups or others (the sizing sweep, README) ---
+
+CELL_PATH = re.compile(r"(?P<dataset>[^/]+)/IF(?P<imb>[^/]+)/(?P<variant>[^/]+)/seed(?P<seed>\d+)/"
+                       r"w(?P<guidance>[^/]+)-s(?P<sample_seed>\d+)/(?P<labelset>[^/]+)\.npz$")
+
+
+def sample_set_records(features_npz: str, reference_npz: str, groups: dict[str, list[int]], num_classes: int,
+                       evaluation: dict) -> list[dict]:
+    """A sample set's classification records and matched-n group metrics under `groups`, from
+    its features file, as the metrics stage computes them (same random subsets)."""
+    gen, ref = read_npz(features_npz, FEATURE_ARRAYS), read_npz(reference_npz, FEATURE_ARRAYS)
+    return (classification_records(gen["labels"], gen["predicted"], groups, num_classes)
+            + matched_group_records(gen, ref, groups, evaluation))
+
+
+def suite_runs(results: Path, groups: dict[str, list[int]] | None = None, labelset: str = "exact-") -> tuple:
+    """(runs, held-out records) of a finished suite folder results/<suite> whose reference is the
+    held-out set, under `groups` (default: the suite's own)."""
+    config = yaml.safe_load((results / "config.yaml").read_text())
+    rows, heldout = [], None
+    for path in sorted((results / "features").rglob(f"{labelset}*.npz")):
+        cell = CELL_PATH.search(path.relative_to(results / "features").as_posix())
+        dataset = config["datasets"][cell["dataset"]]
+        mine = groups or dataset["groups"]
+        num_classes = NUM_CLASSES[dataset["source"]]
+        reference = results / "features" / cell["dataset"] / f"IF{cell['imb']}" / "reference-heldout.npz"
+        heldout = heldout or heldout_records(str(reference), mine, num_classes)
+        fields = {"variant": cell["variant"], "seed": int(cell["seed"]), "sample_seed": int(cell["sample_seed"]),
+                  "guidance": cell["guidance"]}
+        rows += [{**fields, **r} for r in sample_set_records(str(path), str(reference), mine, num_classes,
+                                                              config["evaluation"])]
+    if not rows:
+        raise ValueError(f"{results}: no sample features ({labelset}*.npz) under features/")
+    return pd.DataFrame(rows), heldout
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="tail-minus-head FID gap at matched n and tail -> head "
+                                                 "leakage against the held-out rate, of a finished suite")
+    parser.add_argument("results", type=Path, help="results/<suite> of a finished run")
+    parser.add_argument("--head", help="head classes, comma-separated (default: the suite's groups)")
+    parser.add_argument("--tail", help="tail classes, comma-separated")
+    args = parser.parse_args(argv)
+    groups = ({"head": [int(c) for c in args.head.split(",")], "tail": [int(c) for c in args.tail.split(",")]}
+              if args.head and args.tail else None)
+    runs, heldout = suite_runs(args.results, groups)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(group_gap(runs).to_string(index=False))
+        print(leakage_excess(runs, heldout).to_string(index=False))
+        accuracy = runs[runs["metric"] == "accuracy"].groupby(["variant", "scope"])["value"].agg(["mean", "std"])
+        print(accuracy.loc[(slice(None), ["all", "head", "tail"]), :].to_string())
+
+
+if __name__ == "__main__":
+    main()

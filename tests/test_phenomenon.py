@@ -123,3 +123,43 @@ def test_the_heldout_rates_rule_writes_the_classifiers_rates_on_heldout_images(t
     [n] = {r["n_gen"] for r in records if r["scope"] == "tail"}
     assert n == 5 * 30  # 30 held-out images of each of the 5 tail classes
     assert (tmp_path / "results/tiny/benchmarks/heldout_rates/digits/IF5.tsv").exists()
+
+
+def test_suite_runs_recompute_the_metrics_stages_matched_records_and_regroup(tmp_path, repo):
+    from cbdm.config import load_config
+    from cbdm.evaluate import evaluate
+    from cbdm.phenomenon import suite_runs
+
+    config = load_config(repo / "config/config.yaml")
+    results = tmp_path / "results/suite"
+    results.mkdir(parents=True)
+    (results / "config.yaml").write_text(yaml.safe_dump(config))
+    rng = np.random.RandomState(0)
+
+    def features(path, per_class, shift):
+        labels = np.repeat(np.arange(10), per_class)
+        feats = rng.normal(size=(len(labels), 32)) + shift * (labels[:, None] >= 5)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_npz(path, features=feats.astype(np.float32), logits=np.zeros((len(labels), 10), np.float32),
+                  labels=labels, predicted=np.where(labels == 9, 0, labels))
+
+    reference = results / "features/digits/IF10/reference-heldout.npz"
+    features(reference, 50, 0.0)
+    for seed in (0, 1):
+        features(results / f"features/digits/IF10/ddpm/seed{seed}/w1-s0/exact-1000.npz", 100, 1.0)
+    runs, heldout = suite_runs(results)
+    assert sorted(runs["seed"].unique()) == [0, 1]
+    assert value(heldout, "tail", "misclassified_into:head") == pytest.approx(0.2)  # class 9 -> 0
+    out = tmp_path / "metrics.json"
+    evaluate(generated_npz=str(results / "features/digits/IF10/ddpm/seed1/w1-s0/exact-1000.npz"),
+             reference_npz=str(reference), groups=config["datasets"]["digits"]["groups"], num_classes=10,
+             evaluation=config["evaluation"], cell={}, device="cpu", out_json=str(out))
+    stage = json.loads(out.read_text())["records"]
+    mine = runs[runs["seed"] == 1].to_dict("records")
+    for scope in ("head", "tail"):
+        assert value(mine, scope, "fid@matched") == value(stage, scope, "fid@matched")
+    assert group_gap(runs)["diff"][0] > 0  # tail features shifted away from the reference
+    regrouped, heldout = suite_runs(results, {"head": [0, 1, 2], "tail": [7, 8, 9]})
+    assert value(heldout, "tail", "misclassified_into:head") == pytest.approx(1 / 3)
+    assert {r["n_gen"] for r in regrouped.to_dict("records") if r["metric"] == "fid@matched"} == {
+        int(config["evaluation"]["matched_fraction"] * 300)}
