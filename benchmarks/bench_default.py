@@ -94,7 +94,8 @@ def critical_path(stages: list[dict]) -> tuple[float, list[str]]:
             best[stage] = (length + weight.get(stage, 0.0), chain + [stage])
         return best[stage]
 
-    return max((longest(s) for s in set(STAGE_AFTER) | set(weight)), default=(0.0, []))
+    length, chain = max((longest(s) for s in sorted(set(STAGE_AFTER) | set(weight))), default=(0.0, []))
+    return length, [s for s in chain if s in weight]  # stages without benchmark files cost nothing here
 
 
 def logged_wall(log: Path) -> float | None:
