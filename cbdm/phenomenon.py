@@ -136,10 +136,12 @@ def sample_set_records(features_npz: str, reference_npz: str, groups: dict[str, 
             + matched_group_records(gen, ref, groups, evaluation))
 
 
-def suite_runs(results: Path, groups: dict[str, list[int]] | None = None, labelset: str = "exact-") -> tuple:
+def suite_runs(results: Path, groups: dict[str, list[int]] | None = None, labelset: str = "exact-",
+               config: dict | None = None) -> tuple:
     """(runs, held-out records) of a finished suite folder results/<suite> whose reference is the
-    held-out set, under `groups` (default: the suite's own)."""
-    config = yaml.safe_load((results / "config.yaml").read_text())
+    held-out set, under `groups` (default: the suite's own); `config` defaults to the resolved
+    config the run wrote (results/<suite>/config.yaml)."""
+    config = config or yaml.safe_load((results / "config.yaml").read_text())
     rows, heldout = [], None
     for path in sorted((results / "features").rglob(f"{labelset}*.npz")):
         cell = CELL_PATH.search(path.relative_to(results / "features").as_posix())
