@@ -52,3 +52,26 @@ rule diagnostics:
         f"{BENCH}/diagnostics/{CELL}/{{labelset}}.tsv"
     script:
         "../scripts/diagnostics.py"
+
+
+# The domain classifier's rates on the held-out real images, the floor for the leakage of samples
+# (cbdm.phenomenon): read from the held-out reference features, which hold its predicted classes.
+rule heldout_rates:
+    conda:
+        "../envs/cbdm.yaml"
+    input:
+        reference=lambda wc: REFERENCE_FEATURES.format(dataset=wc.dataset, imb=wc.imb, reference="heldout"),
+    output:
+        heldout=f"{RESULTS}/diagnostics/{{dataset}}/IF{{imb}}/heldout.json",
+    params:
+        groups=lambda wc: dataset_spec(wc)["groups"],
+        num_classes=num_classes,
+        cell=lambda wc: dict(dataset=wc.dataset, imbalance_factor=float(wc.imb), reference="heldout"),
+    resources:
+        **stage_resources("other"),
+    log:
+        f"{LOGS}/heldout_rates/{{dataset}}/IF{{imb}}.log",
+    benchmark:
+        f"{BENCH}/heldout_rates/{{dataset}}/IF{{imb}}.tsv"
+    script:
+        "../scripts/heldout_rates.py"

@@ -1,0 +1,180 @@
+"""Does a suite's baseline show the long-tail problem? Two measurements against real data.
+
+- The held-out rate: the domain classifier (the feature extractor) applied to the held-out real
+  images gives the same accuracy and misclassified-into-group rates as the metrics give for
+  generated images. Tail -> head leakage of samples means something only above this rate, which
+  is the classifier's own error on real tail images.
+- The group gap: per variant, a metric of the tail group minus the same metric of the head group
+  at a matched number of images ('<metric>@matched', cbdm.evaluate.matched_group_records), paired
+  over runs, with a t-based 95 % interval (cbdm.statistics.paired_difference).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .evaluate import FEATURE_ARRAYS, matched_group_records, record, scopes
+from .io import read_npz, write_json
+from .sources import NUM_CLASSES
+from .statistics import paired_difference
+
+HELDOUT_NOTE = "the domain classifier on the held-out real images"
+RUN_KEYS = ["seed", "sample_seed"]
+
+
+def classification_records(labels: np.ndarray, predicted: np.ndarray, groups: dict[str, list[int]],
+                           num_classes: int, note: str = "") -> list[dict]:
+    """Accuracy and misclassified-into-<group> rate of every scope (all, groups, classes), as the
+    metrics records of generated images define them; n_gen is the number of images classified."""
+    records = []
+    for scope, classes in scopes(groups, num_classes):
+        keep = np.isin(labels, classes)
+        lab, pred, n = labels[keep], predicted[keep], int(keep.sum())
+        why = note if n else "no images"
+        records.append(record(scope, "accuracy", float((pred == lab).mean()) if n else None, n, 0, why))
+        for group, members in groups.items():
+            wrong_into = np.isin(pred, members) & (pred != lab)
+            records.append(record(scope, f"misclassified_into:{group}",
+                                  float(wrong_into.mean()) if n else None, n, 0, why))
+    return records
+
+
+def heldout_records(reference_npz: str, groups: dict[str, list[int]], num_classes: int) -> list[dict]:
+    """The held-out rates from the held-out reference features file, whose predicted classes are
+    the domain classifier's on the held-out images (cbdm.features.extract_features)."""
+    ref = read_npz(reference_npz, FEATURE_ARRAYS)
+    return classification_records(ref["labels"], ref["predicted"], groups, num_classes, HELDOUT_NOTE)
+
+
+def write_heldout_rates(*, reference_npz: str, groups: dict[str, list[int]], num_classes: int,
+                        cell: dict, out_json: str) -> None:
+    """The held-out rates of one dataset and imbalance factor, as a records file."""
+    records = heldout_records(reference_npz, groups, num_classes)
+    write_json(out_json, {"cell": cell, "records": records})
+    rates = {f"{r['scope']} {r['metric']}": round(r["value"], 4) for r in records
+             if r["scope"] in groups and r["value"] is not None}
+    print(f"held-out rates of {reference_npz}: {rates}", flush=True)
+
+
+def _gap_verdict(verdict: str, low: str, high: str) -> str:
+    # paired_difference judges high - low as if high were a variant and low its baseline.
+    return {"worse": f"{high} worse than {low}", "better": f"{high} better than {low}"}.get(verdict, verdict)
+
+
+def group_gap(runs: pd.DataFrame, metric: str = "fid@matched", low: str = "head",
+              high: str = "tail") -> pd.DataFrame:
+    """Per variant (and guidance, protocol where the runs carry them): `metric` of group `high`
+    minus group `low`, paired within each run (training and sampling seed), with the mean, sd,
+    t-based 95 % interval and a verdict. `runs` has one row per (run, scope, metric)."""
+    by = [c for c in ("variant", "guidance", "protocol") if c in runs.columns]
+    sub = runs[(runs["metric"] == metric) & runs["scope"].isin([low, high])].dropna(subset=["value"])
+    rows = []
+    for key, frame in sub.groupby(by, sort=False):
+        wide = frame.pivot_table(index=RUN_KEYS, columns="scope", values="value", aggfunc="first")
+        wide = wide.dropna(subset=[c for c in (low, high) if c in wide.columns])
+        if low not in wide.columns or high not in wide.columns or wide.empty:
+            continue
+        diffs = (wide[high] - wide[low]).to_numpy()
+        result = paired_difference(diffs, metric)
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "metric": metric,
+                     "low": low, "high": high, **result,
+                     "sd": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else None,
+                     "verdict": _gap_verdict(result["verdict"], low, high)})
+    return pd.DataFrame(rows)
+
+
+def heldout_rate(heldout: list[dict], source: str, target: str) -> float:
+    """The held-out images' rate of group `source` classified into group `target`."""
+    values = [r["value"] for r in heldout
+              if r["scope"] == source and r["metric"] == f"misclassified_into:{target}"]
+    if len(values) != 1 or values[0] is None:
+        raise ValueError(f"held-out records have no rate of {source} misclassified into {target}")
+    return float(values[0])
+
+
+def leakage_excess(runs: pd.DataFrame, heldout: list[dict], source: str = "tail",
+                   target: str = "head") -> pd.DataFrame:
+    """Per variant: samples of group `source` classified into group `target`, against the
+    held-out images' own rate: mean over runs, the held-out rate, their ratio, and the
+    excess (samples - held-out) with a t-based 95 % interval over runs."""
+    base = heldout_rate(heldout, source, target)
+    metric = f"misclassified_into:{target}"
+    by = [c for c in ("variant", "guidance", "protocol") if c in runs.columns]
+    sub = runs[(runs["metric"] == metric) & (runs["scope"] == source)].dropna(subset=["value"])
+    rows = []
+    for key, frame in sub.groupby(by, sort=False):
+        values = frame["value"].to_numpy(dtype=float)
+        excess = paired_difference(values - base, metric)
+        verdict = ("above held-out" if excess["ci_low"] is not None and excess["ci_low"] > 0
+                   else "below held-out" if excess["ci_high"] is not None and excess["ci_high"] < 0
+                   else "inconclusive" if len(values) > 1 else excess["verdict"])
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "source": source,
+                     "target": target, "samples": float(values.mean()),
+                     "samples_sd": float(values.std(ddof=1)) if len(values) > 1 else None,
+                     "heldout": base, "ratio": float(values.mean() / base) if base > 0 else None,
+                     **{k: excess[k] for k in ("diff", "ci_low", "ci_high", "pairs")}, "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+# --- a finished suite's baseline, under its own groups or others (the sizing sweep, README) ---
+
+CELL_PATH = re.compile(r"(?P<dataset>[^/]+)/IF(?P<imb>[^/]+)/(?P<variant>[^/]+)/seed(?P<seed>\d+)/"
+                       r"w(?P<guidance>[^/]+)-s(?P<sample_seed>\d+)/(?P<labelset>[^/]+)\.npz$")
+
+
+def sample_set_records(features_npz: str, reference_npz: str, groups: dict[str, list[int]], num_classes: int,
+                       evaluation: dict) -> list[dict]:
+    """A sample set's classification records and matched-n group metrics under `groups`, from
+    its features file, as the metrics stage computes them (same random subsets)."""
+    gen, ref = read_npz(features_npz, FEATURE_ARRAYS), read_npz(reference_npz, FEATURE_ARRAYS)
+    return (classification_records(gen["labels"], gen["predicted"], groups, num_classes)
+            + matched_group_records(gen, ref, groups, evaluation))
+
+
+def suite_runs(results: Path, groups: dict[str, list[int]] | None = None, labelset: str = "exact-",
+               config: dict | None = None) -> tuple:
+    """(runs, held-out records) of a finished suite folder results/<suite> whose reference is the
+    held-out set, under `groups` (default: the suite's own); `config` defaults to the resolved
+    config the run wrote (results/<suite>/config.yaml)."""
+    config = config or yaml.safe_load((results / "config.yaml").read_text())
+    rows, heldout = [], None
+    for path in sorted((results / "features").rglob(f"{labelset}*.npz")):
+        cell = CELL_PATH.search(path.relative_to(results / "features").as_posix())
+        dataset = config["datasets"][cell["dataset"]]
+        mine = groups or dataset["groups"]
+        num_classes = NUM_CLASSES[dataset["source"]]
+        reference = results / "features" / cell["dataset"] / f"IF{cell['imb']}" / "reference-heldout.npz"
+        heldout = heldout or heldout_records(str(reference), mine, num_classes)
+        fields = {"variant": cell["variant"], "seed": int(cell["seed"]), "sample_seed": int(cell["sample_seed"]),
+                  "guidance": cell["guidance"]}
+        rows += [{**fields, **r} for r in sample_set_records(str(path), str(reference), mine, num_classes,
+                                                              config["evaluation"])]
+    if not rows:
+        raise ValueError(f"{results}: no sample features ({labelset}*.npz) under features/")
+    return pd.DataFrame(rows), heldout
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="tail-minus-head FID gap at matched n and tail -> head "
+                                                 "leakage against the held-out rate, of a finished suite")
+    parser.add_argument("results", type=Path, help="results/<suite> of a finished run")
+    parser.add_argument("--head", help="head classes, comma-separated (default: the suite's groups)")
+    parser.add_argument("--tail", help="tail classes, comma-separated")
+    args = parser.parse_args(argv)
+    groups = ({"head": [int(c) for c in args.head.split(",")], "tail": [int(c) for c in args.tail.split(",")]}
+              if args.head and args.tail else None)
+    runs, heldout = suite_runs(args.results, groups)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(group_gap(runs).to_string(index=False))
+        print(leakage_excess(runs, heldout).to_string(index=False))
+        accuracy = runs[runs["metric"] == "accuracy"].groupby(["variant", "scope"])["value"].agg(["mean", "std"])
+        print(accuracy.loc[(slice(None), ["all", "head", "tail"]), :].to_string())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""The long-tail phenomenon measurements: held-out rates, the tail-minus-head gap, leakage excess."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+
+from cbdm.io import write_npz
+from cbdm.phenomenon import classification_records, group_gap, heldout_records, leakage_excess
+
+GROUPS = {"head": [0, 1], "tail": [2, 3]}
+
+
+def value(records, scope, metric):
+    [found] = [r["value"] for r in records if r["scope"] == scope and r["metric"] == metric]
+    return found
+
+
+def test_classification_records_count_tail_images_predicted_as_a_head_class():
+    labels = np.array([0, 0, 1, 1, 2, 2, 2, 2, 3, 3])
+    predicted = np.array([0, 1, 1, 1, 0, 2, 1, 3, 3, 2])  # tail: 2->0, 2->1 into head; 2->3, 3->2 stay in tail
+    records = classification_records(labels, predicted, GROUPS, 4)
+    assert value(records, "tail", "misclassified_into:head") == pytest.approx(2 / 6)
+    assert value(records, "tail", "misclassified_into:tail") == pytest.approx(2 / 6)
+    assert value(records, "tail", "accuracy") == pytest.approx(2 / 6)
+    assert value(records, "head", "accuracy") == pytest.approx(3 / 4)
+    assert value(records, "head", "misclassified_into:head") == pytest.approx(1 / 4)
+    assert value(records, "all", "accuracy") == pytest.approx(5 / 10)
+    assert value(records, "class 2", "misclassified_into:head") == pytest.approx(2 / 4)
+    [n] = {r["n_gen"] for r in records if r["scope"] == "tail"}
+    assert n == 6
+
+
+def test_a_scope_without_images_has_no_rate_and_says_why():
+    records = classification_records(np.array([0, 1]), np.array([0, 1]), GROUPS, 4)
+    assert value(records, "tail", "accuracy") is None
+    assert {r["note"] for r in records if r["scope"] == "tail"} == {"no images"}
+
+
+def test_heldout_records_read_the_classifiers_predictions_from_the_reference_features(tmp_path):
+    path = tmp_path / "reference-heldout.npz"
+    labels = np.repeat(np.arange(4), 5)
+    predicted = labels.copy()
+    predicted[labels == 3] = [3, 3, 3, 0, 0]
+    write_npz(path, features=np.zeros((20, 2), np.float32), logits=np.zeros((20, 4), np.float32),
+              labels=labels, predicted=predicted)
+    records = heldout_records(str(path), GROUPS, 4)
+    assert value(records, "tail", "misclassified_into:head") == pytest.approx(2 / 10)
+    assert value(records, "head", "misclassified_into:tail") == 0.0
+
+
+def runs_frame(head, tail, variant="ddpm", seeds=None):
+    seeds = list(range(len(head))) if seeds is None else seeds
+    rows = []
+    for seed, h, t in zip(seeds, head, tail):
+        rows += [{"variant": variant, "seed": seed, "sample_seed": 0, "guidance": 1.0, "protocol": "ours",
+                  "scope": scope, "metric": "fid@matched", "value": v} for scope, v in (("head", h), ("tail", t))]
+    return pd.DataFrame(rows)
+
+
+def test_group_gap_pairs_tail_and_head_within_each_run_with_a_t_interval():
+    # Head FIDs differ much between runs, the gap hardly: pairing is what makes it decisive.
+    runs = runs_frame(head=[10.0, 20.0, 30.0], tail=[15.0, 26.0, 37.0], seeds=[2, 0, 1])
+    runs = pd.concat([runs, runs_frame([1.0], [1.0], variant="cbdm")]).sample(frac=1.0, random_state=0)
+    gaps = group_gap(runs).set_index("variant")
+    half = stats.t.ppf(0.975, 2) * 1.0 / np.sqrt(3)
+    assert gaps.loc["ddpm", "diff"] == pytest.approx(6.0)
+    assert gaps.loc["ddpm", "ci_low"] == pytest.approx(6.0 - half)
+    assert gaps.loc["ddpm", "ci_high"] == pytest.approx(6.0 + half)
+    assert gaps.loc["ddpm", "sd"] == pytest.approx(1.0)
+    assert gaps.loc["ddpm", "verdict"] == "tail worse than head"
+    assert gaps.loc["cbdm", "verdict"].startswith("inconclusive (one run")
+
+
+def test_group_gap_says_when_the_tail_is_better_or_the_interval_spans_zero():
+    assert group_gap(runs_frame([15.0, 26.0, 37.0], [10.0, 20.0, 30.0]))["verdict"][0] == "tail better than head"
+    assert group_gap(runs_frame([10.0, 20.0, 30.0], [12.0, 18.0, 31.0]))["verdict"][0] == "inconclusive"
+
+
+def leakage_runs(values):
+    return pd.DataFrame([{"variant": "ddpm", "seed": s, "sample_seed": 0, "scope": "tail",
+                          "metric": "misclassified_into:head", "value": v} for s, v in enumerate(values)])
+
+
+def test_leakage_excess_compares_samples_with_the_heldout_images_own_rate():
+    heldout = [{"scope": "tail", "metric": "misclassified_into:head", "value": 0.01}]
+    [row] = leakage_excess(leakage_runs([0.05, 0.06, 0.07]), heldout).to_dict("records")
+    assert row["samples"] == pytest.approx(0.06)
+    assert row["heldout"] == 0.01
+    assert row["ratio"] == pytest.approx(6.0)
+    assert row["diff"] == pytest.approx(0.05)
+    assert row["verdict"] == "above held-out"
+    [row] = leakage_excess(leakage_runs([0.0, 0.02, 0.01]), heldout).to_dict("records")
+    assert row["verdict"] == "inconclusive"
+
+
+def test_leakage_excess_refuses_heldout_records_without_the_rate():
+    with pytest.raises(ValueError, match="no rate of tail misclassified into head"):
+        leakage_excess(leakage_runs([0.1, 0.2]), [])
+
+
+@pytest.mark.slow
+def test_the_heldout_rates_rule_writes_the_classifiers_rates_on_heldout_images(tmp_path, repo):
+    config = yaml.safe_load((repo / "tests/data/tiny.yaml").read_text())
+    del config["variants"]["ddpm_resampled"]  # an extension variant; this target needs no variant
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    target = "results/tiny/diagnostics/digits/IF5/heldout.json"
+    with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+        workflow = api.workflow(resource_settings=ResourceSettings(cores=1),
+                                config_settings=ConfigSettings(configfiles=[path]),
+                                snakefile=repo / "Snakefile", workdir=tmp_path)
+        workflow.dag(DAGSettings(targets={target})).execute_workflow(executor="local")
+    data = json.loads((tmp_path / target).read_text())
+    assert data["cell"] == {"dataset": "digits", "imbalance_factor": 5.0, "reference": "heldout"}
+    records = data["records"]
+    assert value(records, "tail", "accuracy") is not None
+    assert 0.0 <= value(records, "tail", "misclassified_into:head") <= 1.0 - value(records, "tail", "accuracy")
+    [n] = {r["n_gen"] for r in records if r["scope"] == "tail"}
+    assert n == 5 * 30  # 30 held-out images of each of the 5 tail classes
+    assert (tmp_path / "results/tiny/benchmarks/heldout_rates/digits/IF5.tsv").exists()
+
+
+def test_suite_runs_recompute_the_metrics_stages_matched_records_and_regroup(tmp_path, repo):
+    from cbdm.config import load_config
+    from cbdm.evaluate import evaluate
+    from cbdm.phenomenon import suite_runs
+
+    config = load_config(repo / "config/config.yaml")
+    results = tmp_path / "results/suite"
+    results.mkdir(parents=True)
+    (results / "config.yaml").write_text(yaml.safe_dump(config))
+    rng = np.random.RandomState(0)
+
+    def features(path, per_class, shift):
+        labels = np.repeat(np.arange(10), per_class)
+        feats = rng.normal(size=(len(labels), 32)) + shift * (labels[:, None] >= 5)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_npz(path, features=feats.astype(np.float32), logits=np.zeros((len(labels), 10), np.float32),
+                  labels=labels, predicted=np.where(labels == 9, 0, labels))
+
+    reference = results / "features/digits/IF10/reference-heldout.npz"
+    features(reference, 50, 0.0)
+    for seed in (0, 1):
+        features(results / f"features/digits/IF10/ddpm/seed{seed}/w1-s0/exact-1000.npz", 100, 1.0)
+    runs, heldout = suite_runs(results)
+    assert sorted(runs["seed"].unique()) == [0, 1]
+    assert value(heldout, "tail", "misclassified_into:head") == pytest.approx(0.2)  # class 9 -> 0
+    out = tmp_path / "metrics.json"
+    evaluate(generated_npz=str(results / "features/digits/IF10/ddpm/seed1/w1-s0/exact-1000.npz"),
+             reference_npz=str(reference), groups=config["datasets"]["digits"]["groups"], num_classes=10,
+             evaluation=config["evaluation"], cell={}, device="cpu", out_json=str(out))
+    stage = json.loads(out.read_text())["records"]
+    mine = runs[runs["seed"] == 1].to_dict("records")
+    for scope in ("head", "tail"):
+        assert value(mine, scope, "fid@matched") == value(stage, scope, "fid@matched")
+    assert group_gap(runs)["diff"][0] > 0  # tail features shifted away from the reference
+    regrouped, heldout = suite_runs(results, {"head": [0, 1, 2], "tail": [7, 8, 9]})
+    assert value(heldout, "tail", "misclassified_into:head") == pytest.approx(1 / 3)
+    assert {r["n_gen"] for r in regrouped.to_dict("records") if r["metric"] == "fid@matched"} == {
+        int(config["evaluation"]["matched_fraction"] * 300)}
