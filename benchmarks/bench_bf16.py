@@ -1,7 +1,8 @@
-"""bf16 autocast against fp32 for the default suite's training step on a CPU: the pipeline's own
-step (cbdm.train.TrainStep, via bench_train.training_step) with the config's settings as they
-are (fp32) and with `training.precision: bf16`, nothing else changed, timed in alternating
-blocks on pinned threads (harness.alternate); ratio = bf16 median / fp32 median rate.
+"""CPU levers for the default suite's training step: the pipeline's own step (cbdm.train.TrainStep,
+via bench_train.training_step) with the config's settings in fp32 with a plain Adam ('fp32'), then
+with `training.precision: bf16` alone ('bf16'), then bf16 with Adam's fused kernel ('bf16+fused'),
+and that with the channels-last layout ('bf16+fused+nhwc', oneDNN's preferred layout), timed in
+alternating blocks on pinned threads (harness.alternate); ratio = median rate / fp32's median rate.
 
     python benchmarks/bench_bf16.py --variant cbdm_overlap --threads 1 --blocks 8 --calls 10
 """
@@ -19,17 +20,22 @@ def run(args) -> dict:
     harness.pin_threads(args.threads)
     device = torch.device(args.device)
     config, fp32 = harness.variant_settings(args.config, args.variant, reference=False)
-    fp32["training"]["compile"] = False  # the default's CPU path: eager
+    fp32["training"].update(compile=False, precision="fp32", fused_adam=False)  # the default's CPU path: eager
     bf16 = copy.deepcopy(fp32)
     bf16["training"]["precision"] = "bf16"
+    fused = copy.deepcopy(bf16)
+    fused["training"]["fused_adam"] = True
+    nhwc = copy.deepcopy(fused)
+    nhwc["training"]["channels_last"] = True
+    settings = {"fp32": fp32, "bf16": bf16, "bf16+fused": fused, "bf16+fused+nhwc": nhwc}
     base = harness.build_model(config, "paper", device)
     data = pool(config, "paper", device)
-    paths = {name: training_step(config, s, base, data, device)[0] for name, s in (("fp32", fp32), ("bf16", bf16))}
+    paths = {name: training_step(config, s, base, data, device)[0] for name, s in settings.items()}
     timings = harness.alternate(paths, device, args.blocks, args.calls, args.budget)
     batch = fp32["training"]["batch_size"]
     rows = [harness.path_row(name, timings[name], batch, None, device, harness.describe(s["training"], PATH_KEYS))
-            for name, s in (("fp32", fp32), ("bf16", bf16))]
-    title = f"Training step of {args.config} variant {args.variant}, fp32 vs bf16 autocast (batch {batch})"
+            for name, s in settings.items()]
+    title = f"Training step of {args.config} variant {args.variant}: CPU levers (batch {batch})"
     return harness.print_table(title, rows, "images/s", device, args, {"timed calls per block": args.calls})
 
 

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .evaluate import FEATURE_ARRAYS, matched_group_records, record, scopes
+from .evaluate import FEATURE_ARRAYS, matched_group_records
 from .io import read_npz, write_json
+from .records import record, scopes
 from .sources import NUM_CLASSES
 from .statistics import paired_difference
 
@@ -112,7 +113,7 @@ def leakage_excess(runs: pd.DataFrame, heldout: list[dict], source: str = "tail"
         excess = paired_difference(values - base, metric)
         verdict = ("above held-out" if excess["ci_low"] is not None and excess["ci_low"] > 0
                    else "below held-out" if excess["ci_high"] is not None and excess["ci_high"] < 0
-                   else "inconclusive" if len(values) > 1 else excess["verdict"])
+                   else "not distinguishable from held-out" if len(values) > 1 else excess["verdict"])
         rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "source": source,
                      "target": target, "samples": float(values.mean()),
                      "samples_sd": float(values.std(ddof=1)) if len(values) > 1 else None,

@@ -24,6 +24,7 @@ import pandas as pd
 from . import plots, records, tables
 from .io import atomic_path, read_json
 from .labels import factor_label, same_factor
+from .phenomenon import group_gap, leakage_excess
 from .records import class_scope
 from .statistics import compare_to_baseline, seed_variance
 from .tables import Section, scale_label, significant
@@ -55,6 +56,7 @@ class ReportFiles:
     loss_logs: dict[str, str]
     manifest_json: str
     augmentation_files: list[str] = field(default_factory=list)
+    heldout_json: str | None = None  # the classifier's rates on the held-out images (cbdm.phenomenon)
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,7 @@ class Report:
     manifest: dict
     confusions: list[tuple[dict, np.ndarray]]  # (cell, confusion matrix) of every metrics file
     augmentation: pd.DataFrame  # per-seed runs of the augmentation experiment; empty: not run
+    heldout: list[dict]  # the held-out images' records (accuracy, misclassified-into rates); empty: none
 
     @cached_property
     def agg(self) -> pd.DataFrame:
@@ -260,7 +263,8 @@ def load_report(files: ReportFiles, settings: ReportSettings) -> Report:
     runs = runs.sort_values("variant", key=lambda v: v.map(settings.variants.index), kind="stable")
     return Report(settings=settings, files=files, runs=runs, manifest=read_json(files.manifest_json),
                   confusions=[(data["cell"], np.asarray(data["confusion"])) for data in metrics],
-                  augmentation=augmentation_runs([read_json(path) for path in files.augmentation_files]))
+                  augmentation=augmentation_runs([read_json(path) for path in files.augmentation_files]),
+                  heldout=read_json(files.heldout_json)["records"] if files.heldout_json else [])
 
 
 # --- tables -----------------------------------------------------------------------------------
@@ -502,6 +506,55 @@ def matched_sections(r: Report) -> list[Section]:
                     f"with the main table.", wide_table(r.main_agg, columns))]
 
 
+def phenomenon_table(r: Report) -> pd.DataFrame:
+    """Per variant: the overlap pair's FID gap at matched n and its leakage against the held-out rate."""
+    source, target = r.settings.overlap["source"], r.settings.overlap["target"]
+    gap = group_gap(r.main_runs, records.matched("fid"), low=target, high=source).set_index("variant")
+    leak = leakage_excess(r.main_runs, r.heldout, source, target).set_index("variant")
+    rows = []
+    for variant in [v for v in r.settings.variants if v in gap.index or v in leak.index]:
+        g = gap.loc[variant] if variant in gap.index else None
+        k = leak.loc[variant] if variant in leak.index else None
+        rows.append({
+            "variant": variant, "runs": int(g["pairs"]) if g is not None else int(k["pairs"]),
+            f"FID {source} - {target}": "" if g is None else f"{g['diff']:+.3g}",
+            "95% CI (gap)": "" if g is None else _interval(g["ci_low"], g["ci_high"], 1.0),
+            "gap verdict": "" if g is None else g["verdict"],
+            f"{source}->{target} samples": "" if k is None else _share(k["samples"], k["samples_sd"]),
+            f"{source}->{target} held-out": "" if k is None else _share(k["heldout"], None),
+            "95% CI (excess, pp)": "" if k is None else _interval(k["ci_low"], k["ci_high"], 100.0),
+            "leakage verdict": "" if k is None else k["verdict"]})
+    return pd.DataFrame(rows)
+
+
+def _interval(low, high, scale: float) -> str:
+    """'[low, high]' at `scale`, blank without an interval (one run)."""
+    if low is None or (isinstance(low, float) and math.isnan(low)):
+        return ""
+    return f"[{low * scale:+.3g}, {high * scale:+.3g}]"
+
+
+def _share(mean: float, sd) -> str:
+    """A rate as a percentage, with its sd over runs where there is one."""
+    sd_text = "" if sd is None or (isinstance(sd, float) and math.isnan(sd)) else f" ± {round(sd * 100, 2):g}"
+    return f"{mean * 100:.3g}{sd_text} %"
+
+
+def phenomenon_sections(r: Report) -> list[Section]:
+    """Whether each variant shows the long-tail problem: none without an overlap pair or held-out rates."""
+    if r.settings.overlap is None or not r.heldout:
+        return []
+    source, target = r.settings.overlap["source"], r.settings.overlap["target"]
+    return [Section(
+        "The long-tail problem",
+        f"Per variant, over its runs (paired by training and sampling seed): FID of the {source} group minus FID "
+        f"of the {target} group at matched n (the matched-n records), with a t-based 95 % interval; and the share "
+        f"of {source} samples the classifier assigns to a {target} class (mean ± sd over runs) against the same "
+        f"share of the real held-out {source} images, which is the classifier's own error: 'above held-out' when "
+        f"the interval of the excess (samples - held-out, in percentage points) lies above 0.",
+        phenomenon_table(r), page="main")]
+
+
 def per_class_sections(r: Report) -> list[Section]:
     """The per-class table of the headline metrics."""
     return [Section("Per-class table",
@@ -589,8 +642,8 @@ def data_sections(r: Report) -> list[Section]:
 
 # The report's sections in printed order: each function returns its sections (none where it
 # does not apply). A new section is a function here and one entry in this list.
-SECTIONS = (main_sections, matched_sections, per_class_sections, overlap_sections, memorization_sections,
-            augmentation_sections, comparison_sections, data_sections)
+SECTIONS = (main_sections, matched_sections, phenomenon_sections, per_class_sections, overlap_sections,
+            memorization_sections, augmentation_sections, comparison_sections, data_sections)
 
 
 def report_notes(agg: pd.DataFrame) -> list[str]:

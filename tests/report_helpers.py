@@ -76,7 +76,9 @@ def synthetic_report_inputs(tmp_path):
     files = ReportFiles(metric_files=metric_files, diagnostic_files=diagnostic_files,
                         sample_files={"ddpm": str(tmp_path / "s.npz"), "cbdm": str(tmp_path / "s.npz")},
                         train_npz=str(tmp_path / "train.npz"), loss_logs={"ddpm": str(tmp_path / "loss.csv")},
-                        manifest_json=str(tmp_path / "manifest.json"))
+                        manifest_json=str(tmp_path / "manifest.json"), heldout_json=str(tmp_path / "heldout.json"))
+    write_json(tmp_path / "heldout.json", {"cell": {"reference": "heldout"}, "records": [
+        record("tail", "misclassified_into:head", 0.01, 10, 0), record("head", "misclassified_into:tail", 0.0, 10, 0)]})
     settings = ReportSettings(title="synthetic", variants=["ddpm", "cbdm"], groups=GROUPS,
                               overlap={"source": "tail", "target": "head"}, evaluation=EVALUATION, protocol="ours",
                               baseline="ddpm",

@@ -73,12 +73,12 @@ def test_group_gap_pairs_tail_and_head_within_each_run_with_a_t_interval():
     assert gaps.loc["ddpm", "ci_high"] == pytest.approx(6.0 + half)
     assert gaps.loc["ddpm", "sd"] == pytest.approx(1.0)
     assert gaps.loc["ddpm", "verdict"] == "tail worse than head"
-    assert gaps.loc["cbdm", "verdict"].startswith("inconclusive (one run")
+    assert gaps.loc["cbdm", "verdict"].startswith("undecided (one run")
 
 
 def test_group_gap_says_when_the_tail_is_better_or_the_interval_spans_zero():
     assert group_gap(runs_frame([15.0, 26.0, 37.0], [10.0, 20.0, 30.0]))["verdict"][0] == "tail better than head"
-    assert group_gap(runs_frame([10.0, 20.0, 30.0], [12.0, 18.0, 31.0]))["verdict"][0] == "inconclusive"
+    assert group_gap(runs_frame([10.0, 20.0, 30.0], [12.0, 18.0, 31.0]))["verdict"][0] == "no detectable difference"
 
 
 def leakage_runs(values):
@@ -95,7 +95,7 @@ def test_leakage_excess_compares_samples_with_the_heldout_images_own_rate():
     assert row["diff"] == pytest.approx(0.05)
     assert row["verdict"] == "above held-out"
     [row] = leakage_excess(leakage_runs([0.0, 0.02, 0.01]), heldout).to_dict("records")
-    assert row["verdict"] == "inconclusive"
+    assert row["verdict"] == "not distinguishable from held-out"
 
 
 def test_leakage_excess_refuses_heldout_records_without_the_rate():

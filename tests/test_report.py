@@ -131,3 +131,15 @@ def test_protocol_card_names_the_inception_preprocessing_in_use(report_inputs):
     assert card["baseline"] == "ddpm" and card["protocol ours (main table)"].startswith("protocol 'ours': 20 samples")
     classifier = dict(protocol_card(load_report(report_inputs["files"], report_inputs["settings"])))
     assert classifier["features"] == "classifier"
+
+
+def test_the_long_tail_problem_section_sets_leakage_against_the_held_out_rate(report_inputs):
+    build_report(**report_inputs)
+    md = open(report_inputs["outputs"]["md"]).read()
+    section = md.split("## The long-tail problem")[1].split("\n## ")[0]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in section.splitlines() if line.startswith("| ddpm") or line.startswith("| cbdm")}
+    # synthetic runs: FID@matched is the same in every group (gap 0, no spread), tail->head 5 % in
+    # every run against the held-out images' 1 %: above held-out
+    assert rows["ddpm"][0] == "3" and rows["ddpm"][1] == "+0"
+    assert rows["ddpm"][4:7] == ["5 ± 0 %", "1 %", "[+4, +4]"] and rows["ddpm"][-1] == "above held-out"

@@ -78,6 +78,8 @@ SAMPLES = f"{RESULTS}/samples/{CELL}/{{labelset}}.npz"
 FEATURES = f"{RESULTS}/features/{CELL}/{{labelset}}.npz"
 METRICS = f"{RESULTS}/metrics/{CELL}/{{protocol}}.json"
 DIAGNOSTICS = f"{RESULTS}/diagnostics/{CELL}/{{labelset}}.json"
+# The domain classifier on the real held-out images: the floor of the samples' leakage (cbdm.phenomenon).
+HELDOUT_RATES = f"{RESULTS}/diagnostics/{{dataset}}/IF{{imb}}/heldout.json"
 REPORT_DIR = f"{RESULTS}/report/{{dataset}}-IF{{imb}}"
 AUGMENT = f"{RESULTS}/augment/{{dataset}}/IF{{imb}}/{{row}}.json"
 
@@ -324,6 +326,7 @@ def report_inputs(wildcards):
         "manifest": MANIFEST.format(**wildcards),
         "train": TRAIN_NPZ.format(**wildcards),
         "augmentation": [AUGMENT.format(dataset=wildcards.dataset, imb=wildcards.imb, row=row) for row in augment_rows()],
+        "heldout": HELDOUT_RATES.format(**wildcards),
     }
 
 

@@ -62,11 +62,11 @@ rule heldout_rates:
     input:
         reference=lambda wc: REFERENCE_FEATURES.format(dataset=wc.dataset, imb=wc.imb, reference="heldout"),
     output:
-        heldout=f"{RESULTS}/diagnostics/{{dataset}}/IF{{imb}}/heldout.json",
+        heldout=HELDOUT_RATES,
     params:
         groups=lambda wc: dataset_spec(wc)["groups"],
         num_classes=num_classes,
-        cell=lambda wc: dict(dataset=wc.dataset, imbalance_factor=float(wc.imb), reference="heldout"),
+        cell=lambda wc: dict(dataset=wc.dataset, imbalance_factor=imbalance_factor(wc), reference="heldout"),
     resources:
         **stage_resources("other"),
     log:
