@@ -31,6 +31,7 @@ def test_the_dag_runs_end_to_end_and_reports_every_variant_and_group(tiny_suite)
                 if metric != "accuracy":
                     assert int(row["n_ref"]) > 0
     markdown = (report / "table.md").read_text()
+    assert "## The long-tail problem" in markdown  # the held-out rates reached the report
     main_table = markdown.split("## Class groups at matched n")[0]
     rows = [line.split("|")[1].strip() for line in main_table.splitlines() if line.startswith("| ")][1:]
     assert rows == VARIANTS  # config order
