@@ -161,6 +161,7 @@ def suite_runs(results: Path, groups: dict[str, list[int]] | None = None, labels
 
 
 def main(argv=None) -> None:
+    """`python -m cbdm.phenomenon RESULTS [--head ..] [--tail ..]`: the gap and the leakage of a finished suite."""
     parser = argparse.ArgumentParser(description="tail-minus-head FID gap at matched n and tail -> head "
                                                  "leakage against the held-out rate, of a finished suite")
     parser.add_argument("results", type=Path, help="results/<suite> of a finished run")
