@@ -1,6 +1,6 @@
 # cbdm: class-imbalanced diffusion benchmark.
 # Data flow: dataset -> train -> sample -> features -> metrics (and augment) -> report, one rule file each.
-# Run: snakemake --cores 8 all [--configfile config/paper/cifar10-lt.yaml]
+# Run: snakemake --cores all all [--configfile config/paper/cifar10-lt.yaml]
 
 from snakemake.utils import min_version
 
