@@ -31,9 +31,11 @@ def test_profiles_the_pipelines_training_step_on_cpu(profile_train, repo, monkey
     monkeypatch.chdir(repo / "benchmarks")
     monkeypatch.setattr("sys.argv", ["profile_train.py", "--size", "ci", "--device", "cpu", "--no-compile",
                                      "--batch", "4", "--calls", "1", "--threads", "1", "--json", str(out)])
+    import cbdm.train
+
     called = []
-    original = profile_train.bench_train.TrainStep.__call__
-    monkeypatch.setattr(profile_train.bench_train.TrainStep, "__call__",
+    original = cbdm.train.TrainStep.__call__
+    monkeypatch.setattr(cbdm.train.TrainStep, "__call__",
                         lambda self, *a, **k: called.append(1) or original(self, *a, **k))
     profile_train.main()
     summary = json.loads(out.read_text())
