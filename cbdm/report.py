@@ -511,12 +511,17 @@ def phenomenon_table(r: Report) -> pd.DataFrame:
     source, target = r.settings.overlap["source"], r.settings.overlap["target"]
     gap = group_gap(r.main_runs, records.matched("fid"), low=target, high=source).set_index("variant")
     leak = leakage_excess(r.main_runs, r.heldout, source, target).set_index("variant")
+    leak_metric = records.misclassified_into(target)
+    held_n = next((h["n_gen"] for h in r.heldout if h["scope"] == source and h["metric"] == leak_metric), "")
     rows = []
     for variant in [v for v in r.settings.variants if v in gap.index or v in leak.index]:
         g = gap.loc[variant] if variant in gap.index else None
         k = leak.loc[variant] if variant in leak.index else None
         rows.append({
             "variant": variant, "runs": int(g["pairs"]) if g is not None else int(k["pairs"]),
+            f"n FID {source} - {target}": _n(r.main_agg, variant, source, records.matched("fid")) + " per group",
+            f"n {source}->{target} samples": _n(r.main_agg, variant, source, leak_metric),
+            f"n {source}->{target} held-out": held_n,
             f"FID {source} - {target}": "" if g is None else f"{g['diff']:+.3g}",
             "95% CI (gap)": "" if g is None else _interval(g["ci_low"], g["ci_high"], 1.0),
             "gap verdict": "" if g is None else g["verdict"],
@@ -525,6 +530,12 @@ def phenomenon_table(r: Report) -> pd.DataFrame:
             "95% CI (excess, pp)": "" if k is None else _interval(k["ci_low"], k["ci_high"], 100.0),
             "leakage verdict": "" if k is None else k["verdict"]})
     return pd.DataFrame(rows)
+
+
+def _n(agg: pd.DataFrame, variant: str, scope: str, metric: str) -> str:
+    """The sample sizes of one aggregated cell, as the other tables print them ('' where absent)."""
+    hit = agg[(agg["variant"] == variant) & (agg["scope"] == scope) & (agg["metric"] == metric)]
+    return sample_sizes(hit.iloc[0]) if len(hit) else ""
 
 
 def _interval(low, high, scale: float) -> str:

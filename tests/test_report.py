@@ -143,3 +143,6 @@ def test_the_long_tail_problem_section_sets_leakage_against_the_held_out_rate(re
     # every run against the held-out images' 1 %: above held-out
     assert rows["ddpm"][0] == "3" and rows["ddpm"][1] == "+0"
     assert rows["ddpm"][4:7] == ["5 ± 0 %", "1 %", "[+4, +4]"] and rows["ddpm"][-1] == "above held-out"
+    header = [line for line in section.splitlines() if line.startswith("| variant")][0]
+    for label in ("FID tail - head (n=10 vs 10 per group)", "tail->head samples (n=10)", "tail->head held-out (n=10)"):
+        assert label in header
