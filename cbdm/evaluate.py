@@ -83,22 +83,28 @@ def label_entropy(labels: np.ndarray, predicted: np.ndarray) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def classification_records(scope: str, labels: np.ndarray, predicted: np.ndarray, groups: dict,
+                           note: str = "") -> tuple[Record, list[Record]]:
+    """(accuracy, [misclassified-into-<group> rate per group]) of the images of one scope, from the
+    domain classifier's predicted classes; values are None where the scope has no images."""
+    n = len(labels)
+    accuracy = record(scope, "accuracy", (predicted == labels).mean() if n else None, n, 0, note)
+    leakage = [record(scope, rec.misclassified_into(group),
+                      (np.isin(predicted, classes) & (predicted != labels)).mean() if n else None, n, 0, note)
+               for group, classes in groups.items()]
+    return accuracy, leakage
+
+
 def scope_records(scope: str, gen: dict, ref: dict, groups: dict, cfg: dict, device="cpu") -> list[Record]:
     """Every metric of one scope (all, a group or a class): classifier accuracy, label entropy,
     misclassification into each group, FID, KID, precision/recall and, where asked, FID-infinity."""
     n_gen, n_ref = len(gen["features"]), len(ref["features"])
-    records = []
     no_samples = "" if n_gen else "no samples"
-    accuracy = (gen["predicted"] == gen["labels"]).mean() if n_gen else None
-    records.append(record(scope, "accuracy", accuracy, n_gen, 0, no_samples))
+    accuracy, leakage = classification_records(scope, gen["labels"], gen["predicted"], groups, no_samples)
     # Per class the note would only repeat itself in the report's Notes, once for every class.
     unit = "" if is_class(scope) else "bits; mean over the scope's classes"
-    records.append(record(scope, "label_entropy", label_entropy(gen["labels"], gen["predicted"]), n_gen, 0,
-                          no_samples or unit))
-    for group, classes in groups.items():
-        wrong_into = np.isin(gen["predicted"], classes) & (gen["predicted"] != gen["labels"])
-        records.append(record(scope, rec.misclassified_into(group), wrong_into.mean() if n_gen else None,
-                              n_gen, 0, no_samples))
+    records = [accuracy, record(scope, "label_entropy", label_entropy(gen["labels"], gen["predicted"]), n_gen, 0,
+                                no_samples or unit), *leakage]
     values = distribution_metrics(gen["features"], ref["features"], cfg, device)
     for metric, (value, note) in values.items():
         ci = (None, None)

@@ -19,8 +19,9 @@ import pandas as pd
 import yaml
 
 from .evaluate import FEATURE_ARRAYS, matched_group_records
+from .evaluate import classification_records as evaluate_classification
 from .io import read_npz, write_json
-from .records import record, scopes
+from .records import scopes
 from .sources import NUM_CLASSES
 from .statistics import paired_difference
 
@@ -30,18 +31,14 @@ RUN_KEYS = ["seed", "sample_seed"]
 
 def classification_records(labels: np.ndarray, predicted: np.ndarray, groups: dict[str, list[int]],
                            num_classes: int, note: str = "") -> list[dict]:
-    """Accuracy and misclassified-into-<group> rate of every scope (all, groups, classes), as the
-    metrics records of generated images define them; n_gen is the number of images classified."""
+    """Accuracy and misclassified-into-<group> rate of every scope (all, groups, classes), computed
+    as the metrics stage computes them for generated images (cbdm.evaluate.classification_records)."""
     records = []
     for scope, classes in scopes(groups, num_classes):
         keep = np.isin(labels, classes)
-        lab, pred, n = labels[keep], predicted[keep], int(keep.sum())
-        why = note if n else "no images"
-        records.append(record(scope, "accuracy", float((pred == lab).mean()) if n else None, n, 0, why))
-        for group, members in groups.items():
-            wrong_into = np.isin(pred, members) & (pred != lab)
-            records.append(record(scope, f"misclassified_into:{group}",
-                                  float(wrong_into.mean()) if n else None, n, 0, why))
+        accuracy, leakage = evaluate_classification(scope, labels[keep], predicted[keep], groups,
+                                                    note if keep.any() else "no images")
+        records += [accuracy, *leakage]
     return records
 
 
