@@ -395,6 +395,13 @@ def fold_sample_sizes(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _interval(low, high, scale: float) -> str:
+    """'[low, high]' at `scale`, blank without an interval (one run)."""
+    if low is None or (isinstance(low, float) and math.isnan(low)):
+        return ""
+    return f"[{low * scale:+.3g}, {high * scale:+.3g}]"
+
+
 def format_differences(diffs: pd.DataFrame) -> pd.DataFrame:
     """Paired differences as printed: at each metric's display scale, signed, 3 significant digits."""
     if diffs.empty:
@@ -402,9 +409,7 @@ def format_differences(diffs: pd.DataFrame) -> pd.DataFrame:
     out = diffs.copy()
     scale = [records.scale(m) for m in out["metric"]]
     out["difference"] = [f"{d * s:+.3g}" for d, s in zip(out["diff"], scale)]
-    out["95% CI (t)"] = ["" if lo is None or (isinstance(lo, float) and math.isnan(lo))
-                         else f"[{lo * s:+.3g}, {hi * s:+.3g}]"
-                         for lo, hi, s in zip(out["ci_low"], out["ci_high"], scale)]
+    out["95% CI (t)"] = [_interval(lo, hi, s) for lo, hi, s in zip(out["ci_low"], out["ci_high"], scale)]
     return out[["variant", "baseline", "scope", "metric", "difference", "95% CI (t)", "pairs", "verdict"]]
 
 
@@ -536,13 +541,6 @@ def _n(agg: pd.DataFrame, variant: str, scope: str, metric: str) -> str:
     """The sample sizes of one aggregated cell, as the other tables print them ('' where absent)."""
     hit = agg[(agg["variant"] == variant) & (agg["scope"] == scope) & (agg["metric"] == metric)]
     return sample_sizes(hit.iloc[0]) if len(hit) else ""
-
-
-def _interval(low, high, scale: float) -> str:
-    """'[low, high]' at `scale`, blank without an interval (one run)."""
-    if low is None or (isinstance(low, float) and math.isnan(low)):
-        return ""
-    return f"[{low * scale:+.3g}, {high * scale:+.3g}]"
 
 
 def _share(mean: float, sd) -> str:
