@@ -6,7 +6,8 @@ of its wall time on a given number of cores.
 Every heavy rule writes `results/<suite>/benchmarks/<stage>/...tsv` (Snakemake's `benchmark:`):
 wall seconds `s` and `cpu_time` of the job's processes. The table gives per stage the jobs, the
 wall and CPU seconds summed over its jobs and the stage's share of all CPU seconds. Wall seconds
-of jobs that ran side by side on a loaded machine are inflated; CPU seconds are what a job costs.
+of jobs that ran side by side on a loaded machine are inflated. CPU seconds are sampled by
+Snakemake now and then, so they miss a job's last seconds and undercount (benchmarks/README.md).
 
 The estimate (an estimate, not a measurement): on `--cores` cores with one thread per job, the
 run takes at least max(CPU seconds / cores, critical path) and at most CPU seconds / cores +
