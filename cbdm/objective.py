@@ -31,10 +31,14 @@ class Objective:
     conditional never waits for the device. `shard = (rank, world)`: every randomness is drawn
     for the whole batch, then only this process's equal share of it is evaluated, so that
     `world` data-parallel processes, with gradients averaged, take the step one process would.
+
+    `static_shapes` (for torch.compile) runs every term's passes whatever the label-drop coin
+    says; without it (eager), a step whose whole batch is dropped skips the passes of the
+    conditional-only terms, which that step multiplies by zero anyway.
     """
 
     def __init__(self, terms: list[dict], schedule: NoiseSchedule, class_prior: torch.Tensor,
-                 null_label: int, label_drop: dict, batched_forward: bool):
+                 null_label: int, label_drop: dict, batched_forward: bool, static_shapes: bool = True):
         self.terms = [WeightedTerm(get_loss(t["name"]), float(t["weight"]), t["options"]) for t in terms]
         self.schedule = schedule
         self.class_prior = class_prior
@@ -42,6 +46,7 @@ class Objective:
         self.drop_policy = label_drop["policy"]
         self.drop_probability = label_drop["probability"]
         self.batched_forward = batched_forward
+        self.static_shapes = static_shapes
         self.wants_features = any(term.loss.needs.features for term in self.terms)
         # Per network, built at its first step and reused: the middle-block hook (registering
         # one every step makes torch.compile guard on, and recompile for, a new hook) and the
@@ -66,13 +71,15 @@ class Objective:
         else:
             trained_labels = torch.where(conditional, y, self.null_label)
 
-        # Static shapes: every term's label sets are evaluated whatever the label-drop coin says,
-        # and the coin masks the conditional-only terms below, so the network sees the same
-        # tensor shapes every step and torch.compile compiles once.
+        # Every term draws its labels and targets whatever the coin says (the random streams stay
+        # the same); with static shapes every term's passes also run, and the coin masks the
+        # conditional-only terms below, so torch.compile sees one shape and compiles once.
         alt_labels = {i: term.loss.labels(batch, generator, term.options)
                       for i, term in enumerate(self.terms) if term.loss.draw_labels is not None}
         targets = {i: term.loss.target(batch, generator, term.options)
                    for i, term in enumerate(self.terms) if term.loss.needs.target is not None}
+        skipped = self._skipped_terms(conditional)
+        alt_labels = {i: labels for i, labels in alt_labels.items() if i not in skipped}
 
         rank, world = shard
         mine = slice(rank * b // world, (rank + 1) * b // world)
@@ -90,6 +97,9 @@ class Objective:
         total = x0.new_zeros(())
         parts = {}
         for i, term in enumerate(self.terms):
+            if i in skipped:
+                parts[term.loss.name] = x0.new_zeros(())
+                continue
             eps_alt = None
             if i in alt_labels:
                 k = len(alt_labels[i])
@@ -102,6 +112,14 @@ class Objective:
             parts[term.loss.name] = value.detach()
             total = total + value
         return total, parts
+
+    def _skipped_terms(self, conditional) -> set[int]:
+        """The terms whose passes this step need not run: the conditional-only ones when the whole
+        batch is dropped, on the eager path only, and not a term with trainable heads (skipping
+        it would leave them without a gradient, which Adam treats unlike a zero one)."""
+        if self.static_shapes or conditional is not False:
+            return set()
+        return {i for i, term in enumerate(self.terms) if term.loss.conditional_only and not term.loss.needs.heads}
 
     def _extras(self, model, terms, batch, trained_labels, conditional, captured, num_sets) -> dict:
         """What the terms' Needs ask for that all terms share: every pass's middle-block output,

@@ -184,7 +184,7 @@ def setup_training(settings: dict, model: torch.nn.Module, diffusion: dict, imag
     schedule = NoiseSchedule.linear(diffusion["num_timesteps"], diffusion["beta_start"],
                                     diffusion["beta_end"]).to(device)
     objective = Objective(settings["losses"], schedule, (counts.double() / counts.sum()).float(), model.null_label,
-                          cfg["label_drop"], cfg["batched_forward"])
+                          cfg["label_drop"], cfg["batched_forward"], static_shapes=cfg["compile"])
     train_step = TrainStep(model, ema, objective, cfg, device, shard)
     return TrainingState(model, ema, train_step, to_layout(images, cfg["channels_last"]), labels, seed, device)
 

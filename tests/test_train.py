@@ -8,7 +8,7 @@ from cbdm.io import InputError
 from cbdm.losses import NoisedBatch, register_loss
 from cbdm.modelfile import load_model, save_checkpoint
 from cbdm.networks import build_unet
-from cbdm.objective import Objective
+from cbdm.objective import Objective, network_extras
 from cbdm.train import build_model, load_training_images, setup_training, train
 
 from helpers import training_settings
@@ -110,14 +110,15 @@ def coin_seed(drop: bool, probability: float) -> int:
                 if bool(torch.rand((), generator=torch.Generator().manual_seed(s)) < probability) == drop)
 
 
-def drop_objective(batched: bool):
+def drop_objective(batched: bool, static_shapes: bool = True, terms=TERMS):
     torch.manual_seed(0)
-    model = build_unet(NETWORK, image_channels=1, image_size=8, num_classes=10, num_timesteps=100)
+    model = build_unet(NETWORK, image_channels=1, image_size=8, num_classes=10, num_timesteps=100,
+                       **network_extras(terms))
     with torch.no_grad():  # move off the near-zero initialisation, so that the predictions matter
         for p in model.parameters():
             p.add_(0.02 * torch.randn_like(p))
-    objective = Objective(TERMS, NoiseSchedule.linear(100, 1e-4, 0.02), torch.full((10,), 0.1),
-                          model.null_label, {"policy": "batch", "probability": 0.1}, batched)
+    objective = Objective(terms, NoiseSchedule.linear(100, 1e-4, 0.02), torch.full((10,), 0.1),
+                          model.null_label, {"policy": "batch", "probability": 0.1}, batched, static_shapes)
     return model, objective
 
 
@@ -144,6 +145,50 @@ def test_a_dropped_batch_masks_the_conditional_terms_at_the_same_shapes():
     assert shapes[0] == shapes[1] == ((24, 1, 8, 8), (24,), (24,))  # y, y' (cbdm), two negatives
     assert parts.keys() == {"eps_mse", "cbdm", "overlap_hinge"}
     assert parts["cbdm"] == 0 and parts["overlap_hinge"] == 0 and torch.equal(loss, parts["eps_mse"])
+
+
+def shape_recorder(model, shapes):
+    def network(x, t, labels):
+        shapes.append(tuple(x.shape))
+        return model(x, t, labels)
+    return network
+
+
+@pytest.mark.parametrize("drop", [True, False])
+def test_the_eager_objective_skips_only_the_passes_a_dropped_batch_multiplies_by_zero(drop):
+    """Without static shapes a dropped batch runs the trained pass alone, with the loss, the
+    gradients and the random draws of the static objective; a kept batch runs every pass."""
+    x0, y = torch.randn(6, 1, 8, 8), torch.arange(6)
+    runs = {}
+    for static in (True, False):
+        model, objective = drop_objective(batched=True, static_shapes=static)
+        shapes, generator = [], torch.Generator().manual_seed(1)
+        loss, parts = objective(shape_recorder(model, shapes), x0, y, generator,
+                                torch.Generator().manual_seed(coin_seed(drop, 0.1)))
+        loss.backward()
+        runs[static] = (shapes, loss, parts, [p.grad for p in model.parameters()], generator.get_state())
+    (static_shapes, *static_run), (eager_shapes, *eager_run) = runs[True], runs[False]
+    assert static_shapes == [(24, 1, 8, 8)]
+    assert eager_shapes == ([(6, 1, 8, 8)] if drop else [(24, 1, 8, 8)])
+    assert eager_run[1].keys() == static_run[1].keys()
+    for name, value in eager_run[1].items():  # the skipped terms are 0, as the masked ones
+        static_value = static_run[1][name]
+        assert (value == 0) == (static_value == 0) and value.item() == pytest.approx(static_value.item(), rel=1e-6)
+    assert eager_run[0].item() == pytest.approx(static_run[0].item(), rel=1e-6)
+    for eager_grad, static_grad in zip(eager_run[2], static_run[2]):
+        assert torch.allclose(eager_grad, static_grad, rtol=1e-4, atol=1e-7)
+    assert torch.equal(eager_run[3], static_run[3])  # the next step draws what it would have drawn
+
+
+def test_a_dropped_batch_still_runs_a_term_whose_heads_would_lose_their_gradient():
+    terms = training_settings([{"name": "eps_mse"}, {"name": "coral"}])["losses"]
+    model, objective = drop_objective(batched=True, static_shapes=False, terms=terms)
+    loss, _ = objective(model, torch.randn(6, 1, 8, 8), torch.arange(6), torch.Generator().manual_seed(1),
+                        torch.Generator().manual_seed(coin_seed(True, 0.1)))
+    loss.backward()
+    assert objective.terms[1].loss.conditional_only and objective._skipped_terms(False) == set()
+    heads = [p for name, p in model.named_parameters() if name.startswith("heads.")]
+    assert heads and all(p.grad is not None for p in heads)  # zero, as Adam expects, not missing
 
 
 def test_the_conditional_step_is_the_objective_assembled_by_hand_bit_for_bit():
