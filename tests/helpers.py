@@ -75,8 +75,9 @@ def dry_run_output(repo: Path, workdir: Path, configfile: Path, *options: str) -
     return result.stdout + result.stderr
 
 
-def planned_wildcards(repo: Path, configfile: Path, rule: str) -> list[dict[str, str]]:
-    """Wildcards of every job of `rule` in a dry run, from Snakemake's job listing."""
+def planned_wildcards(repo: Path, configfile: Path, rule: str, with_priority: bool = False) -> list[dict[str, str]]:
+    """Wildcards of every job of `rule` in a dry run, from Snakemake's job listing; with
+    `with_priority`, each with its scheduling priority under the key "priority" (0 if none)."""
     jobs, current = [], None
     for line in dry_run_output(repo, repo, configfile).splitlines():
         line = line.strip()
@@ -84,6 +85,10 @@ def planned_wildcards(repo: Path, configfile: Path, rule: str) -> list[dict[str,
             current = line.split()[1].rstrip(":")
         elif line.startswith("wildcards:") and current == rule:
             jobs.append(dict(kv.split("=", 1) for kv in line[len("wildcards:"):].strip().split(", ")))
+            if with_priority:
+                jobs[-1]["priority"] = 0
+        elif line.startswith("priority:") and current == rule and with_priority:
+            jobs[-1]["priority"] = int(line.split()[1])
     return jobs
 
 

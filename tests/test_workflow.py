@@ -71,6 +71,14 @@ def test_dry_runs_plan_the_default_and_every_paper_config(repo):
         run_workflow(repo, repo, configfile, executor="dryrun")
 
 
+def test_the_longest_trainings_are_scheduled_first(repo):
+    """Training priority follows steps x loss terms, so on the default the three-term variant
+    starts first and plain DDPM last (a long training left alone at the end idles a core)."""
+    jobs = planned_wildcards(repo, repo / "config/config.yaml", "train", with_priority=True)
+    priority = {job["variant"]: job["priority"] for job in jobs}
+    assert len(jobs) == 12 and priority == {"cbdm_overlap": 4500, "cbdm": 3000, "overlap": 3000, "ddpm": 1500}
+
+
 @pytest.mark.parametrize("name", ["cifar10-lt", "cifar100-lt"])
 def test_paper_configs_plan_every_method_under_the_fair_and_the_published_protocol(repo, name):
     configfile = repo / f"config/paper/{name}.yaml"

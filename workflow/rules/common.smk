@@ -189,6 +189,14 @@ def init_model(wildcards):
     return [] if source is None else MODEL.format(**{**wildcards, "variant": source})
 
 
+def training_priority(wildcards):
+    """Longest training first: its cost grows with steps and the passes per step (about one per
+    loss term), so the short trainings and the evaluation jobs fill the cores at the end instead
+    of one long training running alone (benchmarks/README.md, 'The default suite's time')."""
+    settings = VARIANTS[wildcards.variant]
+    return settings["training"]["steps"] * len(settings["losses"])
+
+
 # sample.smk
 
 

@@ -22,6 +22,7 @@ rule train:
         seed=lambda wc: int(wc.seed),
         checkpoint_path=f"{RESULTS}/models/{RUN}/checkpoint.pt",
     threads: lambda wc: VARIANTS[wc.variant]["training"]["threads"]
+    priority: training_priority
     resources:
         **stage_resources("train", gpus=train_gpus),
     log:
