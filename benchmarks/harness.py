@@ -54,7 +54,21 @@ def arguments(description: str, **defaults) -> argparse.ArgumentParser:
                         help="seconds of timed blocks (after the first calls): no block starts later; one always runs")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads, pinned (default: all cores)")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--fast", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one of the fast path's settings of the timed section (repeatable; the "
+                             "value is YAML), e.g. --fast channels_last=false")
     return parser
+
+
+def fast_overrides(pairs: list[str], settings: dict) -> dict:
+    """The --fast KEY=VALUE pairs as a dict, each key one that `settings` (the timed section) has."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in settings:
+            raise SystemExit(f"--fast {pair}: expected KEY=VALUE with KEY one of {', '.join(sorted(settings))}")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
 
 
 # --- settings -----------------------------------------------------------------------------------
@@ -81,13 +95,15 @@ def variant_settings(config_path: str, variant: str, reference: bool) -> tuple[d
 
 def fast_and_reference(args, section: str) -> tuple[dict, dict, dict]:
     """(config, fast settings, reference settings) of `args.variant` in `args.config`, with the
-    command line's batch size and --no-compile applied to `section` ('training' or 'sampling')."""
+    command line's batch size and --no-compile applied to `section` ('training' or 'sampling'), and
+    --fast's overrides to the fast path's."""
     config, fast = variant_settings(args.config, args.variant, reference=False)
     _, reference = variant_settings(args.config, args.variant, reference=True)
     for settings in (fast, reference):
         settings[section]["batch_size"] = args.batch or settings[section]["batch_size"]
         if args.no_compile:
             settings[section]["compile"] = False
+    fast[section].update(fast_overrides(args.fast, fast[section]))
     return config, fast, reference
 
 

@@ -111,6 +111,21 @@ def test_bench_train_times_the_trainers_own_step(benchmarks, monkeypatch, capsys
         assert column in printed
 
 
+def test_a_fast_path_setting_is_overridden_from_the_command_line_and_a_wrong_key_named(benchmarks):
+    import bench_train
+
+    import harness
+
+    args = bench_train.parser().parse_args([*SMOKE["bench_train.py"], "--fast", "channels_last=false",
+                                            "--fast", "compile_mode=max-autotune-no-cudagraphs"])
+    _, fast, reference = harness.fast_and_reference(args, "training")
+    assert fast["training"]["channels_last"] is False and reference["training"]["channels_last"] is False
+    assert fast["training"]["compile_mode"] == "max-autotune-no-cudagraphs"
+    args = bench_train.parser().parse_args([*SMOKE["bench_train.py"], "--fast", "channel_last=false"])
+    with pytest.raises(SystemExit, match="--fast channel_last=false: expected KEY=VALUE with KEY one of"):
+        harness.fast_and_reference(args, "training")
+
+
 def test_bench_sample_times_the_pipelines_sampler(benchmarks, monkeypatch, repo):
     import bench_sample
 
