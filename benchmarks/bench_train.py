@@ -38,7 +38,7 @@ def training_step(config: dict, settings: dict, base: torch.nn.Module, data, dev
     def call():
         losses.append(state.advance()[1])
 
-    return call, {"losses": losses}
+    return call, {"losses": losses, "state": state}
 
 
 def pool(config: dict, size: str, device: torch.device):

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 import cbdm.evaluate
+import cbdm.objective
 import cbdm.sample
 import cbdm.train
 from cbdm.config import load_config, variant_settings
@@ -124,6 +125,26 @@ def test_a_fast_path_setting_is_overridden_from_the_command_line_and_a_wrong_key
     args = bench_train.parser().parse_args([*SMOKE["bench_train.py"], "--fast", "channel_last=false"])
     with pytest.raises(SystemExit, match="--fast channel_last=false: expected KEY=VALUE with KEY one of"):
         harness.fast_and_reference(args, "training")
+
+
+def test_bench_bf16_times_the_default_trainers_cpu_levers_with_and_without_static_shapes(benchmarks, monkeypatch):
+    import bench_bf16
+
+    images_per_pass = []
+    predict = cbdm.objective.Objective._predict
+
+    def recording(self, model, x_t, t, label_sets):
+        images_per_pass.append(len(x_t) * len(label_sets))
+        return predict(self, model, x_t, t, label_sets)
+
+    monkeypatch.setattr(cbdm.objective.Objective, "_predict", recording)
+    args = bench_bf16.parser().parse_args(["--blocks", "1", "--calls", "1", "--threads", "1", "--drop", "1.0"])
+    figures = bench_bf16.run(args)
+    names = ["fp32", "bf16", "bf16+fused", "bf16+fused+nhwc", "bf16+fused+static"]
+    assert [row["path"] for row in figures["rows"]] == names
+    assert "label drop 1.0 per batch" in figures["title"]
+    # every batch dropped: the eager paths run the trained pass alone (batch 64), the static one all three sets
+    assert sorted(images_per_pass) == [64] * 8 + [192] * 2  # first call + one timed call per path
 
 
 def test_bench_sample_times_the_pipelines_sampler(benchmarks, monkeypatch, repo):
