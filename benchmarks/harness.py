@@ -288,17 +288,18 @@ def path_row(name: str, timing: dict, per_call: float, flops_per_call: int | Non
 
 
 def print_table(title: str, rows: list[dict], unit: str, device, args, extra: dict | None = None) -> dict:
-    """Print both paths (the reference first) with min / median / max over blocks, the ratio of
-    medians, the first call's time (compile + warm-up) and MFU; write them with --json."""
+    """Print the paths (the reference first) with min / median / max over blocks, the ratio of
+    medians to the reference's, the first call's time (compile + warm-up) and MFU; write them with --json."""
     reference = rows[0]["median"]
     peak = peak_tflops(device)
     print(f"{title}\n  on {machine(device)}, torch {torch.__version__}; "
           f"MFU against {f'{peak} TFLOP/s ({PEAK_SOURCE})' if peak else 'n/a (no peak known for this device)'}")
-    print(f"  {'path':<10} {unit + ' min':>14} {'median':>10} {'max':>10} {'ratio':>6} {'blocks':>6} "
+    width = max(10, *(len(r["path"]) for r in rows))
+    print(f"  {'path':<{width}} {unit + ' min':>14} {'median':>10} {'max':>10} {'ratio':>6} {'blocks':>6} "
           f"{'1st call s':>10} {'MFU':>6} {'peak MB':>9}")
     for r in rows:
         mfu = f"{100 * r['mfu']:5.1f}%" if r["mfu"] is not None else "   n/a"
-        print(f"  {r['path']:<10} {r['min']:14.2f} {r['median']:10.2f} {r['max']:10.2f} "
+        print(f"  {r['path']:<{width}} {r['min']:14.2f} {r['median']:10.2f} {r['max']:10.2f} "
               f"{r['median'] / reference:6.2f} {r['blocks']:6d} {r['first_call_s']:10.1f} {mfu:>6} "
               f"{r['peak_mb']:9.0f}   [{r['detail']}]")
     for key, value in (extra or {}).items():
