@@ -24,8 +24,8 @@ def outputs(workdir: Path) -> set[str]:
 
 @pytest.mark.slow
 def test_after_a_truncated_manifest_the_advice_ends_in_a_complete_rebuild(tmp_path, repo, caplog):
-    # One variant: the manifest is upstream of every job, whatever the variants.
-    path = write_tiny_config(repo, tmp_path / "tiny.yaml", extension=False,
+    # One variant, no augmentation: the manifest is upstream of every job, whatever the suite runs.
+    path = write_tiny_config(repo, tmp_path / "tiny.yaml", extension=False, augmentation={"enabled": False},
                              variants={"ddpm": {"losses": [{"name": "eps_mse"}]}})
     run_all(repo, tmp_path, path)
     complete = outputs(tmp_path)
