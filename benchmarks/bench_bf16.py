@@ -39,7 +39,7 @@ def run(args) -> dict:
     steps = {name: training_step(config, s, base, data, device) for name, s in settings.items()}
     steps["bf16+fused+static"][1]["state"].train_step.objective.static_shapes = True
     paths = {name: call for name, (call, _) in steps.items()}
-    timings = harness.alternate(paths, device, args.blocks, args.calls, args.budget)
+    timings = harness.alternate(paths, device, args.blocks, args.calls, args.budget, args.warmup)
     batch = fp32["training"]["batch_size"]
     rows = [harness.path_row(name, timings[name], batch, None, device, harness.describe(s["training"], PATH_KEYS))
             for name, s in settings.items()]

@@ -19,7 +19,7 @@ from cbdm.sample import generate
 
 import harness
 
-PATH_KEYS = ("precision", "compile", "compile_mode", "batched_guidance", "tf32")
+PATH_KEYS = ("precision", "compile", "compile_mode", "batched_guidance", "tf32", "cudnn_benchmark")
 
 
 def forward_flops(model: torch.nn.Module, device: torch.device) -> int:
@@ -56,7 +56,7 @@ def run(args) -> dict:
 
     paths = {name: path(name, s) for name, s in (("reference", reference), ("fast", fast))}
     harness.reset_peak_memory(device)
-    timings = harness.alternate(paths, device, args.blocks, args.calls, args.budget)
+    timings = harness.alternate(paths, device, args.blocks, args.calls, args.budget, args.warmup)
     flops_per_call = 2 * args.steps * batch * forward_flops(model, device)  # two guidance branches per step
     scale = args.steps / full_steps  # images/s of a full run = images per call * steps per call / full steps
     rows = [harness.path_row(name, timings[name], batch * scale, flops_per_call, device,

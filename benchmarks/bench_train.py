@@ -21,7 +21,7 @@ from cbdm.train import setup_training
 import harness
 
 PATH_KEYS = ("precision", "compile", "compile_mode", "channels_last", "fused_adam", "ema_update", "batched_forward",
-             "tf32")
+             "tf32", "cudnn_benchmark")
 POOL_PER_CLASS = 256
 
 
@@ -64,7 +64,7 @@ def run(args) -> dict:
         paths[name], states[name] = training_step(config, settings, base, data, device)
     flops = harness.count_flops(paths["reference"])  # one eager step; the fast path does the same math
     harness.reset_peak_memory(device)
-    timings = harness.alternate(paths, device, args.blocks, args.calls, args.budget)
+    timings = harness.alternate(paths, device, args.blocks, args.calls, args.budget, args.warmup)
     rows = [harness.path_row(name, timings[name], batch, flops, device,
                              harness.describe(s["training"], PATH_KEYS))
             for name, s in (("reference", reference), ("fast", fast))]

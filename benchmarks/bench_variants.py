@@ -90,7 +90,7 @@ def run(args) -> dict:
         for _ in range(args.warmup):
             paths[name]()
     harness.reset_peak_memory(device)
-    timings = harness.alternate(paths, device, args.blocks, args.calls, args.budget)
+    timings = harness.alternate(paths, device, args.blocks, args.calls, args.budget, args.warmup)
     rows = [variant_row(name, timings[name], timings["ddpm"], counts[name], models[name], settings[name], device)
             for name in names]
     cfg = settings["ddpm"]["training"]

@@ -50,6 +50,9 @@ def arguments(description: str, **defaults) -> argparse.ArgumentParser:
     parser.add_argument("--blocks", type=int, default=defaults.get("blocks", 5),
                         help="timed blocks per path, the paths alternating")
     parser.add_argument("--calls", type=int, default=defaults.get("calls", 5), help="timed calls per block")
+    parser.add_argument("--warmup", type=int, default=defaults.get("warmup", 2),
+                        help="untimed calls per path after its first, before the blocks (CUDA graphs in "
+                             "'reduce-overhead' are recorded on the second call and replayed from the third)")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds of timed blocks (after the first calls): no block starts later; one always runs")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads, pinned (default: all cores)")
@@ -210,10 +213,12 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def alternate(paths: dict, device: torch.device, blocks: int, calls: int, budget: float | None = None) -> dict:
+def alternate(paths: dict, device: torch.device, blocks: int, calls: int, budget: float | None = None,
+              warmup: int = 0) -> dict:
     """Time the paths (name -> a callable taking one step) in alternating blocks of `calls` calls:
     A B B A A B ..., so that drift of the machine hits both alike. Each path's first call runs
-    alone first and is timed apart (compile and warm-up). Returns name -> {'first_s', 'block_s':
+    alone first and is timed apart (compile), then `warmup` more calls untimed (CUDA-graph
+    recording, cuDNN's algorithm search). Returns name -> {'first_s', 'warmup_s', 'block_s':
     [seconds per call, one per block]}."""
     timings = {}
     for name, call in paths.items():
@@ -221,7 +226,11 @@ def alternate(paths: dict, device: torch.device, blocks: int, calls: int, budget
         t0 = time.perf_counter()
         call()
         synchronize(device)
-        timings[name] = {"first_s": time.perf_counter() - t0, "block_s": []}
+        t1 = time.perf_counter()
+        for _ in range(warmup):
+            call()
+        synchronize(device)
+        timings[name] = {"first_s": t1 - t0, "warmup_s": time.perf_counter() - t1, "block_s": []}
     started = time.perf_counter()  # the budget is for the timed blocks, after compile and warm-up
     order = list(paths)
     for block in range(blocks):

@@ -51,12 +51,18 @@ def compile_network(network, mode: str = "default"):
     return torch.compile(network, mode=None if mode == "default" else mode)
 
 
-def configure_backends(*, tf32: bool, cudnn_benchmark: bool) -> None:
-    """Process-wide GPU math switches: TF32 tensor cores for fp32 matrix products and
-    convolutions (what stays fp32 under bf16 autocast), and cuDNN's per-shape algorithm search.
-    Both trade bit-for-bit reproducibility across machines for speed; on a CPU they change nothing."""
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
+def configure_backends(*, tf32: bool | str, cudnn_benchmark: bool) -> None:
+    """Process-wide GPU math switches: TF32 tensor cores for what stays fp32 under bf16 autocast
+    (`tf32`: True for matrix products and convolutions; 'convolutions' for cuDNN's convolutions
+    only, which is PyTorch's default and so what the reference code, setting no flag, runs; False
+    for neither, bit-for-bit fp32), and cuDNN's per-shape algorithm search. Both trade bit-for-bit
+    reproducibility across machines for speed; on a CPU they change nothing. The switches are
+    global, so code that runs several settings in one process (the benchmarks' two paths) must set
+    them before each call, not once."""
+    if not (isinstance(tf32, bool) or tf32 == "convolutions"):
+        raise ValueError(f"unknown tf32 setting {tf32!r}; use true, false or 'convolutions'")
+    torch.backends.cuda.matmul.allow_tf32 = tf32 is True
+    torch.backends.cudnn.allow_tf32 = tf32 in (True, "convolutions")
     torch.backends.cudnn.benchmark = cudnn_benchmark
 
 

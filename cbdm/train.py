@@ -313,7 +313,6 @@ class TrainStep:
     def __init__(self, model: torch.nn.Module, ema: torch.nn.Module, objective: Objective, cfg: dict,
                  device: torch.device, shard: tuple[int, int] = (0, 1)):
         self.cfg, self.device, self.shard, self.objective = cfg, device, shard, objective
-        configure_backends(tf32=cfg["tf32"], cudnn_benchmark=cfg["cudnn_benchmark"])
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], fused=cfg["fused_adam"] or None)
         self.network = training_network(model, cfg, device, shard[1])
         self.params, self.ema_params = list(model.parameters()), list(ema.parameters())
@@ -336,6 +335,9 @@ class TrainStep:
                  coin_generator: torch.Generator) -> tuple[float, torch.Tensor, dict[str, torch.Tensor]]:
         """Take step number `step` (0-based); returns (learning rate, loss, loss parts), detached."""
         cfg, lr = self.cfg, self.learning_rate(step)
+        # The switches are process-wide: set at each step, so that a process holding steps of other
+        # settings (the benchmarks' reference and fast paths) runs each under its own.
+        configure_backends(tf32=cfg["tf32"], cudnn_benchmark=cfg["cudnn_benchmark"])
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         idx = self._batch_indices(labels, generator)

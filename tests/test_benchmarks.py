@@ -21,8 +21,8 @@ FAST_TRAINING = {"precision": "bf16", "compile": True, "channels_last": True, "f
                  "cudnn_benchmark": True, "batched_forward": True, "ema_update": "foreach"}
 FAST_SAMPLING = {"precision": "bf16", "compile": True, "batched_guidance": True, "tf32": True}
 REFERENCE_TRAINING = {"precision": "fp32", "compile": False, "channels_last": False, "fused_adam": False,
-                      "batched_forward": False, "ema_update": "loop", "tf32": False, "cudnn_benchmark": False}
-REFERENCE_SAMPLING = {"precision": "fp32", "compile": False, "batched_guidance": False, "tf32": False}
+                      "batched_forward": False, "ema_update": "loop", "tf32": "convolutions", "cudnn_benchmark": False}
+REFERENCE_SAMPLING = {"precision": "fp32", "compile": False, "batched_guidance": False, "tf32": "convolutions"}
 SMOKE = {
     "bench_train.py": ["--size", "ci", "--device", "cpu", "--blocks", "2", "--calls", "1", "--no-compile",
                        "--threads", "1"],
@@ -103,7 +103,7 @@ def test_bench_train_times_the_trainers_own_step(benchmarks, monkeypatch, capsys
     assert bench_train.setup_training is cbdm.train.setup_training
     steps = spy(monkeypatch, cbdm.train.TrainStep, "__call__")
     figures = bench_train.run(bench_train.parser().parse_args(SMOKE["bench_train.py"]))
-    assert len(steps) == 2 * (1 + 2 * 1) + 1  # two paths: first call + 2 blocks of 1; one counted for FLOPs
+    assert len(steps) == 2 * (1 + 2 + 2 * 1) + 1  # two paths: first call, 2 warm-up calls, 2 blocks of 1; FLOPs
     assert [row["path"] for row in figures["rows"]] == ["reference", "fast"]
     assert figures["rows"][1]["detail"].startswith("precision=bf16")
     assert "batch 48, label drop 0.1 per batch" in figures["title"]  # the paper config's CBDM settings
@@ -138,7 +138,8 @@ def test_bench_bf16_times_the_default_trainers_cpu_levers_with_and_without_stati
         return predict(self, model, x_t, t, label_sets)
 
     monkeypatch.setattr(cbdm.objective.Objective, "_predict", recording)
-    args = bench_bf16.parser().parse_args(["--blocks", "1", "--calls", "1", "--threads", "1", "--drop", "1.0"])
+    args = bench_bf16.parser().parse_args(["--blocks", "1", "--calls", "1", "--threads", "1", "--drop", "1.0",
+                                          "--warmup", "0"])
     figures = bench_bf16.run(args)
     names = ["fp32", "bf16", "bf16+fused", "bf16+fused+nhwc", "bf16+fused+static"]
     assert [row["path"] for row in figures["rows"]] == names
@@ -152,7 +153,7 @@ def test_bench_sample_times_the_pipelines_sampler(benchmarks, monkeypatch, repo)
 
     calls = spy(monkeypatch, bench_sample, "generate")
     figures = bench_sample.run(bench_sample.parser().parse_args(SMOKE["bench_sample.py"]))
-    assert len(calls) == 2 * (1 + 2)
+    assert len(calls) == 2 * (1 + 2 + 2)  # two paths: first call, 2 warm-up calls, 2 blocks of 1
     assert all(row["median"] > 0 for row in figures["rows"])
     paper = yaml.safe_load((repo / "config/paper/cifar10-lt.yaml").read_text())
     first_guidance = paper["variants"]["cbdm"]["sampling"]["guidance"][0]  # the config's main-table scale

@@ -272,3 +272,36 @@ def test_a_state_resumed_from_its_checkpoint_takes_the_steps_of_the_one_that_wro
     assert all(torch.equal(a, b) for a, b in losses) and resumed.step == writer.step == 7
     for name, value in writer.ema.state_dict().items():
         assert torch.equal(resumed.ema.state_dict()[name], value), name
+
+
+@pytest.fixture
+def backend_flags():
+    """Restores the process-wide GPU math switches a test changes."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
+
+
+def test_steps_of_other_settings_in_one_process_each_run_under_their_own_backend_switches(digits_lt, backend_flags):
+    # The benchmarks build the reference path's step and then the fast path's in one process; the
+    # switches are global, so set once at construction the last step built would govern both.
+    images, labels = load_training_images(str(digits_lt), 10, torch.device("cpu"))
+    steps, seen = {}, []
+    for name, tf32, benchmark in (("reference", "convolutions", False), ("fast", True, True)):
+        s = settings(steps=4, tf32=tf32, cudnn_benchmark=benchmark)
+        model = build_model(s, NETWORK, DIFFUSION, images, 10, 3, torch.device("cpu"))
+        model.register_forward_pre_hook(lambda *_, name=name: seen.append(
+            (name, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.backends.cudnn.benchmark)))
+        steps[name] = setup_training(s, model, DIFFUSION, images, labels, 10, torch.device("cpu"), seed=3)
+    for name in ("reference", "fast", "reference"):
+        steps[name].advance()
+    assert {entry[1:] for entry in seen if entry[0] == "reference"} == {(False, True, False)}
+    assert {entry[1:] for entry in seen if entry[0] == "fast"} == {(True, True, True)}
+
+
+def test_a_tf32_setting_other_than_the_three_is_refused():
+    from cbdm.acceleration import configure_backends
+
+    with pytest.raises(ValueError, match="unknown tf32 setting 1"):
+        configure_backends(tf32=1, cudnn_benchmark=False)
