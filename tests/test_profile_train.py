@@ -3,6 +3,7 @@ profiles the pipeline's own training step; the figures that count come from a GP
 import json
 
 import pytest
+import torch
 
 
 @pytest.fixture
@@ -42,3 +43,25 @@ def test_profiles_the_pipelines_training_step_on_cpu(profile_train, repo, monkey
     assert len(called) == 2  # one untimed step, then --calls 1 profiled
     assert summary["total_ms"] > 0
     assert sum(summary["kinds"].values()) == pytest.approx(100, abs=0.5)
+    assert summary["by launcher"] and all(row["launched by"] for row in summary["by launcher"])
+
+
+def test_a_layout_copy_inside_a_convolution_is_traced_to_the_convolution(profile_train):
+    # A contiguous input meeting channels-last weights: the convolution converts the input itself,
+    # the kind of unfused copy the H200 profile showed. On a CPU, operators stand in for kernels.
+    conv = torch.nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 8, 8)
+    prof = profile_train.profile_steps(lambda: conv(x).sum().backward(), 1, torch.device("cpu"))
+    rows = profile_train.launches(prof, torch.device("cpu"))
+    copies = [chain for name, chain, _ in rows if name == "aten::copy_"]
+    assert any("aten::contiguous" in chain and "aten::_convolution" in chain for chain in copies), copies
+    ranked = profile_train.by_launcher(rows, sum(us for *_, us in rows), top=100)
+    assert sum(r["share %"] for r in ranked) == pytest.approx(100, abs=1)
+
+
+def test_launchers_are_ranked_by_time_and_counted(profile_train):
+    rows = [("copy", "aten::copy_ < aten::contiguous", 30.0), ("conv", "aten::cudnn_convolution", 45.0),
+            ("copy", "aten::copy_ < aten::contiguous", 20.0), ("copy", "aten::copy_ < aten::_to_copy", 5.0)]
+    ranked = profile_train.by_launcher(rows, total_us=100.0, top=2)
+    assert [(r["kernel"], r["launched by"], r["launches"], r["share %"]) for r in ranked] == [
+        ("copy", "aten::copy_ < aten::contiguous", 2, 50.0), ("conv", "aten::cudnn_convolution", 1, 45.0)]
