@@ -7,10 +7,13 @@ drop 0.1), a 2,000-step training of the paper network on the fast path through c
 itself (CBDM variant, batch 48; random CIFAR-shaped images with class structure, not CIFAR), the
 sampling ratio (bench_sample.py, batch 2000), the paper-scale metrics (bench_metrics.py, 50k x 2048,
 100 classes), the features ratio (bench_features.py, needs torch_fidelity), and, where their caps
-still fit, the training step in compile mode reduce-overhead (CUDA graphs) and the DDPM step
-(batch 64).
+still fit, the training step in compile mode reduce-overhead (CUDA graphs), the DDPM step
+(batch 64), and the parts that explain the training step's MFU: its convolutions alone
+(bench_convs.py) and its kernel profile with and without channels-last (profile_train.py).
+--only picks parts, so one lease can run the diagnosis without the rest.
 
     bash benchmarks/gpu_check.sh              # on the GPU machine, figures under $OUT
+    bash benchmarks/gpu_check.sh --only train,sample,train_cudagraphs,profile     # 420 s of caps
     python benchmarks/gpu_check.py --smoke --out /tmp/check   # CPU, tiny sizes, no compile
 """
 from __future__ import annotations
@@ -43,12 +46,21 @@ PARTS = [
     ("features", 40, ["bench_features.py", "--images", "1000", "--blocks", "2", "--budget", "5"],
      ["bench_features.py", "--images", "4", "--batch", "4", "--reference-batch", "4", "--workers", "0", "--blocks", "1",
       "--device", "cpu", "--stand-in"]),
-    ("train_cudagraphs", 60, ["bench_train.py", "--variant", "cbdm", "--blocks", "2", "--calls", "10", "--budget", "10",
+    ("train_cudagraphs", 90, ["bench_train.py", "--variant", "cbdm", "--blocks", "2", "--calls", "10", "--budget", "10",
                               "--compile-mode", "reduce-overhead"], None),
     ("train_ddpm", 90, ["bench_train.py", "--variant", "ddpm", "--blocks", "3", "--calls", "10", "--budget", "10"],
      None),
+    # Why the training step misses its targets: its convolutions alone (the MFU they allow), and
+    # where its time goes, kernel by kernel under the operators that launched them.
+    ("convs", 60, ["bench_convs.py", "--variant", "cbdm", "--blocks", "3", "--calls", "5", "--budget", "10"],
+     ["bench_convs.py", "--size", "ci", "--device", "cpu", "--blocks", "1", "--calls", "1"]),
+    ("profile", 90, ["profile_train.py", "--variant", "cbdm", "--calls", "10"],
+     ["profile_train.py", "--size", "ci", "--device", "cpu", "--no-compile", "--batch", "4", "--calls", "1"]),
+    ("profile_contiguous", 120, ["profile_train.py", "--variant", "cbdm", "--calls", "10", "--fast",
+                                 "channels_last=false"], None),
 ]
-OPTIONAL = {"train_cudagraphs", "train_ddpm"}  # run only where their whole cap still fits the budget
+# Run only where their whole cap still fits the budget, or where --only names them.
+OPTIONAL = {"train_cudagraphs", "train_ddpm", "convs", "profile", "profile_contiguous"}
 MODULES = ["torch", "numpy", "yaml", "tqdm", "PIL", "scipy", "pandas", "matplotlib", "torch_fidelity", "cleanfid",
            "jsonschema", "snakemake"]
 
@@ -91,17 +103,30 @@ def _text(data) -> str:
     return data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
 
 
-def check_all(out: Path, smoke: bool) -> None:
-    """Run every part within the total budget and write the summary and the log under `out`."""
+def selected_parts(only: str | None) -> list[tuple]:
+    """The PARTS that --only names (comma-separated, run in PARTS' order), or all of them."""
+    if only is None:
+        return PARTS
+    names, known = only.split(","), [part[0] for part in PARTS]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise SystemExit(f"--only {only}: no part {', '.join(unknown)}; the parts are {', '.join(known)}")
+    return [part for part in PARTS if part[0] in names]
+
+
+def check_all(out: Path, smoke: bool, only: str | None = None) -> None:
+    """Run every part (or those --only names) within the total budget and write the summary and
+    the log under `out`."""
+    parts = selected_parts(only)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     summary = {"environment": environment(), "smoke": smoke, "parts": {}}
     with tempfile.TemporaryDirectory() as work, open(out / "gpu_check.log", "w") as log:
-        for name, cap, argv, smoke_argv in PARTS:
+        for name, cap, argv, smoke_argv in parts:
             argv = smoke_argv if smoke else argv
-            left = (len(PARTS) * SMOKE_CAP_S if smoke else TOTAL_BUDGET_S) - (time.perf_counter() - started)
+            left = (len(parts) * SMOKE_CAP_S if smoke else TOTAL_BUDGET_S) - (time.perf_counter() - started)
             cap = SMOKE_CAP_S if smoke else cap
-            if argv is None or left < (cap if name in OPTIONAL else 15):
+            if argv is None or left < (cap if name in OPTIONAL and only is None else 15):
                 summary["parts"][name] = {"status": "skipped: " + ("not in --smoke" if argv is None else
                                                                    f"{left:.0f} s of the budget left")}
                 continue
@@ -134,6 +159,11 @@ def summary_table(summary: dict) -> str:
             lines.append(f"| {name} | {part['status']} | {figures['steps']} steps at batch {figures['batch']} in "
                          f"{figures['seconds_including_compile']} s (compile included) | loss "
                          f"{figures['loss_first_logged']:.4f} -> {figures['loss_last_logged']:.4f} | | | |")
+        elif name.startswith("profile") and figures:
+            first = figures["by launcher"][0]
+            lines.append(f"| {name} | {part['status']} | {figures['total_ms']:.1f} ms of device time | largest: "
+                         f"{first['share %']} % {first['kernel'][:60]} launched by "
+                         f"{first['launched by'][:120]} | | | |")
         elif name == "metrics" and figures:
             done = ", ".join(f"{k} {v['done']}/{v['of']}" for k, v in figures["scopes"].items())
             projected = f"{figures['projected_s']:.0f} s" if figures["projected_s"] is not None else "not projected"
@@ -213,12 +243,14 @@ def main():
     parser.add_argument("--out", default=os.environ.get("OUT", "gpu-check-out"))
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny sizes, no compile: checks the wiring")
     parser.add_argument("--part", choices=["train2000"], help="run one part in this process (used by the check)")
+    parser.add_argument("--only", help="comma-separated parts to run, e.g. train,sample,train_cudagraphs,profile "
+                                       "(default: all, the optional ones where the budget allows)")
     parser.add_argument("--json")
     args = parser.parse_args()
     if args.part == "train2000":
         train2000(Path(args.out), args.smoke, args.json)
     else:
-        check_all(Path(args.out), args.smoke)
+        check_all(Path(args.out), args.smoke, args.only)
 
 
 if __name__ == "__main__":

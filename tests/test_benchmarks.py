@@ -30,6 +30,7 @@ SMOKE = {
                         "--no-compile", "--threads", "1"],
     "bench_features.py": ["--device", "cpu", "--images", "4", "--batch", "4", "--reference-batch", "4",
                           "--workers", "0", "--blocks", "1", "--threads", "1"],
+    "bench_convs.py": ["--size", "ci", "--device", "cpu", "--blocks", "2", "--calls", "1", "--threads", "1"],
 }
 
 
@@ -110,6 +111,27 @@ def test_bench_train_times_the_trainers_own_step(benchmarks, monkeypatch, capsys
     printed = capsys.readouterr().out
     for column in ("min", "median", "max", "ratio", "1st call s", "MFU"):
         assert column in printed
+
+
+def test_bench_convs_times_the_convolutions_of_the_trainers_own_step(benchmarks, capsys):
+    import bench_convs
+    import torch
+
+    import harness
+
+    args = bench_convs.parser().parse_args([*SMOKE["bench_convs.py"], "--warmup", "0"])
+    config, fast, reference = harness.fast_and_reference(args, "training")
+    base = harness.build_model(config, "ci", torch.device("cpu"))
+    data = bench_convs.pool(config, "ci", torch.device("cpu"))
+    modules = sum(isinstance(m, torch.nn.Conv2d) for m in base.modules())
+    seen = {name: bench_convs.step_convolutions(config, s, base, data, torch.device("cpu"))
+            for name, s in (("reference", reference), ("fast", fast))}
+    # CBDM: two label sets, one forward each on the reference path, one forward of both on the fast one
+    assert sum(seen["reference"].values()) == 2 * modules and sum(seen["fast"].values()) == modules
+    assert {key[0][0] for key in seen["reference"]} == {48} and {key[0][0] for key in seen["fast"]} == {96}
+    figures = bench_convs.run(args)
+    conv, step = map(float, figures["GFLOP per step: convolutions / whole step"].split(" / "))
+    assert 0.9 * step < conv < step  # the step's FLOPs are nearly all convolutions
 
 
 def test_a_fast_path_setting_is_overridden_from_the_command_line_and_a_wrong_key_named(benchmarks):
@@ -214,3 +236,17 @@ def test_the_gpu_check_fits_its_time_budget(repo, benchmarks, monkeypatch, tmp_p
     assert all(summary["parts"][name]["status"].startswith("skipped") for name in gpu_check.OPTIONAL
                if name not in dict(ran))
     assert all(cap <= gpu_check.TOTAL_BUDGET_S for _, cap in ran)
+
+
+def test_the_gpu_check_runs_the_parts_only_names_and_refuses_an_unknown_one(benchmarks, monkeypatch, tmp_path):
+    import gpu_check
+
+    ran = []
+    monkeypatch.setattr(gpu_check, "run_part", lambda name, cap, *rest: ran.append(name) or {"status": "ok"})
+    monkeypatch.setattr(gpu_check, "environment", lambda: {"device": "x", "torch": "y", "cpus": 1, "missing": []})
+    gpu_check.check_all(tmp_path, smoke=False, only="profile,train,train_cudagraphs,sample")
+    assert ran == ["train", "sample", "train_cudagraphs", "profile"]  # in PARTS' order, optional ones included
+    caps = dict((name, cap) for name, cap, *_ in gpu_check.PARTS)
+    assert sum(caps[name] for name in ran) <= gpu_check.TOTAL_BUDGET_S  # the diagnosis README names fits
+    with pytest.raises(SystemExit, match="--only train,profil: no part profil; the parts are train, "):
+        gpu_check.check_all(tmp_path, smoke=False, only="train,profil")

@@ -1,0 +1,114 @@
+"""The ceiling of the training step's MFU that its convolution kernels set: every convolution one
+step of the pipeline's trainer runs (cbdm.train.TrainStep on the paper config's settings, the
+shapes recorded by hooks on the network during one step, every label set included), each run
+alone through cuDNN, forward and both backward products, back to back, once in the reference
+path's precision and layout and once in the fast path's. Nothing else of the step runs.
+
+The step spends at least its convolutions' time, and its FLOPs are nearly all convolutions, so
+step FLOPs / (convolution seconds x peak) bounds the step's MFU for these kernels: where that
+bound is under the 40 % target, no fusion of the rest of the step reaches it, and the target
+needs faster convolutions (other algorithms, larger batches) instead.
+
+    python benchmarks/bench_convs.py                       # GPU: paper UNet, CBDM, batch 48
+    python benchmarks/bench_convs.py --batch 192
+    python benchmarks/bench_convs.py --size ci --device cpu --blocks 2 --calls 1 --threads 1
+"""
+from __future__ import annotations
+
+import collections
+import copy
+
+import torch
+import torch.nn.functional as F
+from bench_train import pool, training_step
+
+from cbdm.acceleration import configure_backends
+
+import harness
+
+PATH_KEYS = ("precision", "channels_last", "tf32", "cudnn_benchmark")
+
+
+def step_convolutions(config: dict, settings: dict, base, data, device) -> collections.Counter:
+    """(input shape, weight shape, stride, padding, bias) -> calls, of one eager training step with
+    every batch keeping its labels (as 90 % of the paper configs' batches do)."""
+    settings = copy.deepcopy(settings)
+    settings["training"].update(compile=False, label_drop={**settings["training"]["label_drop"], "probability": 0.0})
+    call, extras = training_step(config, settings, base, data, device)
+    seen = collections.Counter()
+
+    def record(module, args):
+        seen[(tuple(args[0].shape), tuple(module.weight.shape), module.stride, module.padding,
+              module.bias is not None)] += 1
+
+    hooks = [m.register_forward_pre_hook(record) for m in extras["state"].model.modules()
+             if isinstance(m, torch.nn.Conv2d)]
+    call()
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+def convolution_work(convolutions: collections.Counter, training: dict, device):
+    """A callable running every recorded convolution, forward and backward (input, weight and bias
+    gradients), as many times as the step does, in `training`'s precision, layout and switches."""
+    dtype = torch.bfloat16 if training["precision"] == "bf16" else torch.float32
+    layout = torch.channels_last if training["channels_last"] else torch.contiguous_format
+    work = []
+    for (x_shape, w_shape, stride, padding, bias), count in convolutions.items():
+        x = torch.randn(x_shape, device=device, dtype=dtype).contiguous(memory_format=layout).requires_grad_()
+        w = (0.05 * torch.randn(w_shape, device=device, dtype=dtype)).contiguous(memory_format=layout).requires_grad_()
+        b = torch.zeros(w_shape[0], device=device, dtype=dtype, requires_grad=True) if bias else None
+        grad = torch.randn_like(F.conv2d(x, w, b, stride, padding))
+        work.append((x, w, b, stride, padding, grad, count))
+
+    def call():
+        configure_backends(tf32=training["tf32"], cudnn_benchmark=training["cudnn_benchmark"])
+        for x, w, b, stride, padding, grad, count in work:
+            inputs = (x, w) if b is None else (x, w, b)
+            for _ in range(count):
+                torch.autograd.grad(F.conv2d(x, w, b, stride, padding), inputs, grad)
+
+    return call
+
+
+def run(args) -> dict:
+    """Time the step's convolutions on the reference and the fast path; returns the printed figures."""
+    harness.pin_threads(args.threads)
+    device = torch.device(args.device)
+    config, fast, reference = harness.fast_and_reference(args, "training")
+    batch = fast["training"]["batch_size"]
+    base = harness.build_model(config, args.size, device)
+    data = pool(config, args.size, device)
+    convolutions = {name: step_convolutions(config, s, base, data, device)  # fast: label sets in one batch
+                    for name, s in (("reference", reference), ("fast", fast))}
+    paths = {name: convolution_work(convolutions[name], s["training"], device)
+             for name, s in (("reference", reference), ("fast", fast))}
+    step_call, _ = training_step(config, reference, base, data, device)
+    step_flops = harness.count_flops(step_call)
+    conv_flops = harness.count_flops(paths["reference"])
+    timings = harness.alternate(paths, device, args.blocks, args.calls, args.budget, args.warmup)
+    rows = [harness.path_row(name, timings[name], batch, conv_flops, device, harness.describe(s["training"], PATH_KEYS))
+            for name, s in (("reference", reference), ("fast", fast))]
+    extra = {"convolution calls per step, reference / fast": " / ".join(str(sum(c.values()))
+                                                                        for c in convolutions.values()),
+             "GFLOP per step: convolutions / whole step": f"{conv_flops / 1e9:.2f} / {step_flops / 1e9:.2f}"}
+    peak = harness.peak_tflops(device)
+    if peak:
+        seconds = batch / rows[1]["median"]
+        extra["bound on the whole step's MFU with these kernels (step FLOPs / fast convolution time / peak)"] = \
+            f"{100 * step_flops / seconds / (peak * 1e12):.1f} %"
+    title = (f"The convolutions of one training step of {args.config} variant {args.variant} (batch {batch}, "
+             f"{harness.parameters_line(base)}, size {args.size}), alone, forward and backward")
+    return harness.print_table(title, rows, "images/s", device, args, extra)
+
+
+def parser():
+    """The command line of this benchmark."""
+    p = harness.arguments(__doc__, variant="cbdm", blocks=5, calls=5)
+    p.set_defaults(no_compile=True)  # bare convolutions: nothing to compile
+    return p
+
+
+if __name__ == "__main__":
+    run(parser().parse_args())
