@@ -16,11 +16,10 @@ needs faster convolutions (other algorithms, larger batches) instead.
 from __future__ import annotations
 
 import collections
-import copy
 
 import torch
 import torch.nn.functional as F
-from bench_train import pool, training_step
+from bench_train import labelled_step, pool, step_flops
 
 from cbdm.acceleration import configure_backends
 
@@ -32,9 +31,7 @@ PATH_KEYS = ("precision", "channels_last", "tf32", "cudnn_benchmark")
 def step_convolutions(config: dict, settings: dict, base, data, device) -> collections.Counter:
     """(input shape, weight shape, stride, padding, bias) -> calls, of one eager training step with
     every batch keeping its labels (as 90 % of the paper configs' batches do)."""
-    settings = copy.deepcopy(settings)
-    settings["training"].update(compile=False, label_drop={**settings["training"]["label_drop"], "probability": 0.0})
-    call, extras = training_step(config, settings, base, data, device)
+    call, extras = labelled_step(config, settings, base, data, device)
     seen = collections.Counter()
 
     def record(module, args):
@@ -84,20 +81,19 @@ def run(args) -> dict:
                     for name, s in (("reference", reference), ("fast", fast))}
     paths = {name: convolution_work(convolutions[name], s["training"], device)
              for name, s in (("reference", reference), ("fast", fast))}
-    step_call, _ = training_step(config, reference, base, data, device)
-    step_flops = harness.count_flops(step_call)
+    flops = step_flops(config, reference, base, data, device)
     conv_flops = harness.count_flops(paths["reference"])
     timings = harness.alternate(paths, device, args.blocks, args.calls, args.budget, args.warmup)
     rows = [harness.path_row(name, timings[name], batch, conv_flops, device, harness.describe(s["training"], PATH_KEYS))
             for name, s in (("reference", reference), ("fast", fast))]
     extra = {"convolution calls per step, reference / fast": " / ".join(str(sum(c.values()))
                                                                         for c in convolutions.values()),
-             "GFLOP per step: convolutions / whole step": f"{conv_flops / 1e9:.2f} / {step_flops / 1e9:.2f}"}
+             "GFLOP per step: convolutions / whole step": f"{conv_flops / 1e9:.2f} / {flops / 1e9:.2f}"}
     peak = harness.peak_tflops(device)
     if peak:
         seconds = batch / rows[1]["median"]
         extra["bound on the whole step's MFU with these kernels (step FLOPs / fast convolution time / peak)"] = \
-            f"{100 * step_flops / seconds / (peak * 1e12):.1f} %"
+            f"{100 * flops / seconds / (peak * 1e12):.1f} %"
     title = (f"The convolutions of one training step of {args.config} variant {args.variant} (batch {batch}, "
              f"{harness.parameters_line(base)}, size {args.size}), alone, forward and backward")
     return harness.print_table(title, rows, "images/s", device, args, extra)

@@ -1,6 +1,7 @@
 """The paper configs run the fast path; the benchmark scripts time the pipeline's own functions
 on those configs' settings and print the full table (CPU, CI-sized); the figures that count are
 taken on a GPU (benchmarks/README.md)."""
+import copy
 import json
 import os
 import re
@@ -111,6 +112,26 @@ def test_bench_train_times_the_trainers_own_step(benchmarks, monkeypatch, capsys
     printed = capsys.readouterr().out
     for column in ("min", "median", "max", "ratio", "1st call s", "MFU"):
         assert column in printed
+
+
+def test_the_flops_of_a_step_do_not_depend_on_the_label_drop_coin(benchmarks):
+    # An eager step whose batch loses its labels runs only the trained pass; counted on such a step,
+    # CBDM's FLOPs (and every MFU from them) would come out halved.
+    import bench_train
+    import torch
+
+    import harness
+
+    args = bench_train.parser().parse_args(SMOKE["bench_train.py"])
+    config, _, reference = harness.fast_and_reference(args, "training")
+    dropped = copy.deepcopy(reference)
+    dropped["training"]["label_drop"] = {"policy": "batch", "probability": 1.0}
+    cpu = torch.device("cpu")
+    base = harness.build_model(config, "ci", cpu)
+    data = bench_train.pool(config, "ci", cpu)
+    full = bench_train.step_flops(config, reference, base, data, cpu)
+    assert bench_train.step_flops(config, dropped, base, data, cpu) == full
+    assert harness.count_flops(bench_train.training_step(config, dropped, base, data, cpu)[0]) < 0.6 * full
 
 
 def test_bench_convs_times_the_convolutions_of_the_trainers_own_step(benchmarks, capsys):
