@@ -4,8 +4,9 @@ shapes recorded by hooks on the network during one step, every label set include
 alone through cuDNN, forward and both backward products, back to back, once in the reference
 path's precision and layout and once in the fast path's. Nothing else of the step runs.
 
-The step spends at least its convolutions' time, and its FLOPs are nearly all convolutions, so
-step FLOPs / (convolution seconds x peak) bounds the step's MFU for these kernels: where that
+The step spends at least its convolution kernels' device time, and its FLOPs are nearly all
+convolutions, so step FLOPs / (the kernels' device time, from torch.profiler, x peak) bounds the
+step's MFU for these kernels (wall time would include Python's launches and lower it): where that
 bound is under the 40 % target, no fusion of the rest of the step reaches it, and the target
 needs faster convolutions (other algorithms, larger batches) instead.
 
@@ -20,6 +21,7 @@ import collections
 import torch
 import torch.nn.functional as F
 from bench_train import labelled_step, pool, step_flops
+from profile_train import kernel_times, profile_steps
 
 from cbdm.acceleration import configure_backends
 
@@ -90,10 +92,11 @@ def run(args) -> dict:
                                                                         for c in convolutions.values()),
              "GFLOP per step: convolutions / whole step": f"{conv_flops / 1e9:.2f} / {flops / 1e9:.2f}"}
     peak = harness.peak_tflops(device)
-    if peak:
-        seconds = batch / rows[1]["median"]
-        extra["bound on the whole step's MFU with these kernels (step FLOPs / fast convolution time / peak)"] = \
-            f"{100 * flops / seconds / (peak * 1e12):.1f} %"
+    if peak:  # kernel time, not wall time: Python's launches between the kernels would lower the bound
+        kernel_s = sum(us for _, us in kernel_times(profile_steps(paths["fast"], 1, device), device)) / 1e6
+        extra["fast path's convolution kernels, device time per step"] = f"{1e3 * kernel_s:.2f} ms"
+        extra["bound on the whole step's MFU with these kernels (step FLOPs / their device time / peak)"] = \
+            f"{100 * flops / kernel_s / (peak * 1e12):.1f} %"
     title = (f"The convolutions of one training step of {args.config} variant {args.variant} (batch {batch}, "
              f"{harness.parameters_line(base)}, size {args.size}), alone, forward and backward")
     return harness.print_table(title, rows, "images/s", device, args, extra)
