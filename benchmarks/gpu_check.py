@@ -61,9 +61,12 @@ PARTS = [
      ["profile_train.py", "--size", "ci", "--device", "cpu", "--no-compile", "--batch", "4", "--calls", "1"]),
     ("profile_contiguous", 120, ["profile_train.py", "--variant", "cbdm", "--calls", "10", "--fast",
                                  "channels_last=false"], None),
+    # The whole trainer under CUDA graphs: what switching the paper configs to them would run.
+    ("train2000_cudagraphs", 120, ["gpu_check.py", "--part", "train2000", "--compile-mode", "reduce-overhead"],
+     None),
 ]
 # Run only where their whole cap still fits the budget, or where --only names them.
-OPTIONAL = {"train_cudagraphs", "train_ddpm", "convs", "profile", "profile_contiguous"}
+OPTIONAL = {"train_cudagraphs", "train_ddpm", "convs", "profile", "profile_contiguous", "train2000_cudagraphs"}
 MODULES = ["torch", "numpy", "yaml", "tqdm", "PIL", "scipy", "pandas", "matplotlib", "torch_fidelity", "cleanfid",
            "jsonschema", "snakemake"]
 
@@ -133,7 +136,7 @@ def check_all(out: Path, smoke: bool, only: str | None = None) -> None:
                 summary["parts"][name] = {"status": "skipped: " + ("not in --smoke" if argv is None else
                                                                    f"{left:.0f} s of the budget left")}
                 continue
-            if name == "train2000":
+            if name.startswith("train2000"):
                 argv = [*argv, "--out", str(out)]
             summary["parts"][name] = run_part(name, min(cap, left), argv, out, Path(work), log)
     summary["seconds"] = round(time.perf_counter() - started, 1)
@@ -158,7 +161,7 @@ def summary_table(summary: dict) -> str:
             lines.append(f"| {name} | {part['status']} | {ref['median']:.3g} {figures['unit']} | "
                          f"{fast['median']:.3g} {figures['unit']} | {fast['median'] / ref['median']:.2f} | {mfu} | "
                          f"{fast['first_call_s']:.1f} |")
-        elif name == "train2000" and figures:
+        elif name.startswith("train2000") and figures:
             lines.append(f"| {name} | {part['status']} | {figures['steps']} steps at batch {figures['batch']} in "
                          f"{figures['seconds_including_compile']} s (compile included) | loss "
                          f"{figures['loss_first_logged']:.4f} -> {figures['loss_last_logged']:.4f} | | | |")
@@ -177,11 +180,11 @@ def summary_table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def train2000(out: Path, smoke: bool, json_path: str | None) -> None:
+def train2000(out: Path, smoke: bool, json_path: str | None, compile_mode: str | None = None) -> None:
     """2,000 steps of cbdm.train.train, the paper config's CBDM variant on its fast path (the shapes
-    the train part compiled, so the compile caches serve it), on random
-    32x32 images with class structure (harness.class_structured_images), 1,000 per class; the loss
-    curve goes to loss.csv (and loss.png where matplotlib exists)."""
+    the train part compiled, so the compile caches serve it; `compile_mode` overrides the config's),
+    on random 32x32 images with class structure (harness.class_structured_images), 1,000 per class;
+    the loss curve goes to loss.csv, or loss-<compile_mode>.csv (and .png where matplotlib exists)."""
     sys.path.insert(0, str(HERE))
     import numpy as np
 
@@ -193,6 +196,9 @@ def train2000(out: Path, smoke: bool, json_path: str | None) -> None:
     config, settings = harness.variant_settings(str(harness.PAPER_CONFIG), "cbdm", reference=False)
     steps = 20 if smoke else 2000
     settings["training"].update(steps=steps, log_every=2 if smoke else 20)
+    if compile_mode:
+        settings["training"]["compile_mode"] = compile_mode
+    curve = out / (f"loss-{compile_mode}" if compile_mode else "loss")
     if smoke:
         settings["training"]["compile"] = False
     size = "ci" if smoke else "paper"
@@ -205,10 +211,10 @@ def train2000(out: Path, smoke: bool, json_path: str | None) -> None:
         train({k: settings[k] for k in ("name", "losses", "training")},
               network=harness.CI_NETWORK if smoke else config["network"], diffusion=config["diffusion"],
               train_npz=str(npz), num_classes=classes, seed=0, device="cpu" if smoke else "auto",
-              out_model=str(Path(work) / "model.pt"), out_log=str(out / "loss.csv"),
+              out_model=str(Path(work) / "model.pt"), out_log=str(curve.with_suffix(".csv")),
               checkpoint_path=str(Path(work) / "checkpoint.pt"))
         seconds = time.perf_counter() - started
-    rows = list(csv.DictReader(open(out / "loss.csv")))
+    rows = list(csv.DictReader(open(curve.with_suffix(".csv"))))
     batch = settings["training"]["batch_size"]
     figures = {"steps": steps, "batch": batch, "seconds_including_compile": round(seconds, 1),
                "images_per_s_including_compile": round(steps * batch / seconds, 1),
@@ -218,7 +224,8 @@ def train2000(out: Path, smoke: bool, json_path: str | None) -> None:
                                                                    "channels_last", "fused_adam", "tf32"))}
     print(json.dumps(figures, indent=2))
     network = "CI-size" if smoke else "paper"
-    _plot(rows, out / "loss.png", f"{steps} steps, {network} UNet, CBDM fast path, batch {batch}")
+    mode = settings["training"]["compile_mode"] if settings["training"]["compile"] else "not compiled"
+    _plot(rows, curve.with_suffix(".png"), f"{steps} steps, {network} UNet, batch {batch}\nCBDM fast path ({mode})")
     if json_path:
         Path(json_path).write_text(json.dumps(figures, indent=2))
 
@@ -246,12 +253,13 @@ def main():
     parser.add_argument("--out", default=os.environ.get("OUT", "gpu-check-out"))
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny sizes, no compile: checks the wiring")
     parser.add_argument("--part", choices=["train2000"], help="run one part in this process (used by the check)")
+    parser.add_argument("--compile-mode", help="--part train2000: override the config's training.compile_mode")
     parser.add_argument("--only", help="comma-separated parts to run, e.g. train,sample,train_cudagraphs,profile "
                                        "(default: all, the optional ones where the budget allows)")
     parser.add_argument("--json")
     args = parser.parse_args()
     if args.part == "train2000":
-        train2000(Path(args.out), args.smoke, args.json)
+        train2000(Path(args.out), args.smoke, args.json, args.compile_mode)
     else:
         check_all(Path(args.out), args.smoke, args.only)
 
