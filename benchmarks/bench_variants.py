@@ -87,8 +87,6 @@ def run(args) -> dict:
         counter = {"calls": 0, "images": 0}
         paths[name], models[name] = variant_step(config, settings[name], size, data, device, counter)
         counts[name] = counted_step(paths[name], counter, settings[name]["training"]["compile"])
-        for _ in range(args.warmup):
-            paths[name]()
     harness.reset_peak_memory(device)
     timings = harness.alternate(paths, device, args.blocks, args.calls, args.budget, args.warmup)
     rows = [variant_row(name, timings[name], timings["ddpm"], counts[name], models[name], settings[name], device)
@@ -124,8 +122,6 @@ def parser() -> argparse.ArgumentParser:
     p = harness.arguments(__doc__, variant="ddpm", blocks=7, calls=5)
     p.add_argument("--steps", dest="calls", type=int, default=argparse.SUPPRESS,
                    help="timed steps per block (the same as --calls)")
-    p.add_argument("--warmup", type=int, default=2,
-                   help="untimed steps per variant before the timing (after its counted step)")
     p.add_argument("--field", action="store_true",
                    help="the field suite (config/field.yaml) with its own network; --config and --size are ignored")
     return p
