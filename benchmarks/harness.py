@@ -218,19 +218,18 @@ def alternate(paths: dict, device: torch.device, blocks: int, calls: int, budget
     """Time the paths (name -> a callable taking one step) in alternating blocks of `calls` calls:
     A B B A A B ..., so that drift of the machine hits both alike. Each path's first call runs
     alone first and is timed apart (compile), then `warmup` more calls untimed (CUDA-graph
-    recording, cuDNN's algorithm search). Returns name -> {'first_s', 'warmup_s', 'block_s':
-    [seconds per call, one per block]}."""
+    recording, cuDNN's algorithm search). Returns name -> {'first_s', 'block_s': [seconds per
+    call, one per block]}."""
     timings = {}
     for name, call in paths.items():
         synchronize(device)
         t0 = time.perf_counter()
         call()
         synchronize(device)
-        t1 = time.perf_counter()
+        timings[name] = {"first_s": time.perf_counter() - t0, "block_s": []}
         for _ in range(warmup):
             call()
         synchronize(device)
-        timings[name] = {"first_s": t1 - t0, "warmup_s": time.perf_counter() - t1, "block_s": []}
     started = time.perf_counter()  # the budget is for the timed blocks, after compile and warm-up
     order = list(paths)
     for block in range(blocks):
