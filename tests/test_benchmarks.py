@@ -145,8 +145,9 @@ def test_bench_convs_times_the_convolutions_of_the_trainers_own_step(benchmarks,
     base = harness.build_model(config, "ci", torch.device("cpu"))
     data = bench_convs.pool(config, "ci", torch.device("cpu"))
     modules = sum(isinstance(m, torch.nn.Conv2d) for m in base.modules())
-    seen = {name: bench_convs.step_convolutions(config, s, base, data, torch.device("cpu"))
-            for name, s in (("reference", reference), ("fast", fast))}
+    recorded = {name: bench_convs.step_convolutions(config, s, base, data, torch.device("cpu"))
+                for name, s in (("reference", reference), ("fast", fast))}
+    seen = {name: convolutions for name, (convolutions, _) in recorded.items()}
     # CBDM: two label sets, one forward each on the reference path, one forward of both on the fast one
     assert sum(seen["reference"].values()) == 2 * modules and sum(seen["fast"].values()) == modules
     assert {key[0][0] for key in seen["reference"]} == {48} and {key[0][0] for key in seen["fast"]} == {96}
