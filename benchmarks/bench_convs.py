@@ -83,8 +83,8 @@ def run(args) -> dict:
     settings = {"reference": reference, "fast": fast}
     recorded = {name: step_convolutions(config, s, base, data, device) for name, s in settings.items()}
     convolutions = {name: seen for name, (seen, _) in recorded.items()}  # fast: the label sets in one batch
-    # The reference's count: the fast path does the same math, but in bf16 its attention runs a fused
-    # kernel the FLOP counter does not count.
+    # The reference's count: the fast path does the same math, but on a CPU in bf16 its attention runs a
+    # fused kernel the FLOP counter does not count.
     flops = recorded["reference"][1]
     paths = {name: convolution_work(convolutions[name], s["training"], device) for name, s in settings.items()}
     conv_flops = harness.count_flops(paths["reference"])
