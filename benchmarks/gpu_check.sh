@@ -3,20 +3,25 @@
 #   bash benchmarks/gpu_check.sh            # from the repository root, on one H100/H200
 #   bash benchmarks/gpu_check.sh --smoke    # CPU, tiny sizes, no compile: checks the wiring
 # Needs only python3 with torch, numpy, pyyaml, tqdm and pillow: cbdm runs from this checkout
-# (PYTHONPATH, no pip install), snakemake, jsonschema and clean-fid are not needed. The features
-# part also needs torch_fidelity (pure Python): where it is missing, carry its wheel in .whl/
-#   pip download --no-deps -d .whl torch-fidelity==0.4.0     # here, then carry .whl
-# and this script installs it from there. Every part has a hard time cap (gpu_check.py), the whole
+# (PYTHONPATH, no pip install), snakemake and jsonschema are not needed. The features part also
+# needs torch_fidelity, and times clean-fid itself where it is importable (else a stand-in of its
+# pipeline): both are pure Python; where they are missing, carry their wheels in .whl/
+#   pip download --no-deps -d .whl torch-fidelity==0.4.0 clean-fid==0.1.35   # here, then carry .whl
+# and this script installs them from there (clean-fid's own needs, torchvision, scipy and requests,
+# are on the GPU image). Every part has a hard time cap (gpu_check.py), the whole
 # check an 8-minute one. Figures, the log, loss.csv and loss.png go to $OUT (default gpu-check-out/).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-check-out}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-if ! python3 -c "import torch_fidelity" 2>/dev/null && ls .whl/torch_fidelity-*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/gpu-check-site .whl/torch_fidelity-*.whl \
-        && export PYTHONPATH="$PYTHONPATH:/tmp/gpu-check-site"
-fi
+for module_wheel in torch_fidelity:torch_fidelity cleanfid:clean_fid; do
+    module=${module_wheel%%:*} wheel=${module_wheel#*:}
+    if ! python3 -c "import $module" 2>/dev/null && ls .whl/"$wheel"-*.whl >/dev/null 2>&1; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/gpu-check-site .whl/"$wheel"-*.whl
+    fi
+done
+[ -d /tmp/gpu-check-site ] && export PYTHONPATH="$PYTHONPATH:/tmp/gpu-check-site"
 started=$(date +%s)
 limit=470
 case " $* " in *" --smoke "*) limit=3600 ;; esac  # a busy CPU, not the GPU budget
