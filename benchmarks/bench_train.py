@@ -20,8 +20,8 @@ from cbdm.train import setup_training
 
 import harness
 
-PATH_KEYS = ("precision", "compile", "compile_mode", "channels_last", "fused_adam", "ema_update", "batched_forward",
-             "tf32", "cudnn_benchmark")
+PATH_KEYS = ("precision", "compile", "compile_mode", "channels_last", "group_norm", "fused_adam", "ema_update",
+             "batched_forward", "tf32", "cudnn_benchmark")
 POOL_PER_CLASS = 256
 
 

@@ -9,8 +9,10 @@ sampling ratio (bench_sample.py, batch 2000), the paper-scale metrics (bench_met
 100 classes), the features ratio (bench_features.py, needs torch_fidelity), and, where their caps
 still fit, the training step in compile mode reduce-overhead (CUDA graphs), the DDPM step
 (batch 64), and the parts that explain the training step's MFU: its convolutions alone
-(bench_convs.py) and its kernel profile with and without channels-last (profile_train.py).
---only picks parts, so one lease can run the diagnosis without the rest.
+(bench_convs.py) and its kernel profile with and without channels-last (profile_train.py), and
+the lever that keeps the step channels-last through its GroupNorms (training.group_norm:
+channels_last), profiled and timed. --only picks parts, so one lease can run the diagnosis
+without the rest.
 
     bash benchmarks/gpu_check.sh              # on the GPU machine, figures under $OUT
     bash benchmarks/gpu_check.sh --only train,sample,train_cudagraphs,profile     # 420 s of caps
@@ -61,12 +63,23 @@ PARTS = [
      ["profile_train.py", "--size", "ci", "--device", "cpu", "--no-compile", "--batch", "4", "--calls", "1"]),
     ("profile_contiguous", 120, ["profile_train.py", "--variant", "cbdm", "--calls", "10", "--fast",
                                  "channels_last=false"], None),
+    # The lever for the unfused copy if it is cuDNN converting its inputs' layout: GroupNorms that
+    # keep the channels-last layout (training.group_norm), profiled, then timed against the reference.
+    ("profile_group_norm", 120, ["profile_train.py", "--variant", "cbdm", "--calls", "10", "--fast",
+                                 "group_norm=channels_last"],
+     ["profile_train.py", "--size", "ci", "--device", "cpu", "--no-compile", "--batch", "4", "--calls", "1", "--fast",
+      "group_norm=channels_last"]),
+    ("train_group_norm", 170, ["bench_train.py", "--variant", "cbdm", "--blocks", "4", "--calls", "10", "--budget",
+                               "10", "--fast", "group_norm=channels_last"], None),
     # The whole trainer under CUDA graphs: what switching the paper configs to them would run.
     ("train2000_cudagraphs", 120, ["gpu_check.py", "--part", "train2000", "--compile-mode", "reduce-overhead"],
      None),
 ]
+# The training settings the 2,000-step part prints.
+TRAINING_KEYS = ("precision", "compile", "compile_mode", "channels_last", "group_norm", "fused_adam", "tf32")
 # Run only where their whole cap still fits the budget, or where --only names them.
-OPTIONAL = {"train_cudagraphs", "train_ddpm", "convs", "profile", "profile_contiguous", "train2000_cudagraphs"}
+OPTIONAL = {"train_cudagraphs", "train_ddpm", "convs", "profile", "profile_contiguous", "profile_group_norm",
+            "train_group_norm", "train2000_cudagraphs"}
 MODULES = ["torch", "numpy", "yaml", "tqdm", "PIL", "scipy", "pandas", "matplotlib", "torch_fidelity", "cleanfid",
            "jsonschema", "snakemake"]
 
@@ -220,8 +233,7 @@ def train2000(out: Path, smoke: bool, json_path: str | None, compile_mode: str |
                "images_per_s_including_compile": round(steps * batch / seconds, 1),
                "loss_first_logged": float(rows[0]["loss"]), "loss_last_logged": float(rows[-1]["loss"]),
                "data": "random 32x32 images with class structure (not CIFAR)",
-               "settings": harness.describe(settings["training"], ("precision", "compile", "compile_mode",
-                                                                   "channels_last", "fused_adam", "tf32"))}
+               "settings": harness.describe(settings["training"], TRAINING_KEYS)}
     print(json.dumps(figures, indent=2))
     network = "CI-size" if smoke else "paper"
     mode = settings["training"]["compile_mode"] if settings["training"]["compile"] else "not compiled"

@@ -33,12 +33,22 @@ def autocast(device: torch.device, precision: str):
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
-def prepare_network(model: torch.nn.Module, *, channels_last: bool = False, compile: bool = False,
-                    compile_mode: str = "default"):
+GROUP_NORMS = ("native", "channels_last")
+
+
+def prepare_network(model: torch.nn.Module, *, channels_last: bool = False, group_norm: str = "native",
+                    compile: bool = False, compile_mode: str = "default"):
     """The callable to run the network through: in channels-last layout and/or compiled. The
-    parameters stay those of `model` (state dicts, EMA and checkpoints use `model`)."""
+    parameters stay those of `model` (state dicts, EMA and checkpoints use `model`). `group_norm`
+    'channels_last' has the network's GroupNorms (cbdm.networks.GroupNorm) keep a channels-last
+    input's layout instead of PyTorch's kernel, which writes contiguous output on a GPU."""
+    if group_norm not in GROUP_NORMS:
+        raise ValueError(f"unknown group_norm {group_norm!r}; use one of {', '.join(GROUP_NORMS)}")
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    for module in model.modules():
+        if hasattr(module, "keep_layout"):
+            module.keep_layout = group_norm == "channels_last"
     return compile_network(model, compile_mode) if compile else model
 
 

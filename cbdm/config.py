@@ -307,6 +307,11 @@ def variant_settings(config: dict, name: str) -> dict:
         except jsonschema.ValidationError as err:
             raise ConfigError(f"variants.{name}.{section}: {err.message}") from err
         settings[section] = merged
+    if settings["training"]["group_norm"] == "channels_last" and not settings["training"]["channels_last"]:
+        where = f"variants.{name}.training" if {"group_norm", "channels_last"} & set(spec.get("training", {})) \
+            else "training"
+        raise ConfigError(f"{where}: group_norm 'channels_last' keeps a channels-last layout, but channels_last is "
+                          f"false; set channels_last: true, or group_norm: native")
     settings["guidance"] = as_list(settings["sampling"]["guidance"])
     _check_sampler(config, f"variant {name}", settings["sampling"])
     settings["protocol_sampling"] = protocol_sampling(config, name, settings["sampling"])

@@ -79,16 +79,47 @@ def sinusoidal_embedding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.stack([angles.sin(), angles.cos()], dim=-1).reshape(len(timesteps), dim)
 
 
+def group_norm_in_layout(x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                         eps: float) -> torch.Tensor:
+    """F.group_norm of `x` [B, C, H, W], written in `x`'s memory layout (channels-last in,
+    channels-last out). Computed in fp32 at least, like PyTorch's kernels; returned in fp32 under
+    a GPU's autocast, which lists GroupNorm among its fp32 operations, else in `x`'s dtype."""
+    upcast = x.device.type == "cuda" and torch.is_autocast_enabled("cuda")
+    grouped = x.to(torch.promote_types(x.dtype, torch.float32)).unflatten(1, (groups, -1))  # a view in either layout
+    var, mean = torch.var_mean(grouped, dim=(2, 3, 4), unbiased=False, keepdim=True)
+    out = ((grouped - mean) * torch.rsqrt(var + eps)).flatten(1, 2)
+    if weight is not None:
+        out = out * weight[:, None, None] + bias[:, None, None]
+    return out.to(torch.float32 if upcast else x.dtype)
+
+
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm that can keep a channels-last input channels-last (`keep_layout`, set by
+    cbdm.acceleration.prepare_network from `training.group_norm`). PyTorch's GPU kernel writes
+    its output contiguous whatever its input's layout, so in a channels-last network nearly every
+    convolution, which follows a GroupNorm, gets its input in the other layout than its weights,
+    and cuDNN converts it, forward and backward. Same parameters and state dict as nn.GroupNorm."""
+
+    keep_layout = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The normalised `x`: in `x`'s layout where `keep_layout` and `x` is channels-last."""
+        if (self.keep_layout and x.dim() == 4 and not x.is_contiguous()
+                and x.is_contiguous(memory_format=torch.channels_last)):
+            return group_norm_in_layout(x, self.num_groups, self.weight, self.bias, self.eps)
+        return super().forward(x)
+
+
 class ResidualBlock(nn.Module):
     """GroupNorm-SiLU-conv twice, with the time/label embedding added in between, and optional self-attention."""
 
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, groups: int,
                  attention: bool):
         super().__init__()
-        self.norm1 = nn.GroupNorm(groups, in_ch)
+        self.norm1 = GroupNorm(groups, in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.emb_proj = nn.Linear(emb_dim, out_ch)
-        self.norm2 = nn.GroupNorm(groups, out_ch)
+        self.norm2 = GroupNorm(groups, out_ch)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
@@ -109,7 +140,7 @@ class SelfAttention(nn.Module):
 
     def __init__(self, channels: int, groups: int):
         super().__init__()
-        self.norm = nn.GroupNorm(groups, channels)
+        self.norm = GroupNorm(groups, channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.out = nn.Conv2d(channels, channels, 1)
         nn.init.xavier_uniform_(self.out.weight, gain=1e-5)
@@ -186,7 +217,7 @@ class UNet(nn.Module):
             if level != 0:
                 self.up.append(Upsample(width))
 
-        self.head = nn.Sequential(nn.GroupNorm(groups, width), nn.SiLU(),
+        self.head = nn.Sequential(GroupNorm(groups, width), nn.SiLU(),
                                   nn.Conv2d(width, cfg.image_channels, 3, padding=1))
         nn.init.xavier_uniform_(self.head[-1].weight, gain=1e-5)
         nn.init.zeros_(self.head[-1].bias)

@@ -360,7 +360,7 @@ class TrainStep:
 def training_network(model: torch.nn.Module, cfg: dict, device: torch.device, world: int):
     """What the objective calls: the model in its configured layout, wrapped for data-parallel
     training where `world` > 1, compiled in the configured mode."""
-    network = prepare_network(model, channels_last=cfg["channels_last"], compile=False)
+    network = prepare_network(model, channels_last=cfg["channels_last"], group_norm=cfg["group_norm"], compile=False)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 

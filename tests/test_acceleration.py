@@ -5,7 +5,7 @@ import torch
 
 from cbdm.acceleration import autocast, ema_update, prepare_network, to_layout
 from cbdm.diffusion import NoiseSchedule
-from cbdm.networks import build_unet
+from cbdm.networks import GroupNorm, build_unet, group_norm_in_layout
 from cbdm.objective import Objective
 from cbdm.sample import generate
 
@@ -52,6 +52,51 @@ def test_channels_last_and_one_batched_forward_give_the_reference_loss():
     network = prepare_network(model_fast, channels_last=True)
     fast = loss_of(model_fast, objective_fast, network=network, channels_last=True)
     assert fast.item() == pytest.approx(reference.item(), rel=1e-5)
+
+
+def test_the_layout_keeping_group_norm_is_pytorchs_in_value_gradient_and_autocast_dtype():
+    torch.manual_seed(0)
+    native = torch.nn.GroupNorm(4, 16)
+    with torch.no_grad():
+        native.weight.normal_(), native.bias.normal_()
+    ours = GroupNorm(4, 16)
+    ours.load_state_dict(native.state_dict())
+    ours.keep_layout = True
+    x = (torch.randn(3, 16, 8, 8) * 3 + 1).contiguous(memory_format=torch.channels_last).requires_grad_()
+    x2 = x.detach().clone().requires_grad_()
+    a, b = native(x), ours(x2)
+    assert b.is_contiguous(memory_format=torch.channels_last) and not b.is_contiguous()
+    assert torch.allclose(a, b, atol=1e-5)
+    grad = torch.randn_like(a)
+    a.backward(grad), b.backward(grad)
+    assert torch.allclose(x.grad, x2.grad, atol=1e-4)
+    assert torch.allclose(native.weight.grad, ours.weight.grad, atol=1e-4)
+    assert torch.allclose(native.bias.grad, ours.bias.grad, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a CPU's autocast keeps GroupNorm's input dtype
+        a, b = native(x.detach().bfloat16()), ours(x.detach().bfloat16())
+    assert a.dtype == b.dtype == torch.bfloat16 and torch.allclose(a.float(), b.float(), atol=2e-2)
+    assert ours(x.detach().contiguous()).is_contiguous()  # contiguous input: PyTorch's kernel
+
+
+def test_channels_last_group_norm_gives_the_reference_loss_through_the_layout_keeping_path(monkeypatch):
+    import cbdm.networks
+
+    calls = []
+    def counted(x, *args):
+        calls.append(x.is_contiguous(memory_format=torch.channels_last))
+        return group_norm_in_layout(x, *args)
+    monkeypatch.setattr(cbdm.networks, "group_norm_in_layout", counted)
+    model, objective = model_and_objective(batched=False)
+    reference = loss_of(model, objective)
+    assert not calls  # the reference path: PyTorch's GroupNorm
+    model_fast, objective_fast = model_and_objective(batched=True)
+    network = prepare_network(model_fast, channels_last=True, group_norm="channels_last")
+    fast = loss_of(model_fast, objective_fast, network=network, channels_last=True)
+    norms = sum(isinstance(m, GroupNorm) for m in model_fast.modules())
+    assert calls == [True] * norms  # every GroupNorm of the one batched forward
+    assert fast.item() == pytest.approx(reference.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="native, channels_last"):
+        prepare_network(model_fast, group_norm="nhwc")
 
 
 def test_the_two_ema_updates_agree():

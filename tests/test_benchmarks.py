@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 import cbdm.evaluate
@@ -21,8 +22,9 @@ PAPER = ["config/paper/cifar10-lt.yaml", "config/paper/cifar100-lt.yaml"]
 FAST_TRAINING = {"precision": "bf16", "compile": True, "channels_last": True, "fused_adam": True, "tf32": True,
                  "cudnn_benchmark": True, "batched_forward": True, "ema_update": "foreach"}
 FAST_SAMPLING = {"precision": "bf16", "compile": True, "batched_guidance": True, "tf32": True}
-REFERENCE_TRAINING = {"precision": "fp32", "compile": False, "channels_last": False, "fused_adam": False,
-                      "batched_forward": False, "ema_update": "loop", "tf32": "convolutions", "cudnn_benchmark": False}
+REFERENCE_TRAINING = {"precision": "fp32", "compile": False, "channels_last": False, "group_norm": "native",
+                      "fused_adam": False, "batched_forward": False, "ema_update": "loop", "tf32": "convolutions",
+                      "cudnn_benchmark": False}
 REFERENCE_SAMPLING = {"precision": "fp32", "compile": False, "batched_guidance": False, "tf32": "convolutions"}
 SMOKE = {
     "bench_train.py": ["--size", "ci", "--device", "cpu", "--blocks", "2", "--calls", "1", "--no-compile",
@@ -240,6 +242,20 @@ def test_benchmark_scripts_print_the_full_table(script, repo, tmp_path):
     assert all(0 < row["min"] <= row["median"] <= row["max"] and row["peak_mb"] > 0 for row in figures["rows"])
     header = next(line for line in result.stdout.splitlines() if "median" in line)
     assert all(column in header for column in ("min", "max", "ratio", "1st call s", "MFU"))
+
+
+def test_on_a_gpu_every_convolution_gets_a_channels_last_input_only_with_the_layout_keeping_group_norm(benchmarks):
+    """conv_layouts.py on a fake CUDA device: PyTorch's GroupNorm writes contiguous output on a
+    GPU, so most convolutions of the channels-last network get the other layout; the layout-keeping
+    GroupNorm leaves none, and both return fp32, as a GPU's autocast runs GroupNorm."""
+    import conv_layouts
+
+    figures = conv_layouts.run(conv_layouts.parser().parse_args(["--size", "ci"]))
+    native, kept = figures["native"], figures["channels_last"]
+    assert native["convolutions"] == kept["convolutions"] > 10
+    assert kept["not_channels_last"] == 0 and native["not_channels_last"] >= native["convolutions"] // 2
+    assert native["group_norm_dtypes"] == kept["group_norm_dtypes"] == ["torch.float32"]
+    assert torch._C._select_conv_backend.__name__ == "_select_conv_backend"  # the patch is undone
 
 
 def test_the_gpu_check_fits_its_time_budget(repo, benchmarks, monkeypatch, tmp_path):

@@ -69,6 +69,11 @@ def test_variant_settings_merge_overrides_and_resolve_loss_options():
     ({"variants": {"x": {"losses": [{"name": "eps_mse"}], "sampling": {"sampler": "ancestral", "steps": 50}}}},
      "set sampler: ddim"),
     ({"extensions": ["missing.smk"]}, "does not exist"),
+    ({"training": {"group_norm": "channels_last"}}, "^training: group_norm 'channels_last' keeps a channels-last "
+                                                    "layout, but channels_last is false; set channels_last: true"),
+    ({"variants": {"x": {"losses": [{"name": "eps_mse"}], "training": {"group_norm": "channels_last"}}}},
+     "^variants.x.training: group_norm 'channels_last'"),
+    ({"training": {"group_norm": "nhwc"}}, "training.group_norm: 'nhwc' is not one of"),
 ])
 def test_bad_configs_get_errors_that_name_the_fix(overrides, message):
     with pytest.raises(ConfigError, match=message):
