@@ -17,13 +17,16 @@ import torch
 ROWS_PER_CHUNK = 4096  # rows of a pairwise-distance matrix held at once (memory, not results)
 
 
-def _tensor(x, device) -> torch.Tensor:
+def as_float64(x, device) -> torch.Tensor:
+    """Features (an array, or a tensor anywhere) as a float64 tensor on `device`."""
+    if isinstance(x, torch.Tensor):
+        return x.to(device=device, dtype=torch.float64)
     return torch.as_tensor(np.asarray(x), dtype=torch.float64, device=device)
 
 
 def mean_and_covariance(features, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and unbiased covariance (float64) of features [N, D]."""
-    x = _tensor(features, device)
+    x = as_float64(features, device)
     mu = x.mean(dim=0)
     centred = x - mu
     return mu, centred.T @ centred / (len(x) - 1)
@@ -60,7 +63,7 @@ def frechet_distance_infinity(features_gen, features_ref, *, seed: int, points: 
     if len(sizes) < 2:
         raise ValueError(f"FD-infinity needs generated sets larger than the feature dimension {dim} + 2")
     rng = np.random.RandomState(seed)
-    gen = _tensor(features_gen, device)
+    gen = as_float64(features_gen, device)
     ref_stats = mean_and_covariance(features_ref, device)
     fids = [frechet_distance_from_stats(*mean_and_covariance(gen[rng.choice(n, size, replace=False)], device),
                                         *ref_stats) for size in sizes]
@@ -71,7 +74,7 @@ def frechet_distance_infinity(features_gen, features_ref, *, seed: int, points: 
 def inception_score(logits, splits: int, seed: int = 2020) -> tuple[float, float]:
     """IS: exp(E_x KL(p(y|x) || p(y))) per split of the shuffled samples; (mean, sd) over splits,
     as torch-fidelity computes it."""
-    logits = _tensor(logits, "cpu")[np.random.RandomState(seed).permutation(len(logits))]
+    logits = as_float64(logits, "cpu")[np.random.RandomState(seed).permutation(len(logits))]
     log_p = logits.log_softmax(dim=1)
     scores = []
     for i in range(splits):
@@ -97,7 +100,7 @@ def kernel_distance(features_a, features_b, *, subsets: int, subset_size: int, s
                     device="cpu") -> tuple[float, float, int]:
     """KID: (mean, sd over subsets, subset size used). The subset size is capped at the
     smaller set's size."""
-    a, b = _tensor(features_a, device), _tensor(features_b, device)
+    a, b = as_float64(features_a, device), as_float64(features_b, device)
     m = min(subset_size, len(a), len(b))
     if m < 2:
         raise ValueError(f"KID needs at least 2 samples on each side, got {len(a)} and {len(b)}")
@@ -112,7 +115,7 @@ def kernel_distance(features_a, features_b, *, subsets: int, subset_size: int, s
 
 def nearest_neighbour_distances(points, reference, device="cpu") -> np.ndarray:
     """Euclidean distance from each point to its nearest neighbour in `reference`."""
-    p, r = _tensor(points, device), _tensor(reference, device)
+    p, r = as_float64(points, device), as_float64(reference, device)
     return torch.cat([torch.cdist(p[s:s + ROWS_PER_CHUNK], r).min(dim=1).values
                       for s in range(0, len(p), ROWS_PER_CHUNK)]).cpu().numpy()
 
@@ -133,7 +136,7 @@ def _coverage(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) 
 def precision_recall(generated, real, k: int = 3, device="cpu") -> tuple[float, float]:
     """Improved precision (generated inside the real manifold) and recall (real inside the
     generated manifold)."""
-    generated, real = _tensor(generated, device), _tensor(real, device)
+    generated, real = as_float64(generated, device), as_float64(real, device)
     if min(len(generated), len(real)) <= k:
         raise ValueError(f"precision/recall with k={k} needs more than {k} samples on each side, "
                          f"got {len(generated)} generated and {len(real)} real")

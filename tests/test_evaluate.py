@@ -49,6 +49,22 @@ def test_class_kid_has_a_bootstrap_interval_around_it():
     assert by_metric(scope_records("all", arrays(60), arrays(60, seed=3), {}, CFG))["kid_mean"]["ci_low"] is None
 
 
+def test_the_kid_bootstrap_resamples_both_sets_with_its_seed_where_they_were_sent_once():
+    """The interval is the percentile bootstrap of its definition: each set resampled with the
+    seeded generator, KID of each pair; resampling the sets on the device gives those resamples."""
+    from cbdm.evaluate import kid_bootstrap_interval
+    from cbdm.metrics import kernel_distance
+
+    rng = np.random.RandomState(1)
+    gen, ref = rng.randn(60, 16).astype(np.float32), (rng.randn(40, 16) + 0.1).astype(np.float32)
+    draws, values = np.random.RandomState(7), []
+    for _ in range(20):
+        g, r = gen[draws.randint(60, size=60)], ref[draws.randint(40, size=40)]
+        values.append(kernel_distance(g, r, subsets=1, subset_size=40, seed=int(draws.randint(2**31)))[0])
+    interval = kid_bootstrap_interval(gen, ref, {"seed": 7, "kid_bootstrap": 20})
+    assert interval == tuple(np.percentile(values, [2.5, 97.5])) and interval[0] < interval[1]
+
+
 def test_groups_are_compared_at_matched_n():
     labels = np.repeat([0, 1], [200, 40])
     gen = arrays(240, labels=labels)
