@@ -34,11 +34,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 TOTAL_BUDGET_S = 450  # hard end of the last part; the shell script adds a margin for start-up
 SMOKE_CAP_S = 600  # --smoke on a busy CPU: each part may take this long (no total budget)
+# The training step timed and profiled, on a GPU and in --smoke, and the lever the check compares it with.
+TRAIN = ["bench_train.py", "--variant", "cbdm", "--blocks", "4", "--calls", "10", "--budget", "10"]
+TRAIN_SMOKE = ["bench_train.py", "--variant", "cbdm", "--size", "ci", "--device", "cpu", "--blocks", "2", "--calls",
+               "2", "--no-compile"]
+PROFILE = ["profile_train.py", "--variant", "cbdm", "--calls", "10"]
+PROFILE_SMOKE = ["profile_train.py", "--size", "ci", "--device", "cpu", "--no-compile", "--batch", "4", "--calls", "1"]
+KEEP_LAYOUT = ["--fast", "group_norm=channels_last"]
 # (name, cap in seconds, arguments on a GPU, arguments in --smoke): the caps sum to at most the budget.
 PARTS = [
-    ("train", 170, ["bench_train.py", "--variant", "cbdm", "--blocks", "4", "--calls", "10", "--budget", "10"],
-     ["bench_train.py", "--variant", "cbdm", "--size", "ci", "--device", "cpu", "--blocks", "2", "--calls", "2",
-      "--no-compile"]),
+    ("train", 170, TRAIN, TRAIN_SMOKE),
     ("train2000", 120, ["gpu_check.py", "--part", "train2000"], ["gpu_check.py", "--part", "train2000", "--smoke"]),
     # No warm-up calls: a reference call takes seconds at batch 2000, the cap has no room for them,
     # and the default compile mode has nothing to record after its first call.
@@ -59,18 +64,12 @@ PARTS = [
     # where its time goes, kernel by kernel under the operators that launched them.
     ("convs", 60, ["bench_convs.py", "--variant", "cbdm", "--blocks", "3", "--calls", "5", "--budget", "10"],
      ["bench_convs.py", "--size", "ci", "--device", "cpu", "--blocks", "1", "--calls", "1"]),
-    ("profile", 90, ["profile_train.py", "--variant", "cbdm", "--calls", "10"],
-     ["profile_train.py", "--size", "ci", "--device", "cpu", "--no-compile", "--batch", "4", "--calls", "1"]),
-    ("profile_contiguous", 120, ["profile_train.py", "--variant", "cbdm", "--calls", "10", "--fast",
-                                 "channels_last=false"], None),
+    ("profile", 90, PROFILE, PROFILE_SMOKE),
+    ("profile_contiguous", 120, [*PROFILE, "--fast", "channels_last=false"], None),
     # The lever for the unfused copy if it is cuDNN converting its inputs' layout: GroupNorms that
     # keep the channels-last layout (training.group_norm), profiled, then timed against the reference.
-    ("profile_group_norm", 120, ["profile_train.py", "--variant", "cbdm", "--calls", "10", "--fast",
-                                 "group_norm=channels_last"],
-     ["profile_train.py", "--size", "ci", "--device", "cpu", "--no-compile", "--batch", "4", "--calls", "1", "--fast",
-      "group_norm=channels_last"]),
-    ("train_group_norm", 170, ["bench_train.py", "--variant", "cbdm", "--blocks", "4", "--calls", "10", "--budget",
-                               "10", "--fast", "group_norm=channels_last"], None),
+    ("profile_group_norm", 120, [*PROFILE, *KEEP_LAYOUT], [*PROFILE_SMOKE, *KEEP_LAYOUT]),
+    ("train_group_norm", 170, [*TRAIN, *KEEP_LAYOUT], None),
     # The whole trainer under CUDA graphs: what switching the paper configs to them would run.
     ("train2000_cudagraphs", 120, ["gpu_check.py", "--part", "train2000", "--compile-mode", "reduce-overhead"],
      None),
