@@ -11,6 +11,8 @@ import contextlib
 
 import torch
 
+from .networks import GroupNorm
+
 
 def resolve_device(name: str) -> torch.device:
     """The config's `device`: 'auto' (a GPU if torch sees one), 'cuda' or 'cpu'."""
@@ -47,7 +49,7 @@ def prepare_network(model: torch.nn.Module, *, channels_last: bool = False, grou
     if channels_last:
         model.to(memory_format=torch.channels_last)
     for module in model.modules():
-        if hasattr(module, "keep_layout"):
+        if isinstance(module, GroupNorm):
             module.keep_layout = group_norm == "channels_last"
     return compile_network(model, compile_mode) if compile else model
 
