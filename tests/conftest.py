@@ -3,12 +3,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import run_workflow, write_tiny_config
+from helpers import cpu_placement_kept, run_workflow, write_tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 
 # The suite runs on a 2-core CI machine; one torch thread per test process avoids oversubscription.
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _cpu_placement_restored():
+    """Every test leaves the process on the cores and threads it found (see cpu_placement_kept)."""
+    with cpu_placement_kept():
+        yield
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
 """Shared test helpers: the small configs, networks and workflow runners several test files use."""
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 import re
 import subprocess
 import sys
@@ -18,6 +20,24 @@ MINIMAL = {"suite": "t", "datasets": {"digits": DIGITS}, "variants": {"ddpm": {"
 TINY_NETWORK = {"base_channels": 8, "channel_mult": [1, 2], "attention_levels": [], "num_res_blocks": 1,
                 "dropout": 0.0, "norm_groups": 4}
 TINY_DIFFUSION = {"num_timesteps": 100, "beta_start": 1e-4, "beta_end": 0.02}
+
+
+@contextlib.contextmanager
+def cpu_placement_kept():
+    """Give back this process's cores and torch threads on exit. A benchmark's main() pins its
+    process to as many cores as it has threads (harness.pin_threads); called in-process by a test
+    it would leave the rest of the suite, and every workflow job it spawns (they inherit the
+    mask), on those cores: on a 2-core machine, half the machine for the rest of the run."""
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if cores is not None:
+            os.sched_setaffinity(0, cores)
+        torch.set_num_threads(threads)
 
 
 def minimal_config(**overrides) -> dict:

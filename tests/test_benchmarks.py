@@ -230,6 +230,26 @@ def test_bench_metrics_times_the_evaluation_stage(benchmarks, monkeypatch, tmp_p
     assert figures["scopes"]["classes"]["done"] == 100 and figures["projected_s"] > 0
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_a_benchmark_run_in_process_gives_back_the_cores_it_pinned(benchmarks):
+    """The suite's guard (conftest, helpers.cpu_placement_kept): a benchmark's main() pins the
+    test process, and the workflow jobs later tests spawn inherit the pin."""
+    import harness
+
+    from helpers import cpu_placement_kept
+
+    def child_cores():
+        code = "import os; print(len(os.sched_getaffinity(0)))"
+        return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+    cores, threads = os.sched_getaffinity(0), torch.get_num_threads()
+    with cpu_placement_kept():
+        harness.pin_threads(1)
+        assert len(os.sched_getaffinity(0)) == 1 and torch.get_num_threads() == 1 and child_cores() == 1
+    assert os.sched_getaffinity(0) == cores and torch.get_num_threads() == threads
+    assert child_cores() == len(cores)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("script", SMOKE)
 def test_benchmark_scripts_print_the_full_table(script, repo, tmp_path):
