@@ -235,7 +235,6 @@ def test_a_benchmark_run_in_process_gives_back_the_cores_it_pinned(benchmarks):
     """The suite's guard (conftest, helpers.cpu_placement_kept): a benchmark's main() pins the
     test process, and the workflow jobs later tests spawn inherit the pin."""
     import harness
-
     from helpers import cpu_placement_kept
 
     def child_cores():
