@@ -198,7 +198,10 @@ def class_structured_images(n: int, channels: int, side: int, classes: int, seed
 
 def pin_threads(threads: int | None) -> int:
     """Use `threads` CPU threads (default: every core this process may run on), pinned to the
-    first that many cores, so that the two paths never compete for or migrate between cores."""
+    first that many cores, so that the two paths never compete for or migrate between cores. The
+    pin is the whole process's and its children inherit it (DataLoader workers, subprocesses):
+    a caller that goes on after the benchmark gives the cores back (tests/helpers.py,
+    cpu_placement_kept)."""
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count()))
     threads = threads or len(cores)
     if hasattr(os, "sched_setaffinity"):
