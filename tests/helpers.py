@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 from cbdm.config import deep_merge, validate_config, variant_settings
 
 # n_max 100: the default (pool size / classes) exceeds the smallest digits class, which check refuses.
@@ -29,8 +31,6 @@ def cpu_placement_kept():
     it would leave the rest of the suite, and every workflow job it spawns (they inherit the
     mask), on those cores: on a 2-core machine, half the machine for the rest of the run."""
     cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    import torch
-
     threads = torch.get_num_threads()
     try:
         yield
