@@ -11,17 +11,16 @@ the config says so. Nothing becomes NaN silently.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from . import records as rec
 from .io import InputError, read_npz, rebuild, write_json
 from .metrics import (
-    as_float64,
     confusion_matrix,
     frechet_distance,
     frechet_distance_infinity,
     inception_score,
     kernel_distance,
+    kid_bootstrap,
     precision_recall,
 )
 from .records import Record, is_class, record, scopes
@@ -62,17 +61,10 @@ def distribution_metrics(gen: np.ndarray, ref: np.ndarray, cfg: dict,
 
 
 def kid_bootstrap_interval(gen: np.ndarray, ref: np.ndarray, cfg: dict, device="cpu") -> tuple[float, float]:
-    """95 % percentile interval of KID over bootstrap resamples of both sets. The sets go to
-    `device` once and are resampled there: a copy per resample would dominate on a GPU."""
-    rng = np.random.RandomState(cfg["seed"])
-    gen_t, ref_t = as_float64(gen, device), as_float64(ref, device)
-    values = []
-    for _ in range(cfg["kid_bootstrap"]):
-        g = gen_t[torch.as_tensor(rng.randint(len(gen), size=len(gen)), device=gen_t.device)]
-        r = ref_t[torch.as_tensor(rng.randint(len(ref), size=len(ref)), device=ref_t.device)]
-        values.append(kernel_distance(g, r, subsets=1, subset_size=min(len(g), len(r)),
-                                      seed=int(rng.randint(2**31)), device=device)[0])
-    return tuple(np.percentile(values, [2.5, 97.5]))
+    """95 % percentile interval of KID over `kid_bootstrap` resamples of both sets
+    (cbdm.metrics.kid_bootstrap: repeated points are not paired with themselves)."""
+    values = kid_bootstrap(gen, ref, resamples=cfg["kid_bootstrap"], seed=cfg["seed"], device=device)
+    return tuple(float(v) for v in np.percentile(values, [2.5, 97.5]))
 
 
 def label_entropy(labels: np.ndarray, predicted: np.ndarray) -> float | None:

@@ -113,6 +113,32 @@ def kernel_distance(features_a, features_b, *, subsets: int, subset_size: int, s
     return float(values.mean()), float(values.std()), m
 
 
+def kid_bootstrap(features_a, features_b, *, resamples: int, seed: int, device="cpu") -> np.ndarray:
+    """Unbiased MMD^2 (KID's kernel) of `resamples` bootstrap resamples of both sets.
+
+    A resample with replacement repeats points, and the unbiased estimator's within-set sums
+    would count a repeated point against itself (k(x, x), several times the typical k(x, y)),
+    shifting every value up. So the within-set sums leave out pairs of the same original point,
+    as they leave out the diagonal without resampling. The kernels are taken once; a resample
+    is its multiplicity vector c, and a within-set sum is c'Kc - sum(c^2 diag K)."""
+    a, b = as_float64(features_a, device), as_float64(features_b, device)
+    k_aa, k_bb, k_ab = _poly_kernel(a, a), _poly_kernel(b, b), _poly_kernel(a, b)
+    rng = np.random.RandomState(seed)
+
+    def draw(n):
+        counts = np.bincount(rng.randint(n, size=n), minlength=n)
+        return torch.as_tensor(counts, dtype=torch.float64, device=a.device)
+
+    def within(k, c):
+        return (c @ k @ c - (c * c * k.diagonal()).sum()) / (c.sum() ** 2 - (c * c).sum())
+
+    values = np.empty(resamples)
+    for i in range(resamples):
+        c_a, c_b = draw(len(a)), draw(len(b))
+        values[i] = within(k_aa, c_a) + within(k_bb, c_b) - 2 * (c_a @ k_ab @ c_b) / (len(a) * len(b))
+    return values
+
+
 def nearest_neighbour_distances(points, reference, device="cpu") -> np.ndarray:
     """Euclidean distance from each point to its nearest neighbour in `reference`."""
     p, r = as_float64(points, device), as_float64(reference, device)

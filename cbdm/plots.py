@@ -105,8 +105,9 @@ def _per_class_panel(ax, agg: pd.DataFrame, metric: str, order: list[int]) -> No
             ax.fill_between(x, rows["mean"] - rows["sd"], rows["mean"] + rows["sd"], color=line.get_color(),
                             alpha=0.2, lw=0)
         if rows["ci_low"].notna().any():
-            ax.errorbar(x, rows["mean"], yerr=[rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]],
-                        fmt="none", ecolor=line.get_color(), alpha=0.6, capsize=2, lw=0.8)
+            # Drawn as segments, not error bars around the mean: the interval is a bootstrap's
+            # percentiles and need not hold the mean over runs (matplotlib refuses negative yerr).
+            ax.vlines(x, rows["ci_low"], rows["ci_high"], color=line.get_color(), alpha=0.6, lw=0.8)
 
 
 def plot_per_class(agg: pd.DataFrame, class_counts: list[int], groups: dict, path: str) -> None:

@@ -49,20 +49,40 @@ def test_class_kid_has_a_bootstrap_interval_around_it():
     assert by_metric(scope_records("all", arrays(60), arrays(60, seed=3), {}, CFG))["kid_mean"]["ci_low"] is None
 
 
-def test_the_kid_bootstrap_resamples_both_sets_with_its_seed_where_they_were_sent_once():
-    """The interval is the percentile bootstrap of its definition: each set resampled with the
-    seeded generator, KID of each pair; resampling the sets on the device gives those resamples."""
-    from cbdm.evaluate import kid_bootstrap_interval
-    from cbdm.metrics import kernel_distance
+def test_the_kid_bootstrap_is_the_unbiased_mmd_of_each_resample_without_self_pairs():
+    """Against a loop over the resampled points' pairs: a pair of copies of one original point is
+    left out of the within-set sums, as the diagonal is without resampling."""
+    from cbdm.metrics import kid_bootstrap
 
     rng = np.random.RandomState(1)
-    gen, ref = rng.randn(60, 16).astype(np.float32), (rng.randn(40, 16) + 0.1).astype(np.float32)
-    draws, values = np.random.RandomState(7), []
-    for _ in range(20):
-        g, r = gen[draws.randint(60, size=60)], ref[draws.randint(40, size=40)]
-        values.append(kernel_distance(g, r, subsets=1, subset_size=40, seed=int(draws.randint(2**31)))[0])
-    interval = kid_bootstrap_interval(gen, ref, {"seed": 7, "kid_bootstrap": 20})
-    assert interval == tuple(np.percentile(values, [2.5, 97.5])) and interval[0] < interval[1]
+    gen, ref = rng.randn(7, 3), rng.randn(5, 3) + 0.5
+    draws = np.random.RandomState(4)
+    for value in kid_bootstrap(gen, ref, resamples=3, seed=4):
+        i_gen, i_ref = draws.randint(7, size=7), draws.randint(5, size=5)
+
+        def k(x, y):
+            return (x @ y / 3 + 1) ** 3
+
+        def within(points, index):
+            pairs = [(a, b) for a in range(len(index)) for b in range(len(index)) if index[a] != index[b]]
+            return sum(k(points[index[a]], points[index[b]]) for a, b in pairs) / len(pairs)
+
+        cross = np.mean([k(gen[a], ref[b]) for a in i_gen for b in i_ref])
+        assert value == pytest.approx(within(gen, i_gen) + within(ref, i_ref) - 2 * cross, rel=1e-10)
+
+
+def test_the_kid_interval_covers_the_value_it_estimates():
+    """Sets of one distribution: the interval holds 0 and the point estimate (resampling with the
+    self-pairs counted put all of [0.08, 0.43] above both); shifted sets: it holds the KID of
+    large samples (0.29)."""
+    for seed in range(5):
+        rng = np.random.RandomState(seed)
+        for shift, truth in ((0.0, 0.0), (0.3, 0.29)):
+            gen, ref = rng.randn(100, 32) + shift, rng.randn(50, 32)
+            kid = by_metric(scope_records("class 0", {**arrays(100), "features": gen},
+                                          {**arrays(50), "features": ref}, {}, {**CFG, "kid_bootstrap": 100}))
+            low, high = kid["kid_mean"]["ci_low"], kid["kid_mean"]["ci_high"]
+            assert low <= truth <= high and low <= kid["kid_mean"]["value"] <= high, (seed, shift, low, high)
 
 
 def test_groups_are_compared_at_matched_n():

@@ -134,3 +134,16 @@ def test_tail_classes_and_group_boundaries():
     assert plots.tail_classes(counts, {"head": [0, 1, 2], "tail": [3, 4, 5]}) == [5, 4, 3]
     assert plots.group_boundaries({"head": [0, 1, 2], "tail": [3, 4, 5]}, 6) == [2.5]
     assert plots.grid_classes(list(range(100, 0, -1)))[-1] == 99  # the smallest class is in the grid
+
+
+def test_a_class_interval_that_does_not_hold_the_mean_over_runs_is_drawn_as_it_is(tmp_path, figures):
+    """The KID interval is a bootstrap's percentiles, the mean is over runs: with three runs the
+    mean may sit outside it, and the plot draws the interval where it is instead of failing."""
+    agg = synthetic_agg(10, 3, [1.0])
+    kid = agg["metric"].eq("kid_mean") & agg["ci_low"].notna()
+    agg.loc[kid, "ci_low"] = agg.loc[kid, "mean"] + 0.05
+    agg.loc[kid, "ci_high"] = agg.loc[kid, "mean"] + 0.2
+    plots.plot_per_class(agg, class_counts(10), groups(10), str(tmp_path / "per_class.png"))
+    segments = [c for c in figures["per_class.png"].axes[1].collections if hasattr(c, "get_segments")]
+    lows = sorted(min(s[:, 1]) for c in segments for s in c.get_segments() if len(s) == 2 and s[0, 0] == s[1, 0])
+    assert lows == pytest.approx(sorted(agg.loc[kid, "ci_low"] * 1e3))  # KID is shown x 1e3
