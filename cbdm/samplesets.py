@@ -236,14 +236,16 @@ def fit_to_protocol(images: ImageSet, labels: str, num_samples: int, class_count
                     path) -> tuple[ImageSet, str]:
     """The images a protocol scores: for 'exact' and 'train_prior' the protocol's count of every
     class (the first ones of each class, in file order, grouped by class); for 'uniform_random'
-    the first `num_samples`. Too few is an error: scores on fewer images are not comparable."""
+    `num_samples` drawn at random (seed 0, file order kept), since files are often sorted by
+    class and their first images would be the first classes only. Too few is an error: scores
+    on fewer images are not comparable."""
     from .sample import sample_labels
 
     have = np.bincount(images.labels, minlength=len(class_counts))
     if labels == "uniform_random":
         if len(images.labels) < num_samples:
             raise SampleSetError(f"{path} holds {len(images.labels)} images; the protocol needs {num_samples}")
-        keep = np.arange(num_samples)
+        keep = np.sort(np.random.RandomState(0).choice(len(images.labels), num_samples, replace=False))
     else:
         needed = np.bincount(sample_labels(labels, num_samples, class_counts, 0), minlength=len(class_counts))
         short = np.where(have < needed)[0]
@@ -256,7 +258,7 @@ def fit_to_protocol(images: ImageSet, labels: str, num_samples: int, class_count
     note = "" if len(keep) == len(images.labels) else \
         f"scored {len(keep)} of the {len(images.labels)} images given ({labels} labels: the first of each class)"
     if labels == "uniform_random" and note:
-        note = f"scored the first {len(keep)} of the {len(images.labels)} images given"
+        note = f"scored {len(keep)} of the {len(images.labels)} images given, drawn at random (seed 0)"
     return images.subset(keep), note
 
 

@@ -263,3 +263,15 @@ def test_a_class_with_too_few_samples_for_the_protocol_is_refused():
     assert len(kept.labels) == 28 and note == ""
     with pytest.raises(SampleSetError, match="x holds 28 images; the protocol needs 30"):
         fit_to_protocol(images, "uniform_random", 30, [5] * 10, "x")
+
+
+def test_uniform_random_scores_a_random_subset_of_a_file_sorted_by_class():
+    """A file sorted by class: its first 1,000 of 5,000 images would be classes 0 and 1 only."""
+    labels = np.repeat(np.arange(10), 500)
+    images = ImageSet(np.zeros((5000, 1, 2, 2), np.uint8), labels)
+    kept, note = fit_to_protocol(images, "uniform_random", 1000, [500] * 10, "x")
+    counts = np.bincount(kept.labels, minlength=10)
+    assert len(kept.labels) == 1000 and counts.min() > 60 and counts.max() < 140
+    assert np.all(np.diff(kept.labels) >= 0)  # the file's order is kept
+    assert note == "scored 1000 of the 5000 images given, drawn at random (seed 0)"
+    assert fit_to_protocol(images, "uniform_random", 1000, [500] * 10, "x")[0].labels.tolist() == kept.labels.tolist()
