@@ -134,27 +134,31 @@ def sample_set_records(features_npz: str, reference_npz: str, groups: dict[str, 
             + matched_group_records(gen, ref, groups, evaluation))
 
 
-def suite_runs(results: Path, groups: dict[str, list[int]] | None = None, labelset: str = "exact-",
-               config: dict | None = None) -> tuple:
-    """(runs, held-out records) of a finished suite folder results/<suite> whose reference is the
-    held-out set, under `groups` (default: the suite's own); `config` defaults to the resolved
-    config the run wrote (results/<suite>/config.yaml)."""
+def suite_cells(results: Path, groups: dict[str, list[int]] | None = None, labelset: str = "exact-",
+                config: dict | None = None) -> dict[tuple[str, str, str], tuple[pd.DataFrame, list[dict]]]:
+    """(dataset, imbalance factor, label set) -> (runs, held-out records) of a finished suite
+    folder results/<suite> whose reference is the held-out set, under `groups` (default: the
+    suite's own); `config` defaults to the resolved config the run wrote. One entry per cell:
+    runs of another imbalance factor or label set are other measurements, and each cell has its
+    own held-out rates, so nothing here pools them."""
     config = config or yaml.safe_load((results / "config.yaml").read_text())
-    rows, heldout = [], None
+    rows, heldout = {}, {}
     for path in sorted((results / "features").rglob(f"{labelset}*.npz")):
         cell = CELL_PATH.search(path.relative_to(results / "features").as_posix())
+        key = (cell["dataset"], cell["imb"], cell["labelset"])
         dataset = config["datasets"][cell["dataset"]]
         mine = groups or dataset["groups"]
         num_classes = NUM_CLASSES[dataset["source"]]
         reference = results / "features" / cell["dataset"] / f"IF{cell['imb']}" / "reference-heldout.npz"
-        heldout = heldout or heldout_records(str(reference), mine, num_classes)
+        if key not in heldout:
+            heldout[key] = heldout_records(str(reference), mine, num_classes)
         fields = {"variant": cell["variant"], "seed": int(cell["seed"]), "sample_seed": int(cell["sample_seed"]),
                   "guidance": cell["guidance"]}
-        rows += [{**fields, **r} for r in sample_set_records(str(path), str(reference), mine, num_classes,
-                                                              config["evaluation"])]
+        rows.setdefault(key, []).extend({**fields, **r} for r in sample_set_records(
+            str(path), str(reference), mine, num_classes, config["evaluation"]))
     if not rows:
         raise ValueError(f"{results}: no sample features ({labelset}*.npz) under features/")
-    return pd.DataFrame(rows), heldout
+    return {key: (pd.DataFrame(cell_rows), heldout[key]) for key, cell_rows in rows.items()}
 
 
 def main(argv=None) -> None:
@@ -167,12 +171,13 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     groups = ({"head": [int(c) for c in args.head.split(",")], "tail": [int(c) for c in args.tail.split(",")]}
               if args.head and args.tail else None)
-    runs, heldout = suite_runs(args.results, groups)
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(group_gap(runs).to_string(index=False))
-        print(leakage_excess(runs, heldout).to_string(index=False))
-        accuracy = runs[runs["metric"] == "accuracy"].groupby(["variant", "scope"])["value"].agg(["mean", "std"])
-        print(accuracy.loc[(slice(None), ["all", "head", "tail"]), :].to_string())
+    for (dataset, imb, labelset), (runs, heldout) in suite_cells(args.results, groups).items():
+        print(f"== {dataset}, imbalance factor {imb}, {labelset} ==")
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            print(group_gap(runs).to_string(index=False))
+            print(leakage_excess(runs, heldout).to_string(index=False))
+            accuracy = runs[runs["metric"] == "accuracy"].groupby(["variant", "scope"])["value"].agg(["mean", "std"])
+            print(accuracy.loc[(slice(None), ["all", "head", "tail"]), :].to_string())
 
 
 if __name__ == "__main__":

@@ -125,10 +125,10 @@ def test_the_heldout_rates_rule_writes_the_classifiers_rates_on_heldout_images(t
     assert (tmp_path / "results/tiny/benchmarks/heldout_rates/digits/IF5.tsv").exists()
 
 
-def test_suite_runs_recompute_the_metrics_stages_matched_records_and_regroup(tmp_path, repo):
+def test_suite_cells_recompute_the_metrics_stages_matched_records_and_regroup(tmp_path, repo):
     from cbdm.config import load_config
     from cbdm.evaluate import evaluate
-    from cbdm.phenomenon import suite_runs
+    from cbdm.phenomenon import suite_cells
 
     config = load_config(repo / "config/config.yaml")
     results = tmp_path / "results/suite"
@@ -147,8 +147,8 @@ def test_suite_runs_recompute_the_metrics_stages_matched_records_and_regroup(tmp
     features(reference, 50, 0.0)
     for seed in (0, 1):
         features(results / f"features/digits/IF10/ddpm/seed{seed}/w1-s0/exact-1000.npz", 100, 1.0)
-    runs, heldout = suite_runs(results)
-    assert sorted(runs["seed"].unique()) == [0, 1]
+    [(cell, (runs, heldout))] = suite_cells(results).items()
+    assert cell == ("digits", "10", "exact-1000") and sorted(runs["seed"].unique()) == [0, 1]
     assert value(heldout, "tail", "misclassified_into:head") == pytest.approx(0.2)  # class 9 -> 0
     out = tmp_path / "metrics.json"
     evaluate(generated_npz=str(results / "features/digits/IF10/ddpm/seed1/w1-s0/exact-1000.npz"),
@@ -159,7 +159,34 @@ def test_suite_runs_recompute_the_metrics_stages_matched_records_and_regroup(tmp
     for scope in ("head", "tail"):
         assert value(mine, scope, "fid@matched") == value(stage, scope, "fid@matched")
     assert group_gap(runs)["diff"][0] > 0  # tail features shifted away from the reference
-    regrouped, heldout = suite_runs(results, {"head": [0, 1, 2], "tail": [7, 8, 9]})
+    [(regrouped, heldout)] = suite_cells(results, {"head": [0, 1, 2], "tail": [7, 8, 9]}).values()
     assert value(heldout, "tail", "misclassified_into:head") == pytest.approx(1 / 3)
     assert {r["n_gen"] for r in regrouped.to_dict("records") if r["metric"] == "fid@matched"} == {
         int(config["evaluation"]["matched_fraction"] * 300)}
+
+
+def test_suite_cells_keep_imbalance_factors_apart(tmp_path, repo):
+    """Two imbalance factors, three seeds each, tail gaps of about 10 and 50: one gap per factor,
+    each from its own three runs (pooled by seed, IF1000's runs were dropped without a word)."""
+    from cbdm.config import load_config
+    from cbdm.phenomenon import main, suite_cells
+
+    config = load_config(repo / "config/config.yaml")
+    results = tmp_path / "results/suite"
+    results.mkdir(parents=True)
+    (results / "config.yaml").write_text(yaml.safe_dump(config))
+    rng = np.random.RandomState(0)
+    labels = np.repeat(np.arange(10), 60)
+    for imb, shift in (("100", 1.0), ("1000", 3.0)):
+        for name, move in [("reference-heldout", 0.0)] + [(f"ddpm/seed{s}/w1-s0/exact-600", shift) for s in range(3)]:
+            path = results / f"features/digits/IF{imb}/{name}.npz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            feats = rng.normal(size=(len(labels), 8)) + move * (labels[:, None] >= 5)
+            write_npz(path, features=feats.astype(np.float32), logits=np.zeros((len(labels), 10), np.float32),
+                      labels=labels, predicted=labels)
+    cells = suite_cells(results)
+    assert sorted(cells) == [("digits", "100", "exact-600"), ("digits", "1000", "exact-600")]
+    gaps = {imb: group_gap(runs).to_dict("records") for (_, imb, _), (runs, _) in cells.items()}
+    assert [row["pairs"] for imb in gaps for row in gaps[imb]] == [3, 3]
+    assert gaps["1000"][0]["diff"] > 2 * gaps["100"][0]["diff"] > 0
+    main([str(results)])
