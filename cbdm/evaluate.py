@@ -15,6 +15,7 @@ import numpy as np
 from . import records as rec
 from .io import InputError, read_npz, rebuild, write_json
 from .metrics import (
+    TooFewSamples,
     confusion_matrix,
     frechet_distance,
     frechet_distance_infinity,
@@ -109,10 +110,26 @@ def scope_records(scope: str, gen: dict, ref: dict, groups: dict, cfg: dict, dev
         records.append(record(scope, metric, value, n_gen, n_ref, note, ci=ci))
     if (cfg["fid_infinity"] and rec.scope_kind(scope) in rec.metric("fid_infinity").scopes
             and values["fid"][0] is not None):
-        value, fitted = frechet_distance_infinity(gen["features"], ref["features"], seed=cfg["seed"], device=device)
-        records.append(record(scope, "fid_infinity", value, n_gen, n_ref,
-                              f"FID at n = {fitted} fitted linearly in 1/n, extrapolated to 1/n = 0"))
+        try:
+            value, fitted = frechet_distance_infinity(gen["features"], ref["features"], seed=cfg["seed"],
+                                                      device=device)
+            note = f"FID at n = {fitted} fitted linearly in 1/n, extrapolated to 1/n = 0"
+        except TooFewSamples as e:
+            value, note = None, f"not computed: {e}"
+        records.append(record(scope, "fid_infinity", value, n_gen, n_ref, note))
     return records
+
+
+def inception_score_records(logits: np.ndarray, cfg: dict) -> list[Record]:
+    """IS mean and sd over `is_splits` splits of all samples; none where a split would be empty
+    (its mean is NaN)."""
+    n, splits = len(logits), cfg["is_splits"]
+    if n < splits:
+        note = f"not computed: {n} samples, fewer than evaluation.is_splits={splits}"
+        return [record("all", "is_mean", None, n, 0, note), record("all", "is_std", None, n, 0, note)]
+    is_mean, is_sd = inception_score(logits, splits, cfg["seed"])
+    return [record("all", "is_mean", is_mean, n, 0, f"from the feature extractor's logits, {splits} splits"),
+            record("all", "is_std", is_sd, n, 0)]
 
 
 def matched_group_records(gen: dict, ref: dict, groups: dict, cfg: dict, device="cpu") -> list[Record]:
@@ -185,10 +202,7 @@ def evaluate(*, generated_npz: str, reference_npz: str, groups: dict, num_classe
         records += matched_group_records(gen, ref, groups, evaluation, dev)
     for r in records if import_note else []:
         r["note"] = "; ".join(filter(None, [r["note"], import_note]))
-    is_mean, is_sd = inception_score(gen["logits"], evaluation["is_splits"], evaluation["seed"])
-    records += [record("all", "is_mean", is_mean, len(gen["logits"]), 0,
-                       f"from the feature extractor's logits, {evaluation['is_splits']} splits"),
-                record("all", "is_std", is_sd, len(gen["logits"]), 0)]
+    records += inception_score_records(gen["logits"], evaluation)
     confusion = confusion_matrix(gen["labels"], gen["predicted"], num_classes)
     write_json(out_json, {"cell": cell, "records": records, "confusion": confusion.tolist(),
                           "feature_dim": int(gen["features"].shape[1])})

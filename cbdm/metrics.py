@@ -53,15 +53,20 @@ def frechet_distance(features_a, features_b, device="cpu") -> float:
                                        *mean_and_covariance(features_b, device))
 
 
+class TooFewSamples(ValueError):
+    """A metric that cannot be computed on this many samples: the caller records it as not computed."""
+
+
 def frechet_distance_infinity(features_gen, features_ref, *, seed: int, points: int = 5,
                               device="cpu") -> tuple[float, list[int]]:
     """FD-infinity (Chong & Forsyth 2020): FID is about linear in 1/n for n generated samples;
     fit it over `points` subset sizes between n/5 and n and extrapolate to 1/n = 0.
     Returns (estimate, the subset sizes used)."""
     n, dim = len(features_gen), np.shape(features_gen)[1]
+    if n <= dim + 2:  # every subset must exceed the dimension + 1, and two sizes are needed to fit a line
+        raise TooFewSamples(f"FD-infinity needs more than the feature dimension {dim} + 2 generated "
+                            f"samples, got {n}")
     sizes = sorted({int(s) for s in np.linspace(max(n // 5, dim + 2), n, points)})
-    if len(sizes) < 2:
-        raise ValueError(f"FD-infinity needs generated sets larger than the feature dimension {dim} + 2")
     rng = np.random.RandomState(seed)
     gen = as_float64(features_gen, device)
     ref_stats = mean_and_covariance(features_ref, device)

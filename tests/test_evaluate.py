@@ -42,6 +42,31 @@ def test_fid_at_or_below_the_feature_dimension_is_flagged():
     assert refused["fid"]["value"] is None and "fid_small_n: refuse" in refused["fid"]["note"]
 
 
+def test_fid_infinity_on_a_group_too_small_for_it_is_recorded_as_not_computed():
+    """n_gen 30 and 34 at dimension 32: FID is flagged, FD-infinity has no value and says why
+    (it used to end the metrics job: a subset larger than the set, or a ValueError)."""
+    for n in (30, 34):
+        records = by_metric(scope_records("head", arrays(n, dim=32), arrays(200, dim=32, seed=1), {},
+                                          {**CFG, "fid_infinity": True}))
+        assert records["fid"]["value"] is not None
+        assert records["fid_infinity"]["value"] is None
+        assert records["fid_infinity"]["note"] == (f"not computed: FD-infinity needs more than the feature "
+                                                   f"dimension 32 + 2 generated samples, got {n}")
+    records = by_metric(scope_records("head", arrays(35, dim=32), arrays(200, dim=32, seed=1), {},
+                                      {**CFG, "fid_infinity": True}))
+    assert records["fid_infinity"]["value"] is not None and "n = [34, 35]" in records["fid_infinity"]["note"]
+
+
+def test_inception_score_with_fewer_samples_than_splits_is_not_computed_and_says_why():
+    from cbdm.evaluate import inception_score_records
+
+    short = by_metric(inception_score_records(np.random.RandomState(0).randn(5, 10), {**CFG, "is_splits": 10}))
+    assert short["is_mean"]["value"] is None and short["is_std"]["value"] is None  # was NaN
+    assert short["is_mean"]["note"] == "not computed: 5 samples, fewer than evaluation.is_splits=10"
+    full = by_metric(inception_score_records(np.random.RandomState(0).randn(10, 10), {**CFG, "is_splits": 10}))
+    assert np.isfinite(full["is_mean"]["value"]) and full["is_mean"]["n_gen"] == 10
+
+
 def test_class_kid_has_a_bootstrap_interval_around_it():
     records = by_metric(scope_records("class 1", arrays(60, dim=4), arrays(60, dim=4, seed=3), {}, CFG))
     kid = records["kid_mean"]
