@@ -237,7 +237,7 @@ class Report:
     @cached_property
     def paper(self) -> pd.DataFrame:
         """Published numbers beside ours (see `paper_table`)."""
-        return paper_table(self.main_agg, self.settings.published, self.settings.variants)
+        return paper_table(self.main_agg, self.settings.published, self.settings.variants, self.settings.features)
 
     @cached_property
     def differences(self) -> pd.DataFrame:
@@ -413,9 +413,27 @@ def format_differences(diffs: pd.DataFrame) -> pd.DataFrame:
     return out[["variant", "baseline", "scope", "metric", "difference", "95% CI (t)", "pairs", "verdict"]]
 
 
-def paper_table(agg: pd.DataFrame, published: list[dict], variants: list[str]) -> pd.DataFrame:
+def not_comparable(mine: pd.Series, entry: dict, features: dict) -> str:
+    """Why our number and a published one measure different things ('' where nothing says so):
+    another feature extractor, another number of samples (FID's bias depends on n), or an
+    Inception preprocessing the entry states and ours is not. A difference is printed only
+    where this is empty."""
+    if features["extractor"] != "inception":
+        return f"not comparable: ours on {features['extractor']} features, published on Inception"
+    if entry["samples"] is None:
+        return "not comparable: the published number's sample count is not stated"
+    if str(mine["n_gen"]) != str(entry["samples"]):
+        return f"not comparable: ours on {mine['n_gen']} samples, published on {entry['samples']}"
+    stated = entry["inception_preprocessing"]
+    if stated in ("pytorch_fid", "torch_fidelity") and stated != features["inception_preprocessing"]:
+        return f"not comparable: ours with {features['inception_preprocessing']} preprocessing, published {stated}"
+    return ""
+
+
+def paper_table(agg: pd.DataFrame, published: list[dict], variants: list[str], features: dict) -> pd.DataFrame:
     """Published numbers beside ours (`agg`: main protocol, chosen guidance): one row per
-    registry entry, then one per variant of ours that no entry covers."""
+    registry entry, then one per variant of ours that no entry covers. The difference column
+    holds a number only where the two were measured alike (`not_comparable`)."""
     def ours(variant, metric):
         hit = agg[(agg["variant"] == variant) & (agg["scope"] == "all") & (agg["metric"] == metric)]
         return hit.iloc[0] if len(hit) else None
@@ -430,7 +448,8 @@ def paper_table(agg: pd.DataFrame, published: list[dict], variants: list[str]) -
             "ours": "not run" if mine is None else format_value(mine, entry["metric"]),
             "n ours": "" if mine is None else f"{mine['n_gen']} vs {mine['n_ref']}, {mine['runs']} run(s)",
             "ours - published": ("" if mine is None or entry["value"] is None or math.isnan(mine["mean"])
-                                 else f"{mine['mean'] - entry['value']:+.3g}"),
+                                 else not_comparable(mine, entry, features)
+                                 or f"{mine['mean'] - entry['value']:+.3g}"),
             "status": entry["status"], "published protocol": published_protocol(entry),
             "reference": entry["reference"]})
     for variant in variants:

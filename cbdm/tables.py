@@ -134,8 +134,9 @@ def _tex_header(columns: list[str]) -> list[str]:
     return rows
 
 
-def tex_table(heading: str, explanation: str, table: pd.DataFrame, label: str) -> str:
-    """One captioned, labelled LaTeX table environment, shrunk to the text width where wider."""
+def tex_table(heading: str, explanation: str, table: pd.DataFrame, label: str, footer: str = "") -> str:
+    """One captioned, labelled LaTeX table environment, shrunk to the text width where wider;
+    `footer` printed under the table (it qualifies the numbers, so it must reach the PDF)."""
     text = text_frame(table)
     body = [" & ".join(tex_escape(v) for v in row) + r" \\" for row in text.itertuples(index=False)]
     spec = "".join("l" if c in ID_COLUMNS else "r" for c in table.columns)
@@ -146,7 +147,8 @@ def tex_table(heading: str, explanation: str, table: pd.DataFrame, label: str) -
         # Shrinks a table only when it is wider than the text (graphicx is part of every LaTeX).
         r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
         rf"\begin{{tabular}}{{{spec}}}", r"\hline", *_tex_header(list(table.columns)), r"\hline", *body,
-        r"\hline", r"\end{tabular}}", r"\end{table}", ""])
+        r"\hline", r"\end{tabular}}",
+        *([rf"\par\smallskip{{\scriptsize {tex_escape(footer)}}}"] if footer else []), r"\end{table}", ""])
 
 
 def tex_parts(table: pd.DataFrame) -> list[pd.DataFrame]:
@@ -166,9 +168,8 @@ def latex(sections: list[Section], preamble: str) -> str:
         for j, part in enumerate(parts):
             numbered = f" (part {j + 1} of {len(parts)})" if len(parts) > 1 else ""
             label = f"tab:{re.sub('[^a-z0-9]+', '-', s.heading.lower()).strip('-')[:40]}-{i}-{j}"
-            out.append(tex_table(s.heading + numbered, s.explanation if j == 0 else "", part, label))
-        if s.footer:
-            out.append(f"% {s.footer}")
+            out.append(tex_table(s.heading + numbered, s.explanation if j == 0 else "", part, label,
+                                 s.footer if j == len(parts) - 1 else ""))
     return "\n".join(out)
 
 

@@ -41,7 +41,9 @@ def test_paper_comparison_shows_published_numbers_and_never_guesses(report_input
     build_report(**report_inputs)
     paper = pd.read_csv(report_inputs["outputs"]["paper"], keep_default_na=False).set_index("method")
     assert paper.loc["DDPM", "published"] == "10.5" and paper.loc["DDPM", "ours"] == "11 ± 1"
-    assert paper.loc["DDPM", "ours - published"] == "+0.5" and paper.loc["DDPM", "n ours"] == "20 vs 20, 3 run(s)"
+    assert paper.loc["DDPM", "n ours"] == "20 vs 20, 3 run(s)"
+    assert paper.loc["DDPM", "ours - published"] == (
+        "not comparable: ours on classifier features, published on Inception")
     assert paper.loc["T2H", "ours"] == "not run" and paper.loc["T2H", "status"] == "to verify"
     assert paper.loc["DDPM", "published protocol"].startswith(
         "50000 samples; vs train; Inception preprocessing: pytorch_fid")
@@ -50,6 +52,31 @@ def test_paper_comparison_shows_published_numbers_and_never_guesses(report_input
     assert paper.loc["cbdm", "published"] == "not available"  # ours, with no published number
     md = open(report_inputs["outputs"]["md"]).read()
     assert "## Paper comparison" in md and "ddpm: ddim 10 steps, guidance 1" in md
+
+
+def test_a_published_number_is_subtracted_only_from_one_of_ours_measured_alike():
+    """Ours: 20 samples of FID 11 on Inception (torch-fidelity preprocessing)."""
+    from cbdm.report import paper_table
+
+    agg = pd.DataFrame([{"variant": "ddpm", "scope": "all", "metric": "fid", "mean": 11.0, "sd": 1.0,
+                         "runs": 3, "n_gen": "20", "n_ref": "20", "protocol": "paper", "guidance": 1.0,
+                         "ci_low": float("nan"), "ci_high": float("nan")}])
+    entry = {"method": "DDPM", "variant": "ddpm", "metric": "fid", "value": 10.5, "status": "", "samples": 20,
+             "reference_statistics": "train", "inception_preprocessing": "not stated", "protocol": "",
+             "reference": ""}
+    inception = {"extractor": "inception", "inception_preprocessing": "torch_fidelity"}
+
+    def difference(features=inception, **change):
+        return paper_table(agg, [{**entry, **change}], ["ddpm"], features)["ours - published"][0]
+
+    assert difference() == "+0.5"
+    assert difference(inception_preprocessing="torch_fidelity") == "+0.5"
+    assert difference(samples=50000) == "not comparable: ours on 20 samples, published on 50000"
+    assert difference(samples=None) == "not comparable: the published number's sample count is not stated"
+    assert difference(inception_preprocessing="pytorch_fid") == (
+        "not comparable: ours with torch_fidelity preprocessing, published pytorch_fid")
+    assert difference({"extractor": "classifier"}) == (
+        "not comparable: ours on classifier features, published on Inception")
 
 
 def test_report_refuses_a_partial_table(report_inputs):
@@ -90,6 +117,8 @@ def test_table_tex_compiles_with_one_captioned_table_per_section(report_inputs, 
     assert "1.000000" not in tex and "& 1.0 &" in tex  # guidance as a scale, not a float dump
     assert all(line.startswith("%") or line.startswith("\\") or line.endswith("\\\\") or line in ("", "}")
                for line in tex.splitlines()), "stray text outside the tables"
+    # The paper table's footer (how ours were measured) is printed, not a comment.
+    assert any(line.startswith("\\par\\smallskip{\\scriptsize Ours: protocol") for line in tex.splitlines())
     pdflatex = shutil.which("pdflatex")
     if pdflatex is None:
         pytest.skip("pdflatex is not installed (apt-get install texlive-latex-base); .ci/run installs it")
@@ -100,6 +129,9 @@ def test_table_tex_compiles_with_one_captioned_table_per_section(report_inputs, 
     assert result.returncode == 0, result.stdout[-3000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
     assert "Overfull \\hbox" not in result.stdout  # every table fits the text width
+    if shutil.which("pdftotext"):
+        text = subprocess.run(["pdftotext", str(tmp_path / "doc.pdf"), "-"], capture_output=True, text=True).stdout
+        assert "Ours: protocol" in text
 
 
 def test_augmentation_rows_are_paired_with_real_only_by_classifier_seed(report_inputs, tmp_path):
