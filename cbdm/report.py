@@ -376,9 +376,16 @@ def protocol_card(r: Report) -> list[tuple[str, str]]:
              ("training seeds", ", ".join(map(str, sorted(r.runs["seed"].unique())))),
              ("sampling seeds", ", ".join(map(str, sorted(r.runs["sample_seed"].unique())))),
              ("baseline", s.baseline)]
-    card += [(f"variant {v}", f"{s.sampling[v]['sampler']} {s.sampling[v]['steps']} steps, "
-                              f"guidance {scale_label(r.guidance[v])}") for v in s.variants]
+    card += [(f"variant {v}", sampling_line(s.sampling[v], r.guidance[v])) for v in s.variants]
     return card
+
+
+def sampling_line(sampling: dict, guidance: float) -> str:
+    """How a variant's samples were drawn; an imported set only says at which guidance label it
+    was declared (its sampler and steps are its makers', unknown here)."""
+    if sampling["sampler"] == "imported":
+        return f"imported samples (declared guidance {scale_label(guidance)}; sampler and steps not known)"
+    return f"{sampling['sampler']} {sampling['steps']} steps, guidance {scale_label(guidance)}"
 
 
 def fold_sample_sizes(table: pd.DataFrame) -> pd.DataFrame:
@@ -510,8 +517,7 @@ def main_sections(r: Report) -> list[Section]:
 def paper_footer(r: Report) -> str:
     """How our numbers beside the published ones were made."""
     s = r.settings
-    how = "; ".join(f"{v}: {s.sampling[v]['sampler']} {s.sampling[v]['steps']} steps, "
-                    f"guidance {scale_label(r.guidance[v])}" for v in s.variants)
+    how = "; ".join(f"{v}: {sampling_line(s.sampling[v], r.guidance[v])}" for v in s.variants)
     return (f"Ours: {protocol_line(s.protocol, s.evaluation['protocols'][s.protocol])}; {r.extractor} features; "
             f"{how}; {r.manifest['total']} training images.")
 

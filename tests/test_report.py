@@ -178,3 +178,11 @@ def test_the_long_tail_problem_section_sets_leakage_against_the_held_out_rate(re
     header = [line for line in section.splitlines() if line.startswith("| variant")][0]
     for label in ("FID tail - head (n=10 vs 10 per group)", "tail->head samples (n=10)", "tail->head held-out (n=10)"):
         assert label in header
+
+
+def test_an_imported_variant_is_described_as_imported_not_as_none_steps():
+    from cbdm.report import sampling_line
+
+    assert sampling_line({"sampler": "ddim", "steps": 10}, 1.5) == "ddim 10 steps, guidance 1.5"
+    assert sampling_line({"sampler": "imported", "steps": None}, 1.0) == (
+        "imported samples (declared guidance 1.0; sampler and steps not known)")
