@@ -10,6 +10,8 @@ the config says so. Nothing becomes NaN silently.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from . import records as rec
@@ -32,6 +34,19 @@ DISTRIBUTION_METRICS = ("fid", "kid_mean", "kid_std", "kid_subset_size", "precis
 AT_MATCHED_N = tuple(rec.metrics_at(rec.MATCHED))
 
 
+def small_n_fid(n: int, dim: int, cfg: dict, fid: Callable[[], float]) -> tuple[float | None, str]:
+    """(FID or None, note) under `evaluation.fid_small_n`, `n` the smaller side's sample count:
+    at or below the feature dimension the covariance is singular, so the FID is computed with a
+    note ('flag') or not at all ('refuse'). One rule for features against images and against
+    statistics, so that the two paths cannot disagree on whether a number exists."""
+    if n > dim:
+        return fid(), ""
+    note = f"n <= feature dim {dim}: singular covariance"
+    if cfg["fid_small_n"] == "refuse":
+        return None, f"not computed: {note} (evaluation.fid_small_n: refuse)"
+    return fid(), f"{note}, FID unreliable"
+
+
 def distribution_metrics(gen: np.ndarray, ref: np.ndarray, cfg: dict,
                          device="cpu") -> dict[str, tuple[float | None, str]]:
     """metric -> (value or None, note) for FID, KID and precision/recall of two feature arrays."""
@@ -40,14 +55,7 @@ def distribution_metrics(gen: np.ndarray, ref: np.ndarray, cfg: dict,
         note = (f"not computed: n_gen={n_gen}, n_ref={n_ref}, fewer than "
                 f"evaluation.min_samples={cfg['min_samples']}")
         return {m: (None, note) for m in DISTRIBUTION_METRICS}
-    out = {}
-    if min(n_gen, n_ref) <= dim:
-        note = f"n <= feature dim {dim}: singular covariance"
-        out["fid"] = ((None, f"not computed: {note} (evaluation.fid_small_n: refuse)")
-                      if cfg["fid_small_n"] == "refuse"
-                      else (frechet_distance(gen, ref, device), f"{note}, FID unreliable"))
-    else:
-        out["fid"] = (frechet_distance(gen, ref, device), "")
+    out = {"fid": small_n_fid(min(n_gen, n_ref), dim, cfg, lambda: frechet_distance(gen, ref, device))}
     mean, sd, m = kernel_distance(gen, ref, subsets=cfg["kid_subsets"], subset_size=cfg["kid_subset_size"],
                                   seed=cfg["seed"], device=device)
     out.update(kid_mean=(mean, ""), kid_std=(sd, ""), kid_subset_size=(m, ""))

@@ -61,6 +61,7 @@ def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, prot
     from .evaluate import evaluate
     from .features import extract_features
     from .io import read_npz
+    from .leaderboard import measurement
     from .refstats import evaluate_against_stats
     from .samplesets import import_samples
     from .sources import CLASS_NAMES
@@ -77,12 +78,14 @@ def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, prot
                      out_npz=str(out / "features.npz"))
     reference = f"statistics {ref_stats}" if ref_stats else proto["reference"]
     cell = dict(dataset=dataset, imbalance_factor=float(imb), variant=name, seed=None, guidance=None,
-                sample_seed=None, protocol=protocol, **{**proto, "reference": reference})
+                sample_seed=None, protocol=protocol, **{**proto, "reference": reference},
+                **measurement(config["features"], spec))
     metrics = out / f"{protocol}.json"
     if ref_stats:
         gen = read_npz(out / "features.npz")
         records = evaluate_against_stats(gen, ref_stats, spec["groups"], len(CLASS_NAMES[spec["source"]]),
-                                         config["evaluation"], device)
+                                         config["evaluation"], device, extractor=cell["features"],
+                                         reference=proto["reference"])
         for r in records:
             r["note"] = "; ".join(filter(None, [r["note"], note]))
         write_json(metrics, {"cell": cell, "records": records})

@@ -4,7 +4,10 @@ that has been evaluated, across the suite's datasets and protocols, each with it
 A card has two halves. The measurement (dataset and imbalance factor, feature extractor and
 preprocessing, reference set, label policy and number of samples) must be identical for rows to
 be compared, so every distinct measurement gets its own table, and the Markdown says that rows
-of different tables are not comparable. The generation (sampler and steps, guidance, EMA,
+of different tables are not comparable. Each row's extractor and preprocessing are the ones its
+metrics file recorded when it was written (`measurement`), since external entries are not rebuilt
+when the config changes; a file that recorded none is labelled so and never joins a measured
+row's table. The generation (sampler and steps, guidance, EMA,
 seeds, or where imported samples came from) is what differs between methods and is shown in
 every row.
 
@@ -25,14 +28,20 @@ from .labels import factor_label
 
 MEASUREMENT = ["dataset", "imbalance_factor", "features", "preprocessing", "reference", "labels", "num_samples"]
 GENERATION = ["kind", "sampler", "steps", "guidance", "ema", "samples_from"]
+# The label of a metrics file written before cells recorded their measurement (`measurement`):
+# unlike any recorded one, so such rows get a card of their own instead of joining measured ones.
+NOT_RECORDED = "not recorded (an older metrics file: re-run its evaluation to record it)"
 # The headline metrics, with their column labels at the display scale (e.g. 'KID x 1e3').
 ALL_METRICS = {m: records.metric(m).scaled_label for m in records.HEADLINE}
 
 
 def describe_features(features: dict) -> str:
-    """The feature extractor in words, for the measurement half of a card."""
+    """The feature extractor in words, for the measurement half of a card and the `extractor` of
+    reference statistics; Inception's names its preprocessing, since the two resizes give
+    features (and FIDs) that are not interchangeable."""
     if features["extractor"] == "inception":
-        return f"Inception-v3 pool 2048-d (torch-fidelity port, {Path(features['inception_weights']).name})"
+        return (f"Inception-v3 pool 2048-d (torch-fidelity port, {Path(features['inception_weights']).name}), "
+                f"{features['inception_preprocessing']} preprocessing")
     return (f"domain classifier {features['feature_dim']}-d penultimate features "
             f"({features['epochs']} epochs on the balanced pool, seed {features['seed']})")
 
@@ -47,6 +56,12 @@ def describe_preprocessing(features: dict, spec: dict) -> str:
     if features["extractor"] == "inception":
         return f"uint8 images at {size}, torch-fidelity's TF-1 bilinear resize to 299x299"
     return f"uint8 images at {size}, scaled to [-1, 1]"
+
+
+def measurement(features: dict, spec: dict) -> dict[str, str]:
+    """The `features` and `preprocessing` a metrics file's cell records when it is written, so
+    that its row is labelled by how it was measured, not by the config at the time of reading."""
+    return {"features": describe_features(features), "preprocessing": describe_preprocessing(features, spec)}
 
 
 def generation_card(config: dict, cell: dict, external_card: dict | None, note: str) -> dict:
@@ -74,8 +89,8 @@ def entry_row(config: dict, metrics_json: Path, external_card: dict | None) -> d
     spec = config["datasets"][cell["dataset"]]
     values = {(r["scope"], r["metric"]): r for r in data["records"]}
     row = {"entry": cell["variant"], "protocol": cell["protocol"], "dataset": cell["dataset"],
-           "imbalance_factor": f"{cell['imbalance_factor']:g}", "features": describe_features(config["features"]),
-           "preprocessing": describe_preprocessing(config["features"], spec), "reference": cell["reference"],
+           "imbalance_factor": f"{cell['imbalance_factor']:g}", "features": cell.get("features", NOT_RECORDED),
+           "preprocessing": cell.get("preprocessing", NOT_RECORDED), "reference": cell["reference"],
            "labels": cell["labels"], "num_samples": cell["num_samples"],
            **generation_card(config, cell, external_card, values[("all", "fid")]["note"]),
            "run": "-" if cell["seed"] is None else f"{cell['seed']}/{cell['sample_seed']}",

@@ -9,21 +9,28 @@ File format (`results/<suite>/features/<dataset>/IF<x>/reference-<ref>.stats.npz
 - `n`: the number of images behind `mu` and `sigma`;
 - `mu_<scope>`, `sigma_<scope>`, `n_<scope>` and `classes_<scope>` (the class indices) for every
   class group (e.g. `mu_head`) and every class (`mu_class_3`);
-- `format` ("cbdm.refstats/1"), `extractor` (e.g. "classifier 32-d"), `reference` (e.g. "heldout").
+- `format` ("cbdm.refstats/1"), `extractor` (cbdm.leaderboard.describe_features: the network and,
+  for Inception, its preprocessing), `reference` (e.g. "heldout").
 
-Only `mu` and `sigma` are required when a file is read (EDM's files have nothing else); a scope
-whose statistics the file lacks gets no FID, and its record says so.
+A file is scored against only if it proves it was made the way the samples are measured: its
+`extractor` and `reference` must equal the scoring's, or the FID would sit beside ours as if it
+were measured alike. Files holding only `mu` and `sigma` (EDM's and clean-fid's published
+statistics) record neither; they are accepted, and every FID against them says so. A scope whose
+statistics the file lacks gets no FID, and its record says so.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .evaluate import FEATURE_ARRAYS
-from .io import InputError, read_npz, write_npz
+from .evaluate import FEATURE_ARRAYS, small_n_fid
+from .io import InputError, read_npz, rebuild, write_npz
 from .metrics import frechet_distance_from_stats, mean_and_covariance
 from .records import record, scopes
 
 FORMAT = "cbdm.refstats/1"
+# EDM's fid.py and clean-fid publish their reference statistics as .npz files of exactly these
+# arrays: a file of this layout is one of theirs, made by an extractor nobody wrote down.
+PUBLISHED_LAYOUT = {"mu", "sigma"}
 
 
 def scope_key(scope: str) -> str:
@@ -65,6 +72,27 @@ def read_reference_stats(path) -> dict:
     return stats
 
 
+def provenance_note(stats: dict, path, extractor: str, reference: str) -> str:
+    """Refuse statistics of other features or another reference set than the scoring's (an
+    InputError naming both and the fix): their FID would land beside ours as if measured alike.
+    Returns '' for a file that proves a match, and for EDM's or clean-fid's mu-and-sigma files,
+    which cannot, the note every FID against them carries instead of a claimed match."""
+    if "extractor" not in stats:
+        if set(stats) - PUBLISHED_LAYOUT:
+            raise InputError(f"{path} records no `extractor`, so nothing says which features its statistics are "
+                             f"of: use one written by the suite (rule reference_stats; {rebuild(path)}) or a "
+                             f"published mu-and-sigma file (EDM's, clean-fid's) as it was published")
+        return (f"the statistics' extractor and reference set were not recorded ({path} holds only mu and sigma): "
+                f"the FID is comparable only if they are of {extractor} features of the {reference} reference")
+    recorded = {"extractor": str(stats["extractor"]), "reference": str(stats.get("reference", "(none)"))}
+    for field, ours in (("extractor", extractor), ("reference", reference)):
+        if recorded[field] != ours:
+            raise InputError(f"{path} holds statistics with {field} {recorded[field]!r}, but these samples are scored "
+                             f"with {field} {ours!r}, so the FIDs would not be comparable: score with the config "
+                             f"and protocol that made the file, or remake it with these (snakemake --forcerun {path})")
+    return ""
+
+
 def fid_from_stats(features: np.ndarray, stats: dict, scope: str, device="cpu") -> float | None:
     """FID of `features` against the file's statistics of `scope`; None where the file lacks them."""
     key = scope_key(scope)
@@ -74,38 +102,54 @@ def fid_from_stats(features: np.ndarray, stats: dict, scope: str, device="cpu") 
                                        stats[f"sigma{key}"])
 
 
+def stats_fid(features: np.ndarray, stats: dict, scope: str, cfg: dict, source: str,
+              device="cpu") -> tuple[float | None, str]:
+    """(FID or None, note) of one scope against the file's statistics, under the rules FID
+    against the reference images follows (evaluation.min_samples, evaluation.fid_small_n); a
+    file without the scope's `n` (EDM's) leaves the reference side's count unknown, and says so."""
+    key, n_gen = scope_key(scope), len(features)
+    if f"mu{key}" not in stats:
+        return None, f"not computed: {source} has no statistics for {scope}"
+    n_ref = int(stats[f"n{key}"]) if f"n{key}" in stats else None
+    n = n_gen if n_ref is None else min(n_gen, n_ref)
+    if n < cfg["min_samples"]:
+        return None, (f"not computed: n_gen={n_gen}, n_ref={'not recorded' if n_ref is None else n_ref}, fewer "
+                      f"than evaluation.min_samples={cfg['min_samples']}")
+    value, rule = small_n_fid(n, features.shape[1], cfg, lambda: fid_from_stats(features, stats, scope, device))
+    unknown = "n of the reference statistics not recorded" if n_ref is None else ""
+    return value, "; ".join(filter(None, [rule, f"against the statistics in {source}", unknown]))
+
+
 def stats_scope_records(gen: dict, stats: dict, scope: str, classes: list[int], cfg: dict, source: str,
-                        device="cpu") -> list[dict]:
+                        provenance: str = "", device="cpu") -> list[dict]:
     """Accuracy and FID of one scope against reference statistics; the metrics that need the
-    reference images are recorded as not computed."""
+    reference images are recorded as not computed. `provenance`: what the file could not prove
+    about how it was made (provenance_note), said with every FID computed against it."""
     chosen = np.isin(gen["labels"], classes)
     features, n_gen = gen["features"][chosen], int(chosen.sum())
+    # A record's n_ref is a count: 0 where the file has none (EDM's), and the FID's note says so.
     n_ref = int(stats.get(f"n{scope_key(scope)}", 0))
     accuracy = (gen["predicted"][chosen] == gen["labels"][chosen]).mean() if n_gen else None
     records = [record(scope, "accuracy", accuracy, n_gen, 0, "" if n_gen else "no samples")]
-    if features.shape[1] != stats["mu"].shape[0]:
-        raise InputError(f"{source} holds {stats['mu'].shape[0]}-d statistics but the samples have "
-                         f"{features.shape[1]}-d features: the statistics come from another extractor")
-    if n_gen < cfg["min_samples"]:
-        fid, note = None, f"not computed: n_gen={n_gen}, fewer than evaluation.min_samples={cfg['min_samples']}"
-    else:
-        fid = fid_from_stats(features, stats, scope, device)
-        note = f"against the statistics in {source}" if fid is not None else \
-            f"not computed: {source} has no statistics for {scope}"
-        if fid is not None and min(n_gen, n_ref or n_gen) <= features.shape[1]:
-            note += f"; n <= feature dim {features.shape[1]}: singular covariance, FID unreliable"
-    records.append(record(scope, "fid", fid, n_gen, n_ref, note))
+    fid, note = stats_fid(features, stats, scope, cfg, source, device)
+    records.append(record(scope, "fid", fid, n_gen, n_ref,
+                          "; ".join(filter(None, [note, provenance if fid is not None else ""]))))
     why = f"not computed: the reference is statistics ({source}), not images"
     records += [record(scope, m, None, n_gen, n_ref, why) for m in ("kid_mean", "precision", "recall")]
     return records
 
 
 def evaluate_against_stats(gen: dict, stats_npz: str, groups: dict, num_classes: int, cfg: dict,
-                           device="cpu") -> list[dict]:
+                           device="cpu", *, extractor: str, reference: str) -> list[dict]:
     """Records of every scope (all, groups, classes) of a featurised sample set against a
-    statistics file."""
+    statistics file. `extractor` (cbdm.leaderboard.describe_features) and `reference` (the
+    protocol's reference set) say how the samples are measured: a file made otherwise is refused."""
     from .acceleration import resolve_device
 
     stats, dev = read_reference_stats(stats_npz), resolve_device(device)
+    provenance = provenance_note(stats, stats_npz, extractor, reference)
+    if gen["features"].shape[1] != stats["mu"].shape[0]:
+        raise InputError(f"{stats_npz} holds {stats['mu'].shape[0]}-d statistics but the samples have "
+                         f"{gen['features'].shape[1]}-d features: the statistics come from another extractor")
     return [r for scope, classes in scopes(groups, num_classes)
-            for r in stats_scope_records(gen, stats, scope, classes, cfg, stats_npz, dev)]
+            for r in stats_scope_records(gen, stats, scope, classes, cfg, stats_npz, provenance, dev)]

@@ -153,7 +153,8 @@ def test_fid_from_reference_statistics_equals_fid_from_the_images(suite, tmp_pat
     assert stats["mu"].shape == (8,) and stats["sigma"].shape == (8, 8) and int(stats["n"]) == 300
     assert int(stats["n_class_3"]) == 30 and list(stats["classes_tail"]) == GROUPS["tail"]
     gen = dict(np.load(tmp_path / "out/features.npz"))
-    from_stats = evaluate_against_stats(gen, str(stats_file), GROUPS, 10, suite["config"]["evaluation"])
+    from_stats = evaluate_against_stats(gen, str(stats_file), GROUPS, 10, suite["config"]["evaluation"],
+                                        extractor="classifier 8-d", reference="heldout")
     images = {r["scope"]: r for r in records if r["metric"] == "fid"}
     compared = 0
     for r in (r for r in from_stats if r["metric"] == "fid"):
@@ -165,7 +166,8 @@ def test_fid_from_reference_statistics_equals_fid_from_the_images(suite, tmp_pat
     # EDM's reference files hold only mu and sigma: accepted, per-scope FIDs say they are missing
     np.savez(tmp_path / "edm.npz", mu=stats["mu"], sigma=stats["sigma"])
     edm = {r["scope"]: r for r in evaluate_against_stats(gen, str(tmp_path / "edm.npz"), GROUPS, 10,
-                                                           suite["config"]["evaluation"]) if r["metric"] == "fid"}
+                                                           suite["config"]["evaluation"], extractor="classifier 8-d",
+                                                           reference="heldout") if r["metric"] == "fid"}
     assert edm["all"]["value"] == pytest.approx(images["all"]["value"], rel=1e-8)
     assert edm["tail"]["value"] is None and "has no statistics for tail" in edm["tail"]["note"]
 

@@ -1,4 +1,7 @@
 # Stage 5: metrics of every sample set, for all classes, each class group and each class.
+# The cell records the extractor and preprocessing, so the leaderboard labels each row by how it
+# was measured rather than by the config read later.
+from cbdm.leaderboard import measurement
 
 
 rule metrics:
@@ -15,7 +18,7 @@ rule metrics:
         num_classes=num_classes,
         evaluation=config["evaluation"],
         device=config["device"],
-        cell=lambda wc: cell_fields(wc, wc.protocol),
+        cell=lambda wc: {**cell_fields(wc, wc.protocol), **measurement(config["features"], dataset_spec(wc))},
     threads: config["evaluation"]["threads"]
     resources:
         **stage_resources("other", shared_gpus=gpus_per_job()),

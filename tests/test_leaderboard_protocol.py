@@ -1,0 +1,125 @@
+"""Protocols that differ are never silently compared: reference statistics must prove the
+extractor and reference set they were made with, the fid_small_n rule holds against statistics
+as against images, and leaderboard rows are labelled by the measurement their metrics file
+records, not by the config at the time of reading."""
+import json
+import re
+
+import numpy as np
+import pytest
+
+from cbdm.config import load_config
+from cbdm.evaluate import distribution_metrics
+from cbdm.io import InputError, write_json, write_npz
+from cbdm.leaderboard import NOT_RECORDED, describe_features, leaderboard, markdown, measurement
+from cbdm.refstats import evaluate_against_stats, write_reference_stats
+
+from helpers import minimal_config
+
+GROUPS = {"head": [0, 1, 2, 3, 4], "tail": [5, 6, 7, 8, 9]}
+DIM = 8
+CLASSIFIER = "domain classifier 8-d penultimate features (2 epochs on the balanced pool, seed 0)"
+
+
+def feature_set(per_class: int, seed: int) -> dict:
+    """Random 8-d features of `per_class` images of each of ten classes, as a features file holds them."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(10), per_class)
+    return {"features": rng.normal(size=(len(labels), DIM)), "labels": labels, "predicted": labels,
+            "logits": rng.normal(size=(len(labels), 10))}
+
+
+@pytest.fixture
+def stats_file(tmp_path):
+    """The statistics of 30 reference images per class, made with the classifier extractor."""
+    write_npz(tmp_path / "reference.npz", **feature_set(30, seed=1))
+    path = tmp_path / "reference-heldout.stats.npz"
+    write_reference_stats(reference_npz=str(tmp_path / "reference.npz"), groups=GROUPS, num_classes=10,
+                          extractor=CLASSIFIER, reference="heldout", out_npz=str(path))
+    return path
+
+
+def fid_records(gen, path, cfg, extractor=CLASSIFIER, reference="heldout") -> dict:
+    return {r["scope"]: r for r in evaluate_against_stats(gen, str(path), GROUPS, 10, cfg, extractor=extractor,
+                                                          reference=reference) if r["metric"] == "fid"}
+
+
+def test_the_two_inception_preprocessings_are_described_differently():
+    config = minimal_config(features={"extractor": "inception"})["features"]
+    ours, theirs = describe_features(config), describe_features({**config, "inception_preprocessing": "pytorch_fid"})
+    assert ours != theirs and "torch_fidelity preprocessing" in ours and "pytorch_fid preprocessing" in theirs
+
+
+def test_statistics_of_another_extractor_or_reference_are_refused(stats_file):
+    gen, cfg = feature_set(12, seed=2), minimal_config()["evaluation"]
+    assert fid_records(gen, stats_file, cfg)["all"]["value"] > 0  # the matching extractor and reference
+    other = "Inception-v3 pool 2048-d (torch-fidelity port, w.pth), pytorch_fid preprocessing"
+    with pytest.raises(InputError, match=re.escape(f"{stats_file} holds statistics with extractor '{CLASSIFIER}', "
+                                                   f"but these samples are scored with extractor '{other}'")
+                       + ".*score with the config and protocol that made the file, or remake it"):
+        fid_records(gen, stats_file, cfg, extractor=other)
+    with pytest.raises(InputError, match="reference 'heldout', but these samples are scored with reference 'pool'"):
+        fid_records(gen, stats_file, cfg, reference="pool")
+
+
+def test_published_statistics_are_accepted_but_say_what_they_do_not_record(stats_file, tmp_path):
+    gen, cfg = feature_set(12, seed=2), minimal_config()["evaluation"]
+    with np.load(stats_file) as ours:
+        np.savez(tmp_path / "edm.npz", mu=ours["mu"], sigma=ours["sigma"])  # EDM's and clean-fid's layout
+        np.savez(tmp_path / "other.npz", mu=ours["mu"], sigma=ours["sigma"], n=ours["n"])
+    fid = fid_records(gen, tmp_path / "edm.npz", cfg)["all"]
+    assert fid["value"] > 0 and fid["n_ref"] == 0
+    assert "extractor and reference set were not recorded" in fid["note"] and CLASSIFIER in fid["note"]
+    assert "n of the reference statistics not recorded" in fid["note"]
+    # neither ours nor a published layout: nothing says what made it
+    with pytest.raises(InputError, match=f"{tmp_path / 'other.npz'} records no `extractor`"):
+        fid_records(gen, tmp_path / "other.npz", cfg)
+
+
+@pytest.mark.parametrize("rule", ["refuse", "flag"])
+def test_fid_small_n_holds_against_statistics_as_against_images(stats_file, tmp_path, rule):
+    gen, ref = feature_set(6, seed=2), feature_set(30, seed=1)  # 6 per class: at or below the 8 dimensions
+    cfg = {**minimal_config()["evaluation"], "min_samples": 2, "fid_small_n": rule}
+    from_stats = fid_records(gen, stats_file, cfg)["class 3"]
+    from_images = distribution_metrics(gen["features"][gen["labels"] == 3], ref["features"][ref["labels"] == 3],
+                                       cfg)["fid"]
+    assert from_stats["note"].startswith(from_images[1])
+    if rule == "refuse":
+        assert from_stats["value"] is None and from_images[0] is None
+    else:
+        assert from_stats["value"] == pytest.approx(from_images[0], rel=1e-8)
+
+
+def write_entry(results, name: str, cell_extra: dict) -> None:
+    """An external entry's card and metrics file, its cell extended by `cell_extra`."""
+    folder = results / "external" / name / "digits-IF100"
+    cell = dict(dataset="digits", imbalance_factor=100.0, variant=name, seed=None, guidance=None, sample_seed=None,
+                protocol="ours", labels="exact", num_samples=1000, reference="heldout", **cell_extra)
+    records = [dict(scope=s, metric=m, value=1.0, n_gen=500, n_ref=150, note="", sd=None, ci_low=None,
+                    ci_high=None) for s in ("all", *GROUPS) for m in ("fid", "kid_mean", "precision", "recall",
+                                                                      "accuracy")]
+    write_json(folder / "ours.json", {"cell": cell, "records": records})
+    (folder / "card.json").write_text(json.dumps({"source": name, "note": "", "kind": "external"}))
+
+
+def test_leaderboard_rows_carry_the_measurement_their_metrics_file_records(tmp_path):
+    config = minimal_config()
+    then = measurement(minimal_config(features={"extractor": "inception"})["features"], config["datasets"]["digits"])
+    write_entry(tmp_path, "measured", then)
+    write_entry(tmp_path, "older", {})  # written before cells recorded their extractor
+    table = leaderboard(config, tmp_path).set_index("entry")
+    assert table.loc["measured", "features"] == then["features"]  # not the config's classifier
+    assert table.loc["measured", "preprocessing"] == then["preprocessing"]
+    assert table.loc["older", "features"] == NOT_RECORDED == table.loc["older", "preprocessing"]
+    text = markdown(table.reset_index(), "t")
+    assert text.count("## Card") == 2 and f"features: {NOT_RECORDED}" in text
+
+
+def test_the_metrics_rule_records_the_measurement_in_the_cell(tmp_path, repo, tiny_config):
+    from test_workflow import planned_dag_jobs
+
+    config = load_config(tiny_config)
+    cells = [job.params.cell for job in planned_dag_jobs(repo, tmp_path, tiny_config) if job.rule.name == "metrics"]
+    expected = measurement(config["features"], config["datasets"]["digits"])
+    assert cells and all(cell["features"] == expected["features"] for cell in cells)
+    assert all(cell["preprocessing"] == expected["preprocessing"] for cell in cells)
