@@ -22,16 +22,17 @@ report: "workflow/report/workflow.rst"
 
 
 
+# Names are matched literally: a '.' in a variant name (hinge_w0.01) is not a regex wildcard.
 wildcard_constraints:
-    dataset="|".join(config["datasets"]),
-    variant="|".join(config["variants"]),
+    dataset="|".join(map(re.escape, config["datasets"])),
+    variant="|".join(map(re.escape, config["variants"])),
     imb=r"[0-9.e+-]+",
     guidance=r"[0-9.e+-]+",
     seed=r"\d+",
     sample_seed=r"\d+",
     labelset=LABELSET_PATTERN,
-    row="|".join(["real_only", "real_oversampled", *config["variants"]]),
-    protocol="|".join(config["evaluation"]["protocols"]),
+    row="|".join(map(re.escape, ["real_only", "real_oversampled", *config["variants"]])),
+    protocol="|".join(map(re.escape, config["evaluation"]["protocols"])),
 
 
 include: "workflow/rules/dataset.smk"

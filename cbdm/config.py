@@ -20,7 +20,8 @@ from . import field_losses  # noqa: F401  (registers the field's losses)
 from .dataset import longtail_plan
 from .labels import factor_label  # noqa: F401 (the rules call cbdm.config.factor_label)
 from .losses import LOSSES, get_loss
-from .sources import NUM_CLASSES, SOURCES_WITHOUT_TEST_SPLIT, TRAIN_CLASS_SIZES
+from .objective import network_extras
+from .sources import IMAGE_SHAPES, NUM_CLASSES, SOURCES_WITHOUT_TEST_SPLIT, TRAIN_CLASS_SIZES
 
 
 class ConfigError(ValueError):
@@ -52,11 +53,32 @@ def load_config(path: str | Path, overrides: dict | None = None) -> dict:
         raise ConfigError(err.args[0] if err.args[0].startswith(str(path)) else f"{path}: {err}") from err
 
 
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error: PyYAML keeps the last
+    one silently, so a second `training:` block would replace the first with the defaults."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKey(None, None, f"key {key!r} is given twice in one mapping: merge the two "
+                                                f"(the second would silently replace the first)", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_config_file(path: Path) -> dict:
     """The mapping in a YAML file; a syntax error, an empty file or a non-mapping is a one-line
     ConfigError naming the file and line."""
     try:
-        config = yaml.safe_load(path.read_text())
+        config = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except _DuplicateKey as err:
+        raise ConfigError(f"{path}:{err.problem_mark.line + 1}: {err.problem}") from err
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         raise ConfigError(f"{path}:{mark.line + 1 if mark else '?'}: YAML syntax error: {err.problem or err.context}; "
@@ -124,8 +146,31 @@ def _explain(error: jsonschema.ValidationError) -> tuple[list, str]:
     if error.validator == "required":
         missing = [k for k in error.validator_value if k not in error.instance]
         return keys, f"missing required key `{missing[0]}` (see cbdm/config.schema.yaml and config/config.yaml)"
+    if "propertyNames" in error.absolute_schema_path:
+        return keys, f"the name {error.instance!r} is not allowed: {error.schema['description']}"
+    if error.validator in ("oneOf", "anyOf"):
+        forms = ", ".join(str(sub.get("type", "see the schema")) for sub in error.validator_value)
+        unquote = "; write the number without quotes" if _is_number_text(error.instance) else ""
+        return keys, f"{error.instance!r} is none of the accepted forms ({forms}){unquote}"
     message = error.message if len(error.message) <= 160 else error.message[:160] + "..."
     return keys, f"{message} (see cbdm/config.schema.yaml)"
+
+
+def _is_number_text(value) -> bool:
+    try:
+        return isinstance(value, str) and float(value) is not None
+    except ValueError:
+        return False
+
+
+def section_problem(section: dict, definition: str, where: str) -> None:
+    """Validate a merged `training` or `sampling` section against its schema definition; a
+    violation is a ConfigError naming the key under `where` (e.g. variants.cbdm.training.steps)."""
+    schema = {"$ref": f"#/definitions/{definition}", "definitions": _schema()["definitions"]}
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(section))
+    if error is not None:
+        keys, message = _explain(error)
+        raise ConfigError(f"{'.'.join([where, *map(str, keys)])}: {message}")
 
 
 def _line_of(text: str, keys: list) -> int | None:
@@ -201,6 +246,7 @@ def check(config: dict) -> None:
     """What the schema cannot check: datasets, variants, protocols, init chains, files; raises ConfigError."""
     for name, dataset in config["datasets"].items():
         _check_dataset(name, dataset, config["evaluation"]["overlap"])
+    _check_diffusion_and_network(config)
     _check_protocol_variants(config)
     for name in config["variants"]:
         variant_settings(config, name)  # raises on a bad override or loss
@@ -216,6 +262,25 @@ def check(config: dict) -> None:
     if external and not config["extensions"]:
         raise ConfigError(f"variant(s) {external} are external (built by a user rule) but no "
                           f"`extensions:` rule file is listed to build them; see README, 'Adding a variant'")
+
+
+def _check_diffusion_and_network(config: dict) -> None:
+    """A noise schedule that grows, and a UNet that can be built for every dataset's images (the
+    network's own checks, run here so that a bad geometry fails before training, not in it)."""
+    from .networks import UNetConfig
+
+    diffusion = config["diffusion"]
+    if diffusion["beta_start"] >= diffusion["beta_end"]:
+        raise ConfigError(f"diffusion: beta_start {diffusion['beta_start']} is not below beta_end "
+                          f"{diffusion['beta_end']}; the noise schedule must grow (DDPM: 1e-4 to 0.02)")
+    for name, dataset in config["datasets"].items():
+        channels, size = IMAGE_SHAPES[dataset["source"]]
+        size = dataset.get("image_size") or size
+        try:
+            UNetConfig(image_channels=channels, image_size=size, num_classes=NUM_CLASSES[dataset["source"]],
+                       num_timesteps=diffusion["num_timesteps"], **config["network"])
+        except ValueError as err:
+            raise ConfigError(f"network: {err} (dataset {name}: {size}x{size} images)") from err
 
 
 def _check_dataset(name: str, dataset: dict, overlap: dict | None) -> None:
@@ -301,17 +366,9 @@ def variant_settings(config: dict, name: str) -> dict:
     settings = {"name": name, "external": spec["external"], "description": spec["description"]}
     for section in ("training", "sampling"):
         merged = deep_merge(config[section], spec.get(section, {}))
-        try:
-            jsonschema.validate(merged, {"$ref": f"#/definitions/{section}",
-                                         "definitions": _schema()["definitions"]})
-        except jsonschema.ValidationError as err:
-            raise ConfigError(f"variants.{name}.{section}: {err.message}") from err
+        section_problem(merged, section, f"variants.{name}.{section}")
         settings[section] = merged
-    if settings["training"]["group_norm"] == "channels_last" and not settings["training"]["channels_last"]:
-        where = f"variants.{name}.training" if {"group_norm", "channels_last"} & set(spec.get("training", {})) \
-            else "training"
-        raise ConfigError(f"{where}: group_norm 'channels_last' keeps a channels-last layout, but channels_last is "
-                          f"false; set channels_last: true, or group_norm: native")
+    _check_training(name, spec, settings["training"])
     settings["guidance"] = as_list(settings["sampling"]["guidance"])
     _check_sampler(config, f"variant {name}", settings["sampling"])
     settings["protocol_sampling"] = protocol_sampling(config, name, settings["sampling"])
@@ -327,6 +384,26 @@ def variant_settings(config: dict, name: str) -> dict:
                           f"or mark it `external: true` if a user rule builds it")
     settings["losses"] = loss_terms(name, spec["losses"])
     return settings
+
+
+def _check_training(name: str, spec: dict, training: dict) -> None:
+    """Cross-key checks of variant `name`'s merged training settings; an error names the section
+    that set the keys (the variant's override, or the shared `training`)."""
+    def where(*keys: str) -> str:
+        return f"variants.{name}.training" if set(keys) & set(spec.get("training", {})) else "training"
+
+    if training["group_norm"] == "channels_last" and not training["channels_last"]:
+        raise ConfigError(f"{where('group_norm', 'channels_last')}: group_norm 'channels_last' keeps a channels-last "
+                          f"layout, but channels_last is false; set channels_last: true, or group_norm: native")
+    # A checkpoint between loss-log rows would resume into a row averaged over steps it did not
+    # sum, and be written before the finite-loss check of the steps it holds.
+    if training["checkpoint_every"] % training["log_every"]:
+        raise ConfigError(f"{where('checkpoint_every', 'log_every')}: checkpoint_every {training['checkpoint_every']} "
+                          f"is not a multiple of log_every {training['log_every']}; set checkpoint_every to a "
+                          f"multiple of log_every")
+    if training["batch_size"] % training["processes"]:
+        raise ConfigError(f"{where('batch_size', 'processes')}: batch_size {training['batch_size']} is not a multiple "
+                          f"of processes {training['processes']}: each process takes an equal share of a batch")
 
 
 def loss_terms(variant: str, losses: list[dict]) -> list[dict]:
@@ -375,6 +452,9 @@ def imported_settings(config: dict, name: str, spec: dict, settings: dict) -> di
                             "guidance": settings["guidance"], "seeds": settings["sampling"]["seeds"][:1]}
     return settings
 def _check_sampler(config: dict, where: str, sampling: dict) -> None:
+    if sampling["sampler"] == "ddim" and sampling["steps"] > config["diffusion"]["num_timesteps"]:
+        raise ConfigError(f"{where}: sampling.steps {sampling['steps']} exceeds diffusion.num_timesteps "
+                          f"{config['diffusion']['num_timesteps']}; DDIM takes at most one step per timestep")
     if sampling["sampler"] == "ancestral" and sampling["steps"] != config["diffusion"]["num_timesteps"]:
         raise ConfigError(f"{where}: ancestral sampling takes every one of the "
                           f"{config['diffusion']['num_timesteps']} timesteps, but sampling.steps is "
@@ -391,10 +471,7 @@ def protocol_sampling(config: dict, name: str, sampling: dict) -> dict[str, dict
             continue
         merged = deep_merge(sampling, spec["sampling"][name])
         where = f"evaluation.protocols.{protocol}.sampling.{name}"
-        try:
-            jsonschema.validate(merged, {"$ref": "#/definitions/sampling", "definitions": _schema()["definitions"]})
-        except jsonschema.ValidationError as err:
-            raise ConfigError(f"{where}: {err.message}") from err
+        section_problem(merged, "sampling", where)
         _check_sampler(config, where, merged)
         resolved[protocol] = merged
     return resolved
@@ -420,6 +497,32 @@ def _check_init_chains(config: dict) -> None:
                 raise ConfigError(f"variants initialise each other in a cycle: {' -> '.join(seen + [source])}")
             seen.append(source)
             source = variant_settings(config, source)["training"]["init_from"]
+        _check_init_architecture(config, name)
+
+
+def _check_init_architecture(config: dict, name: str) -> None:
+    """Variant `name` starts from its init_from variant's weights, so the losses of both must add
+    the same parameters (heads, a low-rank branch); an external or imported variant's network is
+    not known here (training checks the model file it loads)."""
+    settings = variant_settings(config, name)
+    source = settings["training"]["init_from"]
+    if source is None:
+        return
+    source_losses = variant_settings(config, source)["losses"]
+    if not settings["losses"] or not source_losses:
+        return
+    mine, theirs = network_extras(settings["losses"]), network_extras(source_losses)
+    if (dict(mine["heads"]), mine["lowrank_ratio"]) != (dict(theirs["heads"]), theirs["lowrank_ratio"]):
+        raise ConfigError(f"variant {name}: training.init_from {source!r} has another network ({source}'s losses "
+                          f"add {_extras(theirs)}, {name}'s add {_extras(mine)}), so its model file cannot "
+                          f"initialise {name}; start {name} from a variant with the same heads and low-rank "
+                          f"branch, or remove init_from")
+
+
+def _extras(extras: dict) -> str:
+    parts = [f"head {head} ({width})" for head, width in extras["heads"]]
+    parts += [f"a low-rank branch (ratio {extras['lowrank_ratio']:g})"] if extras["lowrank_ratio"] else []
+    return ", ".join(parts) or "no parameters"
 
 
 PUBLISHED_FIELDS = {"source", "imbalance_factor", "method", "variant", "metric", "value", "status", "samples",

@@ -8,6 +8,7 @@ one the built-in variants were scored against; the user's images are then read
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .config import ConfigError, factor_label, imbalance_factors, load_config, report_protocol
@@ -41,6 +42,23 @@ def choose(config: dict, dataset: str | None, imb: float | None, protocol: str |
     if protocol not in protocols:
         raise ConfigError(f"--protocol {protocol!r}: the config declares {', '.join(protocols)}")
     return dataset, label, protocol
+
+
+ENTRY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def check_entry(config: dict, name: str, samples: str, ref_stats: str | None) -> None:
+    """Refuse, before anything is built, an entry name that would leave results/<suite>/external
+    or share a variant's leaderboard row, and a samples or statistics path that does not exist."""
+    if not ENTRY_NAME.match(name):
+        raise ConfigError(f"--name {name!r}: use letters, digits, '_', '.' and '-' only (it names the folder "
+                          f"results/{config['suite']}/external/<name>)")
+    if name in config["variants"]:
+        raise ConfigError(f"--name {name!r} is a variant of the suite: give the entry another name, so that the "
+                          f"leaderboard keeps the two rows apart")
+    for option, path in (("--samples", samples), ("--ref-stats", ref_stats)):
+        if path is not None and not Path(path).exists():
+            raise ConfigError(f"{option} {path}: does not exist (relative paths start in the current folder)")
 
 
 def build_inputs(configfile: str, targets: list[str], cores: int = 1) -> None:
@@ -119,6 +137,7 @@ def evaluate_external(*, configfile: str, samples: str, name: str, protocol: str
     from .leaderboard import write_leaderboard
 
     config = load_config(configfile)
+    check_entry(config, name, samples, ref_stats)
     dataset, imb, protocol = choose(config, dataset, imb, protocol)
     reference = config["evaluation"]["protocols"][protocol]["reference"]
     paths = suite_paths(config, dataset, imb, reference)

@@ -79,6 +79,9 @@ def supervised_contrastive(z: torch.Tensor, y: torch.Tensor, temperature: float)
 
 
 @register_loss("coral", defaults={"temperature": 0.12, "time_temperature": 0.8, "projection_dim": 128},
+               # Temperatures divide logits and exponents: 0 gives inf, a negative one inverts them.
+               options={"temperature": Option(float, above=0), "time_temperature": Option(float, above=0),
+                        "projection_dim": Option(int, minimum=1)},
                needs=Needs(features=True, heads={"coral_projection": "projection_dim"}))
 def coral_supcon(batch: NoisedBatch, eps: torch.Tensor, eps_alt: None, *, features: dict, heads,
                  temperature: float, time_temperature: float) -> torch.Tensor:
@@ -106,6 +109,8 @@ def self_infonce(h: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 @register_loss("ccua", defaults={"alpha": 1.0, "gamma": 1.0, "temperature": 0.1},
+               options={"alpha": Option(float, minimum=0), "gamma": Option(float, minimum=0),
+                        "temperature": Option(float, above=0)},
                draw_labels=draw_null_labels, conditional_only=False, needs=Needs(features=True))
 def ccua(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor, *, features: dict,
          conditional: torch.Tensor, alpha: float, gamma: float, temperature: float) -> torch.Tensor:
@@ -128,7 +133,8 @@ def cm_class_coefficients(class_prior: torch.Tensor, w_con: float, w_div: float)
 
 @register_loss("cm", defaults={"w_con": 1.0, "w_div": 0.2, "rank_ratio": 0.1, "gate": "t2h"},
                # rank_ratio 0 would build no branch: CM would silently train as T2H.
-               options={"gate": Option(str, choices=T2H_GATES), "rank_ratio": Option(float, above=0, maximum=1)},
+               options={"gate": Option(str, choices=T2H_GATES), "rank_ratio": Option(float, above=0, maximum=1),
+                        "w_con": Option(float, minimum=0), "w_div": Option(float, minimum=0)},
                conditional_only=False,
                needs=Needs(target=t2h_target, base_pass=True, lowrank_ratio="rank_ratio"))
 def capacity_manipulation(batch: NoisedBatch, eps: torch.Tensor, eps_alt: None, *, target: torch.Tensor,

@@ -45,6 +45,8 @@ class Source:
 
 
 NUM_CLASSES = {"sklearn_digits": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
+# (channels, side) of each source's images as read, before a dataset's `image_size` resize.
+IMAGE_SHAPES = {"sklearn_digits": (1, 8), "fashion_mnist": (1, 28), "cifar10": (3, 32), "cifar100": (3, 32)}
 # Images per class of each source's training split (the official files; digits has no test
 # split and holds out images from these), so that a config's long tail is checked before any job.
 TRAIN_CLASS_SIZES = {"sklearn_digits": [178, 182, 177, 183, 181, 182, 181, 179, 174, 180],

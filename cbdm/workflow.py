@@ -31,7 +31,7 @@ def resolve_config(config: dict, workflow) -> dict:
     """The config of a Snakemake run (`config`, resolved in place and returned): --config values
     typed, a profile's placeholders refused, the schema's defaults filled and everything checked,
     once; an error is one ValueError line naming the config file(s)."""
-    from .config import DEFAULT_CONFIG, ConfigError, command_line_values, deep_merge, validate_config
+    from .config import DEFAULT_CONFIG, ConfigError, command_line_values, deep_merge, read_config_file, validate_config
 
     check_profile_placeholders(
         {"default-storage-prefix": getattr(workflow.storage_settings, "default_storage_prefix", None),
@@ -39,6 +39,8 @@ def resolve_config(config: dict, workflow) -> dict:
     files = [str(f) for f in workflow.overwrite_configfiles] or [DEFAULT_CONFIG]
     config.update(deep_merge(config, command_line_values(workflow.config_settings.config)))
     try:
+        for path in files:  # Snakemake's YAML reader keeps the last of a duplicated key without a word
+            read_config_file(Path(path))
         return validate_config(config, source=Path(files[0]) if len(files) == 1 else None)
     except ConfigError as err:
         raise ConfigError(f"config error in {', '.join(files)}: {err}") from err

@@ -74,10 +74,28 @@ def test_variant_settings_merge_overrides_and_resolve_loss_options():
     ({"variants": {"x": {"losses": [{"name": "eps_mse"}], "training": {"group_norm": "channels_last"}}}},
      "^variants.x.training: group_norm 'channels_last'"),
     ({"training": {"group_norm": "nhwc"}}, "training.group_norm: 'nhwc' is not one of"),
+    ({"training": {"checkpoint_every": 7, "log_every": 5}}, "^training: checkpoint_every 7 is not a multiple of "
+                                                             "log_every 5; set checkpoint_every to a multiple"),
+    ({"variants": {"x": {"losses": [{"name": "eps_mse"}], "training": {"log_every": 3}}}},
+     "^variants.x.training: checkpoint_every 5000 is not a multiple of log_every 3"),
+    ({"variants": {"x": {"losses": [{"name": "eps_mse"}, {"name": "coral"}], "training": {"init_from": "ddpm"}}}},
+     r"^variant x: training.init_from 'ddpm' has another network \(ddpm's losses add no parameters, x's add head "
+     r"coral_projection \(128\)\), so its model file cannot initialise x; .* or remove init_from"),
+    ({"variants": {"x": {"losses": [{"name": "cm"}]},
+                   "y": {"losses": [{"name": "cm", "rank_ratio": 0.2}], "training": {"init_from": "x"}}}},
+     r"x's losses add a low-rank branch \(ratio 0.1\), y's add a low-rank branch \(ratio 0.2\)"),
 ])
 def test_bad_configs_get_errors_that_name_the_fix(overrides, message):
     with pytest.raises(ConfigError, match=message):
         config(**overrides)
+
+
+def test_a_variant_may_start_from_one_whose_losses_add_the_same_parameters():
+    coral = [{"name": "eps_mse"}, {"name": "coral"}]
+    c = config(variants={"a": {"losses": coral},
+                         "b": {"losses": [*coral, {"name": "cbdm"}], "training": {"init_from": "a"}},
+                         "c": {"losses": [{"name": "eps_mse"}, {"name": "cbdm"}], "training": {"init_from": "ddpm"}}})
+    assert variant_settings(c, "b")["training"]["init_from"] == "a"
 
 
 def test_unknown_variant_lists_the_declared_ones():

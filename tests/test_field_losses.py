@@ -337,7 +337,7 @@ def test_a_protocol_overrides_only_the_variants_it_names():
 
 @pytest.mark.parametrize("override, message", [
     ({"cn": {"steps": 50}}, r"evaluation.protocols.published.sampling names unknown variant\(s\) \['cn'\]"),
-    ({"cm": {"sampler": "dpm"}}, "evaluation.protocols.published.sampling.cm: 'dpm' is not one of"),
+    ({"cm": {"sampler": "dpm"}}, "evaluation.protocols.published.sampling.cm.sampler: 'dpm' is not one of"),
     ({"cm": {"steps": 50}}, "evaluation.protocols.published.sampling.cm: ancestral sampling takes every one"),
 ])
 def test_bad_protocol_overrides_name_the_key_and_the_fix(override, message):

@@ -1,0 +1,126 @@
+"""Mistakes a user makes in a config or on `cbdm evaluate`'s command line, each refused before any
+job with one line that names the key (or option) and the fix; before, each passed `cbdm check`
+and then ran with a silently wrong setting or failed late inside a job."""
+import copy
+import subprocess
+
+import pytest
+import yaml
+
+from cbdm.config import ConfigError, deep_merge, load_config, validate_config
+from cbdm.external import check_entry
+
+from helpers import MINIMAL, minimal_config
+
+NAME_RULE = "a variant name starts with a letter and holds only letters, digits, '_', '.' and '-'"
+
+
+def problem(**overrides) -> str:
+    with pytest.raises(ConfigError) as err:
+        validate_config(deep_merge(copy.deepcopy(MINIMAL), overrides))
+    return str(err.value)
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
+    """PyYAML keeps the last of two `training:` blocks: the first one's settings were lost."""
+    path = tmp_path / "c.yaml"
+    text = yaml.safe_dump(MINIMAL) + "training:\n  steps: 10\ntraining:\n  lr: 0.001\n"
+    path.write_text(text)
+    line = text.splitlines().index("training:", text.splitlines().index("training:") + 1) + 1
+    with pytest.raises(ConfigError, match=f"^{path}:{line}: key 'training' is given twice in one mapping: merge "
+                                          f"the two"):
+        load_config(path)
+    inner = tmp_path / "inner.yaml"
+    inner.write_text(yaml.safe_dump(MINIMAL) + "sampling:\n  steps: 5\n  steps: 6\n")
+    with pytest.raises(ConfigError, match="key 'steps' is given twice"):
+        load_config(inner)
+
+
+def test_snakemake_refuses_a_config_file_with_a_key_given_twice(tmp_path, repo):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(MINIMAL) + "training:\n  steps: 10\ntraining:\n  lr: 0.001\n")
+    result = subprocess.run(["snakemake", "-s", str(repo / "Snakefile"), "-n", "all", "--configfile", str(path)],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode != 0 and "key 'training' is given twice in one mapping" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", ["0.1", 0.1, "a+b", "dd{x}pm", "", "my variant", "a/b", "real_only",
+                                  "real_oversampled"])
+def test_a_variant_name_that_breaks_paths_or_wildcards_or_is_reserved_is_refused(name):
+    variants = {name: {"losses": [{"name": "eps_mse"}]}}
+    with pytest.raises(ConfigError) as err:
+        validate_config({**copy.deepcopy(MINIMAL), "variants": variants})
+    assert str(err.value) == f"variants: the name {name!r} is not allowed: {NAME_RULE} (it names folders and " \
+                             f"Snakemake wildcards); real_only and real_oversampled are reserved for the " \
+                             f"augmentation experiment's control rows"
+
+
+def test_variant_names_the_shipped_configs_use_are_accepted():
+    for name in ("ddpm", "cbdm_overlap", "hinge_snr_w0.01", "ddpm-resampled"):
+        config = {**copy.deepcopy(MINIMAL), "variants": {name: {"losses": [{"name": "eps_mse"}]}}}
+        assert name in validate_config(config)["variants"]
+
+
+def test_an_ema_decay_of_one_is_refused():
+    """At 1 the EMA model, which is what is sampled, keeps its initial weights."""
+    assert problem(training={"ema_decay": 1.0}).startswith("training.ema_decay: 1.0 is greater than or equal to "
+                                                           "the maximum of 1")
+    assert minimal_config(training={"ema_decay": 0.999})["training"]["ema_decay"] == 0.999
+
+
+@pytest.mark.parametrize(("section", "value", "message"), [
+    ("training", {"stpes": 3}, "variants.ddpm.training.stpes: unknown key `stpes`; did you mean `steps`?"),
+    ("training", {"steps": 0}, "variants.ddpm.training.steps: 0 is less than the minimum of 1"),
+    ("sampling", {"guidance": -2}, "variants.ddpm.sampling.guidance: -2 is less than the minimum of 0")])
+def test_a_variants_override_names_the_key_that_is_wrong(section, value, message):
+    variants = {"ddpm": {"losses": [{"name": "eps_mse"}], section: value}}
+    assert problem(variants=variants).startswith(message)
+
+
+def test_a_quoted_number_where_a_number_or_a_list_is_accepted_says_to_unquote_it():
+    assert problem(sampling={"guidance": "1.5"}) == (
+        "sampling.guidance: '1.5' is none of the accepted forms (number, array); write the number without quotes")
+    assert problem(datasets={"digits": {"longtail": {"imbalance_factor": "100"}}}).startswith(
+        "datasets.digits.longtail.imbalance_factor: '100' is none of the accepted forms (number, array)")
+
+
+def test_an_evaluate_entry_name_or_path_is_checked_before_anything_is_built(tmp_path):
+    config, samples = minimal_config(), tmp_path / "s.npz"
+    samples.write_bytes(b"")
+    check_entry(config, "mine-1.0", str(samples), None)
+    with pytest.raises(ConfigError, match=r"--name '../../escaped': use letters, digits"):
+        check_entry(config, "../../escaped", str(samples), None)
+    with pytest.raises(ConfigError, match="--name 'ddpm' is a variant of the suite: give the entry another name"):
+        check_entry(config, "ddpm", str(samples), None)
+    with pytest.raises(ConfigError, match=f"--samples {tmp_path / 'typo.npz'}: does not exist"):
+        check_entry(config, "mine", str(tmp_path / "typo.npz"), None)
+    with pytest.raises(ConfigError, match="--ref-stats missing.npz: does not exist"):
+        check_entry(config, "mine", str(samples), "missing.npz")
+
+
+@pytest.mark.parametrize(("loss", "option", "value"), [
+    ("coral", "temperature", 0.0), ("coral", "time_temperature", -1.0), ("coral", "projection_dim", 0),
+    ("ccua", "temperature", -0.1), ("ccua", "gamma", -1.0), ("cm", "w_div", -0.2)])
+def test_a_field_loss_option_out_of_its_range_is_refused(loss, option, value):
+    """A temperature of 0 made the loss non-finite at the first step, reported as a learning-rate problem."""
+    message = problem(variants={"ddpm": {"losses": [{"name": "eps_mse"}, {"name": loss, option: value}]}})
+    assert message.startswith(f"variant ddpm: loss {loss!r}: option {option} must be ") and str(value) in message
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"network": {"norm_groups": 5, "base_channels": 16, "channel_mult": [1, 2]}},
+     "network: norm_groups=5 must divide every level width [16, 32] (dataset digits: 8x8 images)"),
+    ({"network": {"attention_levels": [5], "channel_mult": [1, 2]}},
+     "network: attention_levels [5] out of range for 2 levels (dataset digits: 8x8 images)"),
+    ({"network": {"channel_mult": [1, 2, 2, 2]}, "datasets": {"digits": {"image_size": 12}}},
+     "network: image_size=12 is not divisible by 2**3: use fewer channel_mult levels (dataset digits: 12x12 images)"),
+    ({"sampling": {"sampler": "ddim", "steps": 5000}},
+     "variant ddpm: sampling.steps 5000 exceeds diffusion.num_timesteps 1000; DDIM takes at most one step"),
+    ({"training": {"processes": 3, "batch_size": 64}},
+     "training: batch_size 64 is not a multiple of processes 3: each process takes an equal share of a batch"),
+    ({"diffusion": {"beta_start": 0.05, "beta_end": 0.0001}},
+     "diffusion: beta_start 0.05 is not below beta_end 0.0001; the noise schedule must grow")])
+def test_settings_that_failed_inside_a_job_or_ran_wrong_are_refused_by_check(overrides, message):
+    """Each passed `cbdm check`: the network's geometry and the DDIM step count failed in the train
+    or sample job (after the training), and a reversed noise schedule trained without a word."""
+    assert problem(**overrides).startswith(message)
