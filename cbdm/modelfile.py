@@ -27,7 +27,9 @@ from .io import InputError, atomic_path, rebuild
 from .networks import UNet, UNetConfig
 
 MODEL_FORMAT = "cbdm.model/1"
-CHECKPOINT_FORMAT = "cbdm.checkpoint/1"
+# /2: the device type and every data-parallel process's global generators (dropout's, the GPU's
+# included); a /1 checkpoint lacks them, so it cannot resume a run exactly and is refused.
+CHECKPOINT_FORMAT = "cbdm.checkpoint/2"
 
 
 IDENTITY_KEYS = ("variant", "dataset", "imbalance_factor", "seed", "training_digest")

@@ -30,7 +30,8 @@ class Objective:
     `coin_generator` (on the CPU) draws the label-drop coin, so deciding whether a batch is
     conditional never waits for the device. `shard = (rank, world)`: every randomness is drawn
     for the whole batch, then only this process's equal share of it is evaluated, so that
-    `world` data-parallel processes, with gradients averaged, take the step one process would.
+    `world` data-parallel processes, with gradients averaged, take the step one process would
+    (bar dropout: each process draws its own masks, cbdm.train.seed_dropout).
 
     `static_shapes` (for torch.compile) runs every term's passes whatever the label-drop coin
     says; without it (eager), a step whose whole batch is dropped skips the passes of the

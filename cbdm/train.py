@@ -30,7 +30,7 @@ from .datapolicy import batch_sampler
 from .dataset import images_to_model_range, read_image_set
 from .diffusion import NoiseSchedule
 from .fingerprint import file_fingerprint, fingerprint
-from .io import atomic_path, progress_bar
+from .io import InputError, atomic_path, progress_bar
 from .modelfile import load_checkpoint, load_model, require_identity_keys, save_checkpoint, save_model
 from .networks import build_unet, count_parameters
 from .objective import Objective, network_extras
@@ -40,7 +40,10 @@ def train(settings: dict, *, network: dict, diffusion: dict, train_npz: str, num
           seed: int, device: str, out_model: str, out_log: str, checkpoint_path: str,
           init_model: str | None = None, identity: dict | None = None) -> None:
     """Train one variant; with `training.processes` > 1, in that many data-parallel processes
-    (one per GPU, or gloo processes on a CPU) that together take the steps one process would.
+    (one per GPU, or gloo processes on a CPU) that together draw the batches, timesteps, noise and
+    labels one process would. Each process draws its own dropout masks (one shared stream would
+    give every share of the batch the same masks), so with dropout > 0 the steps are not those of
+    one process bit for bit; without dropout they are, up to the order of floating-point sums.
     `identity` ({variant, dataset, imbalance_factor, seed}) is what the model file says it was
     trained for; the sampling job checks it."""
     identity = {"variant": settings["name"], "dataset": None, "imbalance_factor": None, "seed": seed,
@@ -134,6 +137,7 @@ def _train_process(rank: int, world: int, job: TrainingJob) -> None:
     images, labels = load_training_images(job.train_npz, job.num_classes, dev)
     model = build_model(job.settings, job.network, job.diffusion, images, job.num_classes, job.seed, dev,
                         job.init_model)
+    seed_dropout(job.seed, rank)
     state = setup_training(job.settings, model, job.diffusion, images, labels, job.num_classes, dev, job.seed,
                            (rank, world))
     counts = torch.bincount(labels, minlength=job.num_classes).tolist()
@@ -166,10 +170,32 @@ def build_model(settings: dict, network: dict, diffusion: dict, images: torch.Te
                        num_classes=num_classes, num_timesteps=diffusion["num_timesteps"],
                        **network_extras(settings["losses"])).to(device)
     if init_model is not None:
-        source, _, _ = load_model(init_model, device)
-        model.load_state_dict(source.state_dict())
+        load_init_weights(model, init_model, settings["name"], device)
         print(f"initialised from {init_model}")
     return model
+
+
+def load_init_weights(model: torch.nn.Module, init_model: str, variant: str, device: torch.device) -> None:
+    """Copy `init_model`'s weights into `model`; a model file of another architecture (losses that
+    add heads or a low-rank branch differ) is a one-line InputError, not torch's list of keys."""
+    source = load_model(init_model, device)[0].state_dict()
+    target = model.state_dict()
+    differ = sorted(set(source) ^ set(target)) + [k for k in target if k in source and
+                                                   source[k].shape != target[k].shape]
+    if differ:
+        shown = ", ".join(differ[:3]) + (f" and {len(differ) - 3} more" if len(differ) > 3 else "")
+        raise InputError(f"variant {variant}: training.init_from model {init_model} has another architecture "
+                         f"(parameters {shown} differ): initialise {variant} from a variant whose losses add the "
+                         f"same heads and low-rank branch, or remove its training.init_from")
+    model.load_state_dict(source)
+
+
+def seed_dropout(seed: int, rank: int) -> None:
+    """Give data-parallel process `rank` its own stream of the global generators (dropout's):
+    seeded alike, every share of the batch would get the same masks. Rank 0 keeps the stream a
+    single process has, so one-process runs are unchanged."""
+    if rank:
+        torch.manual_seed(int(fingerprint("dropout", seed, rank), 16))
 
 
 def setup_training(settings: dict, model: torch.nn.Module, diffusion: dict, images: torch.Tensor,
@@ -198,6 +224,7 @@ class TrainingState:
                  images: torch.Tensor, labels: torch.Tensor, seed: int, device: torch.device):
         self.model, self.ema, self.train_step = model, ema, train_step
         self.optimizer = train_step.optimizer
+        self.device, (self.rank, self.world) = device, train_step.shard
         self.images, self.labels = images, labels
         self.generator = torch.Generator(device).manual_seed(seed)
         self.coin_generator = torch.Generator().manual_seed(seed)
@@ -210,13 +237,20 @@ class TrainingState:
         return out
 
     def save(self, path: str, run_id: str) -> None:
-        """Write a checkpoint of the run `run_id` at the current step (atomically)."""
+        """Write a checkpoint of the run `run_id` at the current step (atomically). Every process
+        calls it, since the checkpoint holds each one's dropout stream; the lead process writes.
+        Weights that are no longer finite stop the run instead: a checkpoint of them could only
+        be resumed into the same failure."""
+        require_finite_weights(self, path, "write a checkpoint")
+        streams = all_processes_rng_states(self.device, self.world)
         self.saved_step = self.step
+        if self.rank:
+            return
         save_checkpoint(path, {
-            "fingerprint": run_id, "step": self.step, "model": self.model.state_dict(),
+            "fingerprint": run_id, "step": self.step, "device": self.device.type, "model": self.model.state_dict(),
             "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(), "coin_generator": self.coin_generator.get_state(),
-            "torch_rng": torch.get_rng_state(), "log": self.log_rows})
+            "process_rng": streams, "log": self.log_rows})
 
     def resume(self, path: str, run_id: str) -> str | None:
         """Restore every state from `path` where the run `run_id` wrote it; what happened, for
@@ -226,22 +260,59 @@ class TrainingState:
         state = load_checkpoint(path)
         if state["fingerprint"] != run_id:
             return f"{path} belongs to other settings; starting from step 0"
+        if state["device"] != self.device.type:  # generator states of one device type fit no other
+            raise InputError(f"{path} was written by a run on {state['device']}, but this run is on "
+                             f"{self.device.type}: resume it with device: {state['device']}, or delete the "
+                             f"checkpoint to start over from step 0")
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.coin_generator.set_state(state["coin_generator"])
-        torch.set_rng_state(state["torch_rng"])
+        restore_process_rng_state(state["process_rng"][self.rank], self.device)
         self.step, self.log_rows = state["step"], state["log"]
         self.saved_step = self.step
         return f"resumed from {path} at step {self.step}"
 
 
+def process_rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """This process's global generator states: the CPU's and, training on a GPU, that GPU's, which
+    dropout on the GPU draws from."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_process_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    """Set the global generators to what `process_rng_state` returned on a device of this type."""
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def all_processes_rng_states(device: torch.device, world: int) -> list[dict[str, torch.Tensor]]:
+    """Every data-parallel process's `process_rng_state`, by rank (a collective: every process
+    calls it). The states travel as one byte tensor on the process's device, which gloo and
+    NCCL both gather."""
+    own = process_rng_state(device)
+    if world == 1:
+        return [own]
+    import torch.distributed as dist
+
+    names, sizes = list(own), [len(v) for v in own.values()]
+    flat = torch.cat(list(own.values())).to(device)
+    gathered = [torch.empty_like(flat) for _ in range(world)]
+    dist.all_gather(gathered, flat)
+    return [dict(zip(names, (part.clone() for part in g.cpu().split(sizes)))) for g in gathered]
+
+
 def run_steps(state: TrainingState, settings: dict, world: int, lead: bool, checkpoint_path: str,
               run_id: str) -> None:
     """Take the steps left: every `log_every` steps a loss-log row (means over the steps and the
-    processes), where a non-finite loss stops the run; every `checkpoint_every` steps the lead
-    process writes a checkpoint."""
+    processes), where a non-finite loss stops the run; every `checkpoint_every` steps a checkpoint
+    (the config makes that a multiple of `log_every`, so the loss is checked first and a resumed
+    run starts a row afresh)."""
     cfg = settings["training"]
     running = {}
     state.model.train()
@@ -260,7 +331,7 @@ def run_steps(state: TrainingState, settings: dict, world: int, lead: bool, chec
             state.log_rows.append(row)
             running = {}
             progress.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
-        if lead and step % cfg["checkpoint_every"] == 0 and step < cfg["steps"]:
+        if step % cfg["checkpoint_every"] == 0 and step < cfg["steps"]:
             state.save(checkpoint_path, run_id)
         _killed_here_for_tests(step)
         progress.update(1)
@@ -277,6 +348,7 @@ def _write_outputs(job: TrainingJob, state: TrainingState, counts: list[int], de
                    world: int, started: float) -> None:
     """The model file (EMA weights), the loss log; the checkpoint is no longer needed."""
     settings = job.settings
+    require_finite_weights(state, job.checkpoint_path, "write the model file")
     save_model(job.out_model, state.ema, job.diffusion, identity=job.identity, state_dict=state.ema.state_dict(),
                meta={"variant": settings["name"], "seed": job.seed, "steps": state.step,
                      "parameters": count_parameters(state.model), "losses": settings["losses"],
@@ -287,6 +359,16 @@ def _write_outputs(job: TrainingJob, state: TrainingState, counts: list[int], de
         os.unlink(job.checkpoint_path)
     print(f"done: {state.step} steps, final loss {state.log_rows[-1]['loss']:.4f}, "
           f"{time.time() - started:.0f} s this session", flush=True)
+
+
+def require_finite_weights(state: TrainingState, checkpoint_path: str, then: str) -> None:
+    """FloatingPointError unless the weights and their EMA are finite: an overflowing gradient can
+    spoil them at a step whose loss was still finite, which the loss-log check cannot see."""
+    tensors = [*state.model.parameters(), *state.ema.parameters()]
+    if not torch.stack([t.isfinite().all() for t in tensors]).all():
+        raise FloatingPointError(f"non-finite weights after step {state.step}, so the run did not {then}. "
+                                 f"Lower training.lr or training.grad_clip, or check the data; "
+                                 f"{restart_point(state.saved_step, checkpoint_path)}")
 
 
 def _killed_here_for_tests(step: int) -> None:

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -6,10 +8,17 @@ from cbdm.dataset import build_longtail, prepare_source
 from cbdm.diffusion import NoiseSchedule, q_sample
 from cbdm.io import InputError
 from cbdm.losses import NoisedBatch, register_loss
-from cbdm.modelfile import load_model, save_checkpoint
+from cbdm.modelfile import load_model, save_checkpoint, save_model
 from cbdm.networks import build_unet
 from cbdm.objective import Objective, network_extras
-from cbdm.train import build_model, load_training_images, setup_training, train
+from cbdm.train import (
+    build_model,
+    load_training_images,
+    process_rng_state,
+    restore_process_rng_state,
+    setup_training,
+    train,
+)
 
 from helpers import training_settings
 
@@ -24,6 +33,13 @@ TERMS = training_settings(LOSSES)["losses"]
 def nan_loss(batch, eps, eps_alt):
     """Always NaN: for the non-finite-loss test (registered only inside it)."""
     return eps.flatten(1).mean(1) * float("nan")
+
+
+def infinite_gradient(batch, eps, eps_alt):
+    """A loss that is always finite (0, NaN weights included) but whose first gradient is infinite:
+    the weights turn NaN while every logged loss stays 0 (registered only inside its test)."""
+    x = eps.flatten(1).mean(1)
+    return torch.sqrt(x - x.detach()).nan_to_num(0.0)
 
 
 def settings(steps=40, losses=LOSSES, **training):
@@ -74,6 +90,15 @@ def test_a_non_finite_loss_stops_training_with_a_clear_error(tmp_path, digits_lt
                                                  "running it again starts over from step 0"):
         run(tmp_path, digits_lt, settings(steps=10, losses=[{"name": "test_nan"}]), "d")
     assert not (tmp_path / "d.pt").exists()
+
+
+def test_weights_spoilt_at_a_finite_loss_stop_training_before_a_checkpoint_holds_them(tmp_path, digits_lt,
+                                                                                        loss_registry):
+    register_loss("test_inf_gradient", conditional_only=False)(infinite_gradient)
+    with pytest.raises(FloatingPointError, match="non-finite weights after step 10, so the run did not write a "
+                                                 "checkpoint.*no checkpoint exists yet"):
+        run(tmp_path, digits_lt, settings(steps=20, losses=[{"name": "test_inf_gradient"}]), "w")
+    assert not (tmp_path / "w.ckpt").exists() and not (tmp_path / "w.pt").exists()
 
 
 def test_model_file_errors(tmp_path):
@@ -237,7 +262,7 @@ def test_two_data_parallel_processes_take_the_steps_of_one(tmp_path, digits_lt):
 
 
 def test_an_uneven_split_is_refused(tmp_path, digits_lt):
-    with pytest.raises(ValueError, match="not a multiple of training.processes 3"):
+    with pytest.raises(ValueError, match="batch_size 16 is not a multiple of processes 3"):  # the config's check
         run(tmp_path, digits_lt, settings(steps=2, processes=3), "uneven")
 
 
@@ -250,13 +275,18 @@ def test_more_processes_than_visible_gpus_names_the_fix(tmp_path, digits_lt, mon
         run(tmp_path, digits_lt, settings(steps=2, processes=2), "short")
 
 
+def fresh_state(s: dict, train_npz):
+    """A CPU training state of settings `s` at step 0, seed 3."""
+    images, labels = load_training_images(str(train_npz), 10, torch.device("cpu"))
+    model = build_model(s, NETWORK, DIFFUSION, images, 10, 3, torch.device("cpu"))
+    return setup_training(s, model, DIFFUSION, images, labels, 10, torch.device("cpu"), seed=3)
+
+
 def test_a_state_resumed_from_its_checkpoint_takes_the_steps_of_the_one_that_wrote_it(tmp_path, digits_lt):
     s = settings(steps=10, label_drop={"policy": "sample", "probability": 0.2}, hflip=True)
-    images, labels = load_training_images(str(digits_lt), 10, torch.device("cpu"))
 
     def fresh():
-        model = build_model(s, NETWORK, DIFFUSION, images, 10, 3, torch.device("cpu"))
-        return setup_training(s, model, DIFFUSION, images, labels, 10, torch.device("cpu"), seed=3)
+        return fresh_state(s, digits_lt)
 
     writer = fresh()
     for _ in range(4):
@@ -272,6 +302,62 @@ def test_a_state_resumed_from_its_checkpoint_takes_the_steps_of_the_one_that_wro
     assert all(torch.equal(a, b) for a, b in losses) and resumed.step == writer.step == 7
     for name, value in writer.ema.state_dict().items():
         assert torch.equal(resumed.ema.state_dict()[name], value), name
+
+
+def test_a_checkpoint_written_on_another_device_type_names_the_device_and_the_fix(tmp_path, digits_lt):
+    s, path = settings(steps=10), tmp_path / "ck.pt"
+    writer = fresh_state(s, digits_lt)
+    writer.advance()
+    writer.save(path, "run")
+    written = torch.load(path, weights_only=True)
+    # What a GPU run writes: its device type and a CUDA generator's 16-byte state, which a CPU one refuses.
+    save_checkpoint(path, {**{k: v for k, v in written.items() if k != "format"}, "device": "cuda",
+                           "generator": torch.zeros(16, dtype=torch.uint8)})
+    with pytest.raises(InputError, match=f"^{re.escape(str(path))} was written by a run on cuda, but this run is "
+                                         f"on cpu: resume it with device: cuda, or delete the checkpoint") as caught:
+        fresh_state(s, digits_lt).resume(path, "run")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_checkpoint_of_the_format_before_the_gpu_streams_names_the_fix(tmp_path, digits_lt):
+    # A /1 checkpoint holds no device type and one CPU generator state for all processes.
+    torch.save({"format": "cbdm.checkpoint/1", "fingerprint": "run", "step": 5,
+                "torch_rng": torch.get_rng_state()}, tmp_path / "old.pt")
+    with pytest.raises(InputError, match=r"is not a cbdm.checkpoint/2 file \(format: 'cbdm.checkpoint/1'\): "
+                                         r"delete the checkpoint to restart"):
+        fresh_state(settings(steps=10), digits_lt).resume(tmp_path / "old.pt", "run")
+
+
+def test_on_a_gpu_the_global_states_include_that_gpu_generator(monkeypatch):
+    # Dropout on a GPU draws from the GPU's generator, not the CPU's: a checkpoint must hold it.
+    gpu, restored = torch.device("cuda", 1), []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: torch.tensor([7, device.index], dtype=torch.uint8))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((state.tolist(), device)))
+    saved = process_rng_state(gpu)
+    assert saved["cuda"].tolist() == [7, 1] and torch.equal(saved["cpu"], torch.get_rng_state())
+    restore_process_rng_state(saved, gpu)
+    assert restored == [([7, 1], gpu)]
+    cpu = process_rng_state(torch.device("cpu"))
+    restore_process_rng_state(cpu, torch.device("cpu"))
+    assert list(cpu) == ["cpu"] and len(restored) == 1  # a CPU run touches no GPU generator
+
+
+def test_a_variant_initialised_from_a_model_of_another_architecture_names_it_the_file_and_the_fix(tmp_path,
+                                                                                                  digits_lt):
+    images, _ = load_training_images(str(digits_lt), 10, torch.device("cpu"))
+    ddpm = build_model(settings(losses=[{"name": "eps_mse"}]), NETWORK, DIFFUSION, images, 10, 3, torch.device("cpu"))
+    identity = {"variant": "ddpm", "dataset": "digits", "imbalance_factor": "5", "seed": 3, "training_digest": "t"}
+    save_model(tmp_path / "ddpm.pt", ddpm, DIFFUSION, {}, identity=identity)
+    same = build_model(settings(losses=LOSSES), NETWORK, DIFFUSION, images, 10, 4, torch.device("cpu"),
+                       str(tmp_path / "ddpm.pt"))  # other losses, the same parameters: the weights are copied
+    assert all(torch.equal(same.state_dict()[k], v) for k, v in ddpm.state_dict().items())
+    coral = settings(losses=[{"name": "eps_mse"}, {"name": "coral"}])
+    with pytest.raises(InputError, match=rf"^variant v: training.init_from model {re.escape(str(tmp_path))}/ddpm.pt "
+                                         r"has another architecture \(parameters heads.coral_projection.bias, "
+                                         r"heads.coral_projection.weight differ\): initialise v from a variant "
+                                         r"whose losses add the same heads") as caught:
+        build_model(coral, NETWORK, DIFFUSION, images, 10, 3, torch.device("cpu"), str(tmp_path / "ddpm.pt"))
+    assert "\n" not in str(caught.value)
 
 
 @pytest.fixture
