@@ -126,6 +126,7 @@ def leaderboard(config: dict, results: Path) -> pd.DataFrame:
     numbers = [c for c in frame.columns if c in ALL_METRICS or c.startswith("fid_")]
     grouped = frame.groupby(keys, sort=False, dropna=False)
     table = grouped[numbers].mean()
+    table["sd_fid"] = grouped["fid"].std(ddof=1)  # NaN for one run: no spread to show
     table["runs"] = grouped["run"].agg(lambda r: ", ".join(r))
     for col in ["n_gen", "n_ref"] + [c for c in frame.columns if c.startswith("n_") and c not in ("n_gen", "n_ref")]:
         table[col] = grouped[col].agg(lambda v: "/".join(map(str, dict.fromkeys(v))))
@@ -136,19 +137,24 @@ def markdown(table: pd.DataFrame, suite: str) -> str:
     """The leaderboard as Markdown: one table per distinct measurement, with its card."""
     lines = [f"# Leaderboard: {suite}", "",
              "One table per measurement (dataset, features, reference set, labels and n): rows in different "
-             "tables were not measured the same way and must not be compared. Runs: training seed / sampling "
-             "seed of each run averaged ('-': a single external set). KID x 1e3; n: generated vs reference.", ""]
+             "tables were not measured the same way and must not be compared. Rows are ranked by FID over all "
+             "classes. Lower is better for FID and KID, higher for precision, recall and acc (the share of "
+             "samples the feature classifier assigns to their own class). Each value is the mean over the runs "
+             "listed (training seed / sampling seed; '-': a single external set), FID sd its sd over them "
+             "('-': one run). KID x 1e3; n: generated vs reference.", ""]
     if table.empty:
         return "\n".join(lines + ["No evaluations yet."]) + "\n"
-    show = ["entry", "kind", "sampler", "steps", "guidance", "ema", "runs", "n_gen", "n_ref", *ALL_METRICS]
+    show = ["entry", "kind", "sampler", "steps", "guidance", "ema", "runs", "n_gen", "n_ref", "fid", "sd_fid",
+            *[m for m in ALL_METRICS if m != "fid"]]
     for i, (card, rows) in enumerate(table.groupby(["protocol", *MEASUREMENT], sort=False), start=1):
         fields = dict(zip(["protocol", *MEASUREMENT], card))
         lines += [f"## Card {i}: {fields['dataset']} IF {fields['imbalance_factor']}, protocol {fields['protocol']}",
                   "", f"{fields['labels']} labels, {fields['num_samples']} samples against the {fields['reference']} "
                   f"reference; features: {fields['features']}; preprocessing: {fields['preprocessing']}.", ""]
+        rows = rows.sort_values("fid", na_position="last", kind="stable")
         groups = [c for c in rows.columns if c.startswith("fid_") and rows[c].notna().any()]
         cols = show + [c for g in groups for c in (g, "n_" + g[4:])]
-        body = rows[cols].rename(columns={**ALL_METRICS, **{g: f"FID {g[4:]}" for g in groups}})
+        body = rows[cols].rename(columns={**ALL_METRICS, "sd_fid": "FID sd", **{g: f"FID {g[4:]}" for g in groups}})
         body = body.astype(object).where(body.notna(), None)  # tabulate prints None as '-', NaN as 'nan'
         lines += [body.to_markdown(index=False, floatfmt=".4g", missingval="-"), ""]
         sources = rows[rows["samples_from"] != "suite sampler"]

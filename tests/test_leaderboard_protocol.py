@@ -123,3 +123,18 @@ def test_the_metrics_rule_records_the_measurement_in_the_cell(tmp_path, repo, ti
     expected = measurement(config["features"], config["datasets"]["digits"])
     assert cells and all(cell["features"] == expected["features"] for cell in cells)
     assert all(cell["preprocessing"] == expected["preprocessing"] for cell in cells)
+
+
+def test_a_card_ranks_its_rows_by_fid_with_the_spread_over_runs_and_says_which_way_is_better(tmp_path):
+    config = minimal_config()
+    for name, fid in (("a_worse", 9.0), ("b_better", 3.0)):  # read in name order
+        write_entry(tmp_path, name, measurement(config["features"], config["datasets"]["digits"]))
+        path = tmp_path / "external" / name / "digits-IF100" / "ours.json"
+        data = json.loads(path.read_text())
+        for r in data["records"]:
+            r["value"] = fid if r["metric"] == "fid" else r["value"]
+        write_json(path, data)
+    text = markdown(leaderboard(config, tmp_path), "t")
+    assert text.index("| b_better") < text.index("| a_worse")  # read second, ranked first
+    assert "Lower is better for FID and KID, higher for precision, recall and acc" in text
+    assert "FID sd" in text.split("## Card 1")[1]
