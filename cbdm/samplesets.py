@@ -195,6 +195,15 @@ def check_arrays(images: np.ndarray, labels: np.ndarray, num_classes: int, path:
                              f"each one of the suite's classes 0..{num_classes - 1}")
 
 
+def check_pixel_range(images: np.ndarray, path: Path) -> None:
+    """Refuse images whose every pixel is 0 or 1: a float image in [0, 1] cast to uint8 without
+    scaling, which would be scored as black images."""
+    low, high = int(images.min()), int(images.max())
+    if high <= 1:
+        raise SampleSetError(f"{path}: every pixel is {low if low == high else f'{low} or {high}'}: were images in "
+                             f"[0, 1] cast to uint8 without scaling? save (255 * x).round() as uint8")
+
+
 def conform_size(images: np.ndarray, image_shape: tuple[int, int, int], resize: bool,
                  path: Path) -> tuple[np.ndarray, str]:
     """Images at the suite's size; resized (antialiased bilinear) only when `resize`."""
@@ -229,6 +238,7 @@ def read_samples(path, *, num_classes: int, image_shape: tuple[int, int, int], c
     images, labels = READERS[fmt](path, class_names)
     check_arrays(images, labels, num_classes, path)
     images, note = conform_size(np.ascontiguousarray(images), tuple(image_shape), resize, path)
+    check_pixel_range(images, path)
     return Imported(ImageSet(images, labels.astype(np.int64)), fmt, note)
 
 

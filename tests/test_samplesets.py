@@ -247,6 +247,9 @@ def test_a_bad_npz_gives_its_named_error(tmp_path):
     np.savez(tmp_path / "nolabels.npz", arr_0=np.zeros((4, 8, 8, 1), np.uint8))
     with pytest.raises(SampleSetError, match="no labels \\(arr_1\\)"):
         read(tmp_path / "nolabels.npz")
+    np.savez(tmp_path / "cast.npz", arr_0=(np.random.rand(4, 8, 8, 1)).astype(np.uint8), arr_1=np.zeros(4, int))
+    with pytest.raises(SampleSetError, match="every pixel is 0: were images in \\[0, 1\\] cast to uint8"):
+        read(tmp_path / "cast.npz")
     np.savez(tmp_path / "empty.npz", arr_0=np.zeros((0, 8, 8, 1), np.uint8), arr_1=np.zeros(0, int))
     with pytest.raises(SampleSetError, match="empty sample set"):
         read(tmp_path / "empty.npz")
