@@ -33,7 +33,8 @@ CHECKPOINT_FORMAT = "cbdm.checkpoint/2"
 
 
 IDENTITY_KEYS = ("variant", "dataset", "imbalance_factor", "seed", "training_digest")
-# What a sampling job checks; the training digest is provenance (Snakemake reruns on new settings).
+# What a sampling job always checks; the training digest too where the job knows it (a variant
+# cbdm trains: the digest of its settings; an external variant's builder writes its own).
 CHECKED_IDENTITY = IDENTITY_KEYS[:4]
 
 
@@ -56,7 +57,7 @@ def save_model(path, model: UNet, diffusion: dict, meta: dict, *, identity: dict
 
 def check_identity(path, payload: dict, expected: dict) -> None:
     """InputError unless the model file at `path` was trained for `expected` (variant, dataset,
-    imbalance factor label, seed)."""
+    imbalance factor label, seed, and the training digest where `expected` holds one)."""
     found = payload.get("meta", {}).get("identity")
     if not isinstance(found, dict):
         raise InputError(f"{path} records no identity (variant, dataset, imbalance factor, seed): it was "
@@ -66,6 +67,11 @@ def check_identity(path, payload: dict, expected: dict) -> None:
     if {k: str(v) for k, v in have.items()} != {k: str(v) for k, v in want.items()}:
         raise InputError(f"{path} was trained for {_describe(have)}, but this job needs {_describe(want)}: "
                          f"the file was copied or moved; {rebuild(path)}")
+    digest = expected.get("training_digest")
+    if digest is not None and found.get("training_digest") != digest:
+        raise InputError(f"{path} was trained with other settings (training digest {found.get('training_digest')}, "
+                         f"this config's is {digest}): it was copied from another suite, or the settings changed "
+                         f"while Snakemake did not rerun the training (--rerun-triggers mtime); {rebuild(path)}")
 
 
 def _describe(identity: dict) -> str:

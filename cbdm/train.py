@@ -47,7 +47,7 @@ def train(settings: dict, *, network: dict, diffusion: dict, train_npz: str, num
     `identity` ({variant, dataset, imbalance_factor, seed}) is what the model file says it was
     trained for; the sampling job checks it."""
     identity = {"variant": settings["name"], "dataset": None, "imbalance_factor": None, "seed": seed,
-                **(identity or {}), "training_digest": fingerprint(settings, network, diffusion)}
+                **(identity or {}), "training_digest": training_digest(settings, network, diffusion)}
     require_identity_keys(identity)  # before the training, not after it
     job = TrainingJob(settings=settings, network=network, diffusion=diffusion, train_npz=train_npz,
                       num_classes=num_classes, seed=seed, device=device, out_model=out_model, out_log=out_log,
@@ -57,6 +57,12 @@ def train(settings: dict, *, network: dict, diffusion: dict, train_npz: str, num
         _train_process(0, 1, job)
     else:
         _spawn_processes(job, processes)
+
+
+def training_digest(settings: dict, network: dict, diffusion: dict) -> str:
+    """The digest of what a model was trained with, written into its model file; the sampling
+    job computes it from its own config and refuses a file that differs."""
+    return fingerprint(settings, network, diffusion)
 
 
 @dataclass(frozen=True)

@@ -243,3 +243,14 @@ def test_cbdm_losses_lists_each_options_allowed_values(capsys):
     main(["losses"])
     out = capsys.readouterr().out
     assert "target='train_prior' (one of train_prior|uniform)" in out and "tau=1.0 (>= 0)" in out
+
+
+def test_a_model_file_trained_with_other_settings_is_refused_where_the_digest_is_known(tmp_path):
+    """Same variant, dataset, factor and seed, other training settings (a file copied from another
+    suite): refused by the digest; a job that knows no digest (an external variant) checks the rest."""
+    path = model_file(tmp_path / "model.pt", 0)  # training digest "t"
+    draw(path, tmp_path / "a.npz")
+    draw(path, tmp_path / "b.npz", identity={**IDENTITY, "training_digest": "t"})
+    with pytest.raises(Exception, match="was trained with other settings \\(training digest t, this config's is "
+                                        "0123456789abcdef\\): it was copied from another suite"):
+        draw(path, tmp_path / "c.npz", identity={**IDENTITY, "training_digest": "0123456789abcdef"})

@@ -196,3 +196,19 @@ def test_jobs_get_the_config_numbers_and_the_extension_reuses_the_train_rule(tmp
     outputs = {str(f) for name in ("longtail", "prepare_source", "train_classifier", "features_reference",
                                    "reference_stats") for j in jobs[name] for f in j.output}
     assert set(suite_paths(config, "digits", "5", "heldout").values()) <= outputs
+
+
+def test_a_sampling_job_expects_the_training_digest_its_training_job_writes(tmp_path, repo, tiny_config):
+    """The sample rule's identity carries the digest cbdm.train.train computes from the train
+    rule's own params; the train rule's identity carries none (the job computes it)."""
+    from cbdm.train import training_digest
+
+    jobs = planned_dag_jobs(repo, tmp_path, tiny_config)
+    trained = {(j.wildcards["variant"], j.wildcards["seed"]): training_digest(j.params.settings, j.params.network,
+                                                                             j.params.diffusion)
+               for j in jobs if j.rule.name == "train"}
+    samples = [j for j in jobs if j.rule.name == "sample" and (j.wildcards["variant"], j.wildcards["seed"]) in trained]
+    assert trained and samples and all("training_digest" not in j.params.identity for j in jobs
+                                       if j.rule.name == "train")
+    for job in samples:
+        assert job.params.identity["training_digest"] == trained[(job.wildcards["variant"], job.wildcards["seed"])]

@@ -9,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 
 import cbdm.config as cbdm_config
 from cbdm.sources import NUM_CLASSES
+from cbdm.train import training_digest
 from cbdm.workflow import resolve_config, suite_paths, visible_gpus
 
 
@@ -114,11 +115,17 @@ def model_path(variant):
     return MODEL.replace("{variant}", variant)
 
 
-def model_identity(wildcards, variant=None):
+def model_identity(wildcards, variant=None, digest=True):
     """What a model file must say it was trained for (cbdm.modelfile.check_identity); `variant`
-    for a rule whose path names the variant instead of a {variant} wildcard."""
-    return dict(variant=variant or wildcards.variant, dataset=wildcards.dataset, imbalance_factor=wildcards.imb,
-                seed=int(wildcards.seed))
+    for a rule whose path names the variant instead of a {variant} wildcard. For a variant cbdm
+    trains, also the digest of its training settings, so that a model file trained otherwise
+    (copied from another suite) is refused even where Snakemake would not rerun its training
+    (`digest=False` for the training job, which computes it itself)."""
+    variant = variant or wildcards.variant
+    identity = dict(variant=variant, dataset=wildcards.dataset, imbalance_factor=wildcards.imb, seed=int(wildcards.seed))
+    if digest and variant in BUILT_IN_VARIANTS:
+        identity["training_digest"] = training_digest(training_settings(variant), config["network"], config["diffusion"])
+    return identity
 
 
 def loss_log_path(variant):

@@ -17,7 +17,7 @@ rule train:
         network=config["network"],
         diffusion=config["diffusion"],
         device=config["device"],
-        identity=model_identity,
+        identity=lambda wc: model_identity(wc, digest=False),
         num_classes=num_classes,
         seed=lambda wc: int(wc.seed),
         checkpoint_path=f"{RESULTS}/models/{RUN}/checkpoint.pt",
