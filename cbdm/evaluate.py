@@ -58,7 +58,9 @@ def distribution_metrics(gen: np.ndarray, ref: np.ndarray, cfg: dict,
     out = {"fid": small_n_fid(min(n_gen, n_ref), dim, cfg, lambda: frechet_distance(gen, ref, device))}
     mean, sd, m = kernel_distance(gen, ref, subsets=cfg["kid_subsets"], subset_size=cfg["kid_subset_size"],
                                   seed=cfg["seed"], device=device)
-    out.update(kid_mean=(mean, ""), kid_std=(sd, ""), kid_subset_size=(m, ""))
+    # Subsets of both whole sets are the same every time: an sd of 0 that says nothing.
+    whole = f"not computed: every KID subset is both whole sets (n_gen = n_ref = {m})" if n_gen == n_ref == m else ""
+    out.update(kid_mean=(mean, ""), kid_std=(None, whole) if whole else (sd, ""), kid_subset_size=(m, ""))
     k = cfg["pr_neighborhood"]
     if min(n_gen, n_ref) <= k:
         note = f"not computed: precision/recall with k={k} needs more than {k} samples on each side"

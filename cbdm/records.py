@@ -81,7 +81,7 @@ def register(metric: Metric) -> Metric:
 for _metric in (
     Metric("fid", LOWER, "FID", scopes=(ALL, GROUP, CLASS, MATCHED)),
     Metric("kid_mean", LOWER, "KID", scale_exponent=3, scopes=(ALL, GROUP, CLASS, MATCHED)),
-    Metric("kid_std", NONE, "KID sd over subsets", scale_exponent=3),
+    Metric("kid_std", NONE, "KID sd over subsets", scale_exponent=3, in_notes=False),  # in no table
     Metric("kid_subset_size", NONE, "KID subset size"),
     Metric("precision", HIGHER, "precision", scopes=(ALL, GROUP, CLASS, MATCHED), neighbourhood=True),
     Metric("recall", HIGHER, "recall", scopes=(ALL, GROUP, CLASS, MATCHED), neighbourhood=True),

@@ -504,7 +504,8 @@ def main_sections(r: Report) -> list[Section]:
     columns = scope_columns(r.scopes, list(MAIN_METRICS), r.k) + r.overlap_column
     main = Section(f"Main table: {protocol_line(s.protocol, protocols[s.protocol])}",
                    f"Each variant at its {choice} guidance scale. {records.metric('kid_mean').scaled_label}. "
-                   f"acc: share of samples the classifier assigns to their own class.",
+                   f"acc: share of samples the classifier assigns to their own class. Lower is better for "
+                   f"FID and KID, higher for precision, recall and acc.",
                    wide_table(r.main_agg, columns))
     paper = [Section("Paper comparison", "Published numbers (`published:` registry) beside ours.", r.paper,
                      paper_footer(r), "comparisons")] if s.published else []

@@ -159,3 +159,12 @@ def test_a_sample_file_of_the_wrong_shape_names_the_file_and_the_fix(tmp_path):
                          images_npz=str(tmp_path / "samples.npz"), prefix="", device="cpu",
                          out_npz=str(tmp_path / "features.npz"))
     assert not (tmp_path / "features.npz").exists()
+
+
+def test_kid_sd_over_subsets_that_are_all_both_whole_sets_is_not_computed():
+    """n_gen = n_ref <= kid_subset_size: every subset is the whole of both sets, so the sd is 0 by
+    construction (3e-16 in the records before), not a spread."""
+    same = by_metric(scope_records("class 0", arrays(40), arrays(40, seed=1), {}, CFG))  # subset size 50
+    assert same["kid_mean"]["value"] is not None and same["kid_std"]["value"] is None
+    assert same["kid_std"]["note"] == "not computed: every KID subset is both whole sets (n_gen = n_ref = 40)"
+    assert by_metric(scope_records("class 0", arrays(60), arrays(40, seed=1), {}, CFG))["kid_std"]["value"] > 0

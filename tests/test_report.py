@@ -28,6 +28,7 @@ def test_report_sections_guidance_choice_and_differences(report_inputs):
     assert set(agg[(agg.variant == "ddpm")].guidance) == {1.0, 2.0}
     main_section = md.split("## Protocol 'paper'")[0]
     assert "precision (k=5) all" in main_section and "recall (k=5) tail" in main_section
+    assert "Lower is better for FID and KID, higher for precision, recall and acc." in main_section
     assert "11 ± 1" in main_section and "21 ± 1" not in main_section  # FID over three seeds at w = 1
     stats = pd.read_csv(out["stats"])
     fid_all = stats[(stats.kind == "paired difference") & (stats.scope == "all") & (stats.metric == "fid")].iloc[0]
