@@ -212,3 +212,23 @@ def test_a_sampling_job_expects_the_training_digest_its_training_job_writes(tmp_
                                        if j.rule.name == "train")
     for job in samples:
         assert job.params.identity["training_digest"] == trained[(job.wildcards["variant"], job.wildcards["seed"])]
+
+
+def test_adding_a_guidance_scale_or_a_sampling_seed_leaves_the_planned_sample_jobs_params_alone(tmp_path, repo,
+                                                                                               tiny_config):
+    """Snakemake reruns a job whose params change: a finished sample set must not be redrawn
+    because the grid around it grew."""
+    config = yaml.safe_load(open(tiny_config))
+
+    def sample_params(sampling):
+        path = tmp_path / f"c{len(list(tmp_path.glob('c*.yaml')))}.yaml"
+        path.write_text(yaml.safe_dump({**config, "sampling": {**config.get("sampling", {}), **sampling}}))
+        jobs = planned_dag_jobs(repo, tmp_path, path)
+        return {(j.wildcards["variant"], j.wildcards["guidance"], j.wildcards["sample_seed"], j.wildcards["labelset"]):
+                dict(j.params) for j in jobs if j.rule.name == "sample"}
+
+    before = sample_params({"guidance": [1.0], "seeds": [0]})
+    after = sample_params({"guidance": [1.0, 2.0], "seeds": [0, 1]})
+    assert before and set(before) < set(after)
+    for cell, params in before.items():
+        assert after[cell] == params, cell

@@ -207,10 +207,17 @@ def training_priority(wildcards):
 # sample.smk
 
 
+# Settings of the whole grid or of the job's execution, not of one cell's images: left out of the
+# sample rule's params, since Snakemake reruns a job whose params change, and adding a guidance
+# scale or a sampling seed would otherwise redraw every finished sample set.
+NOT_A_CELLS_SETTING = ("guidance", "seeds", "threads")
+
+
 def sampling_settings(variant, labelset):
-    """A variant's sampling settings; for a sample set of a protocol that overrides them
-    (labelset 'exact-1000-<protocol>'), that protocol's."""
-    return {"name": variant, "sampling": variant_sampling(variant, labelset_protocol(labelset))}
+    """A variant's sampling settings for one sample set (less NOT_A_CELLS_SETTING); for a sample
+    set of a protocol that overrides them (labelset 'exact-1000-<protocol>'), that protocol's."""
+    sampling = variant_sampling(variant, labelset_protocol(labelset))
+    return {"name": variant, "sampling": {k: v for k, v in sampling.items() if k not in NOT_A_CELLS_SETTING}}
 
 
 # metrics.smk

@@ -19,7 +19,7 @@ rule sample:
         sample_seed=lambda wc: int(wc.sample_seed),
         labels=labelset_labels,
         num_samples=labelset_size,
-    threads: lambda wc: sampling_settings(wc.variant, wc.labelset)["sampling"]["threads"]
+    threads: lambda wc: variant_sampling(wc.variant, labelset_protocol(wc.labelset))["threads"]
     resources:
         **stage_resources("sample", gpus=gpus_per_job()),
     log:
