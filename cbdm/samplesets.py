@@ -272,12 +272,25 @@ def fit_to_protocol(images: ImageSet, labels: str, num_samples: int, class_count
     return images.subset(keep), note
 
 
+def source_state(path: str) -> str:
+    """A digest of every file under `path` (relative name, size, modification time), or of the
+    file itself: the import rule's params, so that images replaced or added inside a folder
+    (whose own timestamp Snakemake reads, and which they do not change) import it again."""
+    from .fingerprint import fingerprint
+
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    return fingerprint([(p.relative_to(root).as_posix() if root.is_dir() else p.name, p.stat().st_size,
+                         p.stat().st_mtime_ns) for p in files if p.exists()])
+
+
 def import_samples(*, source: str, fmt: str, resize: bool, labels: str, num_samples: int,
                    class_counts: list[int], image_shape: list[int], class_names: list[str],
-                   out_npz: str) -> str:
+                   out_npz: str, source_state: str = "") -> str:
     """Write a user's sample set as the suite's sample .npz (images, labels, seeds = -1, a
     `note` saying where it came from and what was done to it, and `source_digest`, the digest of
-    the images and labels as read, whatever their format); returns the note."""
+    the images and labels as read, whatever their format); returns the note. `source_state`
+    (the files' state when the DAG was planned) is the rerun trigger, recorded beside them."""
     from .dataset import array_digest
 
     imported = read_samples(source, num_classes=len(class_counts), image_shape=tuple(image_shape),
@@ -287,7 +300,7 @@ def import_samples(*, source: str, fmt: str, resize: bool, labels: str, num_samp
     note = "; ".join(filter(None, [f"imported from {source} ({imported.format})", imported.note, fit_note]))
     write_npz(out_npz, images=fitted.images, labels=fitted.labels,
               seeds=np.full(len(fitted.labels), NO_SEED, dtype=np.int64), note=np.asarray(note),
-              source_digest=np.asarray(digest))
+              source_digest=np.asarray(digest), source_state=np.asarray(source_state))
     print(f"{len(fitted.labels)} images: {note}", flush=True)
     return note
 

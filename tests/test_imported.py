@@ -134,3 +134,28 @@ def test_the_readme_score_your_own_samples_example_runs(tmp_path, repo):
     assert math.isnan(board.loc["oracle-stats", "recall"])  # needs the reference images
     markdown = (tmp_path / "results/tiny/leaderboard.md").read_text()
     assert "## Card 2:" in markdown  # measured against statistics: its own table
+
+
+def test_images_replaced_inside_an_imported_folder_change_the_import_jobs_params(tmp_path, repo):
+    """Snakemake reads a folder input's own timestamp, which a file replaced or added inside a
+    class sub-folder does not change: the files' state is a param, so the import reruns."""
+    import os
+
+    from test_workflow import planned_dag_jobs
+
+    folder = tmp_path / "samples"
+    for c in range(10):
+        (folder / str(c)).mkdir(parents=True)
+        (folder / str(c) / "a.png").write_bytes(b"x")
+    configfile = tiny_with_import(repo, tmp_path, folder)
+
+    def import_params():
+        return [dict(j.params) for j in planned_dag_jobs(repo, tmp_path, configfile) if j.rule.name == "import_samples"]
+
+    before, stamp = import_params(), folder.stat().st_mtime_ns
+    (folder / "3" / "a.png").write_bytes(b"other image")
+    os.utime(folder, ns=(stamp, stamp))
+    after = import_params()
+    assert before and before[0]["source_state"] != after[0]["source_state"]
+    assert {k: v for k, v in before[0].items() if k != "source_state"} == \
+        {k: v for k, v in after[0].items() if k != "source_state"}

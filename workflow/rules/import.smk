@@ -1,6 +1,7 @@
 # Stage 3 for imported variants (`samples:` in the config): a sample set made elsewhere becomes
 # the suite's sample .npz at the usual path, so that features, metrics and the report treat it
 # like the samples of a trained variant.
+from cbdm.samplesets import source_state
 from cbdm.sources import CLASS_NAMES
 
 
@@ -21,6 +22,7 @@ rule import_samples:
         class_names=lambda wc: CLASS_NAMES[dataset_spec(wc)["source"]],
         labels=labelset_labels,
         num_samples=labelset_size,
+        source_state=lambda wc: source_state(VARIANTS[wc.variant]["samples"][wc.guidance][int(wc.seed)]),
     resources:
         **stage_resources("other"),
     log:
