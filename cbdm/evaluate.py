@@ -182,7 +182,12 @@ def _select(arrays: dict, classes: list[int]) -> dict:
 
 
 def check_feature_sets(sets: dict[str, dict], num_classes: int) -> None:
-    """Feature files compared with each other: one dimension, labels of the dataset's classes."""
+    """Feature files compared with each other: one extractor where they record it (files written
+    before they did are compared by dimension only), one dimension, labels of the dataset's classes."""
+    made_by = {path: str(arrays.pop("extractor")) for path, arrays in sets.items() if "extractor" in arrays}
+    if len(set(made_by.values())) > 1:
+        raise InputError(f"feature files made by different extractors {made_by}: their features are not "
+                         f"comparable; for the stale one, {rebuild('<file>')}")
     dims = {path: arrays["features"].shape[1] for path, arrays in sets.items()}
     if len(set(dims.values())) > 1:
         raise InputError(f"feature files of different dimensions {dims}: they come from different extractors "

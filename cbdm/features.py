@@ -20,7 +20,8 @@ from .acceleration import resolve_device
 from .assets import require_weights
 from .classifier import embed, embed_batches, load_classifier
 from .dataset import read_image_set
-from .io import read_json, write_npz
+from .fingerprint import file_fingerprint
+from .io import InputError, read_json, rebuild, write_npz
 
 INCEPTION_SIZE = 299
 
@@ -91,6 +92,7 @@ def extract_features(*, features_cfg: dict, classifier_path: str, images_npz: st
     images = read_image_set(images_npz, prefix, info.get("num_classes"), info.get("image_shape"))
     started = time.time()
     classifier = load_classifier(classifier_path, dev)
+    check_classifier(classifier.hparams, classifier_path, info, features_cfg)
     features, logits = embed(classifier, images.images, dev)
     predicted = logits.argmax(1).astype(np.int64)
     if features_cfg["extractor"] == "inception":
@@ -100,7 +102,31 @@ def extract_features(*, features_cfg: dict, classifier_path: str, images_npz: st
     print(f"{len(features)} images of {images_npz} ({prefix or 'all'}) -> {features.shape[1]}-d "
           f"{features_cfg['extractor']} features in {time.time() - started:.1f} s", flush=True)
     write_npz(out_npz, features=features, logits=logits, labels=images.labels, predicted=predicted,
-              **import_note(images_npz))
+              extractor=np.asarray(extractor_label(features_cfg, classifier_path)), **import_note(images_npz))
+
+
+def check_classifier(hparams: dict, path: str, info: dict, features_cfg: dict) -> None:
+    """InputError unless the classifier file fits the dataset (classes, channels) and, where it
+    is the extractor, the config's feature size: one trained for another dataset or config
+    (copied, or kept under --rerun-triggers mtime) would give features and predictions of
+    another task without a word."""
+    wanted = {"num_classes": info.get("num_classes"),
+              "image_channels": info["image_shape"][0] if info.get("image_shape") else None,
+              "feature_dim": features_cfg["feature_dim"] if features_cfg["extractor"] == "classifier" else None}
+    wrong = {k: (hparams[k], v) for k, v in wanted.items() if v is not None and hparams[k] != v}
+    if wrong:
+        said = ", ".join(f"{k} {have} (needed {want})" for k, (have, want) in wrong.items())
+        raise InputError(f"{path} is a classifier with {said}: it was trained for another dataset or config; "
+                         f"{rebuild(path)}")
+
+
+def extractor_label(features_cfg: dict, classifier_path: str) -> str:
+    """What made a features file's features, recorded in it so that the metrics refuse to compare
+    features of two extractors (a classifier is named by its file's digest: two trainings differ;
+    Inception by its preprocessing, its weights being the locked file, require_weights)."""
+    if features_cfg["extractor"] == "inception":
+        return f"inception {features_cfg['inception_preprocessing']} preprocessing"
+    return f"classifier {file_fingerprint(classifier_path)}"
 
 
 def import_note(images_npz: str) -> dict:

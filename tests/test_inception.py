@@ -51,3 +51,49 @@ def test_missing_weights_name_the_fetch_command(tmp_path):
 def test_weights_that_are_not_the_official_file_are_refused(random_inception_weights):
     with pytest.raises(DataError, match="sha256-prefix:6726825d"):
         require_weights("inception_v3_fid", random_inception_weights)
+
+
+def classifier_file(path, channels=1, classes=10, dim=8):
+    model = FeatureClassifier(channels, classes, dim)
+    torch.save({"format": CLASSIFIER_FORMAT, "hparams": model.hparams, "state_dict": model.state_dict()}, path)
+    return str(path)
+
+
+def test_a_classifier_for_another_dataset_or_config_is_refused(tmp_path):
+    """A 3-class 8-d classifier on a 10-class dataset whose config says 32-d was accepted: classes
+    3-9 could never be predicted."""
+    import json
+
+    from cbdm.io import InputError
+
+    write_npz(tmp_path / "s.npz", images=np.full((4, 1, 8, 8), 7, np.uint8), labels=np.arange(4))
+    (tmp_path / "source.json").write_text(json.dumps({"num_classes": 10, "image_shape": [1, 8, 8]}))
+    cfg = {"extractor": "classifier", "feature_dim": 32}
+
+    def extract(classifier):
+        extract_features(features_cfg=cfg, classifier_path=classifier, images_npz=str(tmp_path / "s.npz"), prefix="",
+                         device="cpu", out_npz=str(tmp_path / "f.npz"), source_json=str(tmp_path / "source.json"))
+
+    with pytest.raises(InputError, match=r"is a classifier with num_classes 3 \(needed 10\), feature_dim 8 "
+                                         r"\(needed 32\): it was trained for another dataset or config; re-run"):
+        extract(classifier_file(tmp_path / "c3.pt", classes=3))
+    with pytest.raises(InputError, match=r"image_channels 3 \(needed 1\)"):
+        extract(classifier_file(tmp_path / "rgb.pt", channels=3, dim=32))
+    extract(classifier_file(tmp_path / "ok.pt", dim=32))
+    assert str(read_npz(tmp_path / "f.npz")["extractor"]).startswith("classifier ")
+
+
+def test_metrics_refuse_feature_files_of_two_extractors(tmp_path):
+    """Two classifiers of one width (a retrained one beside a stale cache) give features of one
+    dimension: only the recorded extractor tells them apart."""
+    from cbdm.evaluate import check_feature_sets
+    from cbdm.io import InputError
+
+    def arrays(extractor):
+        return {"features": np.zeros((4, 8)), "labels": np.arange(4), "extractor": np.asarray(extractor)}
+
+    check_feature_sets({"a": arrays("classifier 1"), "b": arrays("classifier 1")}, 10)
+    check_feature_sets({"a": arrays("classifier 1"), "b": {k: v for k, v in arrays("x").items() if k != "extractor"}},
+                       10)  # a file written before extractors were recorded
+    with pytest.raises(InputError, match="feature files made by different extractors"):
+        check_feature_sets({"a": arrays("classifier 1"), "b": arrays("classifier 2")}, 10)
