@@ -20,7 +20,7 @@ from .acceleration import autocast, configure_backends, prepare_network, resolve
 from .fingerprint import file_fingerprint, fingerprint
 from .io import InputError, progress_bar, read_npz, write_npz
 from .modelfile import check_identity, load_model
-from .samplers import sample_ancestral, sample_ddim, to_uint8
+from .samplers import image_shape, sample_ancestral, sample_ddim, to_uint8
 
 SEED_STRIDE = 1_000_000
 # The sampling settings an image depends on (threads and batch size do not change any image).
@@ -103,7 +103,8 @@ def generate(model, schedule, labels: np.ndarray, seeds: np.ndarray, sampling: d
     progress.close()
     if reused:
         print(f"reused {reused} finished batch(es) from {shard_dir}", flush=True)
-    return np.concatenate(out)
+    # A fill whose classes all reach the target already draws nothing: an empty set, not an error.
+    return np.concatenate(out) if out else np.zeros((0, *image_shape(model)), np.uint8)
 
 
 def _read_shard(path: Path | None, batch_id: str) -> np.ndarray | None:

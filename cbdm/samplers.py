@@ -37,7 +37,7 @@ def sample_ancestral(model, schedule: NoiseSchedule, labels: torch.Tensor, seeds
                      guidance: float, variance: str = "fixedlarge", batched_guidance: bool = True,
                      progress=None) -> torch.Tensor:
     """DDPM ancestral sampling over all T steps; returns images in [-1, 1]."""
-    noise = PerImageNoise(seeds, _image_shape(model), labels.device)
+    noise = PerImageNoise(seeds, image_shape(model), labels.device)
     sigma = schedule.reverse_variance(variance).sqrt()
     x = noise.draw()
     for step in reversed(range(schedule.num_timesteps)):
@@ -55,7 +55,7 @@ def sample_ddim(model, schedule: NoiseSchedule, labels: torch.Tensor, seeds, *, 
                 steps: int, eta: float = 0.0, batched_guidance: bool = True,
                 progress=None) -> torch.Tensor:
     """DDIM (Song et al. 2021) over `steps` timesteps; eta = 0 is deterministic."""
-    noise = PerImageNoise(seeds, _image_shape(model), labels.device)
+    noise = PerImageNoise(seeds, image_shape(model), labels.device)
     abar = schedule.alphas_bar
     timesteps = ddim_timesteps(schedule.num_timesteps, steps)
     x = noise.draw()
@@ -74,7 +74,7 @@ def sample_ddim(model, schedule: NoiseSchedule, labels: torch.Tensor, seeds, *, 
     return x.clamp(-1, 1)
 
 
-def _image_shape(model) -> tuple[int, int, int]:
+def image_shape(model) -> tuple[int, int, int]:
     cfg = model.cfg
     return (cfg.image_channels, cfg.image_size, cfg.image_size)
 

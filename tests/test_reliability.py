@@ -254,3 +254,18 @@ def test_a_model_file_trained_with_other_settings_is_refused_where_the_digest_is
     with pytest.raises(Exception, match="was trained with other settings \\(training digest t, this config's is "
                                         "0123456789abcdef\\): it was copied from another suite"):
         draw(path, tmp_path / "c.npz", identity={**IDENTITY, "training_digest": "0123456789abcdef"})
+
+
+def test_a_fill_that_needs_no_images_writes_an_empty_sample_set(tmp_path):
+    """Every class already at the fill target: zero labels (np.concatenate of nothing failed)."""
+    from cbdm.augment import augmented_set
+    from cbdm.sources import ImageSet
+
+    out = tmp_path / "fill.npz"
+    sample({"name": "ddpm", "sampling": SAMPLING}, model_path=model_file(tmp_path / "model.pt", 0), guidance=1.0,
+           sample_seed=0, labels="fill", num_samples=100, class_counts=[5] * 10, device="cpu", out_npz=str(out),
+           identity=IDENTITY)
+    fill = np.load(out)
+    assert fill["images"].shape == (0, 1, 8, 8) and fill["labels"].shape == (0,)
+    train = ImageSet(np.zeros((50, 1, 8, 8), np.uint8), np.repeat(np.arange(10), 5))
+    assert len(augmented_set(train, ImageSet(fill["images"], fill["labels"]), 100, 10).labels) == 50
