@@ -122,7 +122,10 @@ def plot_per_class(agg: pd.DataFrame, class_counts: list[int], groups: dict, pat
         ax.set_ylabel(f"per-class {records.metric(metric).scaled_label}{interval}")
     _class_axis(axes[1], order, class_counts)
     axes[0].legend(fontsize=7, ncol=2)
-    axes[0].set_title(f"Quality per class against training count ({_runs_note(agg)})", fontsize=10)
+    runs = int(agg["runs"].max()) if len(agg) else 1
+    bands = f"bands: ± sd over {runs} runs" if runs > 1 else "one run: no band over seeds"
+    axes[0].set_title(f"Quality per class against training count\n({bands}; vertical lines: KID's bootstrap "
+                      f"95 % interval{', mean over runs' if runs > 1 else ''})", fontsize=10)
     _save(fig, path)
 
 
