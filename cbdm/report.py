@@ -686,7 +686,20 @@ def report_notes(agg: pd.DataFrame) -> list[str]:
     matched n, and metrics the table keeps out of the notes)."""
     notes = agg[agg["note"] != ""][["protocol", "variant", "scope", "metric", "note"]].drop_duplicates()
     shown = np.array([records.metric(m).in_notes and not records.is_matched(m) for m in notes["metric"]], dtype=bool)
-    return [f"{r.protocol} / {r.variant} / {r.scope} / {r.metric}: {r.note}" for r in notes[shown].itertuples()]
+    # One line per (metric, note): the same note on every variant and scope is said once, with where.
+    lines = []
+    for (metric, note), rows in notes[shown].groupby(["metric", "note"], sort=False):
+        where = [", ".join(map(str, dict.fromkeys(rows[c]))) for c in ("protocol", "variant")]
+        lines.append(f"{metric} ({' / '.join([*where, _scope_list(list(dict.fromkeys(rows['scope'])))])}): {note}")
+    return lines
+
+
+def _scope_list(scopes: list[str]) -> str:
+    """Scopes as a short list: more than five classes are counted, not listed."""
+    classes = [s for s in scopes if records.is_class(s)]
+    if len(classes) <= 5:
+        return ", ".join(scopes)
+    return ", ".join([s for s in scopes if not records.is_class(s)] + [f"{len(classes)} classes"])
 
 
 # --- writing ----------------------------------------------------------------------------------

@@ -187,3 +187,19 @@ def test_an_imported_variant_is_described_as_imported_not_as_none_steps():
     assert sampling_line({"sampler": "ddim", "steps": 10}, 1.5) == "ddim 10 steps, guidance 1.5"
     assert sampling_line({"sampler": "imported", "steps": None}, 1.0) == (
         "imported samples (declared guidance 1.0; sampler and steps not known)")
+
+
+def test_a_note_shared_by_variants_and_scopes_is_said_once_with_where():
+    from cbdm.report import report_notes
+
+    unit = "bits; mean over the scope's classes"
+    rows = [dict(protocol="ours", variant=v, scope=s, metric="label_entropy", note=unit)
+            for v in ("ddpm", "cbdm") for s in ("all", "head")]
+    rows += [dict(protocol="ours", variant="cbdm", scope="class 9", metric="fid", note="not computed: n_gen=3"),
+             dict(protocol="ours", variant="ddpm", scope="all", metric="fid", note="")]
+    assert report_notes(pd.DataFrame(rows)) == [
+        "label_entropy (ours / ddpm, cbdm / all, head): bits; mean over the scope's classes",
+        "fid (ours / cbdm / class 9): not computed: n_gen=3"]
+    imported = [dict(protocol="ours", variant="mine", scope=s, metric="fid", note="imported from x.npz")
+                for s in ["all", "tail"] + [f"class {c}" for c in range(100)]]
+    assert report_notes(pd.DataFrame(imported)) == ["fid (ours / mine / all, tail, 100 classes): imported from x.npz"]
