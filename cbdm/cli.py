@@ -57,6 +57,11 @@ def cmd_check(args) -> int:
         terms = ", ".join(f"{t['weight']} x {t['name']}" for t in settings["losses"]) or \
             (f"imported samples {settings['samples']}" if settings.get("samples") else "external rule")
         print(f"variant {name}: {terms}; guidance {settings['guidance']}")
+        training = settings["training"]
+        if not settings.get("samples") and not settings["external"] and training["warmup_steps"] >= training["steps"]:
+            print(f"{args.config}: warning: variant {name}: training.warmup_steps {training['warmup_steps']} >= "
+                  f"steps {training['steps']}, so the learning rate never reaches training.lr; lower warmup_steps",
+                  file=sys.stderr)
     if missing:
         return 1
     print(f"{args.config}: OK")

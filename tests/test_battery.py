@@ -345,3 +345,12 @@ def test_a_damaged_file_gets_one_line_naming_the_file_and_the_fix(tmp_path, name
 
 def test_the_battery_has_at_least_forty_cases():
     assert len(CONFIG_CASES) + len(FILE_CASES) >= 40
+
+
+def test_a_warmup_longer_than_the_training_is_a_warning_naming_the_variant(tmp_path, monkeypatch, capsys):
+    """The schema's defaults (1,000 steps, 5,000 warm-up steps) never reach the configured lr."""
+    monkeypatch.chdir(tmp_path)
+    code, err = check(write_config(tmp_path, put("training.warmup_steps", 10_000)), capsys)
+    assert code == 0 and "warning: variant ddpm: training.warmup_steps 10000 >= steps" in err
+    code, err = check(write_config(tmp_path, put("training.warmup_steps", 1)), capsys)
+    assert code == 0 and "warmup_steps" not in err
