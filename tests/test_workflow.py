@@ -232,3 +232,14 @@ def test_adding_a_guidance_scale_or_a_sampling_seed_leaves_the_planned_sample_jo
     assert before and set(before) < set(after)
     for cell, params in before.items():
         assert after[cell] == params, cell
+
+
+def test_more_feature_threads_leave_the_feature_jobs_params_alone(tmp_path, repo, tiny_config):
+    config = yaml.safe_load(open(tiny_config))
+    params = []
+    for threads in (1, 2):
+        path = tmp_path / f"t{threads}.yaml"
+        path.write_text(yaml.safe_dump({**config, "features": {**config["features"], "threads": threads}}))
+        params.append({(j.rule.name, tuple(j.wildcards.items())): dict(j.params)
+                       for j in planned_dag_jobs(repo, tmp_path, path) if j.rule.name.startswith("features_")})
+    assert params[0] and params[0] == params[1]

@@ -220,6 +220,12 @@ def sampling_settings(variant, labelset):
     return {"name": variant, "sampling": {k: v for k, v in sampling.items() if k not in NOT_A_CELLS_SETTING}}
 
 
+# features.smk
+
+# What a features job's output depends on: `threads` is how fast, not what (see NOT_A_CELLS_SETTING).
+FEATURES_SETTINGS = {key: value for key, value in config["features"].items() if key != "threads"}
+
+
 # metrics.smk
 
 

@@ -37,7 +37,7 @@ rule features_reference:
         reference="|".join(REFERENCE_IMAGES),
     params:
         prefix=lambda wc: REFERENCE_IMAGES[wc.reference][1],
-        features_cfg=config["features"],
+        features_cfg=FEATURES_SETTINGS,
         device=config["device"],
     threads: config["features"]["threads"]
     resources:
@@ -61,7 +61,7 @@ rule features_samples:
         features=FEATURES,
     params:
         prefix="",
-        features_cfg=config["features"],
+        features_cfg=FEATURES_SETTINGS,
         device=config["device"],
     threads: config["features"]["threads"]
     resources:
