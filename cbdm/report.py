@@ -658,9 +658,13 @@ def augmentation_sections(r: Report) -> list[Section]:
 
 def comparison_sections(r: Report) -> list[Section]:
     """Paired differences to the baseline and the spread over seeds."""
+    imported = [v for v in r.settings.variants if r.settings.sampling[v]["sampler"] == "imported"]
+    # Their runs share no randomness with the baseline's: the pairing is by seed number only.
+    caveat = (f" Imported variants ({', '.join(imported)}) were made elsewhere: paired with the baseline by "
+              f"seed number only, which shares no randomness." if imported else "")
     return [Section(f"Differences to {r.settings.baseline}",
                     "Variant minus baseline, paired by training and sampling seed; a t-based 95 % "
-                    "interval over the pairs; 'better'/'worse' when it excludes 0.",
+                    "interval over the pairs; 'better'/'worse' when it excludes 0." + caveat,
                     format_differences(r.differences), page="comparisons"),
             Section("Spread over seeds",
                     "sd over training seeds (of each seed's mean over sampling seeds) and pooled sd "
