@@ -1,11 +1,12 @@
-"""CM's switchable low-rank branch (capacity manipulation, ICLR 2026): W x + B(A(x)).
+"""CM's switchable low-rank branch (capacity manipulation, ICLR 2026): W + BA on a conv's weight.
 
-A wraps a convolution with a rank-r update of the same kernel: A is a conv with the wrapped
-conv's kernel, stride and padding from c_in to r channels, B a 1x1 conv from r to c_out. B
-starts at zero, so the branch starts with no effect; r = max(floor(ratio * min(c_in, c_out)), 1).
-The branch is on by default (sampling uses it); `lowrank_disabled` switches it off for CM's base
-path. The network decides which convs carry it (networks.UNet: the up path's residual convs and
-up-sampling convs).
+As CM's code builds it (loralib's convolution LoRA): for a k x k conv from c_in to c_out
+channels, A is an (r k) x (c_in k) matrix and B a (c_out k) x (r k) one, and B A, reshaped to the
+kernel's [c_out, c_in, k, k], is added to the kernel; r = max(floor(ratio * min(c_in, c_out)), 1).
+B starts at zero, so the branch starts with no effect; A starts as CM's does (Kaiming normal,
+a = sqrt(5)). The branch is on by default (sampling uses it); `lowrank_disabled` switches it off
+for CM's base path. The network decides which convs carry it (networks.UNet: the up path's
+residual convs and up-sampling convs).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 def lowrank_rank(ratio: float, c_in: int, c_out: int) -> int:
@@ -26,20 +28,22 @@ class LowRankConv2d(nn.Module):
 
     def __init__(self, base: nn.Conv2d, ratio: float):
         super().__init__()
+        k = base.kernel_size[0]
+        if base.groups != 1 or base.kernel_size != (k, k):
+            raise ValueError(f"the low-rank branch takes square, ungrouped convs, not {base}")
         rank = lowrank_rank(ratio, base.in_channels, base.out_channels)
         self.base = base
-        self.lowrank_a = nn.Conv2d(base.in_channels, rank, base.kernel_size, stride=base.stride,
-                                   padding=base.padding, bias=False)
-        self.lowrank_b = nn.Conv2d(rank, base.out_channels, 1, bias=False)
-        nn.init.zeros_(self.lowrank_b.weight)
+        self.lowrank_a = nn.Parameter(torch.empty(rank * k, base.in_channels * k))
+        self.lowrank_b = nn.Parameter(torch.zeros(base.out_channels * k, rank * k))
+        nn.init.kaiming_normal_(self.lowrank_a, a=math.sqrt(5))
         self.enabled = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """W x, plus B(A(x)) while the branch is enabled."""
-        out = self.base(x)
-        if self.enabled:
-            out = out + self.lowrank_b(self.lowrank_a(x))
-        return out
+        """The conv with kernel W, or W + BA while the branch is enabled."""
+        if not self.enabled:
+            return self.base(x)
+        weight = self.base.weight + (self.lowrank_b @ self.lowrank_a).view(self.base.weight.shape)
+        return F.conv2d(x, weight, self.base.bias, self.base.stride, self.base.padding, self.base.dilation)
 
 
 def attach_lowrank(sites: list[tuple[nn.Module, str]], ratio: float) -> None:

@@ -2,6 +2,7 @@
 CM's low-rank branch, the batch-resampling data policy, and the model file carrying the extras."""
 import math
 import re
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -164,15 +165,46 @@ def test_lowrank_branch_starts_at_zero_effect_with_gradient_only_into_b():
         base = model(x, t, y)
     assert torch.equal(out, base)
     out.pow(2).sum().backward()
-    assert all(float(m.lowrank_a.weight.grad.abs().max()) == 0 for m in branches)
-    assert all(float(m.lowrank_b.weight.grad.abs().max()) > 0 for m in branches)
+    assert all(float(m.lowrank_a.grad.abs().max()) == 0 for m in branches)
+    assert all(float(m.lowrank_b.grad.abs().max()) > 0 for m in branches)
 
 
 def test_lowrank_rank_rule():
     assert lowrank_rank(0.1, 128, 256) == 12
     assert lowrank_rank(0.1, 8, 16) == 1
     conv = LowRankConv2d(torch.nn.Conv2d(32, 16, 3, padding=1), 0.1)
-    assert conv.lowrank_a.out_channels == 1 and conv.lowrank_b.out_channels == 16
+    assert conv.lowrank_a.shape == (1 * 3, 32 * 3) and conv.lowrank_b.shape == (16 * 3, 1 * 3)
+
+
+def test_lowrank_branch_adds_b_a_reshaped_to_the_kernel_as_cms_code_does():
+    """CM's Conv2d_LoRA (loralib's convolution LoRA): conv with W + (B A).view(W.shape), A of
+    Kaiming-normal(a = sqrt 5) scale; off, the conv with W alone."""
+    torch.manual_seed(0)
+    base = torch.nn.Conv2d(12, 8, 3, padding=1)
+    conv = LowRankConv2d(base, 0.25)  # r = 2
+    with torch.no_grad():
+        conv.lowrank_b.normal_()
+    x = torch.randn(2, 12, 5, 5)
+    delta = (conv.lowrank_b @ conv.lowrank_a).reshape(8, 12, 3, 3)
+    assert torch.allclose(conv(x), torch.nn.functional.conv2d(x, base.weight + delta, base.bias, padding=1), atol=1e-5)
+    conv.enabled = False
+    assert torch.equal(conv(x), base(x))
+    big = LowRankConv2d(torch.nn.Conv2d(512, 256, 3, padding=1), 0.1)  # r 25: A is 75 x 1536
+    assert float(big.lowrank_a.detach().std()) == pytest.approx((1 / 3) ** 0.5 / 1536 ** 0.5, rel=0.02)
+
+
+def test_the_paper_unets_lowrank_branch_has_cms_parameter_count():
+    """27 sites on the CIFAR UNet's up path at ratio 0.1: sum of r k^2 (c_in + c_out) = 3,129,984,
+    the count of CM's Conv2d_LoRA factors (a rank-r conv pair gave 1,981,056)."""
+    from cbdm.networks import UNetConfig
+
+    model = build_unet({k: v for k, v in asdict(UNetConfig(3, 32, 10)).items()
+                        if k in ("base_channels", "channel_mult", "attention_levels", "num_res_blocks", "dropout",
+                                 "norm_groups")}, image_channels=3, image_size=32, num_classes=10,
+                       num_timesteps=1000, lowrank_ratio=0.1)
+    branches = lowrank_modules(model)
+    assert len(branches) == 27
+    assert sum(m.lowrank_a.numel() + m.lowrank_b.numel() for m in branches) == 3_129_984
 
 
 # --- the objective, the model file, the data policy ------------------------------------------------
@@ -192,7 +224,7 @@ def test_objective_runs_each_field_loss_and_gradients_reach_the_extras(name):
     if name == "coral":
         assert model.heads["coral_projection"].weight.grad.abs().sum() > 0
     if name == "cm":
-        assert all(m.lowrank_b.weight.grad.abs().sum() > 0 for m in lowrank_modules(model))
+        assert all(m.lowrank_b.grad.abs().sum() > 0 for m in lowrank_modules(model))
 
 
 def test_model_file_round_trips_heads_and_lowrank_weights(tmp_path):
@@ -201,7 +233,7 @@ def test_model_file_round_trips_heads_and_lowrank_weights(tmp_path):
                        heads=(("coral_projection", 4),), lowrank_ratio=0.1)
     with torch.no_grad():
         for m in lowrank_modules(model):
-            m.lowrank_b.weight.normal_()
+            m.lowrank_b.normal_()
     identity = {"variant": "cm", "dataset": "digits", "imbalance_factor": "10", "seed": 0, "training_digest": "t"}
     save_model(tmp_path / "model.pt", model, {"num_timesteps": 100, "beta_start": 1e-4, "beta_end": 0.02}, {},
                identity=identity)
@@ -310,7 +342,7 @@ def test_the_tiny_field_suite_runs_end_to_end_with_every_variant_under_both_prot
     model, _, payload = load_model(results / "models/digits/IF5/coral/seed0/model.pt")
     assert "coral_projection" in model.heads and payload["unet"]["heads"] == [["coral_projection", 8]]
     cm, _, _ = load_model(results / "models/digits/IF5/cm/seed0/model.pt")
-    assert lowrank_modules(cm) and any(m.lowrank_b.weight.detach().abs().sum() > 0 for m in lowrank_modules(cm))
+    assert lowrank_modules(cm) and any(m.lowrank_b.detach().abs().sum() > 0 for m in lowrank_modules(cm))
     assert re.search(r"^\| cm +\|", (report / "table.md").read_text(), re.M)
 
 
