@@ -11,12 +11,14 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
+from scipy import stats
 
 from .evaluate import FEATURE_ARRAYS, matched_group_records
 from .evaluate import classification_records as evaluate_classification
@@ -86,21 +88,43 @@ def group_gap(runs: pd.DataFrame, metric: str = "fid@matched", low: str = "head"
     return pd.DataFrame(rows)
 
 
-def heldout_rate(heldout: list[dict], source: str, target: str) -> float:
-    """The held-out images' rate of group `source` classified into group `target`."""
-    values = [r["value"] for r in heldout
-              if r["scope"] == source and r["metric"] == f"misclassified_into:{target}"]
-    if len(values) != 1 or values[0] is None:
+def heldout_rate(heldout: list[dict], source: str, target: str) -> tuple[float, int]:
+    """The held-out images' rate of group `source` classified into group `target`, and how many
+    held-out images it is a share of."""
+    found = [r for r in heldout if r["scope"] == source and r["metric"] == f"misclassified_into:{target}"]
+    if len(found) != 1 or found[0]["value"] is None:
         raise ValueError(f"held-out records have no rate of {source} misclassified into {target}")
-    return float(values[0])
+    return float(found[0]["value"]), int(found[0]["n_gen"])
+
+
+def rate_interval(rate: float, n: int) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) 95 % interval of a share `rate` of `n` images: 2 of 250 is
+    [0.10 %, 2.86 %], too wide to treat the held-out rate as a constant."""
+    k = round(rate * n)
+    low = stats.beta.ppf(0.025, k, n - k + 1) if k > 0 else 0.0
+    high = stats.beta.ppf(0.975, k + 1, n - k) if k < n else 1.0
+    return float(low), float(high)
+
+
+def excess_interval(excess: dict, base: float, interval: tuple[float, float]) -> tuple[float, float] | None:
+    """95 % interval of (samples - held-out) with both sampling errors: the runs' t half-width and
+    the held-out rate's exact interval, each side combined in quadrature (independent estimates).
+    None with one run."""
+    if excess["ci_low"] is None:
+        return None
+    runs_half = excess["diff"] - excess["ci_low"]
+    return (excess["diff"] - math.hypot(runs_half, interval[1] - base),
+            excess["diff"] + math.hypot(runs_half, base - interval[0]))
 
 
 def leakage_excess(runs: pd.DataFrame, heldout: list[dict], source: str = "tail",
                    target: str = "head") -> pd.DataFrame:
     """Per variant: samples of group `source` classified into group `target`, against the
     held-out images' own rate: mean over runs, the held-out rate, their ratio, and the
-    excess (samples - held-out) with a t-based 95 % interval over runs."""
-    base = heldout_rate(heldout, source, target)
+    excess (samples - held-out) with a 95 % interval that holds both the spread over runs and
+    the held-out rate's own exact interval (`heldout_low`, `heldout_high`; `excess_interval`)."""
+    base, n_heldout = heldout_rate(heldout, source, target)
+    interval = rate_interval(base, n_heldout)
     metric = f"misclassified_into:{target}"
     by = [c for c in ("variant", "guidance", "protocol") if c in runs.columns]
     sub = runs[(runs["metric"] == metric) & (runs["scope"] == source)].dropna(subset=["value"])
@@ -108,14 +132,16 @@ def leakage_excess(runs: pd.DataFrame, heldout: list[dict], source: str = "tail"
     for key, frame in sub.groupby(by, sort=False):
         values = frame["value"].to_numpy(dtype=float)
         excess = paired_difference(values - base, metric)
-        verdict = ("above held-out" if excess["ci_low"] is not None and excess["ci_low"] > 0
-                   else "below held-out" if excess["ci_high"] is not None and excess["ci_high"] < 0
-                   else "not distinguishable from held-out" if len(values) > 1 else excess["verdict"])
+        both = excess_interval(excess, base, interval)
+        verdict = (excess["verdict"] if both is None else "above held-out" if both[0] > 0
+                   else "below held-out" if both[1] < 0 else "not distinguishable from held-out")
         rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "source": source,
                      "target": target, "samples": float(values.mean()),
                      "samples_sd": float(values.std(ddof=1)) if len(values) > 1 else None,
-                     "heldout": base, "ratio": float(values.mean() / base) if base > 0 else None,
-                     **{k: excess[k] for k in ("diff", "ci_low", "ci_high", "pairs")}, "verdict": verdict})
+                     "heldout": base, "heldout_low": interval[0], "heldout_high": interval[1],
+                     "ratio": float(values.mean() / base) if base > 0 else None,
+                     "diff": excess["diff"], "ci_low": None if both is None else both[0],
+                     "ci_high": None if both is None else both[1], "pairs": excess["pairs"], "verdict": verdict})
     return pd.DataFrame(rows)
 
 

@@ -557,7 +557,8 @@ def phenomenon_table(r: Report) -> pd.DataFrame:
             "95% CI (gap)": "" if g is None else _interval(g["ci_low"], g["ci_high"], 1.0),
             "gap verdict": "" if g is None else g["verdict"],
             f"{source}->{target} samples": "" if k is None else _share(k["samples"], k["samples_sd"]),
-            f"{source}->{target} held-out": "" if k is None else _share(k["heldout"], None),
+            f"{source}->{target} held-out": "" if k is None else
+            f"{_share(k['heldout'], None)} [{k['heldout_low'] * 100:.3g}, {k['heldout_high'] * 100:.3g}]",
             "95% CI (excess, pp)": "" if k is None else _interval(k["ci_low"], k["ci_high"], 100.0),
             "leakage verdict": "" if k is None else k["verdict"]})
     return pd.DataFrame(rows)
@@ -585,8 +586,9 @@ def phenomenon_sections(r: Report) -> list[Section]:
         f"Per variant, over its runs (paired by training and sampling seed): FID of the {source} group minus FID "
         f"of the {target} group at matched n (the matched-n records), with a t-based 95 % interval; and the share "
         f"of {source} samples the classifier assigns to a {target} class (mean ± sd over runs) against the same "
-        f"share of the real held-out {source} images, which is the classifier's own error: 'above held-out' when "
-        f"the interval of the excess (samples - held-out, in percentage points) lies above 0.",
+        f"share of the real held-out {source} images, which is the classifier's own error, with its exact 95 % "
+        f"interval: 'above held-out' when the interval of the excess (samples - held-out, in percentage points, "
+        f"holding both the spread over runs and the held-out rate's interval) lies above 0.",
         phenomenon_table(r), page="main")]
 
 

@@ -87,7 +87,7 @@ def leakage_runs(values):
 
 
 def test_leakage_excess_compares_samples_with_the_heldout_images_own_rate():
-    heldout = [{"scope": "tail", "metric": "misclassified_into:head", "value": 0.01}]
+    heldout = [{"scope": "tail", "metric": "misclassified_into:head", "value": 0.01, "n_gen": 10_000}]
     [row] = leakage_excess(leakage_runs([0.05, 0.06, 0.07]), heldout).to_dict("records")
     assert row["samples"] == pytest.approx(0.06)
     assert row["heldout"] == 0.01
@@ -96,6 +96,21 @@ def test_leakage_excess_compares_samples_with_the_heldout_images_own_rate():
     assert row["verdict"] == "above held-out"
     [row] = leakage_excess(leakage_runs([0.0, 0.02, 0.01]), heldout).to_dict("records")
     assert row["verdict"] == "not distinguishable from held-out"
+
+
+def test_the_leakage_verdict_weighs_the_heldout_rates_own_sampling_error():
+    """2 of 250 held-out images (0.8 %, exact interval [0.10 %, 2.86 %]) against DDPM's 4.53 ±
+    1.47 % over 3 runs: the runs' interval alone, [+0.07, +7.4] points, called it 'above held-out';
+    with the held-out rate's error the excess interval holds 0."""
+    from cbdm.phenomenon import rate_interval
+
+    assert rate_interval(2 / 250, 250) == pytest.approx((0.000970, 0.02862), rel=2e-3)
+    heldout = [{"scope": "tail", "metric": "misclassified_into:head", "value": 2 / 250, "n_gen": 250}]
+    [row] = leakage_excess(leakage_runs([0.0306, 0.0453, 0.0600]), heldout).to_dict("records")
+    assert row["verdict"] == "not distinguishable from held-out" and row["ci_low"] < 0 < row["ci_high"]
+    assert (row["heldout_low"], row["heldout_high"]) == pytest.approx((0.000970, 0.02862), rel=2e-3)
+    [row] = leakage_excess(leakage_runs([0.085, 0.10, 0.115]), heldout).to_dict("records")
+    assert row["verdict"] == "above held-out"
 
 
 def test_leakage_excess_refuses_heldout_records_without_the_rate():
