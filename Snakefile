@@ -5,6 +5,7 @@
 from snakemake.utils import min_version
 
 from cbdm.config import DEFAULT_CONFIG
+from cbdm.workflow import check_profile_placeholders
 
 min_version("8.0")
 
@@ -53,6 +54,15 @@ localrules:
     longtail,
     report,
     provenance,
+
+
+# The container image is known only once the run starts (Snakemake 9 fills its remote execution
+# settings after parsing), which is still before any job is submitted or any pod pulls it.
+onstart:
+    try:
+        check_profile_placeholders({"container-image": workflow.remote_execution_settings.container_image})
+    except ValueError as err:
+        raise WorkflowError(str(err))
 
 
 # User rules that build external variants (README: "Adding a variant by declaring a rule").

@@ -63,43 +63,55 @@ def check_profile_placeholders(settings: dict[str, str | None]) -> None:
                          f"bucket and image in the profile's config.yaml (e.g. profiles/kubernetes/config.yaml)")
 
 
-def claim_gpus(count: int, available: int, lock_dir: Path = GPU_LOCKS) -> tuple[list[int], list]:
-    """Claim `count` free GPU slots out of `available` with exclusive file locks, held until the
-    returned handles are closed (or the process ends). Snakemake schedules GPU jobs by a `gpu`
+def claim_gpus(count: int, devices: list[str], lock_dir: Path = GPU_LOCKS) -> tuple[list[str], list]:
+    """Claim `count` of the GPUs `devices` (their CUDA ids) with exclusive file locks, held until
+    the returned handles are closed (or the process ends). Snakemake schedules GPU jobs by a `gpu`
     resource count but does not say which GPU a job gets; the locks make concurrent jobs on one
-    machine take different ones."""
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    slots, handles = [], []
-    for slot in range(available):
-        handle = open(lock_dir / f"gpu{slot}.lock", "w")
+    machine take different ones. Lock files are shared by every user of the machine (mode 666)."""
+    lock_dir.mkdir(mode=0o1777, parents=True, exist_ok=True)
+    chosen, handles = [], []
+    for device in devices:
+        path = lock_dir / f"gpu{device}.lock"
+        handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o666), "w")
+        with contextlib.suppress(PermissionError):
+            os.chmod(path, 0o666)  # the umask may have narrowed it; another user's job must open it
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
             continue
-        slots.append(slot)
+        chosen.append(device)
         handles.append(handle)
-        if len(slots) == count:
-            return slots, handles
+        if len(chosen) == count:
+            return chosen, handles
     for handle in handles:
         handle.close()
-    raise RuntimeError(f"no {count} free GPU(s) among {available}: more GPU jobs run than the `gpu` resource "
-                       f"allows; run snakemake with --resources gpu={available}")
+    raise RuntimeError(f"no {count} free GPU(s) among {len(devices)} ({','.join(devices)}): more GPU jobs run "
+                       f"than the `gpu` resource allows; run snakemake with --resources gpu={len(devices)}")
+
+
+def job_devices() -> list[str]:
+    """The GPUs a job may take: those CUDA_VISIBLE_DEVICES lists where it is set (inside an
+    allocation or a container), else every GPU of the machine."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip()]
+    return [str(i) for i in range(visible_gpus())]
 
 
 @contextlib.contextmanager
 def job(snakemake):
     """Run a rule's body with stdout/stderr (Python's and C's) going to the rule's log file,
-    torch limited to the rule's threads and, on a machine with more GPUs than the job asked
-    for, CUDA_VISIBLE_DEVICES set to GPUs no other job holds. An error is written to the log
+    torch limited to the rule's threads and, for a GPU job, CUDA_VISIBLE_DEVICES set to GPUs no
+    other job holds (among those already listed there, where it is set). An error is written to the log
     and raised again with the console restored, so Snakemake shows it too."""
     log_path = snakemake.log[0]
     os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
     gpus = int(snakemake.resources.get("gpu", 0) or 0)
-    held = []
-    if gpus and "CUDA_VISIBLE_DEVICES" not in os.environ and visible_gpus() > gpus:
-        slots, held = claim_gpus(gpus, visible_gpus())
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, slots))
+    held, devices = [], job_devices() if gpus else []
+    if gpus and len(devices) >= gpus:  # a job taking every GPU claims them too, so no other job does
+        chosen, held = claim_gpus(gpus, devices)
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(chosen)
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)

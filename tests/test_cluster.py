@@ -1,6 +1,7 @@
 """The SLURM profile against a fake cluster: sbatch, sacct and friends on PATH record what
 Snakemake submits; nothing is run, every job is reported failed, and the test reads the
 sbatch lines."""
+import contextlib
 import json
 import os
 import subprocess
@@ -150,14 +151,43 @@ def planned_jobs(output: str) -> dict[str, list[tuple[str, str]]]:
 def test_concurrent_jobs_claim_different_gpus(tmp_path):
     from cbdm.workflow import claim_gpus
 
-    first, held_first = claim_gpus(1, 3, tmp_path)
-    second, held_second = claim_gpus(2, 3, tmp_path)
-    assert first == [0] and second == [1, 2]
+    first, held_first = claim_gpus(1, ["0", "1", "2"], tmp_path)
+    second, held_second = claim_gpus(2, ["0", "1", "2"], tmp_path)
+    assert first == ["0"] and second == ["1", "2"]
     with pytest.raises(RuntimeError, match="--resources gpu=3"):
-        claim_gpus(1, 3, tmp_path)  # every GPU is held
+        claim_gpus(1, ["0", "1", "2"], tmp_path)  # every GPU is held
     for handle in held_first:
         handle.close()
-    assert claim_gpus(1, 3, tmp_path)[0] == [0]  # freed when the job ends
+    assert claim_gpus(1, ["0", "1", "2"], tmp_path)[0] == ["0"]  # freed when the job ends
+    assert (tmp_path / "gpu0.lock").stat().st_mode & 0o777 == 0o666  # other users' jobs open it too
+
+
+def test_jobs_inside_an_allocation_claim_among_the_gpus_it_lists(tmp_path, monkeypatch):
+    """With CUDA_VISIBLE_DEVICES=4,5,6,7 already set (salloc, a container), every job kept all four
+    and ran on the first; and a job taking every GPU took no lock, so another job got one of them."""
+    import cbdm.workflow as wf
+
+    monkeypatch.setattr(wf, "GPU_LOCKS", tmp_path)
+    monkeypatch.setattr(wf.claim_gpus, "__defaults__", (tmp_path,))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+
+    class Job:
+        def __init__(self, gpus):
+            self.resources, self.threads, self.log = {"gpu": gpus}, 1, [str(tmp_path / f"job{gpus}.log")]
+
+    def start(stack, gpus):  # each job is its own process, started with the allocation's list
+        os.environ["CUDA_VISIBLE_DEVICES"] = "4,5,6,7"
+        stack.enter_context(wf.job(Job(gpus)))
+        return os.environ["CUDA_VISIBLE_DEVICES"]
+
+    with contextlib.ExitStack() as stack:
+        assert (start(stack, 1), start(stack, 2)) == ("4", "5,6")
+        with pytest.raises(RuntimeError, match="no 4 free GPU"):
+            start(stack, 4)  # a job taking every GPU waits for none of them to be held
+    with contextlib.ExitStack() as stack:
+        assert start(stack, 4) == "4,5,6,7"
+        with pytest.raises(RuntimeError, match="no 1 free GPU"):
+            start(stack, 1)
 
 
 def test_gpu_rules_declare_their_gpus_memory_and_runtime(tmp_path, repo):
@@ -169,3 +199,18 @@ def test_gpu_rules_declare_their_gpus_memory_and_runtime(tmp_path, repo):
     assert all("gpu=0" in r for _, r in jobs["prepare_source"])
     # small GPU jobs share a GPU on one machine (the default profile limits gpu_shared)
     assert all("gpu=0," in r and "gpu_shared=1," in r for _, r in jobs["metrics"] + jobs["features_samples"])
+
+
+@pytest.mark.slow
+def test_the_workflow_refuses_a_placeholder_container_image_before_any_job(tmp_path, repo):
+    """Snakemake fills the container image in after parsing, where the check used to look: the
+    shipped YOUR-REGISTRY image passed, and pods would have pulled it."""
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "--cores", "1",
+                             "--configfile", str(repo / "tests/data/tiny.yaml"), "--config",
+                             f"extensions=[{repo / 'workflow/extensions/balanced_resampling.smk'}]",
+                             "--container-image", "YOUR-REGISTRY/cbdm:latest"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "still holds placeholder(s) container-image: YOUR-REGISTRY/cbdm:latest" in output
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("*.npz"))
