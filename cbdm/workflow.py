@@ -68,7 +68,9 @@ def claim_gpus(count: int, devices: list[str], lock_dir: Path = GPU_LOCKS) -> tu
     the returned handles are closed (or the process ends). Snakemake schedules GPU jobs by a `gpu`
     resource count but does not say which GPU a job gets; the locks make concurrent jobs on one
     machine take different ones. Lock files are shared by every user of the machine (mode 666)."""
-    lock_dir.mkdir(mode=0o1777, parents=True, exist_ok=True)
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(PermissionError):
+        os.chmod(lock_dir, 0o1777)  # like /tmp: every user's jobs create their locks here
     chosen, handles = [], []
     for device in devices:
         path = lock_dir / f"gpu{device}.lock"

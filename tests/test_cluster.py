@@ -160,6 +160,7 @@ def test_concurrent_jobs_claim_different_gpus(tmp_path):
         handle.close()
     assert claim_gpus(1, ["0", "1", "2"], tmp_path)[0] == ["0"]  # freed when the job ends
     assert (tmp_path / "gpu0.lock").stat().st_mode & 0o777 == 0o666  # other users' jobs open it too
+    assert tmp_path.stat().st_mode & 0o1777 == 0o1777  # and create theirs beside it
 
 
 def test_jobs_inside_an_allocation_claim_among_the_gpus_it_lists(tmp_path, monkeypatch):
