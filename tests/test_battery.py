@@ -25,6 +25,7 @@ BASE = {
                             "longtail": {"imbalance_factor": 5, "n_max": 60},
                             "groups": {"head": [0, 1, 2, 3, 4], "tail": [5, 6, 7, 8, 9]}}},
     "diffusion": {"num_timesteps": 100},
+    "training": {"warmup_steps": 10},  # under the default 1,000 steps: no warm-up warning in the way
     "sampling": {"sampler": "ddim", "steps": 5},
     "evaluation": {"protocols": {"ours": {"labels": "exact", "num_samples": 120}}},
     "variants": {"ddpm": {"losses": [{"name": "eps_mse"}]},
