@@ -157,10 +157,14 @@ def _explain(error: jsonschema.ValidationError) -> tuple[list, str]:
 
 
 def _is_number_text(value) -> bool:
+    """A string YAML kept as text that reads as a number ('1.5' quoted)."""
+    if not isinstance(value, str):
+        return False
     try:
-        return isinstance(value, str) and float(value) is not None
+        float(value)
     except ValueError:
         return False
+    return True
 
 
 def section_problem(section: dict, definition: str, where: str) -> None:

@@ -55,8 +55,12 @@ def _variants(agg: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(agg["variant"]))
 
 
+def _max_runs(agg: pd.DataFrame) -> int:
+    return int(agg["runs"].max()) if len(agg) else 1
+
+
 def _runs_note(agg: pd.DataFrame) -> str:
-    runs = int(agg["runs"].max()) if len(agg) else 1
+    runs = _max_runs(agg)
     return f"bands / error bars: ± sd over {runs} runs" if runs > 1 else "one run: no interval over seeds"
 
 
@@ -122,7 +126,7 @@ def plot_per_class(agg: pd.DataFrame, class_counts: list[int], groups: dict, pat
         ax.set_ylabel(f"per-class {records.metric(metric).scaled_label}{interval}")
     _class_axis(axes[1], order, class_counts)
     axes[0].legend(fontsize=7, ncol=2)
-    runs = int(agg["runs"].max()) if len(agg) else 1
+    runs = _max_runs(agg)
     bands = f"bands: ± sd over {runs} runs" if runs > 1 else "one run: no band over seeds"
     axes[0].set_title(f"Quality per class against training count\n({bands}; vertical lines: KID's bootstrap "
                       f"95 % interval{', mean over runs' if runs > 1 else ''})", fontsize=10)

@@ -279,9 +279,13 @@ def source_state(path: str) -> str:
     from .fingerprint import fingerprint
 
     root = Path(path)
-    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
-    return fingerprint([(p.relative_to(root).as_posix() if root.is_dir() else p.name, p.stat().st_size,
-                         p.stat().st_mtime_ns) for p in files if p.exists()])
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root] * root.exists()
+    state = []
+    for file in files:
+        stat = file.stat()  # one call per file: a folder may hold 50k images
+        state.append((file.relative_to(root).as_posix() if root.is_dir() else file.name, stat.st_size,
+                      stat.st_mtime_ns))
+    return fingerprint(state)
 
 
 def import_samples(*, source: str, fmt: str, resize: bool, labels: str, num_samples: int,
