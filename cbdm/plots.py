@@ -347,6 +347,10 @@ def _pairs_image(gen: np.ndarray, train: np.ndarray, threshold: float) -> tuple[
     # Only the few shown samples need to know which training image is the nearest.
     nearest = {i: int(((b - a[i]) ** 2).sum(axis=1).argmin()) for i in shown}
     tiles = np.stack([img for i in shown for img in (gen[i], train[nearest[i]])])
+    # Blank (white) pairs up to MEMORIZATION_PAIRS rows: every panel then draws its images at one
+    # scale, instead of one pair filling the panel that three pairs share elsewhere.
+    blank = np.full((2 * (MEMORIZATION_PAIRS - len(shown)), *tiles.shape[1:]), 255, dtype=tiles.dtype)
+    tiles = np.concatenate([tiles, blank])
     grid = make_grid(torch.from_numpy(tiles).float() / 255.0, nrow=2, padding=GRID_GUTTER, pad_value=1.0)
     label = (f"{len(flagged)}/{len(gen)} flagged" if len(flagged) else "none flagged; closest") + \
         f"\nd={dist[shown[0]]:.2f}, threshold {threshold:.2f}"

@@ -69,6 +69,7 @@ def image_files(tmp_path, num_classes: int) -> tuple[dict, str]:
     samples = rng.integers(0, 256, (len(labels), 1, 8, 8), dtype=np.uint8)
     last = num_classes - 1  # the smallest class: its first sample is a copy of a training image
     samples[np.where(labels == last)[0][0]] = train[train_labels == last][0]
+    samples[np.where(labels == last - 1)[0][:2]] = train[train_labels == last - 1][0]  # two pairs there
     write_npz(tmp_path / "samples.npz", images=samples, labels=labels)
     return {v: str(tmp_path / "samples.npz") for v in VARIANTS}, str(tmp_path / "train.npz")
 
@@ -127,6 +128,8 @@ def test_every_plot_is_written(tmp_path, figures, num_classes, runs, guidances):
     smallest = f"class {num_classes - 1} (n={counts[-1]})"
     copied = [ax for ax in memorization if ax.get_title() == smallest]
     assert copied and all(ax.get_xlabel().startswith("1/4 flagged") for ax in copied)
+    shapes = {ax.get_images()[0].get_array().shape for ax in memorization if ax.get_images()}
+    assert len(shapes) == 1  # one image scale, however many pairs a panel shows
 
 
 def test_tail_classes_and_group_boundaries():
