@@ -232,18 +232,26 @@ def group_boundaries(groups: dict, num_classes: int) -> list[float]:
     return [c + 0.5 for c in range(num_classes - 1) if member[c] != member[c + 1]]
 
 
-def _confusion_panel(fig, ax, counts: np.ndarray, groups: dict, variant: str) -> None:
-    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    off = np.ma.masked_array(rates, mask=np.eye(len(rates), dtype=bool))
+def _row_rates(counts: np.ndarray) -> np.ndarray:
+    return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+
+
+def _off_diagonal(rates: np.ndarray) -> np.ma.MaskedArray:
+    return np.ma.masked_array(rates, mask=np.eye(len(rates), dtype=bool))
+
+
+def _confusion_panel(fig, ax, counts: np.ndarray, groups: dict, variant: str, vmax: float) -> None:
+    rates = _row_rates(counts)
+    off = _off_diagonal(rates)
     cmap = matplotlib.colormaps["magma_r"].with_extremes(bad="#d9d9d9")
-    image = ax.imshow(off, cmap=cmap, vmin=0, vmax=max(float(off.max() or 0), 0.01))
+    image = ax.imshow(off, cmap=cmap, vmin=0, vmax=vmax)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the row's samples")
     for pos in group_boundaries(groups, len(rates)):
         ax.axhline(pos, color="#1f77b4", lw=1.5)
         ax.axvline(pos, color="#1f77b4", lw=1.5)
     if len(rates) <= NUMBERS_MAX_CLASSES:
         for i, j in np.ndindex(rates.shape):
-            colour = "white" if i != j and rates[i, j] > 0.6 * off.max() else "black"
+            colour = "white" if i != j and rates[i, j] > 0.6 * vmax else "black"
             ax.text(j, i, f"{rates[i, j]:.2f}", ha="center", va="center", fontsize=6, color=colour)
     if len(rates) <= GRID_MAX_CLASSES:  # every class labelled where the labels fit
         ax.set_xticks(range(len(rates)))
@@ -255,17 +263,20 @@ def _confusion_panel(fig, ax, counts: np.ndarray, groups: dict, variant: str) ->
 
 def plot_confusions(confusions: dict[str, np.ndarray], groups: dict, path: str) -> None:
     """Classifier confusion of generated samples, diagonal greyed (its number is the class's
-    accuracy) so the colour scale shows the leakage between classes; lines divide the groups."""
+    accuracy) so the colour scale shows the leakage between classes; lines divide the groups.
+    One colour scale for every panel: a colour means the same share in each variant."""
+    confusions = {v: np.asarray(c, float) for v, c in confusions.items()}
+    vmax = max([float(_off_diagonal(_row_rates(c)).max() or 0) for c in confusions.values()] + [0.01])
     n = len(confusions)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.2 * rows), squeeze=False)
     for ax, (variant, counts) in zip(axes.flat, confusions.items()):
-        _confusion_panel(fig, ax, np.asarray(counts, float), groups, variant)
+        _confusion_panel(fig, ax, counts, groups, variant, vmax)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.suptitle("Leakage between classes: row-normalised confusion of generated samples, diagonal in grey;\n"
-                 "blue lines divide the class groups", fontsize=10)
+                 "blue lines divide the class groups; one colour scale for all panels", fontsize=10)
     fig.tight_layout()
     _save(fig, path)
 

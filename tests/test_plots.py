@@ -150,3 +150,15 @@ def test_a_class_interval_that_does_not_hold_the_mean_over_runs_is_drawn_as_it_i
     segments = [c for c in figures["per_class.png"].axes[1].collections if hasattr(c, "get_segments")]
     lows = sorted(min(s[:, 1]) for c in segments for s in c.get_segments() if len(s) == 2 and s[0, 0] == s[1, 0])
     assert lows == pytest.approx(sorted(agg.loc[kid, "ci_low"] * 1e3))  # KID is shown x 1e3
+
+
+def test_confusion_panels_share_one_colour_scale(tmp_path, figures):
+    """A colour must mean the same share in every variant's panel: with a scale per panel, a
+    variant with 4 % leakage looked as dark as one with 16 %."""
+    low, high = np.eye(4) * 96 + 1, np.eye(4) * 80 + 1
+    high[3, 0] += 20  # class 3 puts 21 of its 104 samples in class 0
+    plots.plot_confusions({"low": low, "high": high}, {"head": [0, 1], "tail": [2, 3]},
+                          str(tmp_path / "confusion.png"))
+    panels = [ax for ax in figures["confusion.png"].axes if ax.get_images()]
+    assert len(panels) == 2
+    assert [ax.get_images()[0].get_clim() for ax in panels] == [(0, pytest.approx(21 / 104))] * 2
