@@ -2,7 +2,7 @@
 precision/recall for all classes, every group, every class, the groups at matched n, with the
 paper config's evaluation settings) on random features with class structure, on the job's device.
 Prints the seconds of each kind of scope, so that a CPU run at a smaller size can be extrapolated
-(--estimate-from: see benchmarks/README.md, "Evaluation at the paper's scale").
+(--estimate-for: see benchmarks/README.md, "Evaluation at the paper's scale").
 
     python benchmarks/bench_metrics.py                                  # 50k x 2048, 100 classes, GPU
     python benchmarks/bench_metrics.py --samples 5000 --device cpu      # the CPU measurement
