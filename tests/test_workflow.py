@@ -243,3 +243,32 @@ def test_more_feature_threads_leave_the_feature_jobs_params_alone(tmp_path, repo
         params.append({(j.rule.name, tuple(j.wildcards.items())): dict(j.params)
                        for j in planned_dag_jobs(repo, tmp_path, path) if j.rule.name.startswith("features_")})
     assert params[0] and params[0] == params[1]
+
+
+def _planned_params(repo, tmp_path, config: dict, rules: tuple[str, ...]) -> dict:
+    path = tmp_path / f"p{len(list(tmp_path.glob('p*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return {(j.rule.name, tuple(j.wildcards.items())): dict(j.params)
+            for j in planned_dag_jobs(repo, tmp_path, path) if j.rule.name in rules}
+
+
+def test_settings_a_job_does_not_read_leave_its_params_alone(tmp_path, repo, tiny_config):
+    """Snakemake reruns a job whose params change, and everything downstream of it: new class
+    groups used to retrain every model (prepare_source took the whole dataset entry), a second
+    imbalance factor to rebuild the first, and Inception's keys to retrain the classifier that
+    the classifier extractor uses."""
+    config = yaml.safe_load(open(tiny_config))
+    upstream = ("prepare_source", "longtail", "train", "sample", "train_classifier", "features_samples",
+                "features_reference")
+    before = _planned_params(repo, tmp_path, config, upstream)
+    dataset = config["datasets"]["digits"]
+    regrouped = {**config, "datasets": {"digits": {**dataset, "groups": {"head": [0, 1, 2],
+                                                                        "tail": [3, 4, 5, 6, 7, 8, 9]}}}}
+    two_factors = {**config, "datasets": {"digits": {**dataset, "longtail": {**dataset["longtail"],
+                                                                              "imbalance_factor": [5, 10]}}}}
+    inception_keys = {**config, "features": {**config["features"], "inception_preprocessing": "pytorch_fid"}}
+    assert before
+    assert _planned_params(repo, tmp_path, regrouped, upstream) == before
+    assert _planned_params(repo, tmp_path, inception_keys, upstream) == before
+    grown = _planned_params(repo, tmp_path, two_factors, upstream)
+    assert {job: grown[job] for job in before} == before

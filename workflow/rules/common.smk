@@ -138,6 +138,18 @@ def dataset_spec(wildcards):
     return config["datasets"][wildcards.dataset]
 
 
+def source_spec(wildcards):
+    """What the job's prepared source depends on: its dataset entry less the long tail and the
+    class groups, which every job downstream of it would otherwise rerun for (training included)."""
+    return {key: value for key, value in dataset_spec(wildcards).items() if key not in ("longtail", "groups")}
+
+
+def longtail_spec(wildcards):
+    """The long-tail settings of one imbalance factor's job: the list of factors is left out, so
+    that adding a factor does not rebuild the others."""
+    return {key: value for key, value in dataset_spec(wildcards)["longtail"].items() if key != "imbalance_factor"}
+
+
 def num_classes(wildcards):
     """Classes of the job's {dataset}."""
     return NUM_CLASSES[config["datasets"][wildcards.dataset]["source"]]
@@ -222,8 +234,17 @@ def sampling_settings(variant, labelset):
 
 # features.smk
 
-# What a features job's output depends on: `threads` is how fast, not what (see NOT_A_CELLS_SETTING).
-FEATURES_SETTINGS = {key: value for key, value in config["features"].items() if key != "threads"}
+# The domain classifier's recipe (train_classifier, and the diagnostics' CAS classifiers): it is
+# trained whatever the extractor, so Inception's keys are left out; `threads` stays, since the thread
+# count changes its weights.
+CLASSIFIER_SETTINGS = {key: config["features"][key] for key in ("feature_dim", "epochs", "batch_size", "lr", "seed",
+                                                                 "threads")}
+
+# What a features job's output depends on: the extractor, and Inception's keys only when it is the
+# extractor; `threads` is how fast, not what (see NOT_A_CELLS_SETTING).
+FEATURES_SETTINGS = {key: value for key, value in config["features"].items()
+                     if key != "threads" and (config["features"]["extractor"] == "inception"
+                                              or not key.startswith("inception_"))}
 
 
 # metrics.smk

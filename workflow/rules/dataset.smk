@@ -8,7 +8,7 @@ rule prepare_source:
         npz=SOURCE_NPZ,
         json=SOURCE_JSON,
     params:
-        spec=dataset_spec,
+        spec=source_spec,
     resources:
         **stage_resources("other"),
     log:
@@ -29,7 +29,7 @@ rule longtail:
         npz=TRAIN_NPZ,
         manifest=MANIFEST,
     params:
-        longtail=lambda wc: dataset_spec(wc)["longtail"],
+        longtail=longtail_spec,
         imbalance_factor=imbalance_factor,
     resources:
         **stage_resources("other"),

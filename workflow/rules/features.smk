@@ -10,7 +10,7 @@ rule train_classifier:
         model=CLASSIFIER,
         report=f"{RESULTS}/classifier/{{dataset}}/classifier.json",
     params:
-        features_cfg=config["features"],
+        features_cfg=CLASSIFIER_SETTINGS,
         device=config["device"],
         num_classes=num_classes,
     threads: config["features"]["threads"]
