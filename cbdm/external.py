@@ -24,7 +24,7 @@ def suite_paths(config: dict, dataset: str, imb: str, reference: str) -> dict[st
     """The workflow's files this evaluation reads (the rules' own patterns, cbdm.workflow.suite_paths)."""
     patterns = workflow_paths(config["suite"])
     return {key: patterns[key].format(dataset=dataset, imb=imb, reference=reference)
-            for key in ("classifier", "source_json", "manifest", "reference", "reference_stats")}
+            for key in ("classifier", "source_npz", "source_json", "manifest", "reference", "reference_stats")}
 
 
 def choose(config: dict, dataset: str | None, imb: float | None, protocol: str | None) -> tuple[str, str, str]:
@@ -90,7 +90,8 @@ def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, prot
                           num_samples=proto["num_samples"],
                           class_counts=read_json(paths["manifest"])["class_counts"],
                           image_shape=read_json(paths["source_json"])["image_shape"],
-                          class_names=CLASS_NAMES[spec["source"]], out_npz=str(out / "samples.npz"))
+                          class_names=CLASS_NAMES[spec["source"]], source_npz=paths["source_npz"],
+                          out_npz=str(out / "samples.npz"))
     extract_features(features_cfg=config["features"], classifier_path=paths["classifier"],
                      images_npz=str(out / "samples.npz"), prefix="", device=device,
                      out_npz=str(out / "features.npz"))
@@ -141,7 +142,7 @@ def evaluate_external(*, configfile: str, samples: str, name: str, protocol: str
     dataset, imb, protocol = choose(config, dataset, imb, protocol)
     reference = config["evaluation"]["protocols"][protocol]["reference"]
     paths = suite_paths(config, dataset, imb, reference)
-    needed = ["classifier", "source_json", "manifest"] + ([] if ref_stats else ["reference"])
+    needed = ["classifier", "source_npz", "source_json", "manifest"] + ([] if ref_stats else ["reference"])
     build_inputs(configfile, [paths[k] for k in needed], cores)
     metrics = score(config=config, samples=samples, name=name, dataset=dataset, imb=imb, protocol=protocol,
                     paths=paths, fmt=fmt, resize=resize, ref_stats=ref_stats, device=config["device"])

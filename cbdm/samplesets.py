@@ -204,6 +204,73 @@ def check_pixel_range(images: np.ndarray, path: Path) -> None:
                              f"[0, 1] cast to uint8 without scaling? save (255 * x).round() as uint8")
 
 
+# Intensity checks of a whole imported set against the real training images (the prepared
+# source's balanced pool), for conversions that keep uint8 and the shape but change what the
+# pixel values mean. Each refuses only a signature that generated images do not have, however
+# poor the generator (an untrained model's clamped noise, a background a few levels off):
+# - ceiling: no pixel of the set above CEILING x the reference's 99th percentile. A 0..16
+#   (sklearn's digits) or 0..127 (half range) scale stays at 6 % or 50 % of 255; any generator
+#   of natural images, even a dim one, has some pixel within 60 % of the bright end over a set.
+# - only 0, 1 and 255 (all but 0.1 % of pixels, with 1 and 255 both present) where the
+#   reference has more than 10 % of other values: [-1, 1] cast to uint8 without scaling
+#   (-1 -> 255, between -> 0, 1 -> 1). A binarised generator makes 0 and 255, never 1.
+# - background: where one value holds BACKGROUND of the reference's pixels (0 for digits and
+#   Fashion-MNIST; CIFAR has none, so nothing is checked there), a set that holds under a tenth
+#   of that share at that value but at least half of it at another value has its background
+#   somewhere else: (255 * x).astype(uint8) of [-1, 1] images wraps -1 to 1; inverted images
+#   move it to 255 - b (their share at b is the reference's share at 255 - b, 9 % for digits'
+#   strokes, so for them under a quarter is enough). A generator with a noisy background
+#   spreads it over several values and keeps many at b; the suite's own samples keep 21-38 %
+#   at 0 against the pool's 49 %.
+# A mean check would not add a safe signature: an untrained model's noise has a mean near 128.
+CEILING, BACKGROUND = 0.6, 0.2
+
+
+def pixel_shares(images: np.ndarray) -> np.ndarray:
+    """The share of each value 0..255 among all pixels of uint8 `images`."""
+    counts = np.bincount(images.ravel(), minlength=256)
+    return counts / counts.sum()
+
+
+def scale_problem(have: np.ndarray, ref: np.ndarray) -> str:
+    """What is wrong with a set whose pixel shares `have` are on another scale than `ref`'s ('' if not)."""
+    high, bright = int(np.nonzero(have)[0].max()), int(np.searchsorted(np.cumsum(ref), 0.99))
+    if high < CEILING * bright:
+        return (f"no pixel is above {high}, while the training images' brightest 1 % reach {bright}: images on "
+                f"another scale (0..16 as sklearn's digits, 0..127)? save them scaled to 0..255 as uint8")
+    if have[[0, 1, 255]].sum() > 0.999 and min(have[1], have[255]) > 0.001 and ref[[0, 1, 255]].sum() < 0.9:
+        return (f"{have[[0, 1, 255]].sum():.1%} of the pixels are 0, 1 or 255 ({have[255]:.0%} at 255, "
+                f"{have[1]:.0%} at 1): were images in [-1, 1] cast to uint8 without scaling (-1 becomes 255)? "
+                f"save ((x + 1) * 127.5).round() as uint8")
+    return ""
+
+
+def background_problem(have: np.ndarray, ref: np.ndarray) -> str:
+    """What is wrong with a set whose background is not at the reference's background value ('' if not)."""
+    b, m = int(ref.argmax()), int(have.argmax())
+    if ref[b] < BACKGROUND or have[m] < ref[b] / 2 or have[b] >= ref[b] / (4 if m == 255 - b else 10):
+        return ""
+    if m == 255 - b:
+        hint = "inverted images (255 - x)? invert them back"
+    elif (b, m) == (0, 1):
+        hint = ("images in [-1, 1] saved as (255 * x).astype(uint8), which wraps -1 to 1? save "
+                "((x + 1) * 127.5).round().clip(0, 255) as uint8")
+    else:
+        hint = "another intensity mapping? save them on the training images' 0..255 scale"
+    return (f"{have[b]:.1%} of the pixels are {b}, the training images' background value ({ref[b]:.0%} of theirs), "
+            f"and {have[m]:.0%} are {m}: {hint}")
+
+
+def check_intensity(images: np.ndarray, reference: np.ndarray, path: Path) -> None:
+    """Refuse a set whose pixel values are on another scale or mapping than the real training
+    images' (the signatures above): such a set is scored without error, with wrong numbers
+    (an FID better than the true one, for the wrapped [-1, 1] cast)."""
+    have, ref = pixel_shares(images), pixel_shares(reference)
+    problem = scale_problem(have, ref) or background_problem(have, ref)
+    if problem:
+        raise SampleSetError(f"{path}: {problem}")
+
+
 def conform_size(images: np.ndarray, image_shape: tuple[int, int, int], resize: bool,
                  path: Path) -> tuple[np.ndarray, str]:
     """Images at the suite's size; resized (antialiased bilinear) only when `resize`."""
@@ -227,8 +294,9 @@ def conform_size(images: np.ndarray, image_shape: tuple[int, int, int], resize: 
 
 
 def read_samples(path, *, num_classes: int, image_shape: tuple[int, int, int], class_names: list[str],
-                 fmt: str = "auto", resize: bool = False) -> Imported:
-    """A sample set in any of FORMATS as the suite's ImageSet at the suite's image shape."""
+                 fmt: str = "auto", resize: bool = False, reference: np.ndarray | None = None) -> Imported:
+    """A sample set in any of FORMATS as the suite's ImageSet at the suite's image shape; with
+    `reference` (the real training images), pixel values on another scale are refused."""
     path = Path(path)
     fmt = detect_format(path) if fmt == "auto" else fmt
     if fmt not in FORMATS:
@@ -239,6 +307,8 @@ def read_samples(path, *, num_classes: int, image_shape: tuple[int, int, int], c
     check_arrays(images, labels, num_classes, path)
     images, note = conform_size(np.ascontiguousarray(images), tuple(image_shape), resize, path)
     check_pixel_range(images, path)
+    if reference is not None:
+        check_intensity(images, reference, path)
     return Imported(ImageSet(images, labels.astype(np.int64)), fmt, note)
 
 
@@ -290,15 +360,18 @@ def source_state(path: str) -> str:
 
 def import_samples(*, source: str, fmt: str, resize: bool, labels: str, num_samples: int,
                    class_counts: list[int], image_shape: list[int], class_names: list[str],
-                   out_npz: str, source_state: str = "") -> str:
+                   out_npz: str, source_state: str = "", source_npz: str | None = None) -> str:
     """Write a user's sample set as the suite's sample .npz (images, labels, seeds = -1, a
     `note` saying where it came from and what was done to it, and `source_digest`, the digest of
     the images and labels as read, whatever their format); returns the note. `source_state`
-    (the files' state when the DAG was planned) is the rerun trigger, recorded beside them."""
-    from .dataset import array_digest
+    (the files' state when the DAG was planned) is the rerun trigger, recorded beside them.
+    `source_npz`: the prepared source.npz, whose training pool the set's pixel values are
+    checked against (check_intensity)."""
+    from .dataset import array_digest, read_image_set
 
+    reference = read_image_set(source_npz, "pool_").images if source_npz else None
     imported = read_samples(source, num_classes=len(class_counts), image_shape=tuple(image_shape),
-                            class_names=class_names, fmt=fmt, resize=resize)
+                            class_names=class_names, fmt=fmt, resize=resize, reference=reference)
     digest = array_digest(imported.images.images, imported.images.labels)
     fitted, fit_note = fit_to_protocol(imported.images, labels, num_samples, class_counts, source)
     note = "; ".join(filter(None, [f"imported from {source} ({imported.format})", imported.note, fit_note]))

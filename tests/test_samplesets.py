@@ -102,7 +102,7 @@ def score(suite, source, out_dir, num_samples=10 * PER_CLASS) -> list[dict]:
     out_dir.mkdir(exist_ok=True)
     import_samples(source=str(source), fmt="auto", resize=False, labels="exact", num_samples=num_samples,
                    class_counts=[1] * 10, image_shape=list(SHAPE), class_names=DIGITS,
-                   out_npz=str(out_dir / "samples.npz"))
+                   source_npz=str(suite["root"] / "source.npz"), out_npz=str(out_dir / "samples.npz"))
     extract_features(features_cfg=suite["config"]["features"], classifier_path=str(suite["root"] / "classifier.pt"),
                      images_npz=str(out_dir / "samples.npz"), prefix="", device="cpu",
                      out_npz=str(out_dir / "features.npz"))
@@ -255,6 +255,46 @@ def test_a_bad_npz_gives_its_named_error(tmp_path):
         read(tmp_path / "empty.npz")
     with pytest.raises(SampleSetError, match="does not exist"):
         read(tmp_path / "missing.npz")
+
+
+def c_cast(values: np.ndarray) -> np.ndarray:
+    """`values.astype(np.uint8)` as C casts floats on x86 (truncation, then modulo 256), written out
+    because numpy leaves the cast of negative floats undefined."""
+    return (np.trunc(values).astype(np.int64) % 256).astype(np.uint8)
+
+
+@pytest.mark.parametrize("convert, message", [
+    (lambda v: np.rint(v / 255 * 16).astype(np.uint8), "no pixel is above 16, while the training images' "
+                                                     "brightest 1 % reach 255: .*save them scaled to 0..255"),
+    (lambda v: v // 2, "no pixel is above 127"),
+    (lambda v: c_cast(v / 127.5 - 1), "100.0% of the pixels are 0, 1 or 255 .*were images in \\[-1, 1\\] cast"),
+    (lambda v: c_cast(255 * (v / 127.5 - 1)), "[0-9.]+% of the pixels are 0, the training images' background value "
+                                              ".* are 1: images in \\[-1, 1\\] saved as \\(255 \\* x\\).astype"),
+    (lambda v: 255 - v, "are 255: inverted images"),
+])
+def test_pixel_values_on_another_scale_than_the_training_images_are_refused(suite, tmp_path, convert, message):
+    """Real digits saved by a mistaken conversion: uint8 of the right shape, scored without error
+    (sklearn's 0..16 scale at FID 65, the wrapped [-1, 1] cast at an FID better than the truth)."""
+    heldout = read_image_set(str(suite["root"] / "source.npz"), "heldout_")
+    path = write_guided_npz(ImageSet(convert(heldout.images), heldout.labels), tmp_path / "mistaken.npz")
+    pool = read_image_set(str(suite["root"] / "source.npz"), "pool_").images
+    with pytest.raises(SampleSetError, match=f"mistaken.npz: .*{message}"):
+        read(path, reference=pool)
+    with pytest.raises(SampleSetError, match=message):
+        score(suite, path, tmp_path / "out", 300)
+
+
+def test_real_images_and_poor_generators_pass_the_intensity_check(suite, tmp_path):
+    """An untrained model's clamped noise, a background a few levels off, real images: all scored."""
+    heldout = read_image_set(str(suite["root"] / "source.npz"), "heldout_")
+    pool = read_image_set(str(suite["root"] / "source.npz"), "pool_").images
+    noise = np.clip(np.random.RandomState(0).randn(*heldout.images.shape), -1, 1)
+    lifted = np.minimum(heldout.images.astype(int) + np.random.RandomState(1).randint(0, 4, heldout.images.shape), 255)
+    for name, images in {"real": heldout.images, "noise": np.rint((noise + 1) * 127.5).astype(np.uint8),
+                         "edm_noise": (noise * 127.5 + 128).clip(0, 255).astype(np.uint8),
+                         "lifted": lifted.astype(np.uint8)}.items():
+        path = write_guided_npz(ImageSet(images, heldout.labels), tmp_path / f"{name}.npz")
+        assert read(path, reference=pool).images.images.shape == heldout.images.shape, name
 
 
 def test_a_class_with_too_few_samples_for_the_protocol_is_refused():

@@ -12,6 +12,7 @@ rule import_samples:
         samples=lambda wc: VARIANTS[wc.variant]["samples"][wc.guidance][int(wc.seed)],
         manifest=MANIFEST,
         source=SOURCE_JSON,
+        pool=SOURCE_NPZ,  # the real images the samples' pixel values are checked against
     output:
         samples=SAMPLES,
     wildcard_constraints:

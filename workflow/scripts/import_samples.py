@@ -5,4 +5,5 @@ from cbdm.workflow import job
 with job(snakemake):
     i = snakemake.input
     import_samples(**snakemake.params, source=i.samples, class_counts=read_json(i.manifest)["class_counts"],
-                   image_shape=read_json(i.source)["image_shape"], out_npz=snakemake.output.samples)
+                   image_shape=read_json(i.source)["image_shape"], source_npz=i.pool,
+                   out_npz=snakemake.output.samples)
