@@ -175,6 +175,49 @@ def matched_group_records(gen: dict, ref: dict, groups: dict, cfg: dict, device=
     return records
 
 
+# A sample set made elsewhere can carry labels shifted or permuted (1-based ids, another class
+# order) or images transposed or flipped: the metrics are computed without error, and wrong (per
+# class they compare other classes). The domain classifier, which knows the dataset's classes,
+# shows it: every features file holds its predicted classes whatever the extractor (Inception
+# features included, cbdm.features), so the check needs no extractor of its own. It writes a
+# warning into the records rather than refusing: a poor method's samples can look the same to
+# the classifier, and their numbers are still its numbers. Thresholds: accuracy at most twice
+# chance, or half the classes mostly classified as one other class (a cyclic shift moves all of
+# them, a flip or transpose most of digits'); the default suite's models score 0.90 to 0.99 with
+# every class mostly its own. Built-in sets are not checked: the tiny test configs' barely trained
+# models sit at chance, and the suite's sampler gave their labels.
+CHANCE_FACTOR, MOVED_SHARE = 2, 0.5
+
+
+def label_warning(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> str:
+    """A warning when the domain classifier's predictions say an imported set's labels or images
+    are not what the suite's classes look like ('' when they are)."""
+    present = np.unique(labels)
+    counts = confusion_matrix(labels, predicted, num_classes)
+    accuracy = np.trace(counts) / max(len(labels), 1)
+    moved = {int(c): int(counts[c].argmax()) for c in present if counts[c].argmax() != c}
+    said = []
+    if accuracy <= CHANCE_FACTOR / num_classes:
+        said.append(f"the domain classifier's accuracy on them is {accuracy:.2f}, near or below chance "
+                    f"({1 / num_classes:.2f})")
+    if len(moved) >= MOVED_SHARE * len(present):
+        pairs = ", ".join(f"{c} as {d}" for c, d in list(moved.items())[:4]) + (", ..." if len(moved) > 4 else "")
+        kind = " (a permutation of the labels)" if len(set(moved.values())) == len(moved) else ""
+        said.append(f"{len(moved)} of {len(present)} classes are mostly classified as another class{kind}: {pairs}")
+    if not said:
+        return ""
+    return (f"WARNING: {' and '.join(said)}; check that the labels are the dataset's 0-based class indices in its "
+            f"class order and that the images are not transposed, flipped or inverted")
+
+
+def with_label_warning(import_note: str, gen: dict, num_classes: int) -> str:
+    """An imported set's note with label_warning's warning added; a built-in set's ('' note) is left
+    alone: the suite's sampler gave it its labels, so a low accuracy there is the model's."""
+    if not import_note:
+        return import_note
+    return "; ".join(filter(None, [import_note, label_warning(gen["labels"], gen["predicted"], num_classes)]))
+
+
 def _select(arrays: dict, classes: list[int]) -> dict:
     """The rows of every array whose label is one of `classes`."""
     keep = np.isin(arrays["labels"], classes)
@@ -210,6 +253,9 @@ def evaluate(*, generated_npz: str, reference_npz: str, groups: dict, num_classe
     import_note = str(gen.pop("note", ""))  # how an imported sample set was read (cbdm.samplesets)
     ref = read_npz(reference_npz, FEATURE_ARRAYS)
     check_feature_sets({generated_npz: gen, reference_npz: ref}, num_classes)
+    import_note = with_label_warning(import_note, gen, num_classes)
+    if "WARNING" in import_note:
+        print(import_note[import_note.find("WARNING"):], flush=True)
     records = []
     for scope, classes in scopes(groups, num_classes):
         records += scope_records(scope, _select(gen, classes), _select(ref, classes), groups, evaluation, dev)

@@ -76,7 +76,7 @@ def build_inputs(configfile: str, targets: list[str], cores: int = 1) -> None:
 def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, protocol: str, paths: dict,
           fmt: str, resize: bool, ref_stats: str | None, device: str) -> str:
     """Import, featurise and measure one sample set; returns the metrics file."""
-    from .evaluate import evaluate
+    from .evaluate import evaluate, with_label_warning
     from .features import extract_features
     from .io import read_npz
     from .leaderboard import measurement
@@ -100,8 +100,9 @@ def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, prot
                 sample_seed=None, protocol=protocol, **{**proto, "reference": reference},
                 **measurement(config["features"], spec))
     metrics = out / f"{protocol}.json"
+    gen = read_npz(out / "features.npz")
+    note = with_label_warning(note, gen, len(CLASS_NAMES[spec["source"]]))  # evaluate() adds it to its records
     if ref_stats:
-        gen = read_npz(out / "features.npz")
         records = evaluate_against_stats(gen, ref_stats, spec["groups"], len(CLASS_NAMES[spec["source"]]),
                                          config["evaluation"], device, extractor=cell["features"],
                                          reference=proto["reference"])

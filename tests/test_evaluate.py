@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -168,3 +169,30 @@ def test_kid_sd_over_subsets_that_are_all_both_whole_sets_is_not_computed():
     assert same["kid_mean"]["value"] is not None and same["kid_std"]["value"] is None
     assert same["kid_std"]["note"] == "not computed: every KID subset is both whole sets (n_gen = n_ref = 40)"
     assert by_metric(scope_records("class 0", arrays(60), arrays(40, seed=1), {}, CFG))["kid_std"]["value"] > 0
+
+
+def test_an_imported_set_whose_labels_or_images_look_wrong_is_scored_with_a_warning(tmp_path):
+    """Labels shifted by one class (or images the classifier cannot read, at chance) are scored
+    without error: an imported set's records say so; a built-in set's, labelled by the suite's
+    sampler, and an imported set at a realistic accuracy do not."""
+    truth = np.repeat(np.arange(4), 30)
+    rng = np.random.RandomState(0)
+    realistic = np.where(rng.rand(120) < 0.9, truth, rng.randint(0, 4, 120))
+    cases = {"shifted": ((truth + 1) % 4, truth, "imported", "4 of 4 classes are mostly classified as another class "
+                         "\\(a permutation of the labels\\): 0 as 3, 1 as 0, 2 as 1, 3 as 2; check that the labels"),
+             "chance": (truth, rng.randint(0, 4, 120), "imported", "accuracy on them is 0.\\d+, near or below chance "
+                        "\\(0.25\\)"),
+             "realistic": (truth, realistic, "imported", None),
+             "built-in": ((truth + 1) % 4, truth, "", None)}
+    write_npz(tmp_path / "ref.npz", **arrays(120, labels=truth, seed=2))
+    for name, (labels, predicted, note, warning) in cases.items():
+        note = f"imported from {name}.npz (guided_npz)" if note else ""
+        write_npz(tmp_path / "gen.npz", **arrays(120, labels=labels, predicted=predicted), note=np.asarray(note))
+        evaluate(generated_npz=tmp_path / "gen.npz", reference_npz=tmp_path / "ref.npz", groups={"head": [0, 1]},
+                 num_classes=4, evaluation=CFG, cell={}, device="cpu", out_json=tmp_path / f"{name}.json")
+        fid = next(r for r in json.loads((tmp_path / f"{name}.json").read_text())["records"]
+                   if r["scope"] == "all" and r["metric"] == "fid")
+        if warning is None:
+            assert "WARNING" not in fid["note"], name
+        else:
+            assert re.search(f"imported from {name}.npz \\(guided_npz\\); WARNING: .*{warning}", fid["note"]), name
