@@ -146,7 +146,7 @@ def cmd_evaluate(args) -> int:
     try:
         evaluate_external(configfile=args.config, samples=args.samples, name=args.name or Path(args.samples).stem,
                           protocol=args.protocol, dataset=args.dataset, imb=args.imb, fmt=args.format,
-                          resize=args.resize, ref_stats=args.ref_stats, cores=args.cores)
+                          resize=args.resize, ref_stats=args.ref_stats, cores=args.cores, overwrite=args.overwrite)
     except (ConfigError, InputError) as err:
         print(f"cbdm evaluate: {err}", file=sys.stderr)
         return 1
@@ -181,6 +181,8 @@ def add_sample_commands(sub) -> None:
     evaluate.add_argument("--resize", action="store_true", help="resize images of another size to the suite's")
     evaluate.add_argument("--ref-stats", help="reference statistics .npz (mu, sigma) instead of reference images")
     evaluate.add_argument("--cores", type=int, default=1, help="cores for building the suite's inputs")
+    evaluate.add_argument("--overwrite", action="store_true",
+                          help="replace an entry of this name that holds another sample set's scores")
     evaluate.set_defaults(run=cmd_evaluate)
     export = sub.add_parser("export", help="write a suite sample set as a class folder of PNGs or an arr_0/arr_1 .npz")
     export.add_argument("--samples", required=True, help="a sample .npz of the suite (results/<suite>/samples/...)")

@@ -61,6 +61,29 @@ def check_entry(config: dict, name: str, samples: str, ref_stats: str | None) ->
             raise ConfigError(f"{option} {path}: does not exist (relative paths start in the current folder)")
 
 
+def entry_folder(config: dict, name: str, dataset: str, imb: str) -> Path:
+    """Where an entry's files for one dataset and imbalance factor live."""
+    return Path(workflow_paths(config["suite"])["results"]) / "external" / name / f"{dataset}-IF{imb}"
+
+
+def replaces_another_set(folder: Path, name: str, samples: str, overwrite: bool) -> bool:
+    """Whether scoring `samples` into `folder` replaces another sample set's scores; refused
+    (before anything is built) unless `overwrite`. An entry is named by the samples' file name
+    when --name is not given, so ext/runA/samples.npz and then ext/runB/samples.npz would both
+    be 'samples', the second replacing the first without a word. The same set scored again (or
+    under another protocol) is not a replacement."""
+    card = folder / "card.json"
+    if not card.exists():
+        return False
+    before = read_json(card)
+    if Path(before.get("source_path", before["source"])).resolve() == Path(samples).resolve():
+        return False
+    if not overwrite:
+        raise ConfigError(f"entry {name!r} ({folder}) holds the scores of {before['source']}, not of {samples}: "
+                          f"give this set its own --name, or pass --overwrite to replace that entry")
+    return True
+
+
 def build_inputs(configfile: str, targets: list[str], cores: int = 1) -> None:
     """Make `targets` with the suite's workflow (only the jobs they need), in the current folder."""
     from snakemake.api import SnakemakeApi
@@ -85,7 +108,7 @@ def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, prot
     from .sources import CLASS_NAMES
 
     spec, proto = config["datasets"][dataset], config["evaluation"]["protocols"][protocol]
-    out = Path(workflow_paths(config["suite"])["results"]) / "external" / name / f"{dataset}-IF{imb}"
+    out = entry_folder(config, name, dataset, imb)
     note = import_samples(source=samples, fmt=fmt, resize=resize, labels=proto["labels"],
                           num_samples=proto["num_samples"],
                           class_counts=read_json(paths["manifest"])["class_counts"],
@@ -113,7 +136,8 @@ def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, prot
         evaluate(generated_npz=str(out / "features.npz"), reference_npz=paths["reference"],
                  groups=spec["groups"], num_classes=len(CLASS_NAMES[spec["source"]]),
                  evaluation=config["evaluation"], cell=cell, device=device, out_json=str(metrics))
-    write_json(out / "card.json", {"source": str(samples), "note": note, "kind": "external"})
+    write_json(out / "card.json", {"source": str(samples), "source_path": str(Path(samples).resolve()), "note": note,
+                                   "kind": "external"})
     return str(metrics)
 
 
@@ -134,17 +158,24 @@ def summary(metrics_json: str, groups: dict) -> str:
 
 def evaluate_external(*, configfile: str, samples: str, name: str, protocol: str | None = None,
                       dataset: str | None = None, imb: float | None = None, fmt: str = "auto",
-                      resize: bool = False, ref_stats: str | None = None, cores: int = 1) -> str:
-    """The whole `cbdm evaluate`: returns the metrics file it wrote."""
+                      resize: bool = False, ref_stats: str | None = None, cores: int = 1,
+                      overwrite: bool = False) -> str:
+    """The whole `cbdm evaluate`: returns the metrics file it wrote. `overwrite`: replace an entry
+    of the same name that holds another sample set's scores (all its protocols)."""
+    import shutil
+
     from .leaderboard import write_leaderboard
 
     config = load_config(configfile)
     check_entry(config, name, samples, ref_stats)
     dataset, imb, protocol = choose(config, dataset, imb, protocol)
+    replace = replaces_another_set(entry_folder(config, name, dataset, imb), name, samples, overwrite)
     reference = config["evaluation"]["protocols"][protocol]["reference"]
     paths = suite_paths(config, dataset, imb, reference)
     needed = ["classifier", "source_npz", "source_json", "manifest"] + ([] if ref_stats else ["reference"])
     build_inputs(configfile, [paths[k] for k in needed], cores)
+    if replace:
+        shutil.rmtree(entry_folder(config, name, dataset, imb))
     metrics = score(config=config, samples=samples, name=name, dataset=dataset, imb=imb, protocol=protocol,
                     paths=paths, fmt=fmt, resize=resize, ref_stats=ref_stats, device=config["device"])
     print(f"{name} on {dataset} IF {imb}, protocol {protocol}:\n"

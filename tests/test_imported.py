@@ -1,4 +1,5 @@
 """Imported variants (`samples:`) in the config and the DAG, and `cbdm evaluate` on the tiny suite."""
+import json
 import math
 import shutil
 
@@ -162,3 +163,47 @@ def test_images_replaced_inside_an_imported_folder_change_the_import_jobs_params
     assert before and before[0]["source_state"] != after[0]["source_state"]
     assert {k: v for k, v in before[0].items() if k != "source_state"} == \
         {k: v for k, v in after[0].items() if k != "source_state"}
+
+
+def test_a_second_sample_set_under_an_entry_name_in_use_is_refused_unless_overwrite(in_tmp, monkeypatch, capsys):
+    """Without --name an entry is named by the file: ext/runA/samples.npz, then ext/runB/samples.npz,
+    both 'samples'. The second is refused before anything is built; the same set again is scored;
+    --overwrite replaces the entry (after the suite's inputs are built)."""
+    from cbdm import cli, external
+    from cbdm.config import load_config
+
+    from helpers import MINIMAL
+
+    for run in ("runA", "runB"):
+        (in_tmp / "ext" / run).mkdir(parents=True)
+        (in_tmp / "ext" / run / "samples.npz").write_bytes(b"")
+    (in_tmp / "config.yaml").write_text(yaml.safe_dump(MINIMAL))
+    dataset, imb, _ = external.choose(load_config("config.yaml"), None, None, None)
+    entry = in_tmp / f"results/t/external/samples/{dataset}-IF{imb}"
+    entry.mkdir(parents=True)  # runA's scores, its card as cbdm evaluate wrote it before `source_path`
+    (entry / "card.json").write_text(json.dumps({"source": "ext/runA/samples.npz", "note": "", "kind": "external"}))
+    built, scored = [], []
+
+    class Scored(Exception):
+        pass
+
+    def score(**kwargs):  # stands in for import, features and metrics: says whether runA's entry was kept
+        scored.append(entry.exists())
+        raise Scored
+
+    monkeypatch.setattr(external, "build_inputs", lambda *a, **k: built.append(a))
+    monkeypatch.setattr(external, "score", score)
+
+    def evaluate(*args):
+        return cli.main(["evaluate", "--config", "config.yaml", "--samples", *args])
+
+    assert evaluate("ext/runB/samples.npz") == 1 and not built
+    assert capsys.readouterr().err.strip() == (
+        f"cbdm evaluate: entry 'samples' (results/t/external/samples/{dataset}-IF{imb}) holds the scores of "
+        f"ext/runA/samples.npz, not of ext/runB/samples.npz: give this set its own --name, or pass --overwrite "
+        f"to replace that entry")
+    for args, kept in ((["ext/runA/samples.npz"], True), ([str(in_tmp / "ext/runA/samples.npz")], True),
+                       (["ext/runB/samples.npz", "--overwrite"], False)):
+        with pytest.raises(Scored):
+            evaluate(*args)
+        assert scored.pop() is kept, args
