@@ -172,9 +172,16 @@ def read_guided_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_suite_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Images and labels of one of the suite's own sample .npz files."""
+    """Images and labels of one of the suite's own sample .npz files. Images saved channels-last
+    are refused as such: the channel check would read their height as channels and say to
+    convert them to grayscale."""
     data = read_npz(path, {"images": 4, "labels": 1})
-    return data["images"], data["labels"]
+    images = data["images"]
+    if images.shape[1] not in (1, 3) and images.shape[3] in (1, 3):
+        raise SampleSetError(f"{path}: images have shape {images.shape}, channels-last [N, H, W, C]; the suite's "
+                             f"`images` are [N, C, H, W]: save images.transpose(0, 3, 1, 2), or save them as arr_0 "
+                             f"[N, H, W, C] with arr_1 labels (the guided-diffusion layout)")
+    return images, data["labels"]
 
 
 READERS = {"class_folder": lambda p, names: read_class_folder(p, names),

@@ -257,6 +257,18 @@ def test_a_bad_npz_gives_its_named_error(tmp_path):
         read(tmp_path / "missing.npz")
 
 
+def test_a_suite_npz_saved_channels_last_is_refused_as_such(tmp_path):
+    """[N, H, W, C] under `images` used to be read as 8 channels, with the advice to convert to grayscale."""
+    images = np.random.RandomState(0).randint(0, 256, (20, 8, 8, 1)).astype(np.uint8)
+    write_npz(tmp_path / "nhwc.npz", images=images, labels=np.arange(20) % 10)
+    with pytest.raises(SampleSetError, match=r"nhwc.npz: images have shape \(20, 8, 8, 1\), channels-last "
+                                             r"\[N, H, W, C\]; the suite's `images` are \[N, C, H, W\]: save "
+                                             r"images.transpose\(0, 3, 1, 2\)"):
+        read(tmp_path / "nhwc.npz")
+    write_npz(tmp_path / "nchw.npz", images=images.transpose(0, 3, 1, 2), labels=np.arange(20) % 10)
+    assert read(tmp_path / "nchw.npz").images.images.shape == (20, 1, 8, 8)
+
+
 def c_cast(values: np.ndarray) -> np.ndarray:
     """`values.astype(np.uint8)` as C casts floats on x86 (truncation, then modulo 256), written out
     because numpy leaves the cast of negative floats undefined."""
