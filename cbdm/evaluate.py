@@ -16,6 +16,7 @@ import numpy as np
 
 from . import records as rec
 from .io import InputError, read_npz, rebuild, write_json
+from .leaderboard import measured_cell
 from .metrics import (
     TooFewSamples,
     confusion_matrix,
@@ -251,6 +252,7 @@ def evaluate(*, generated_npz: str, reference_npz: str, groups: dict, num_classe
     dev = resolve_device(device)
     gen = read_npz(generated_npz, FEATURE_ARRAYS)
     import_note = str(gen.pop("note", ""))  # how an imported sample set was read (cbdm.samplesets)
+    cell = measured_cell(cell, gen)
     ref = read_npz(reference_npz, FEATURE_ARRAYS)
     check_feature_sets({generated_npz: gen, reference_npz: ref}, num_classes)
     import_note = with_label_warning(import_note, gen, num_classes)

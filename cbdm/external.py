@@ -102,7 +102,7 @@ def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, prot
     from .evaluate import evaluate, with_label_warning
     from .features import extract_features
     from .io import read_npz
-    from .leaderboard import measurement
+    from .leaderboard import measured_cell, measurement
     from .refstats import evaluate_against_stats
     from .samplesets import import_samples
     from .sources import CLASS_NAMES
@@ -126,6 +126,7 @@ def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, prot
     gen = read_npz(out / "features.npz")
     note = with_label_warning(note, gen, len(CLASS_NAMES[spec["source"]]))  # evaluate() adds it to its records
     if ref_stats:
+        cell = measured_cell(cell, gen)
         records = evaluate_against_stats(gen, ref_stats, spec["groups"], len(CLASS_NAMES[spec["source"]]),
                                          config["evaluation"], device, extractor=cell["features"],
                                          reference=proto["reference"])

@@ -130,6 +130,7 @@ def extractor_label(features_cfg: dict, classifier_path: str) -> str:
 
 
 def import_note(images_npz: str) -> dict:
-    """{'note': ...} of an imported sample set (cbdm.samplesets), which the metrics carry on."""
+    """{'note': ..., 'preprocessing': ...} of an imported sample set (cbdm.samplesets), which the
+    metrics carry on: the note into the records, the preprocessing into the cell's measurement."""
     with np.load(images_npz, allow_pickle=False) as data:
-        return {"note": data["note"]} if "note" in data.files else {}
+        return {key: data[key] for key in ("note", "preprocessing") if key in data.files}

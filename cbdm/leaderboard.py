@@ -5,11 +5,11 @@ A card has two halves. The measurement (dataset and imbalance factor, feature ex
 preprocessing, reference set, label policy and number of samples) must be identical for rows to
 be compared, so every distinct measurement gets its own table, and the Markdown says that rows
 of different tables are not comparable. Each row's extractor and preprocessing are the ones its
-metrics file recorded when it was written (`measurement`), since external entries are not rebuilt
-when the config changes; a file that recorded none is labelled so and never joins a measured
-row's table. The generation (sampler and steps, guidance, EMA,
-seeds, or where imported samples came from) is what differs between methods and is shown in
-every row.
+metrics file recorded when it was written (`measurement`; for imported samples, led by what the
+import did to their pixels, `measured_cell`), since external entries are not rebuilt when the
+config changes; a file that recorded none is labelled so and never joins a measured row's table.
+The generation (sampler and steps, guidance, EMA, seeds, or where imported samples came from)
+is what differs between methods and is shown in every row.
 
 Written by the `leaderboard` rule after every evaluation of the DAG, and by `cbdm evaluate`
 after each external entry: both read every metrics file under results/<suite>/ that belongs to
@@ -62,6 +62,17 @@ def measurement(features: dict, spec: dict) -> dict[str, str]:
     """The `features` and `preprocessing` a metrics file's cell records when it is written, so
     that its row is labelled by how it was measured, not by the config at the time of reading."""
     return {"features": describe_features(features), "preprocessing": describe_preprocessing(features, spec)}
+
+
+def measured_cell(cell: dict, gen: dict) -> dict:
+    """`cell` completed by what only the featurised samples know of how they were measured: the
+    pixels an import changed (a resize; cbdm.samplesets.Imported) go first in its preprocessing,
+    since they change the scores, so such a row never shares a card with rows scored as made.
+    Pops `preprocessing` from `gen`, whose remaining arrays the metrics read."""
+    steps = str(gen.pop("preprocessing", ""))
+    if not steps:
+        return cell
+    return {**cell, "preprocessing": f"imported {steps}; then {cell.get('preprocessing', NOT_RECORDED)}"}
 
 
 def generation_card(config: dict, cell: dict, external_card: dict | None, note: str) -> dict:

@@ -12,8 +12,8 @@ Accepted formats (`detect_format` tells them apart; `fmt` names one explicitly):
 - `suite_npz`: the suite's own sample .npz (`images` uint8 [N, C, H, W], `labels`, `seeds`).
 
 Every reader returns the suite's ImageSet (uint8 [N, C, H, W]). Images are never resized unless
-asked (`resize=True`), and then the note says so. Every way an input can be wrong raises a
-SampleSetError whose message names the file and the fix.
+asked (`resize=True`), and then the note and the row's measured preprocessing say so. Every way
+an input can be wrong raises a SampleSetError whose message names the file and the fix.
 """
 from __future__ import annotations
 
@@ -40,10 +40,13 @@ class SampleSetError(InputError):
 
 @dataclass(frozen=True)
 class Imported:
-    """A sample set read from `path` in `format`; `note` says what was done to it ('' if nothing)."""
+    """A sample set read from `path` in `format`; `note` says what was done to it ('' if nothing);
+    `preprocessing` names what of that changed its pixels (a resize), since it changes the scores
+    and so belongs to the measurement its row is compared under (cbdm.leaderboard.measured_cell)."""
     images: ImageSet
     format: str
     note: str
+    preprocessing: str = ""
 
 
 def detect_format(path: Path) -> str:
@@ -280,7 +283,8 @@ def check_intensity(images: np.ndarray, reference: np.ndarray, path: Path) -> No
 
 def conform_size(images: np.ndarray, image_shape: tuple[int, int, int], resize: bool,
                  path: Path) -> tuple[np.ndarray, str]:
-    """Images at the suite's size; resized (antialiased bilinear) only when `resize`."""
+    """(images at the suite's size, what was done: '' or the resize); resized (antialiased
+    bilinear) only when `resize`."""
     channels, height, width = image_shape
     if images.shape[1] != channels:
         raise SampleSetError(f"{path}: images have {images.shape[1]} channel(s), the suite's have {channels}: "
@@ -297,7 +301,7 @@ def conform_size(images: np.ndarray, image_shape: tuple[int, int, int], resize: 
     from .dataset import resize as resize_images
 
     resized = resize_images(ImageSet(images, np.zeros(len(images), dtype=np.int64)), height).images
-    return resized, f"resized from {size} to {height}x{width} (antialiased bilinear) on import"
+    return resized, f"resized from {size} to {height}x{width} (antialiased bilinear)"
 
 
 def read_samples(path, *, num_classes: int, image_shape: tuple[int, int, int], class_names: list[str],
@@ -312,11 +316,12 @@ def read_samples(path, *, num_classes: int, image_shape: tuple[int, int, int], c
         raise SampleSetError(f"{path} does not exist: give a folder of images or an .npz file")
     images, labels = READERS[fmt](path, class_names)
     check_arrays(images, labels, num_classes, path)
-    images, note = conform_size(np.ascontiguousarray(images), tuple(image_shape), resize, path)
+    images, resized = conform_size(np.ascontiguousarray(images), tuple(image_shape), resize, path)
     check_pixel_range(images, path)
     if reference is not None:
         check_intensity(images, reference, path)
-    return Imported(ImageSet(images, labels.astype(np.int64)), fmt, note)
+    return Imported(ImageSet(images, labels.astype(np.int64)), fmt, f"{resized} on import" if resized else "",
+                    resized)
 
 
 def fit_to_protocol(images: ImageSet, labels: str, num_samples: int, class_counts: list[int],
@@ -369,11 +374,11 @@ def import_samples(*, source: str, fmt: str, resize: bool, labels: str, num_samp
                    class_counts: list[int], image_shape: list[int], class_names: list[str],
                    out_npz: str, source_state: str = "", source_npz: str | None = None) -> str:
     """Write a user's sample set as the suite's sample .npz (images, labels, seeds = -1, a
-    `note` saying where it came from and what was done to it, and `source_digest`, the digest of
-    the images and labels as read, whatever their format); returns the note. `source_state`
-    (the files' state when the DAG was planned) is the rerun trigger, recorded beside them.
-    `source_npz`: the prepared source.npz, whose training pool the set's pixel values are
-    checked against (check_intensity)."""
+    `note` saying where it came from and what was done to it, `preprocessing`, what of that
+    changed the pixels (Imported), and `source_digest`, the digest of the images and labels as
+    read, whatever their format); returns the note. `source_state` (the files' state when the
+    DAG was planned) is the rerun trigger, recorded beside them. `source_npz`: the prepared
+    source.npz, whose training pool the set's pixel values are checked against (check_intensity)."""
     from .dataset import array_digest, read_image_set
 
     reference = read_image_set(source_npz, "pool_").images if source_npz else None
@@ -384,7 +389,8 @@ def import_samples(*, source: str, fmt: str, resize: bool, labels: str, num_samp
     note = "; ".join(filter(None, [f"imported from {source} ({imported.format})", imported.note, fit_note]))
     write_npz(out_npz, images=fitted.images, labels=fitted.labels,
               seeds=np.full(len(fitted.labels), NO_SEED, dtype=np.int64), note=np.asarray(note),
-              source_digest=np.asarray(digest), source_state=np.asarray(source_state))
+              preprocessing=np.asarray(imported.preprocessing), source_digest=np.asarray(digest),
+              source_state=np.asarray(source_state))
     print(f"{len(fitted.labels)} images: {note}", flush=True)
     return note
 

@@ -11,7 +11,7 @@ from cbdm.config import validate_config
 from cbdm.dataset import prepare_source, read_image_set
 from cbdm.evaluate import evaluate
 from cbdm.features import extract_features
-from cbdm.io import read_json, write_npz
+from cbdm.io import read_json, write_json, write_npz
 from cbdm.refstats import evaluate_against_stats, read_reference_stats, write_reference_stats
 from cbdm.samplesets import (
     SampleSetError,
@@ -97,17 +97,17 @@ def read(path, **kw):
     return read_samples(path, num_classes=10, image_shape=SHAPE, class_names=DIGITS, **kw)
 
 
-def score(suite, source, out_dir, num_samples=10 * PER_CLASS) -> list[dict]:
-    """import -> features -> records, as `cbdm evaluate` does."""
+def score(suite, source, out_dir, num_samples=10 * PER_CLASS, resize=False, cell=None) -> list[dict]:
+    """import -> features -> records, as `cbdm evaluate` and the import, features and metrics rules do."""
     out_dir.mkdir(exist_ok=True)
-    import_samples(source=str(source), fmt="auto", resize=False, labels="exact", num_samples=num_samples,
+    import_samples(source=str(source), fmt="auto", resize=resize, labels="exact", num_samples=num_samples,
                    class_counts=[1] * 10, image_shape=list(SHAPE), class_names=DIGITS,
                    source_npz=str(suite["root"] / "source.npz"), out_npz=str(out_dir / "samples.npz"))
     extract_features(features_cfg=suite["config"]["features"], classifier_path=str(suite["root"] / "classifier.pt"),
                      images_npz=str(out_dir / "samples.npz"), prefix="", device="cpu",
                      out_npz=str(out_dir / "features.npz"))
     evaluate(generated_npz=str(out_dir / "features.npz"), reference_npz=str(suite["root"] / "reference.npz"),
-             groups=GROUPS, num_classes=10, evaluation=suite["config"]["evaluation"], cell={}, device="cpu",
+             groups=GROUPS, num_classes=10, evaluation=suite["config"]["evaluation"], cell=cell or {}, device="cpu",
              out_json=str(out_dir / "metrics.json"))
     return read_json(out_dir / "metrics.json")["records"]
 
@@ -332,3 +332,68 @@ def test_uniform_random_scores_a_random_subset_of_a_file_sorted_by_class():
     assert np.all(np.diff(kept.labels) >= 0)  # the file's order is kept
     assert note == "scored 1000 of the 5000 images given, drawn at random (seed 0)"
     assert fit_to_protocol(images, "uniform_random", 1000, [500] * 10, "x")[0].labels.tolist() == kept.labels.tolist()
+
+
+def evaluate_entry(suite, name, samples, config=None, **options) -> dict:
+    """`cbdm evaluate`'s scoring of `samples` as entry `name` (cbdm.external.score, the suite's
+    files from the `suite` fixture, a protocol of 120 exact samples) in the current folder; its cell."""
+    from cbdm.external import score
+
+    config = config or suite["config"]
+    root = suite["root"]
+    write_json(root / "manifest.json", {"class_counts": [1] * 10})
+    paths = {"classifier": str(root / "classifier.pt"), "source_json": str(root / "source.json"),
+             "manifest": str(root / "manifest.json"), "reference": str(root / "reference.npz")}
+    options = {"fmt": "auto", "resize": False, "ref_stats": None, **options}
+    metrics = score(config=with_protocol(config), samples=str(samples), name=name, dataset="digits", imb="100",
+                    protocol="ours", paths=paths, device="cpu", **options)
+    return read_json(metrics)["cell"]
+
+
+def with_protocol(config: dict) -> dict:
+    """`config` whose protocol `ours` scores 120 samples (12 of each class), what samples_of holds."""
+    evaluation = config["evaluation"]
+    return {**config, "evaluation": {**evaluation, "protocols": {"ours": {**evaluation["protocols"]["ours"],
+                                                                          "num_samples": 10 * PER_CLASS}}}}
+
+
+def upscaled(images: ImageSet, factor=2) -> ImageSet:
+    """Every image `factor` times larger (each pixel repeated), as another method's larger samples."""
+    return ImageSet(images.images.repeat(factor, axis=2).repeat(factor, axis=3), images.labels)
+
+
+@pytest.mark.parametrize("stats", [False, True], ids=["images", "statistics"])
+def test_a_resize_on_import_is_part_of_the_measurement_and_gets_a_card_of_its_own(suite, in_tmp, stats):
+    """Resized images score differently from images made at the suite's size: the resize (from,
+    to, how) is in the cell's preprocessing, so the leaderboard never puts the two in one card."""
+    from pathlib import Path
+
+    from cbdm.leaderboard import describe_features, leaderboard, markdown, measurement
+
+    options = {}
+    if stats:
+        options["ref_stats"] = str(in_tmp / "reference.stats.npz")
+        write_reference_stats(reference_npz=str(suite["root"] / "reference.npz"), groups=GROUPS, num_classes=10,
+                              extractor=describe_features(suite["config"]["features"]), reference="heldout",
+                              out_npz=options["ref_stats"])
+    images = samples_of(suite)
+    native = evaluate_entry(suite, "native", write_guided_npz(images, in_tmp / "native.npz"), **options)
+    big = evaluate_entry(suite, "big", write_guided_npz(upscaled(images), in_tmp / "big.npz"), resize=True, **options)
+    plain = measurement(suite["config"]["features"], suite["config"]["datasets"]["digits"])["preprocessing"]
+    assert native["preprocessing"] == plain
+    assert big["preprocessing"] == f"imported resized from 16x16 to 8x8 (antialiased bilinear); then {plain}"
+    text = markdown(leaderboard(with_protocol(suite["config"]), Path("results/t")), "t")
+    assert text.count("## Card") == 2 and "preprocessing: imported resized from 16x16 to 8x8" in text
+
+
+def test_samples_resize_of_a_config_variant_is_part_of_its_cells_measurement(suite, tmp_path):
+    """`samples_resize: true` in the config: the import, features and metrics jobs (score) carry
+    the resize into the cell the metrics rule writes."""
+    from cbdm.leaderboard import measurement
+
+    cell = measurement(suite["config"]["features"], suite["config"]["datasets"]["digits"])
+    score(suite, write_guided_npz(upscaled(samples_of(suite)), tmp_path / "big.npz"), tmp_path / "out",
+          resize=True, cell=cell)
+    written = read_json(tmp_path / "out/metrics.json")["cell"]
+    assert written["preprocessing"] == f"imported resized from 16x16 to 8x8 (antialiased bilinear); then " \
+                                       f"{cell['preprocessing']}"

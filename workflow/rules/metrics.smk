@@ -1,6 +1,7 @@
 # Stage 5: metrics of every sample set, for all classes, each class group and each class.
 # The cell records the extractor and preprocessing, so the leaderboard labels each row by how it
-# was measured rather than by the config read later.
+# was measured rather than by the config read later; the job adds what an import did to the
+# pixels (cbdm.leaderboard.measured_cell).
 from cbdm.leaderboard import measurement
 
 
