@@ -66,7 +66,7 @@ def measurement(features: dict, spec: dict) -> dict[str, str]:
 
 def measured_cell(cell: dict, gen: dict) -> dict:
     """`cell` completed by what only the featurised samples know of how they were measured: the
-    pixels an import changed (a resize; cbdm.samplesets.Imported) go first in its preprocessing,
+    pixels an import changed (a lossy file format, a resize; cbdm.samplesets.Imported) go first in its preprocessing,
     since they change the scores, so such a row never shares a card with rows scored as made.
     Pops `preprocessing` from `gen`, whose remaining arrays the metrics read."""
     steps = str(gen.pop("preprocessing", ""))

@@ -12,8 +12,9 @@ Accepted formats (`detect_format` tells them apart; `fmt` names one explicitly):
 - `suite_npz`: the suite's own sample .npz (`images` uint8 [N, C, H, W], `labels`, `seeds`).
 
 Every reader returns the suite's ImageSet (uint8 [N, C, H, W]). Images are never resized unless
-asked (`resize=True`), and then the note and the row's measured preprocessing say so. Every way
-an input can be wrong raises a SampleSetError whose message names the file and the fix.
+asked (`resize=True`), and then the note and the row's measured preprocessing say so, as they
+say when images were read from a lossy format (JPEG). Every way an input can be wrong raises a
+SampleSetError whose message names the file and the fix.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from .sources import ImageSet
 
 FORMATS = ("class_folder", "edm", "guided_npz", "suite_npz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+LOSSY_FORMATS = ("JPEG",)  # PIL's names of the formats among IMAGE_SUFFIXES that change pixels when saved
 EDM_LABELS = "dataset.json"
 NO_SEED = -1  # imported images carry no sampling seed
 
@@ -41,8 +43,9 @@ class SampleSetError(InputError):
 @dataclass(frozen=True)
 class Imported:
     """A sample set read from `path` in `format`; `note` says what was done to it ('' if nothing);
-    `preprocessing` names what of that changed its pixels (a resize), since it changes the scores
-    and so belongs to the measurement its row is compared under (cbdm.leaderboard.measured_cell)."""
+    `preprocessing` names what of that changed its pixels (a lossy file format, a resize), since
+    that changes the scores and so belongs to the measurement its row is compared under
+    (cbdm.leaderboard.measured_cell)."""
     images: ImageSet
     format: str
     note: str
@@ -91,8 +94,9 @@ def class_index(folder: Path, class_names: list[str]) -> int:
     return names[_normalise(folder.name)]
 
 
-def load_image(file: Path) -> np.ndarray:
-    """One image file as uint8 [C, H, W] (C = 1 for grayscale, 3 for RGB)."""
+def load_image(file: Path) -> tuple[np.ndarray, str]:
+    """One image file as uint8 [C, H, W] (C = 1 for grayscale, 3 for RGB), and its format as PIL
+    reads it from the file's bytes ('PNG', 'JPEG'), which the suffix may misname."""
     from PIL import Image, UnidentifiedImageError
 
     if file.suffix.lower() not in IMAGE_SUFFIXES:
@@ -100,12 +104,23 @@ def load_image(file: Path) -> np.ndarray:
                              f"sample folder; move it out")
     try:
         with Image.open(file) as image:
-            mode, pixels = image.mode, np.asarray(image)
+            mode, pixels, fmt = image.mode, np.asarray(image), image.format
     except (UnidentifiedImageError, OSError) as err:
         raise SampleSetError(f"{file} is not a readable image ({err}): re-save it or remove it") from err
     if mode not in ("L", "RGB"):
         raise SampleSetError(f"{file} has image mode {mode!r}: save 8-bit grayscale (L) or RGB images")
-    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+    return (pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)), fmt
+
+
+def lossy_source(formats: list[str]) -> str:
+    """'from JPEG (lossy)' for images read from JPEG files ('k of n images ...' when only some
+    were), else '': lossy compression changes the pixels, and so the scores, of what the method
+    made, so the row's measurement names it (the method's outputs may exist only as JPEG)."""
+    lossy = [f for f in formats if f in LOSSY_FORMATS]
+    if not lossy:
+        return ""
+    share = "" if len(lossy) == len(formats) else f"{len(lossy)} of {len(formats)} images "
+    return f"{share}from {'/'.join(sorted(set(lossy)))} (lossy)"
 
 
 def stack_images(arrays: list[np.ndarray], files: list[Path], where: Path) -> np.ndarray:
@@ -121,9 +136,16 @@ def stack_images(arrays: list[np.ndarray], files: list[Path], where: Path) -> np
     return np.stack(arrays)
 
 
-def read_class_folder(path: Path, class_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Images and labels of a folder of class folders (named by class index or class name)."""
-    arrays, files, labels = [], [], []
+def load_images(files: list[Path], where: Path) -> tuple[np.ndarray, str]:
+    """(images [N, C, H, W] of `files`, lossy_source of their formats)."""
+    loaded = [load_image(f) for f in files]
+    return stack_images([pixels for pixels, _ in loaded], files, where), lossy_source([f for _, f in loaded])
+
+
+def read_class_folder(path: Path, class_names: list[str]) -> tuple[np.ndarray, np.ndarray, str]:
+    """Images, labels and lossy_source of a folder of class folders (named by class index or
+    class name)."""
+    files, labels = [], []
     folders = sorted(path.iterdir(), key=lambda p: p.name)
     stray = [p for p in folders if not p.is_dir()]
     if stray:
@@ -134,14 +156,14 @@ def read_class_folder(path: Path, class_names: list[str]) -> tuple[np.ndarray, n
             if file.is_dir():
                 raise SampleSetError(f"{file} is a folder inside class folder {folder}: class folders hold "
                                      f"images only")
-            arrays.append(load_image(file))
             files.append(file)
             labels.append(c)
-    return stack_images(arrays, files, path), np.asarray(labels, dtype=np.int64)
+    images, source = load_images(files, path)
+    return images, np.asarray(labels, dtype=np.int64), source
 
 
-def read_edm_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Images and labels of a folder of images with EDM's dataset.json label list."""
+def read_edm_folder(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
+    """Images, labels and lossy_source of a folder of images with EDM's dataset.json label list."""
     try:
         listed = json.loads((path / EDM_LABELS).read_text())["labels"]
         names, labels = zip(*[(str(name), int(label)) for name, label in listed]) if listed else ((), ())
@@ -156,8 +178,8 @@ def read_edm_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
     missing = [n for n in names if n not in present]
     if missing:
         raise SampleSetError(f"{path / EDM_LABELS} lists {missing[0]}, which is not in {path}")
-    files = [path / n for n in names]
-    return stack_images([load_image(f) for f in files], files, path), np.asarray(labels, dtype=np.int64)
+    images, source = load_images([path / n for n in names], path)
+    return images, np.asarray(labels, dtype=np.int64), source
 
 
 def read_guided_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -187,10 +209,11 @@ def read_suite_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return images, data["labels"]
 
 
+# (images, labels, lossy_source) of each format; arrays in an .npz are stored losslessly.
 READERS = {"class_folder": lambda p, names: read_class_folder(p, names),
            "edm": lambda p, names: read_edm_folder(p),
-           "guided_npz": lambda p, names: read_guided_npz(p),
-           "suite_npz": lambda p, names: read_suite_npz(p)}
+           "guided_npz": lambda p, names: (*read_guided_npz(p), ""),
+           "suite_npz": lambda p, names: (*read_suite_npz(p), "")}
 
 
 def check_arrays(images: np.ndarray, labels: np.ndarray, num_classes: int, path: Path) -> None:
@@ -314,14 +337,14 @@ def read_samples(path, *, num_classes: int, image_shape: tuple[int, int, int], c
         raise SampleSetError(f"unknown sample format {fmt!r}; use auto or one of {', '.join(FORMATS)}")
     if not path.exists():
         raise SampleSetError(f"{path} does not exist: give a folder of images or an .npz file")
-    images, labels = READERS[fmt](path, class_names)
+    images, labels, source = READERS[fmt](path, class_names)
     check_arrays(images, labels, num_classes, path)
     images, resized = conform_size(np.ascontiguousarray(images), tuple(image_shape), resize, path)
     check_pixel_range(images, path)
     if reference is not None:
         check_intensity(images, reference, path)
-    return Imported(ImageSet(images, labels.astype(np.int64)), fmt, f"{resized} on import" if resized else "",
-                    resized)
+    note = "; ".join(filter(None, [source, f"{resized} on import" if resized else ""]))
+    return Imported(ImageSet(images, labels.astype(np.int64)), fmt, note, ", ".join(filter(None, [source, resized])))
 
 
 def fit_to_protocol(images: ImageSet, labels: str, num_samples: int, class_counts: list[int],

@@ -397,3 +397,29 @@ def test_samples_resize_of_a_config_variant_is_part_of_its_cells_measurement(sui
     written = read_json(tmp_path / "out/metrics.json")["cell"]
     assert written["preprocessing"] == f"imported resized from 16x16 to 8x8 (antialiased bilinear); then " \
                                        f"{cell['preprocessing']}"
+
+
+def write_jpeg_folder(images: ImageSet, root, suffix=".jpg"):
+    """A class folder of the images saved as JPEG at quality 75 (lossy), under `suffix`."""
+    for i, (image, label) in enumerate(zip(images.images, images.labels)):
+        (root / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image[0]).save(root / str(label) / f"{i:05d}{suffix}", format="JPEG", quality=75)
+    return root
+
+
+def test_images_read_from_jpeg_are_scored_but_get_a_card_of_their_own(suite, in_tmp):
+    """JPEG compression changes the pixels, and so the scores, of what a method made: a JPEG
+    folder is scored (its outputs may exist only as JPEG), its preprocessing says so, even under
+    a .png name, and the leaderboard keeps it apart from the same images read losslessly."""
+    from pathlib import Path
+
+    from cbdm.leaderboard import leaderboard, markdown, measurement
+
+    images = samples_of(suite)
+    png = evaluate_entry(suite, "png", write_class_folder(images, in_tmp / "png"))
+    jpeg = evaluate_entry(suite, "jpeg", write_jpeg_folder(images, in_tmp / "jpeg"))
+    plain = measurement(suite["config"]["features"], suite["config"]["datasets"]["digits"])["preprocessing"]
+    assert png["preprocessing"] == plain and jpeg["preprocessing"] == f"imported from JPEG (lossy); then {plain}"
+    assert read(write_jpeg_folder(images, in_tmp / "misnamed", ".png")).preprocessing == "from JPEG (lossy)"
+    text = markdown(leaderboard(with_protocol(suite["config"]), Path("results/t")), "t")
+    assert text.count("## Card") == 2 and "preprocessing: imported from JPEG (lossy); then" in text
