@@ -121,7 +121,7 @@ def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, prot
     reference = f"statistics {ref_stats}" if ref_stats else proto["reference"]
     cell = dict(dataset=dataset, imbalance_factor=float(imb), variant=name, seed=None, guidance=None,
                 sample_seed=None, protocol=protocol, **{**proto, "reference": reference},
-                **measurement(config["features"], spec))
+                **measurement(config["features"], spec, config["evaluation"]))
     metrics = out / f"{protocol}.json"
     gen = read_npz(out / "features.npz")
     note = with_label_warning(note, gen, len(CLASS_NAMES[spec["source"]]))  # evaluate() adds it to its records

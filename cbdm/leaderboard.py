@@ -1,14 +1,15 @@
 """The suite's leaderboard: one row per variant (at each guidance scale) and per external entry
 that has been evaluated, across the suite's datasets and protocols, each with its protocol card.
 
-A card has two halves. The measurement (dataset and imbalance factor, feature extractor and
-preprocessing, reference set, label policy and number of samples) must be identical for rows to
-be compared, so every distinct measurement gets its own table, and the Markdown says that rows
-of different tables are not comparable. Each row's extractor and preprocessing are the ones its
-metrics file recorded when it was written (`measurement`; for imported samples, led by what the
-import did to their pixels, `measured_cell`), since external entries are not rebuilt when the
-config changes; a file that recorded none is labelled so and never joins a measured row's table.
-The generation (sampler and steps, guidance, EMA, seeds, or where imported samples came from)
+A card has two halves. The measurement (dataset and imbalance factor, feature extractor, the
+extractor's file and the preprocessing, the evaluation settings that change the numbers,
+reference set, label policy and number of samples) must be identical for rows to be compared, so
+every distinct measurement gets its own table, and the Markdown says that rows of different
+tables are not comparable. Each row's measurement is the one its metrics file recorded when it
+was written (`measurement`; completed by the metrics with the features file's extractor label and
+what an import did to the pixels, `measured_cell`), since external entries are not rebuilt when
+the config changes; a file that recorded none is labelled so and never joins a measured row's
+table. The generation (sampler and steps, guidance, EMA, seeds, or where imported samples came from)
 is what differs between methods and is shown in every row.
 
 Written by the `leaderboard` rule after every evaluation of the DAG, and by `cbdm evaluate`
@@ -26,7 +27,8 @@ from .config import variant_settings
 from .io import atomic_path, read_json
 from .labels import factor_label
 
-MEASUREMENT = ["dataset", "imbalance_factor", "features", "preprocessing", "reference", "labels", "num_samples"]
+MEASUREMENT = ["dataset", "imbalance_factor", "features", "extractor", "preprocessing", "evaluation", "reference",
+               "labels", "num_samples"]
 GENERATION = ["kind", "sampler", "steps", "guidance", "ema", "samples_from"]
 # The label of a metrics file written before cells recorded their measurement (`measurement`):
 # unlike any recorded one, so such rows get a card of their own instead of joining measured ones.
@@ -58,18 +60,35 @@ def describe_preprocessing(features: dict, spec: dict) -> str:
     return f"uint8 images at {size}, scaled to [-1, 1]"
 
 
-def measurement(features: dict, spec: dict) -> dict[str, str]:
-    """The `features` and `preprocessing` a metrics file's cell records when it is written, so
-    that its row is labelled by how it was measured, not by the config at the time of reading."""
-    return {"features": describe_features(features), "preprocessing": describe_preprocessing(features, spec)}
+def describe_evaluation(evaluation: dict) -> str:
+    """The evaluation settings that change a metrics file's numbers (cbdm.evaluate reads them),
+    for the measurement half of a card: precision/recall with another k, or KID over other
+    subsets, give other values for the same samples."""
+    e = evaluation
+    return (f"precision/recall k={e['pr_neighborhood']}; KID over {e['kid_subsets']} subsets of up to "
+            f"{e['kid_subset_size']} (class intervals: {e['kid_bootstrap']} bootstrap resamples); groups at matched "
+            f"n: {e['matched_repeats']} subsets of {e['matched_fraction']:g} of the smallest group; IS over "
+            f"{e['is_splits']} splits; seed {e['seed']}; no metric under {e['min_samples']} samples a side; "
+            f"FID at n <= feature dim: {e['fid_small_n']}")
+
+
+def measurement(features: dict, spec: dict, evaluation: dict) -> dict[str, str]:
+    """The `features`, `preprocessing` and `evaluation` a metrics file's cell records when it is
+    written, so that its row is labelled by how it was measured, not by the config at the time
+    of reading (the metrics add the rest, `measured_cell`)."""
+    return {"features": describe_features(features), "preprocessing": describe_preprocessing(features, spec),
+            "evaluation": describe_evaluation(evaluation)}
 
 
 def measured_cell(cell: dict, gen: dict) -> dict:
     """`cell` completed by what only the featurised samples know of how they were measured: the
-    pixels an import changed (a lossy file format, a resize; cbdm.samplesets.Imported) go first in its preprocessing,
-    since they change the scores, so such a row never shares a card with rows scored as made.
-    Pops `preprocessing` from `gen`, whose remaining arrays the metrics read."""
+    `extractor` label of their features file (cbdm.features.extractor_label: a classifier by its
+    file's digest, so two trainings never share a card), and the pixels an import changed (a
+    lossy file format, a resize; cbdm.samplesets.Imported), first in its preprocessing, since
+    they change the scores. Pops `preprocessing` from `gen`, whose remaining arrays the metrics
+    read."""
     steps = str(gen.pop("preprocessing", ""))
+    cell = {**cell, "extractor": str(gen["extractor"])} if "extractor" in gen else cell
     if not steps:
         return cell
     return {**cell, "preprocessing": f"imported {steps}; then {cell.get('preprocessing', NOT_RECORDED)}"}
@@ -100,8 +119,9 @@ def entry_row(config: dict, metrics_json: Path, external_card: dict | None) -> d
     spec = config["datasets"][cell["dataset"]]
     values = {(r["scope"], r["metric"]): r for r in data["records"]}
     row = {"entry": cell["variant"], "protocol": cell["protocol"], "dataset": cell["dataset"],
-           "imbalance_factor": f"{cell['imbalance_factor']:g}", "features": cell.get("features", NOT_RECORDED),
-           "preprocessing": cell.get("preprocessing", NOT_RECORDED), "reference": cell["reference"],
+           "imbalance_factor": f"{cell['imbalance_factor']:g}",
+           **{key: cell.get(key, NOT_RECORDED) for key in ("features", "extractor", "preprocessing", "evaluation")},
+           "reference": cell["reference"],
            "labels": cell["labels"], "num_samples": cell["num_samples"],
            **generation_card(config, cell, external_card, values[("all", "fid")]["note"]),
            "run": "-" if cell["seed"] is None else f"{cell['seed']}/{cell['sample_seed']}",
@@ -147,7 +167,8 @@ def leaderboard(config: dict, results: Path) -> pd.DataFrame:
 def markdown(table: pd.DataFrame, suite: str) -> str:
     """The leaderboard as Markdown: one table per distinct measurement, with its card."""
     lines = [f"# Leaderboard: {suite}", "",
-             "One table per measurement (dataset, features, reference set, labels and n): rows in different "
+             "One table per measurement (dataset, features and the extractor's label, preprocessing, "
+             "evaluation settings, reference set, labels and n): rows in different "
              "tables were not measured the same way and must not be compared. Rows are ranked by FID over all "
              "classes. Lower is better for FID and KID, higher for precision, recall and acc (the share of "
              "samples the feature classifier assigns to their own class). Each value is the mean over the runs "
@@ -161,7 +182,8 @@ def markdown(table: pd.DataFrame, suite: str) -> str:
         fields = dict(zip(["protocol", *MEASUREMENT], card))
         lines += [f"## Card {i}: {fields['dataset']} IF {fields['imbalance_factor']}, protocol {fields['protocol']}",
                   "", f"{fields['labels']} labels, {fields['num_samples']} samples against the {fields['reference']} "
-                  f"reference; features: {fields['features']}; preprocessing: {fields['preprocessing']}.", ""]
+                  f"reference; features: {fields['features']}; extractor label: {fields['extractor']}; "
+                  f"preprocessing: {fields['preprocessing']}; evaluation: {fields['evaluation']}.", ""]
         rows = rows.sort_values("fid", na_position="last", kind="stable")
         groups = [c for c in rows.columns if c.startswith("fid_") and rows[c].notna().any()]
         cols = show + [c for g in groups for c in (g, "n_" + g[4:])]

@@ -104,13 +104,15 @@ def write_entry(results, name: str, cell_extra: dict) -> None:
 
 def test_leaderboard_rows_carry_the_measurement_their_metrics_file_records(tmp_path):
     config = minimal_config()
-    then = measurement(minimal_config(features={"extractor": "inception"})["features"], config["datasets"]["digits"])
+    then = measurement(minimal_config(features={"extractor": "inception"})["features"], config["datasets"]["digits"],
+                       config["evaluation"])
     write_entry(tmp_path, "measured", then)
     write_entry(tmp_path, "older", {})  # written before cells recorded their extractor
     table = leaderboard(config, tmp_path).set_index("entry")
     assert table.loc["measured", "features"] == then["features"]  # not the config's classifier
     assert table.loc["measured", "preprocessing"] == then["preprocessing"]
     assert table.loc["older", "features"] == NOT_RECORDED == table.loc["older", "preprocessing"]
+    assert table.loc["older", "evaluation"] == NOT_RECORDED == table.loc["older", "extractor"]
     text = markdown(table.reset_index(), "t")
     assert text.count("## Card") == 2 and f"features: {NOT_RECORDED}" in text
 
@@ -120,15 +122,17 @@ def test_the_metrics_rule_records_the_measurement_in_the_cell(tmp_path, repo, ti
 
     config = load_config(tiny_config)
     cells = [job.params.cell for job in planned_dag_jobs(repo, tmp_path, tiny_config) if job.rule.name == "metrics"]
-    expected = measurement(config["features"], config["datasets"]["digits"])
+    expected = measurement(config["features"], config["datasets"]["digits"], config["evaluation"])
     assert cells and all(cell["features"] == expected["features"] for cell in cells)
     assert all(cell["preprocessing"] == expected["preprocessing"] for cell in cells)
+    assert all(cell["evaluation"] == expected["evaluation"] for cell in cells)
 
 
 def test_a_card_ranks_its_rows_by_fid_with_the_spread_over_runs_and_says_which_way_is_better(tmp_path):
     config = minimal_config()
     for name, fid in (("a_worse", 9.0), ("b_better", 3.0)):  # read in name order
-        write_entry(tmp_path, name, measurement(config["features"], config["datasets"]["digits"]))
+        write_entry(tmp_path, name, measurement(config["features"], config["datasets"]["digits"],
+                                                config["evaluation"]))
         path = tmp_path / "external" / name / "digits-IF100" / "ours.json"
         data = json.loads(path.read_text())
         for r in data["records"]:

@@ -334,16 +334,16 @@ def test_uniform_random_scores_a_random_subset_of_a_file_sorted_by_class():
     assert fit_to_protocol(images, "uniform_random", 1000, [500] * 10, "x")[0].labels.tolist() == kept.labels.tolist()
 
 
-def evaluate_entry(suite, name, samples, config=None, **options) -> dict:
+def evaluate_entry(suite, name, samples, config=None, root=None, **options) -> dict:
     """`cbdm evaluate`'s scoring of `samples` as entry `name` (cbdm.external.score, the suite's
-    files from the `suite` fixture, a protocol of 120 exact samples) in the current folder; its cell."""
+    files from the `suite` fixture, or the classifier and reference features in `root`, a
+    protocol of 120 exact samples) in the current folder; its cell."""
     from cbdm.external import score
 
-    config = config or suite["config"]
-    root = suite["root"]
-    write_json(root / "manifest.json", {"class_counts": [1] * 10})
-    paths = {"classifier": str(root / "classifier.pt"), "source_json": str(root / "source.json"),
-             "manifest": str(root / "manifest.json"), "reference": str(root / "reference.npz")}
+    config, root = config or suite["config"], root or suite["root"]
+    write_json(suite["root"] / "manifest.json", {"class_counts": [1] * 10})
+    paths = {"classifier": str(root / "classifier.pt"), "source_json": str(suite["root"] / "source.json"),
+             "manifest": str(suite["root"] / "manifest.json"), "reference": str(root / "reference.npz")}
     options = {"fmt": "auto", "resize": False, "ref_stats": None, **options}
     metrics = score(config=with_protocol(config), samples=str(samples), name=name, dataset="digits", imb="100",
                     protocol="ours", paths=paths, device="cpu", **options)
@@ -379,7 +379,8 @@ def test_a_resize_on_import_is_part_of_the_measurement_and_gets_a_card_of_its_ow
     images = samples_of(suite)
     native = evaluate_entry(suite, "native", write_guided_npz(images, in_tmp / "native.npz"), **options)
     big = evaluate_entry(suite, "big", write_guided_npz(upscaled(images), in_tmp / "big.npz"), resize=True, **options)
-    plain = measurement(suite["config"]["features"], suite["config"]["datasets"]["digits"])["preprocessing"]
+    plain = measurement(suite["config"]["features"], suite["config"]["datasets"]["digits"],
+                        suite["config"]["evaluation"])["preprocessing"]
     assert native["preprocessing"] == plain
     assert big["preprocessing"] == f"imported resized from 16x16 to 8x8 (antialiased bilinear); then {plain}"
     text = markdown(leaderboard(with_protocol(suite["config"]), Path("results/t")), "t")
@@ -391,7 +392,8 @@ def test_samples_resize_of_a_config_variant_is_part_of_its_cells_measurement(sui
     the resize into the cell the metrics rule writes."""
     from cbdm.leaderboard import measurement
 
-    cell = measurement(suite["config"]["features"], suite["config"]["datasets"]["digits"])
+    cell = measurement(suite["config"]["features"], suite["config"]["datasets"]["digits"],
+                        suite["config"]["evaluation"])
     score(suite, write_guided_npz(upscaled(samples_of(suite)), tmp_path / "big.npz"), tmp_path / "out",
           resize=True, cell=cell)
     written = read_json(tmp_path / "out/metrics.json")["cell"]
@@ -418,8 +420,35 @@ def test_images_read_from_jpeg_are_scored_but_get_a_card_of_their_own(suite, in_
     images = samples_of(suite)
     png = evaluate_entry(suite, "png", write_class_folder(images, in_tmp / "png"))
     jpeg = evaluate_entry(suite, "jpeg", write_jpeg_folder(images, in_tmp / "jpeg"))
-    plain = measurement(suite["config"]["features"], suite["config"]["datasets"]["digits"])["preprocessing"]
+    plain = measurement(suite["config"]["features"], suite["config"]["datasets"]["digits"],
+                        suite["config"]["evaluation"])["preprocessing"]
     assert png["preprocessing"] == plain and jpeg["preprocessing"] == f"imported from JPEG (lossy); then {plain}"
     assert read(write_jpeg_folder(images, in_tmp / "misnamed", ".png")).preprocessing == "from JPEG (lossy)"
     text = markdown(leaderboard(with_protocol(suite["config"]), Path("results/t")), "t")
     assert text.count("## Card") == 2 and "preprocessing: imported from JPEG (lossy); then" in text
+
+
+def test_other_evaluation_settings_or_another_classifier_get_a_card_of_their_own(suite, in_tmp):
+    """The same samples scored with another precision/recall k and KID subset size, or with the
+    features of another training of the classifier, give other numbers: each cell records its
+    evaluation settings and the features file's extractor label, and each gets its own card."""
+    from pathlib import Path
+
+    from cbdm.leaderboard import describe_evaluation, leaderboard, markdown
+
+    config, samples = suite["config"], write_guided_npz(samples_of(suite), in_tmp / "samples.npz")
+    other = in_tmp / "other"
+    train_classifier({**config["features"], "seed": 1}, source_npz=str(suite["root"] / "source.npz"), num_classes=10,
+                     device="cpu", out_model=str(other / "classifier.pt"), out_report=str(other / "classifier.json"))
+    extract_features(features_cfg=config["features"], classifier_path=str(other / "classifier.pt"),
+                     images_npz=str(suite["root"] / "source.npz"), prefix="heldout_", device="cpu",
+                     out_npz=str(other / "reference.npz"))
+    k10 = {**config, "evaluation": {**config["evaluation"], "pr_neighborhood": 10, "kid_subset_size": 10}}
+    cells = {"ours": evaluate_entry(suite, "ours", samples), "k10": evaluate_entry(suite, "k10", samples, k10),
+             "retrained": evaluate_entry(suite, "retrained", samples, root=other)}
+    assert cells["ours"]["evaluation"] == describe_evaluation(config["evaluation"])
+    assert "precision/recall k=10; KID over 5 subsets of up to 10 " in cells["k10"]["evaluation"]
+    assert cells["ours"]["extractor"] == cells["k10"]["extractor"] != cells["retrained"]["extractor"]
+    assert cells["retrained"]["extractor"].startswith("classifier ")
+    table = leaderboard(with_protocol(config), Path("results/t"))
+    assert markdown(table, "t").count("## Card") == 3 and table["fid"].nunique() == 2

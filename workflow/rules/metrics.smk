@@ -1,7 +1,7 @@
 # Stage 5: metrics of every sample set, for all classes, each class group and each class.
-# The cell records the extractor and preprocessing, so the leaderboard labels each row by how it
-# was measured rather than by the config read later; the job adds what an import did to the
-# pixels (cbdm.leaderboard.measured_cell).
+# The cell records the extractor, preprocessing and evaluation settings, so the leaderboard labels
+# each row by how it was measured rather than by the config read later; the job adds the features
+# file's extractor label and what an import did to the pixels (cbdm.leaderboard.measured_cell).
 from cbdm.leaderboard import measurement
 
 
@@ -19,7 +19,8 @@ rule metrics:
         num_classes=num_classes,
         evaluation=config["evaluation"],
         device=config["device"],
-        cell=lambda wc: {**cell_fields(wc, wc.protocol), **measurement(config["features"], dataset_spec(wc))},
+        cell=lambda wc: {**cell_fields(wc, wc.protocol),
+                         **measurement(config["features"], dataset_spec(wc), config["evaluation"])},
     threads: config["evaluation"]["threads"]
     resources:
         **stage_resources("other", shared_gpus=gpus_per_job()),
