@@ -148,12 +148,14 @@ def metrics_files(config: dict, results: Path) -> list[tuple[Path, dict | None]]
 
 
 def leaderboard(config: dict, results: Path) -> pd.DataFrame:
-    """Rows aggregated over runs (mean), with the runs they came from."""
+    """Rows aggregated over runs (mean), with the runs and the sample sources they came from."""
     rows = [entry_row(config, path, card) for path, card in metrics_files(config, results)]
     if not rows:
         return pd.DataFrame()
     frame = pd.DataFrame(rows)
-    keys = ["entry", "protocol", *MEASUREMENT, *GENERATION]
+    # Not `samples_from`: an imported variant's seeds come from files of their own, and its one row
+    # joins their sources as it averages their numbers, like a built-in variant's.
+    keys = ["entry", "protocol", *MEASUREMENT, *GENERATION[:-1]]
     numbers = [c for c in frame.columns if c in ALL_METRICS or c.startswith("fid_")]
     grouped = frame.groupby(keys, sort=False, dropna=False)
     table = grouped[numbers].mean()
@@ -161,7 +163,9 @@ def leaderboard(config: dict, results: Path) -> pd.DataFrame:
     table["runs"] = grouped["run"].agg(lambda r: ", ".join(r))
     for col in ["n_gen", "n_ref"] + [c for c in frame.columns if c.startswith("n_") and c not in ("n_gen", "n_ref")]:
         table[col] = grouped[col].agg(lambda v: "/".join(map(str, dict.fromkeys(v))))
-    return table.reset_index()
+    table = table.reset_index()
+    table.insert(len(keys), "samples_from", grouped["samples_from"].agg(lambda v: " | ".join(dict.fromkeys(v))).values)
+    return table
 
 
 def markdown(table: pd.DataFrame, suite: str) -> str:

@@ -142,3 +142,25 @@ def test_a_card_ranks_its_rows_by_fid_with_the_spread_over_runs_and_says_which_w
     assert text.index("| b_better") < text.index("| a_worse")  # read second, ranked first
     assert "Lower is better for FID and KID, higher for precision, recall and acc" in text
     assert "FID sd" in text.split("## Card 1")[1]
+
+
+def test_an_imported_variant_of_several_seeds_is_one_row_with_the_spread_over_them(in_tmp):
+    """Each seed of an imported variant comes from a file of its own: its row is still one, the
+    mean and sd over the seeds as for a built-in variant, and it names every file."""
+    paths = {seed: f"seed{seed}.npz" for seed in (0, 1, 2)}
+    for path in paths.values():
+        (in_tmp / path).write_bytes(b"")
+    config = minimal_config(seeds=[0, 1, 2], variants={"mine": {"samples": {1.0: paths}}})
+    for seed, fid in ((0, 1.0), (1, 2.0), (2, 3.0)):
+        cell = dict(dataset="digits", imbalance_factor=100.0, variant="mine", seed=seed, guidance=1.0, sample_seed=0,
+                    protocol="ours", labels="exact", num_samples=1000, reference="heldout",
+                    **measurement(config["features"], config["datasets"]["digits"], config["evaluation"]))
+        records = [dict(scope=s, metric=m, value=fid, n_gen=500, n_ref=150, note=f"imported from {paths[seed]} "
+                        f"(suite_npz)", sd=None, ci_low=None, ci_high=None) for s in ("all", *GROUPS)
+                   for m in ("fid", "kid_mean", "precision", "recall", "accuracy")]
+        write_json(in_tmp / f"metrics/digits/IF100/mine/seed{seed}/w1-s0/ours.json", {"cell": cell, "records": records})
+    table = leaderboard(config, in_tmp)
+    assert len(table) == 1 and table["runs"].iloc[0] == "0/0, 1/0, 2/0"
+    assert table["fid"].iloc[0] == pytest.approx(2.0) and table["sd_fid"].iloc[0] == pytest.approx(1.0)
+    assert table["samples_from"].iloc[0] == " | ".join(f"imported from {p} (suite_npz)" for p in paths.values())
+    assert list(table.columns[table.columns.get_loc("ema"):][:2]) == ["ema", "samples_from"]
