@@ -427,13 +427,16 @@ def loss_terms(variant: str, losses: list[dict]) -> list[dict]:
 
 def imported_settings(config: dict, name: str, spec: dict, settings: dict) -> dict:
     """A variant whose samples were made elsewhere: `samples` resolved to {guidance label:
-    {training seed: path}}, each path checked; it has no training and one sampling seed."""
+    {training seed: path}}, each path checked; it has no training and one sampling seed. A plain
+    path declares no guidance: its cells are labelled with the suite's first scale, which is not
+    the files', so `sampling.guidance_declared` is false and tables show the scale as unknown."""
     clash = [key for key in ("losses", "training") if spec.get(key)] + (["external"] if spec["external"] else [])
     clash += [f"evaluation.protocols.{p}.sampling.{name}" for p in settings["protocol_sampling"]]
     if clash:
         raise ConfigError(f"variant {name} declares `samples` (imported, not trained) and {clash}: remove {clash}")
     given = spec["samples"]
-    if isinstance(given, str):
+    declared = not isinstance(given, str)
+    if not declared:
         given = {settings["guidance"][0]: {config["seeds"][0]: given}}
     sets = {}
     for guidance, by_seed in given.items():
@@ -453,7 +456,8 @@ def imported_settings(config: dict, name: str, spec: dict, settings: dict) -> di
                     samples_format=spec["samples_format"], samples_resize=spec["samples_resize"])
     # The guidance scales are the ones the files were drawn at: the DAG's cells read them here.
     settings["sampling"] = {**settings["sampling"], "sampler": "imported", "steps": None,
-                            "guidance": settings["guidance"], "seeds": settings["sampling"]["seeds"][:1]}
+                            "guidance": settings["guidance"], "seeds": settings["sampling"]["seeds"][:1],
+                            "guidance_declared": declared}
     return settings
 def _check_sampler(config: dict, where: str, sampling: dict) -> None:
     if sampling["sampler"] == "ddim" and sampling["steps"] > config["diffusion"]["num_timesteps"]:

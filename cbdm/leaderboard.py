@@ -104,8 +104,9 @@ def generation_card(config: dict, cell: dict, external_card: dict | None, note: 
     if settings.get("samples"):
         source = note[note.find("imported from"):] if "imported from" in note \
             else settings["samples"][factor_label(cell["guidance"])][cell["seed"]]
-        return {"kind": "imported (samples:)", "sampler": "n/a", "steps": "n/a",
-                "guidance": factor_label(cell["guidance"]), "ema": "n/a", "samples_from": source}
+        guidance = factor_label(cell["guidance"]) if settings["sampling"]["guidance_declared"] else "n/a"
+        return {"kind": "imported (samples:)", "sampler": "n/a", "steps": "n/a", "guidance": guidance,
+                "ema": "n/a", "samples_from": source}
     sampling = settings["sampling"]
     return {"kind": "external model" if settings["external"] else "built-in",
             "sampler": sampling["sampler"], "steps": sampling["steps"], "guidance": factor_label(cell["guidance"]),

@@ -292,12 +292,15 @@ def scope_columns(scopes: list[str], metrics: list[str], k: int | None = None) -
     return [(f"{records.label(m, k)} {scope}", scope, m) for scope in scopes for m in metrics]
 
 
-def wide_table(agg: pd.DataFrame, columns: list[tuple[str, str, str]]) -> pd.DataFrame:
+def wide_table(agg: pd.DataFrame, columns: list[tuple[str, str, str]],
+               sampling: dict[str, dict] | None = None) -> pd.DataFrame:
     """Variants as rows; one value column and one 'n ...' column per (label, scope, metric).
-    `agg` holds one protocol and one guidance per variant."""
+    `agg` holds one protocol and one guidance per variant; `sampling`: each variant's settings,
+    which say whether its guidance was declared ('n/a' where not)."""
     rows = []
     for variant, sub in agg.groupby("variant", sort=False):
-        row = {"variant": variant, "guidance": scale_label(sub["guidance"].iloc[0])}
+        known = guidance_declared((sampling or {}).get(variant, {}))
+        row = {"variant": variant, "guidance": scale_label(sub["guidance"].iloc[0]) if known else "n/a"}
         for label, scope, metric in columns:
             hit = sub[(sub["scope"] == scope) & (sub["metric"] == metric)]
             if hit.empty:
@@ -382,10 +385,17 @@ def protocol_card(r: Report) -> list[tuple[str, str]]:
 
 def sampling_line(sampling: dict, guidance: float) -> str:
     """How a variant's samples were drawn; an imported set only says at which guidance label it
-    was declared (its sampler and steps are its makers', unknown here)."""
+    was declared, if it was (its sampler and steps are its makers', unknown here)."""
     if sampling["sampler"] == "imported":
-        return f"imported samples (declared guidance {scale_label(guidance)}; sampler and steps not known)"
+        said = f"declared guidance {scale_label(guidance)}" if guidance_declared(sampling) else "guidance not declared"
+        return f"imported samples ({said}; sampler and steps not known)"
     return f"{sampling['sampler']} {sampling['steps']} steps, guidance {scale_label(guidance)}"
+
+
+def guidance_declared(sampling: dict) -> bool:
+    """Whether a variant's guidance scale is known: false for an imported set given as a plain
+    path (cbdm.config.imported_settings), whose cells carry the suite's scale as a label only."""
+    return sampling.get("guidance_declared", True)
 
 
 def fold_sample_sizes(table: pd.DataFrame) -> pd.DataFrame:
@@ -506,11 +516,12 @@ def main_sections(r: Report) -> list[Section]:
                    f"Each variant at its {choice} guidance scale. {records.metric('kid_mean').scaled_label}. "
                    f"acc: share of samples the classifier assigns to their own class. Lower is better for "
                    f"FID and KID, higher for precision, recall and acc.",
-                   wide_table(r.main_agg, columns))
+                   wide_table(r.main_agg, columns, s.sampling))
     paper = [Section("Paper comparison", "Published numbers (`published:` registry) beside ours.", r.paper,
                      paper_footer(r), "comparisons")] if s.published else []
     others = [Section(protocol_line(name, protocols[name]).capitalize(), protocol_caption(protocols[name]),
-                      wide_table(protocol_rows(r.agg, name, choice, s.protocol_guidance[name]), columns))
+                      wide_table(protocol_rows(r.agg, name, choice, s.protocol_guidance[name]), columns,
+                                 s.sampling))
               for name in protocols if name != s.protocol]
     return [main, *paper, *others]
 
@@ -534,7 +545,7 @@ def matched_sections(r: Report) -> list[Section]:
                     f"({evaluation['matched_fraction']:g} of the smallest group's), over "
                     f"{evaluation['matched_repeats']} random subsets: mean [2.5 %, 97.5 % of the "
                     f"subsets]. FID grows as n shrinks: compare these groups with each other, not "
-                    f"with the main table.", wide_table(r.main_agg, columns))]
+                    f"with the main table.", wide_table(r.main_agg, columns, r.settings.sampling))]
 
 
 def phenomenon_table(r: Report) -> pd.DataFrame:
@@ -613,7 +624,8 @@ def overlap_sections(r: Report) -> list[Section]:
                      "generated class's samples, averaged over the scope's classes: 0 = all one label "
                      "(not necessarily the right one), higher = more mixed. Neither direction is a verdict "
                      "by itself: read it with acc.")
-    return [Section("Overlap diagnostics", explanation, wide_table(r.main_agg, columns), page="diagnostics"),
+    return [Section("Overlap diagnostics", explanation, wide_table(r.main_agg, columns, r.settings.sampling),
+                    page="diagnostics"),
             Section("Label entropy per class",
                     "Entropy (bits) of the predicted labels of each generated class's samples.",
                     class_metric_table(r.main_agg, r.class_counts, "label_entropy"), page="per_class")]

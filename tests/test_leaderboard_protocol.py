@@ -6,12 +6,14 @@ import json
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cbdm.config import load_config
 from cbdm.evaluate import distribution_metrics
 from cbdm.io import InputError, write_json, write_npz
 from cbdm.leaderboard import NOT_RECORDED, describe_features, leaderboard, markdown, measurement
+from cbdm.records import record
 from cbdm.refstats import evaluate_against_stats, write_reference_stats
 
 from helpers import minimal_config
@@ -144,6 +146,18 @@ def test_a_card_ranks_its_rows_by_fid_with_the_spread_over_runs_and_says_which_w
     assert "FID sd" in text.split("## Card 1")[1]
 
 
+def write_run(results, config: dict, variant: str, seed: int, guidance: float, fid: float, note: str) -> None:
+    """A metrics file of one run of a declared variant, measured as `config` says, every value `fid`."""
+    cell = dict(dataset="digits", imbalance_factor=100.0, variant=variant, seed=seed, guidance=guidance,
+                sample_seed=0, protocol="ours", labels="exact", num_samples=1000, reference="heldout",
+                **measurement(config["features"], config["datasets"]["digits"], config["evaluation"]))
+    records = [dict(scope=s, metric=m, value=fid, n_gen=500, n_ref=150, note=note, sd=None, ci_low=None,
+                    ci_high=None) for s in ("all", *GROUPS) for m in ("fid", "kid_mean", "precision", "recall",
+                                                                      "accuracy")]
+    path = results / f"metrics/digits/IF100/{variant}/seed{seed}/w{guidance:g}-s0/ours.json"
+    write_json(path, {"cell": cell, "records": records})
+
+
 def test_an_imported_variant_of_several_seeds_is_one_row_with_the_spread_over_them(in_tmp):
     """Each seed of an imported variant comes from a file of its own: its row is still one, the
     mean and sd over the seeds as for a built-in variant, and it names every file."""
@@ -152,15 +166,33 @@ def test_an_imported_variant_of_several_seeds_is_one_row_with_the_spread_over_th
         (in_tmp / path).write_bytes(b"")
     config = minimal_config(seeds=[0, 1, 2], variants={"mine": {"samples": {1.0: paths}}})
     for seed, fid in ((0, 1.0), (1, 2.0), (2, 3.0)):
-        cell = dict(dataset="digits", imbalance_factor=100.0, variant="mine", seed=seed, guidance=1.0, sample_seed=0,
-                    protocol="ours", labels="exact", num_samples=1000, reference="heldout",
-                    **measurement(config["features"], config["datasets"]["digits"], config["evaluation"]))
-        records = [dict(scope=s, metric=m, value=fid, n_gen=500, n_ref=150, note=f"imported from {paths[seed]} "
-                        f"(suite_npz)", sd=None, ci_low=None, ci_high=None) for s in ("all", *GROUPS)
-                   for m in ("fid", "kid_mean", "precision", "recall", "accuracy")]
-        write_json(in_tmp / f"metrics/digits/IF100/mine/seed{seed}/w1-s0/ours.json", {"cell": cell, "records": records})
+        write_run(in_tmp, config, "mine", seed, 1.0, fid, f"imported from {paths[seed]} (suite_npz)")
     table = leaderboard(config, in_tmp)
     assert len(table) == 1 and table["runs"].iloc[0] == "0/0, 1/0, 2/0"
     assert table["fid"].iloc[0] == pytest.approx(2.0) and table["sd_fid"].iloc[0] == pytest.approx(1.0)
     assert table["samples_from"].iloc[0] == " | ".join(f"imported from {p} (suite_npz)" for p in paths.values())
     assert list(table.columns[table.columns.get_loc("ema"):][:2]) == ["ema", "samples_from"]
+
+
+def test_the_guidance_of_samples_given_as_a_plain_path_is_shown_as_not_declared(in_tmp):
+    """A plain `samples:` path declares no guidance scale: its cells carry the suite's own sampling
+    scale as a label only, so the leaderboard and the report show it as unknown; a scale given as
+    a key of `samples` is shown."""
+    from cbdm.config import variant_settings
+    from cbdm.report import aggregate, sampling_line, wide_table
+
+    (in_tmp / "a.npz").write_bytes(b"")
+    config = minimal_config(sampling={"guidance": 2.0},
+                            variants={"plain": {"samples": "a.npz"}, "keyed": {"samples": {1.5: {0: "a.npz"}}}})
+    for variant, guidance in (("plain", 2.0), ("keyed", 1.5)):
+        write_run(in_tmp, config, variant, 0, guidance, 1.0, "imported from a.npz (suite_npz)")
+    table = leaderboard(config, in_tmp).set_index("entry")
+    assert table.loc["plain", "guidance"] == "n/a" and table.loc["keyed", "guidance"] == "1.5"
+    sampling = {v: variant_settings(config, v)["sampling"] for v in ("plain", "keyed")}
+    assert sampling_line(sampling["plain"], 2.0) == "imported samples (guidance not declared; sampler and steps " \
+                                                    "not known)"
+    assert sampling_line(sampling["keyed"], 1.5).startswith("imported samples (declared guidance 1.5;")
+    runs = pd.DataFrame([{"protocol": "ours", "variant": v, "guidance": g, "seed": 0, "sample_seed": 0,
+                          **record("all", "fid", 1.0, 100, 50)} for v, g in (("plain", 2.0), ("keyed", 1.5))])
+    wide = wide_table(aggregate(runs), [("FID all", "all", "fid")], sampling).set_index("variant")
+    assert wide.loc["plain", "guidance"] == "n/a" and wide.loc["keyed", "guidance"] == "1.5"
