@@ -297,14 +297,17 @@ def test_pixel_values_on_another_scale_than_the_training_images_are_refused(suit
 
 
 def test_real_images_and_poor_generators_pass_the_intensity_check(suite, tmp_path):
-    """An untrained model's clamped noise, a background a few levels off, real images: all scored."""
+    """An untrained model's clamped noise, a background a few levels off, a grey background, real
+    images: all scored."""
     heldout = read_image_set(str(suite["root"] / "source.npz"), "heldout_")
     pool = read_image_set(str(suite["root"] / "source.npz"), "pool_").images
     noise = np.clip(np.random.RandomState(0).randn(*heldout.images.shape), -1, 1)
     lifted = np.minimum(heldout.images.astype(int) + np.random.RandomState(1).randint(0, 4, heldout.images.shape), 255)
+    grey = np.where(heldout.images == 0, 6, heldout.images)  # a generator's own grey background
     for name, images in {"real": heldout.images, "noise": np.rint((noise + 1) * 127.5).astype(np.uint8),
                          "edm_noise": (noise * 127.5 + 128).clip(0, 255).astype(np.uint8),
-                         "lifted": lifted.astype(np.uint8)}.items():
+                         "lifted": lifted.astype(np.uint8),
+                         "grey_background": grey.astype(np.uint8)}.items():
         path = write_guided_npz(ImageSet(images, heldout.labels), tmp_path / f"{name}.npz")
         assert read(path, reference=pool).images.images.shape == heldout.images.shape, name
 
@@ -343,6 +346,7 @@ def evaluate_entry(suite, name, samples, config=None, root=None, **options) -> d
     config, root = config or suite["config"], root or suite["root"]
     write_json(suite["root"] / "manifest.json", {"class_counts": [1] * 10})
     paths = {"classifier": str(root / "classifier.pt"), "source_json": str(suite["root"] / "source.json"),
+             "source_npz": str(suite["root"] / "source.npz"),
              "manifest": str(suite["root"] / "manifest.json"), "reference": str(root / "reference.npz")}
     options = {"fmt": "auto", "resize": False, "ref_stats": None, **options}
     metrics = score(config=with_protocol(config), samples=str(samples), name=name, dataset="digits", imb="100",
