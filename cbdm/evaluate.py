@@ -30,6 +30,16 @@ from .metrics import (
 from .records import Record, is_class, record, scopes
 
 FEATURE_ARRAYS = {"features": 2, "labels": 1, "predicted": 1, "logits": 2}
+# The `evaluation` keys the metrics of one sample set read: the metrics rule passes only these,
+# since Snakemake reruns a job whose params change and the other keys (the protocols, the
+# report's baseline and verdict settings) change no metrics file.
+METRIC_SETTINGS = ("min_samples", "kid_subsets", "kid_subset_size", "kid_bootstrap", "pr_neighborhood", "seed",
+                   "fid_small_n", "fid_infinity", "is_splits", "matched_fraction", "matched_repeats")
+
+
+def metric_settings(evaluation: dict) -> dict:
+    """The METRIC_SETTINGS of a resolved `evaluation` section."""
+    return {key: evaluation[key] for key in METRIC_SETTINGS}
 DISTRIBUTION_METRICS = ("fid", "kid_mean", "kid_std", "kid_subset_size", "precision", "recall")
 # The metrics each group is measured with at matched sample size: the table's MATCHED scope.
 AT_MATCHED_N = tuple(rec.metrics_at(rec.MATCHED))

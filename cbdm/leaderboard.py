@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import records
-from .config import variant_settings
+from .config import as_list, imbalance_factors, variant_settings
 from .io import atomic_path, read_json
 from .labels import factor_label
 
@@ -107,9 +107,12 @@ def generation_card(config: dict, cell: dict, external_card: dict | None, note: 
         guidance = factor_label(cell["guidance"]) if settings["sampling"]["guidance_declared"] else "n/a"
         return {"kind": "imported (samples:)", "sampler": "n/a", "steps": "n/a", "guidance": guidance,
                 "ema": "n/a", "samples_from": source}
-    sampling = settings["sampling"]
+    # The protocol's own sampler where it sets one (the `published` protocol), as the cell recorded
+    # it; a file written before cells recorded it falls back to the config's.
+    sampling = settings["protocol_sampling"].get(cell["protocol"], settings["sampling"])
     return {"kind": "external model" if settings["external"] else "built-in",
-            "sampler": sampling["sampler"], "steps": sampling["steps"], "guidance": factor_label(cell["guidance"]),
+            "sampler": cell.get("sampler", sampling["sampler"]), "steps": cell.get("steps", sampling["steps"]),
+            "guidance": factor_label(cell["guidance"]),
             "ema": settings["training"]["ema_decay"], "samples_from": "suite sampler"}
 
 
@@ -136,13 +139,25 @@ def entry_row(config: dict, metrics_json: Path, external_card: dict | None) -> d
     return row
 
 
+def in_config(config: dict, cell: dict) -> bool:
+    """Whether a variant's metrics file is of a cell the config declares: a file left from a seed,
+    guidance scale, sampling seed or imbalance factor since dropped stays on disk, and its row
+    would be averaged in and labelled with the current settings."""
+    settings = variant_settings(config, cell["variant"])
+    sampling = settings["protocol_sampling"].get(cell["protocol"], settings["sampling"])
+    factors = imbalance_factors(config["datasets"][cell["dataset"]])
+    return (cell["seed"] in settings.get("seeds", config["seeds"]) and cell["sample_seed"] in sampling["seeds"]
+            and factor_label(cell["imbalance_factor"]) in map(factor_label, factors)
+            and factor_label(cell["guidance"]) in map(factor_label, as_list(sampling["guidance"])))
+
+
 def metrics_files(config: dict, results: Path) -> list[tuple[Path, dict | None]]:
-    """(metrics file, external card or None) of every declared variant and external entry."""
+    """(metrics file, external card or None) of every declared variant cell and external entry."""
     found = []
     for dataset in config["datasets"]:
         for variant in config["variants"]:
             found += [(p, None) for p in sorted((results / "metrics" / dataset).glob(f"IF*/{variant}/seed*/*/*.json"))
-                      if p.stem in config["evaluation"]["protocols"]]
+                      if p.stem in config["evaluation"]["protocols"] and in_config(config, read_json(p)["cell"])]
         for card in sorted((results / "external").glob(f"*/{dataset}-IF*/card.json")):
             found += [(p, read_json(card)) for p in sorted(card.parent.glob("*.json")) if p.name != "card.json"]
     return found

@@ -128,6 +128,8 @@ def test_the_metrics_rule_records_the_measurement_in_the_cell(tmp_path, repo, ti
     assert cells and all(cell["features"] == expected["features"] for cell in cells)
     assert all(cell["preprocessing"] == expected["preprocessing"] for cell in cells)
     assert all(cell["evaluation"] == expected["evaluation"] for cell in cells)
+    assert {(cell["sampler"], cell["steps"]) for cell in cells} == {(config["sampling"]["sampler"],
+                                                                     config["sampling"]["steps"])}
 
 
 def test_a_card_ranks_its_rows_by_fid_with_the_spread_over_runs_and_says_which_way_is_better(tmp_path):
@@ -196,3 +198,18 @@ def test_the_guidance_of_samples_given_as_a_plain_path_is_shown_as_not_declared(
                           **record("all", "fid", 1.0, 100, 50)} for v, g in (("plain", 2.0), ("keyed", 1.5))])
     wide = wide_table(aggregate(runs), [("FID all", "all", "fid")], sampling).set_index("variant")
     assert wide.loc["plain", "guidance"] == "n/a" and wide.loc["keyed", "guidance"] == "1.5"
+
+
+def test_rows_of_cells_the_config_no_longer_declares_are_left_out_and_rows_say_their_own_sampler(in_tmp):
+    """Metrics files of a dropped seed or guidance scale stay on disk; the leaderboard averaged
+    them in and labelled them with the current sampler. A row's sampler and steps are the ones its
+    cell recorded (a protocol may sample with its own)."""
+    config = minimal_config(seeds=[0, 1], sampling={"guidance": 2.0, "sampler": "ddim", "steps": 50})
+    for seed, guidance in ((0, 2.0), (1, 2.0), (2, 2.0), (0, 1.0)):  # seed 2 and scale 1 were dropped
+        write_run(in_tmp, config, "ddpm", seed, guidance, 1.0 + seed, "")
+    path = in_tmp / "metrics/digits/IF100/ddpm/seed1/w2-s0/ours.json"
+    data = json.loads(path.read_text())
+    write_json(path, {**data, "cell": {**data["cell"], "sampler": "ancestral", "steps": 1000}})
+    table = leaderboard(config, in_tmp)
+    assert sorted(table["runs"]) == ["0/0", "1/0"] and set(table["guidance"]) == {"2"}
+    assert sorted(zip(table["sampler"], table["steps"])) == [("ancestral", 1000), ("ddim", 50)]

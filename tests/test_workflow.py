@@ -269,6 +269,20 @@ def test_settings_a_job_does_not_read_leave_its_params_alone(tmp_path, repo, tin
     inception_keys = {**config, "features": {**config["features"], "inception_preprocessing": "pytorch_fid"}}
     assert before
     assert _planned_params(repo, tmp_path, regrouped, upstream) == before
-    assert _planned_params(repo, tmp_path, inception_keys, upstream) == before
+    assert _planned_params(repo, tmp_path, inception_keys, upstream + ("diagnostics",)) == \
+        _planned_params(repo, tmp_path, config, upstream + ("diagnostics",))
     grown = _planned_params(repo, tmp_path, two_factors, upstream)
     assert {job: grown[job] for job in before} == before
+
+
+def test_report_side_evaluation_settings_leave_the_metrics_jobs_params_alone(tmp_path, repo, tiny_config):
+    """The metrics read a few `evaluation` keys (cbdm.evaluate.METRIC_SETTINGS); a new baseline,
+    another guidance choice or a second protocol recomputed every metrics file."""
+    config = yaml.safe_load(open(tiny_config))
+    evaluation = config["evaluation"]
+    before = _planned_params(repo, tmp_path, config, ("metrics",))
+    after = _planned_params(repo, tmp_path, {**config, "evaluation": {
+        **evaluation, "baseline": "cbdm", "guidance_choice": "best",
+        "protocols": {**evaluation["protocols"], "more": {"labels": "exact", "num_samples": 240,
+                                                          "reference": "heldout"}}}}, ("metrics",))
+    assert before and {job: after[job] for job in before} == before

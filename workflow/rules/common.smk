@@ -251,10 +251,13 @@ FEATURES_SETTINGS = {key: value for key, value in config["features"].items()
 
 
 def cell_fields(wildcards, protocol):
-    """What a metrics file says about the evaluation it belongs to."""
+    """What a metrics file says about the evaluation it belongs to, with the sampler and steps its
+    samples were drawn with (the leaderboard labels the row by them, not by the config it reads)."""
+    sampling = variant_sampling(wildcards.variant, protocol)
     return dict(dataset=wildcards.dataset, imbalance_factor=imbalance_factor(wildcards), variant=wildcards.variant,
                 seed=int(wildcards.seed), guidance=guidance_scale(wildcards, protocol),
-                sample_seed=int(wildcards.sample_seed), protocol=protocol, **PROTOCOLS[protocol])
+                sample_seed=int(wildcards.sample_seed), protocol=protocol, **PROTOCOLS[protocol],
+                sampler=sampling["sampler"], steps=sampling["steps"])
 
 
 # augment.smk

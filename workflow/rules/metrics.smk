@@ -2,6 +2,7 @@
 # The cell records the extractor, preprocessing and evaluation settings, so the leaderboard labels
 # each row by how it was measured rather than by the config read later; the job adds the features
 # file's extractor label and what an import did to the pixels (cbdm.leaderboard.measured_cell).
+from cbdm.evaluate import metric_settings
 from cbdm.leaderboard import measurement
 
 
@@ -17,7 +18,7 @@ rule metrics:
     params:
         groups=lambda wc: dataset_spec(wc)["groups"],
         num_classes=num_classes,
-        evaluation=config["evaluation"],
+        evaluation=metric_settings(config["evaluation"]),
         device=config["device"],
         cell=lambda wc: {**cell_fields(wc, wc.protocol),
                          **measurement(config["features"], dataset_spec(wc), config["evaluation"])},
@@ -42,7 +43,7 @@ rule diagnostics:
     output:
         diagnostics=DIAGNOSTICS,
     params:
-        classifier_cfg=config["features"],
+        classifier_cfg=CLASSIFIER_SETTINGS,
         memorization_cfg=config["evaluation"]["memorization"],
         groups=lambda wc: dataset_spec(wc)["groups"],
         num_classes=num_classes,
