@@ -1,4 +1,5 @@
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
@@ -174,3 +175,19 @@ def test_the_cli_prints_a_config_error_once_naming_the_file(tmp_path, capsys):
         assert main(argv) == 1
         err = capsys.readouterr().err
         assert err.count(str(bad)) == 1 and "seeds (line" in err, err
+
+
+def test_the_field_suite_and_the_overlap_sweep_are_the_default_with_other_variants():
+    """README compares their rows with the default table's: they must differ from the default only
+    where they say (the field suite adds variants; the sweep replaces them and skips augmentation)."""
+    config_dir = Path(__file__).parent.parent / "config"
+    default = yaml.safe_load((config_dir / "config.yaml").read_text())
+    field = yaml.safe_load((config_dir / "field.yaml").read_text())
+    sweep = yaml.safe_load((config_dir / "sweeps/overlap-weights.yaml").read_text())
+    same = {key for key in default if key not in ("suite", "variants", "augmentation")}
+    assert {key: field[key] for key in same} == {key: default[key] for key in same}
+    assert {key: sweep[key] for key in same} == {key: default[key] for key in same}
+    assert set(field) == set(default) == set(sweep)
+    assert field["augmentation"] == default["augmentation"] and sweep["augmentation"] == {"enabled": False}
+    assert {name: field["variants"][name] for name in default["variants"]} == default["variants"]
+    assert sweep["variants"]["ddpm"] == default["variants"]["ddpm"]
