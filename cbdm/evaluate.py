@@ -30,6 +30,10 @@ from .metrics import (
 from .records import Record, is_class, record, scopes
 
 FEATURE_ARRAYS = {"features": 2, "labels": 1, "predicted": 1, "logits": 2}
+DISTRIBUTION_METRICS = ("fid", "kid_mean", "kid_std", "kid_subset_size", "precision", "recall")
+# The metrics each group is measured with at matched sample size: the table's MATCHED scope.
+AT_MATCHED_N = tuple(rec.metrics_at(rec.MATCHED))
+
 # The `evaluation` keys the metrics of one sample set read: the metrics rule passes only these,
 # since Snakemake reruns a job whose params change and the other keys (the protocols, the
 # report's baseline and verdict settings) change no metrics file.
@@ -40,9 +44,6 @@ METRIC_SETTINGS = ("min_samples", "kid_subsets", "kid_subset_size", "kid_bootstr
 def metric_settings(evaluation: dict) -> dict:
     """The METRIC_SETTINGS of a resolved `evaluation` section."""
     return {key: evaluation[key] for key in METRIC_SETTINGS}
-DISTRIBUTION_METRICS = ("fid", "kid_mean", "kid_std", "kid_subset_size", "precision", "recall")
-# The metrics each group is measured with at matched sample size: the table's MATCHED scope.
-AT_MATCHED_N = tuple(rec.metrics_at(rec.MATCHED))
 
 
 def small_n_fid(n: int, dim: int, cfg: dict, fid: Callable[[], float]) -> tuple[float | None, str]:
@@ -254,9 +255,10 @@ def check_feature_sets(sets: dict[str, dict], num_classes: int) -> None:
 
 
 def evaluate(*, generated_npz: str, reference_npz: str, groups: dict, num_classes: int,
-             evaluation: dict, cell: dict, device: str, out_json: str) -> None:
+             evaluation: dict, cell: dict, device: str, out_json: str) -> str:
     """Stage 5: every record of one featurised sample set against its reference features, with
-    the classifier's confusion matrix, into `out_json`."""
+    the classifier's confusion matrix, into `out_json`; returns the note the records carry of an
+    imported set ('' for a built-in one), its label warning included."""
     from .acceleration import resolve_device
 
     dev = resolve_device(device)
@@ -282,3 +284,4 @@ def evaluate(*, generated_npz: str, reference_npz: str, groups: dict, num_classe
     overall = {r["metric"]: r["value"] for r in records if r["scope"] == "all"}
     print(f"{cell}: FID {overall['fid']}, KID {overall['kid_mean']}, recall {overall['recall']}, "
           f"accuracy {overall['accuracy']}", flush=True)
+    return import_note

@@ -123,9 +123,9 @@ def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, prot
                 sample_seed=None, protocol=protocol, **{**proto, "reference": reference},
                 **measurement(config["features"], spec, config["evaluation"]))
     metrics = out / f"{protocol}.json"
-    gen = read_npz(out / "features.npz")
-    note = with_label_warning(note, gen, len(CLASS_NAMES[spec["source"]]))  # evaluate() adds it to its records
     if ref_stats:
+        gen = read_npz(out / "features.npz")
+        note = with_label_warning(note, gen, len(CLASS_NAMES[spec["source"]]))
         cell = measured_cell(cell, gen)
         records = evaluate_against_stats(gen, ref_stats, spec["groups"], len(CLASS_NAMES[spec["source"]]),
                                          config["evaluation"], device, extractor=cell["features"],
@@ -133,10 +133,10 @@ def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, prot
         for r in records:
             r["note"] = "; ".join(filter(None, [r["note"], note]))
         write_json(metrics, {"cell": cell, "records": records})
-    else:
-        evaluate(generated_npz=str(out / "features.npz"), reference_npz=paths["reference"],
-                 groups=spec["groups"], num_classes=len(CLASS_NAMES[spec["source"]]),
-                 evaluation=config["evaluation"], cell=cell, device=device, out_json=str(metrics))
+    else:  # evaluate() reads the features once, and returns the note with the same label warning
+        note = evaluate(generated_npz=str(out / "features.npz"), reference_npz=paths["reference"],
+                        groups=spec["groups"], num_classes=len(CLASS_NAMES[spec["source"]]),
+                        evaluation=config["evaluation"], cell=cell, device=device, out_json=str(metrics))
     write_json(out / "card.json", {"source": str(samples), "source_path": str(Path(samples).resolve()), "note": note,
                                    "kind": "external"})
     return str(metrics)
