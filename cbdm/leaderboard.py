@@ -116,9 +116,9 @@ def generation_card(config: dict, cell: dict, external_card: dict | None, note: 
             "ema": settings["training"]["ema_decay"], "samples_from": "suite sampler"}
 
 
-def entry_row(config: dict, metrics_json: Path, external_card: dict | None) -> dict:
-    """One evaluation's card and headline numbers (all classes, and FID of every group)."""
-    data = read_json(metrics_json)
+def entry_row(config: dict, data: dict, external_card: dict | None) -> dict:
+    """One evaluation's card and headline numbers (all classes, and FID of every group), from its
+    metrics file's contents `data`."""
     cell = data["cell"]
     spec = config["datasets"][cell["dataset"]]
     values = {(r["scope"], r["metric"]): r for r in data["records"]}
@@ -151,21 +151,24 @@ def in_config(config: dict, cell: dict) -> bool:
             and factor_label(cell["guidance"]) in map(factor_label, as_list(sampling["guidance"])))
 
 
-def metrics_files(config: dict, results: Path) -> list[tuple[Path, dict | None]]:
-    """(metrics file, external card or None) of every declared variant cell and external entry."""
+def metrics_files(config: dict, results: Path) -> list[tuple[dict, dict | None]]:
+    """(metrics file's contents, external card or None) of every declared variant cell and
+    external entry."""
     found = []
     for dataset in config["datasets"]:
         for variant in config["variants"]:
-            found += [(p, None) for p in sorted((results / "metrics" / dataset).glob(f"IF*/{variant}/seed*/*/*.json"))
-                      if p.stem in config["evaluation"]["protocols"] and in_config(config, read_json(p)["cell"])]
+            paths = sorted((results / "metrics" / dataset).glob(f"IF*/{variant}/seed*/*/*.json"))
+            read = [read_json(p) for p in paths if p.stem in config["evaluation"]["protocols"]]
+            found += [(data, None) for data in read if in_config(config, data["cell"])]
         for card in sorted((results / "external").glob(f"*/{dataset}-IF*/card.json")):
-            found += [(p, read_json(card)) for p in sorted(card.parent.glob("*.json")) if p.name != "card.json"]
+            entry = read_json(card)
+            found += [(read_json(p), entry) for p in sorted(card.parent.glob("*.json")) if p.name != "card.json"]
     return found
 
 
 def leaderboard(config: dict, results: Path) -> pd.DataFrame:
     """Rows aggregated over runs (mean), with the runs and the sample sources they came from."""
-    rows = [entry_row(config, path, card) for path, card in metrics_files(config, results)]
+    rows = [entry_row(config, data, card) for data, card in metrics_files(config, results)]
     if not rows:
         return pd.DataFrame()
     frame = pd.DataFrame(rows)
