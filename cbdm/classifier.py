@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from .acceleration import resolve_device
 from .dataset import images_to_model_range, read_image_set
-from .io import atomic_path, progress_bar, rebuild, write_json
+from .io import progress_bar, rebuild, save_torch, write_json
 from .modelfile import load_payload
 from .sources import ImageSet
 
@@ -173,9 +173,8 @@ def train_classifier(features_cfg: dict, *, source_npz: str, num_classes: int, d
     accuracy = float(np.average(per_class, weights=np.bincount(heldout.labels, minlength=num_classes)))
     print(f"held-out accuracy {accuracy:.4f} on {len(heldout.labels)} images; worst class "
           f"{int(np.argmin(per_class))} at {min(per_class):.3f}", flush=True)
-    with atomic_path(out_model) as tmp:
-        torch.save({"format": CLASSIFIER_FORMAT, "hparams": model.hparams,
-                    "state_dict": model.state_dict()}, tmp)
+    save_torch({"format": CLASSIFIER_FORMAT, "hparams": model.hparams, "state_dict": model.state_dict()},
+               out_model)
     write_json(out_report, {"heldout_accuracy": accuracy, "heldout_n": int(len(heldout.labels)),
                             "per_class_accuracy": per_class, "epochs": features_cfg["epochs"],
                             "feature_dim": features_cfg["feature_dim"]})

@@ -96,6 +96,17 @@ def _name_write_failures(path: Path) -> Iterator[None]:
         raise DiskFullError(errno.ENOSPC, f"{fix} ({str(err).splitlines()[0]})") from err
 
 
+def save_torch(obj, path) -> None:
+    """torch.save `obj` to `path`, atomically. Through a file object: given a path, torch.save
+    names the archive's root folder after the file, here atomic_path's random temporary name, so
+    two saves of the same tensors differed in bytes, and so in the file digest that labels a
+    classifier's features (cbdm.features.extractor_label)."""
+    import torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+
+
 def write_json(path, obj) -> None:
     """Write `obj` as indented JSON, atomically (numpy scalars and arrays as plain values)."""
     with atomic_path(path) as tmp:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from .diffusion import NoiseSchedule
-from .io import InputError, atomic_path, rebuild
+from .io import InputError, rebuild, save_torch
 from .networks import UNet, UNetConfig
 
 MODEL_FORMAT = "cbdm.model/1"
@@ -51,8 +51,7 @@ def save_model(path, model: UNet, diffusion: dict, meta: dict, *, identity: dict
     payload = {"format": MODEL_FORMAT, "unet": model.cfg.to_dict(), "diffusion": dict(diffusion),
                "state_dict": state_dict if state_dict is not None else model.state_dict(),
                "meta": {**meta, "identity": dict(identity)}}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(payload, path)
 
 
 def check_identity(path, payload: dict, expected: dict) -> None:
@@ -110,8 +109,7 @@ def load_model(path, device="cpu") -> tuple[UNet, NoiseSchedule, dict]:
 
 def save_checkpoint(path, state: dict) -> None:
     """Write a training checkpoint, atomically."""
-    with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+    save_torch({"format": CHECKPOINT_FORMAT, **state}, path)
 
 
 def load_checkpoint(path) -> dict:

@@ -269,3 +269,16 @@ def test_a_fill_that_needs_no_images_writes_an_empty_sample_set(tmp_path):
     assert fill["images"].shape == (0, 1, 8, 8) and fill["labels"].shape == (0,)
     train = ImageSet(np.zeros((50, 1, 8, 8), np.uint8), np.repeat(np.arange(10), 5))
     assert len(augmented_set(train, ImageSet(fill["images"], fill["labels"]), 100, 10).labels) == 50
+
+
+def test_the_same_tensors_saved_twice_give_the_same_file(tmp_path):
+    """A classifier file's digest labels its features (cbdm.features.extractor_label): saved
+    under atomic_path's random temporary name, torch.save named the archive after it, and two
+    trainings with identical weights got different digests, so their rows never shared a card."""
+    from cbdm.io import save_torch
+
+    state = {"format": "x", "state_dict": {"w": torch.arange(6.0)}}
+    save_torch(state, tmp_path / "a.pt")
+    save_torch(state, tmp_path / "b.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    assert torch.equal(torch.load(tmp_path / "a.pt", weights_only=True)["state_dict"]["w"], torch.arange(6.0))
