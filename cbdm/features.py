@@ -121,12 +121,15 @@ def check_classifier(hparams: dict, path: str, info: dict, features_cfg: dict) -
 
 
 def extractor_label(features_cfg: dict, classifier_path: str) -> str:
-    """What made a features file's features, recorded in it so that the metrics refuse to compare
-    features of two extractors (a classifier is named by its file's digest: two trainings differ;
-    Inception by its preprocessing, its weights being the locked file, require_weights)."""
+    """What made a features file's features and predicted classes, recorded in it so that the
+    metrics refuse to compare features of two extractors and the leaderboard gives them separate
+    cards (a classifier is named by its file's digest: two trainings differ; Inception by its
+    preprocessing, its weights being the locked file, require_weights, and by the classifier,
+    which still predicts the classes that acc and the leakage diagnostics count)."""
+    classifier = f"classifier {file_fingerprint(classifier_path)}"
     if features_cfg["extractor"] == "inception":
-        return f"inception {features_cfg['inception_preprocessing']} preprocessing"
-    return f"classifier {file_fingerprint(classifier_path)}"
+        return f"inception {features_cfg['inception_preprocessing']} preprocessing; classes by {classifier}"
+    return classifier
 
 
 def import_note(images_npz: str) -> dict:

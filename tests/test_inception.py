@@ -43,6 +43,23 @@ def test_inception_features_through_the_features_stage(tmp_path, trusted):
     assert out["predicted"].shape == (6,) and out["predicted"].max() < 10  # classes from the domain classifier
 
 
+def test_inception_features_are_labelled_by_the_classifier_that_predicts_their_classes(tmp_path, trusted):
+    """Under Inception the predicted classes (acc, leakage) still come from the domain classifier:
+    the label named Inception only, so two runs whose classifiers differ shared a leaderboard card
+    and their features could be compared, while their acc came from different classifiers."""
+    write_npz(tmp_path / "samples.npz", images=np.full((4, 1, 8, 8), 9, np.uint8), labels=np.arange(4))
+    cfg = {"extractor": "inception", "inception_weights": str(trusted), "inception_preprocessing": "torch_fidelity"}
+    labels = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        extract_features(features_cfg=cfg, classifier_path=classifier_file(tmp_path / f"c{seed}.pt"),
+                         images_npz=str(tmp_path / "samples.npz"), prefix="", device="cpu",
+                         out_npz=str(tmp_path / f"f{seed}.npz"))
+        labels.append(str(read_npz(tmp_path / f"f{seed}.npz")["extractor"]))
+    assert labels[0] != labels[1]
+    assert all(label.startswith("inception torch_fidelity preprocessing") for label in labels)
+
+
 def test_missing_weights_name_the_fetch_command(tmp_path):
     with pytest.raises(DataError, match=r"cbdm assets fetch.*torch-fidelity/releases"):
         require_weights("inception_v3_fid", tmp_path / "nope.pth")
