@@ -25,7 +25,7 @@ def cmd_losses(args) -> int:
     for name, description in registered_losses().items():
         term = LOSSES[name]
         options = ", ".join(f"{k}={v!r}{_allowed(term.specs[k])}" for k, v in term.defaults.items()) or "no options"
-        print(f"{name}: {description}\n    {options}")
+        print(f"{name}: {description}\n    weight={term.weight:g}; {options}")
     return 0
 
 

@@ -418,10 +418,11 @@ def loss_terms(variant: str, losses: list[dict]) -> list[dict]:
     for term in losses:
         options = {k: v for k, v in term.items() if k not in ("name", "weight")}
         try:
-            options = get_loss(term["name"]).options(options)
+            loss = get_loss(term["name"])
+            options = loss.options(options)
         except (KeyError, ValueError) as err:
             raise ConfigError(f"variant {variant}: {err.args[0]}") from err
-        terms.append({"name": term["name"], "weight": term.get("weight", 1.0), "options": options})
+        terms.append({"name": term["name"], "weight": term.get("weight", loss.weight), "options": options})
     return terms
 
 

@@ -82,7 +82,8 @@ def supervised_contrastive(z: torch.Tensor, y: torch.Tensor, temperature: float)
                # Temperatures divide logits and exponents: 0 gives inf, a negative one inverts them.
                options={"temperature": Option(float, above=0), "time_temperature": Option(float, above=0),
                         "projection_dim": Option(int, minimum=1)},
-               needs=Needs(features=True, heads={"coral_projection": "projection_dim"}))
+               needs=Needs(features=True, heads={"coral_projection": "projection_dim"}),
+               weight=0.01)  # the paper's lambda on both CIFAR-LT sets (methods: "Methods")
 def coral_supcon(batch: NoisedBatch, eps: torch.Tensor, eps_alt: None, *, features: dict, heads,
                  temperature: float, time_temperature: float) -> torch.Tensor:
     """CORAL: s_bar * SupCon on the projected, pooled middle block; s_bar = mean exp((1 - t/T) / tau_r).

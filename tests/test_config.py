@@ -166,6 +166,20 @@ def test_loss_terms_resolve_as_a_variant_does_and_name_the_variant_on_an_error()
         loss_terms("mine", [{"name": "epsmse"}])
 
 
+def test_a_term_without_a_weight_takes_its_loss_s_vetted_weight_not_one():
+    """`- name: coral` trained at weight 1.0, 100x the paper's 0.01, and `- name: overlap_hinge`
+    at 1.0 with the kl time weight, where the sweep found 0.1 already unstable: a declared term
+    now takes its loss's registered weight (README, "Variants and losses")."""
+    terms = {t["name"]: t for t in loss_terms("v", [{"name": "eps_mse"}, {"name": "coral"}, {"name": "cbdm"},
+                                                    {"name": "overlap_hinge"}])}
+    assert {name: t["weight"] for name, t in terms.items()} == \
+        {"eps_mse": 1.0, "coral": 0.01, "cbdm": 1.0, "overlap_hinge": 0.01}
+    assert terms["overlap_hinge"]["options"]["time_weight"] == "snr_clipped"
+    assert loss_terms("v", [{"name": "coral", "weight": 0.5}])[0]["weight"] == 0.5
+    c = config(variants={"coral": {"losses": [{"name": "eps_mse"}, {"name": "coral"}]}})
+    assert [t["weight"] for t in variant_settings(c, "coral")["losses"]] == [1.0, 0.01]
+
+
 def test_the_cli_prints_a_config_error_once_naming_the_file(tmp_path, capsys):
     from cbdm.cli import main
 
