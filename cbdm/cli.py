@@ -41,12 +41,13 @@ def _allowed(spec) -> str:
 
 def cmd_check(args) -> int:
     """Validate a config and everything that can be known before the first job: the schema,
-    losses and their options, class counts, data files and weights (against the asset lock) and,
-    as a warning, a GPU for `device: cuda`."""
+    losses and their options, class counts, data files and weights (against the asset lock),
+    imported sample sets and, as a warning, a GPU for `device: cuda`."""
     config = _load(args.config)
     if config is None:
         return 1
     missing = missing_assets(config, args.config)
+    missing += sample_set_problems(config, args.config)
     for line in missing:
         print(line, file=sys.stderr)
     if config["device"] == "cuda" and not _torch_sees_a_gpu():
@@ -78,6 +79,34 @@ def missing_assets(config: dict, config_path: str) -> list[str]:
             check()
         except DataError as err:
             lines.append(f"{config_path}: {label}: {err} (fetch: cbdm assets fetch --config {config_path})")
+    return lines
+
+
+def sample_set_problems(config: dict, config_path: str) -> list[str]:
+    """One error line per `samples:` file that its import job would refuse (format, shape, labels,
+    pixel values against the dataset's training pool, cbdm.samplesets): found here, not after the
+    dataset and classifier jobs. A dataset whose files are missing is skipped (missing_assets
+    names it)."""
+    from .dataset import split_source
+    from .samplesets import SampleSetError, read_samples
+    from .sources import CLASS_NAMES, NUM_CLASSES, DataError
+
+    imported = {name: variant_settings(config, name) for name in config["variants"]}
+    imported = {name: settings for name, settings in imported.items() if settings.get("samples")}
+    lines = []
+    for dataset, spec in config["datasets"].items() if imported else ():
+        try:
+            pool = split_source(spec)[0].images
+        except (DataError, OSError):
+            continue
+        for name, settings in imported.items():
+            for path in sorted({p for by_seed in settings["samples"].values() for p in by_seed.values()}):
+                try:
+                    read_samples(path, num_classes=NUM_CLASSES[spec["source"]], image_shape=pool.shape[1:],
+                                 class_names=CLASS_NAMES[spec["source"]], fmt=settings["samples_format"],
+                                 resize=settings["samples_resize"], reference=pool)
+                except SampleSetError as err:
+                    lines.append(f"{config_path}: variants.{name}.samples (dataset {dataset}): {err}")
     return lines
 
 

@@ -75,8 +75,9 @@ def array_digest(*arrays: np.ndarray) -> str:
     return f"sha256:{h.hexdigest()}"
 
 
-def prepare_source(spec: dict, out_npz: str, out_json: str) -> None:
-    """Write the training pool and the held-out set of one dataset, with provenance."""
+def split_source(spec: dict) -> tuple[ImageSet, ImageSet, str, dict]:
+    """(training pool, held-out set, how they were split, the source's files) of one dataset, at
+    its image size: what prepare_source writes, and what `cbdm check` holds imported samples to."""
     source = load_source(spec)
     if source.test is not None:
         pool, heldout = source.train, source.test
@@ -88,12 +89,18 @@ def prepare_source(spec: dict, out_npz: str, out_json: str) -> None:
     if spec.get("image_size") and spec["image_size"] != pool.images.shape[-1]:
         pool, heldout = resize(pool, spec["image_size"]), resize(heldout, spec["image_size"])
         split += f"; resized to {spec['image_size']}x{spec['image_size']}"
+    return pool, heldout, split, source.files
+
+
+def prepare_source(spec: dict, out_npz: str, out_json: str) -> None:
+    """Write the training pool and the held-out set of one dataset, with provenance."""
+    pool, heldout, split, files = split_source(spec)
     num_classes = NUM_CLASSES[spec["source"]]
     write_npz(out_npz, pool_images=pool.images, pool_labels=pool.labels,
               heldout_images=heldout.images, heldout_labels=heldout.labels)
     write_json(out_json, {
         "source": spec["source"],
-        "files": source.files,
+        "files": files,
         "split": split,
         "num_classes": num_classes,
         "image_shape": list(pool.images.shape[1:]),

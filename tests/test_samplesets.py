@@ -456,3 +456,27 @@ def test_other_evaluation_settings_or_another_classifier_get_a_card_of_their_own
     assert cells["retrained"]["extractor"].startswith("classifier ")
     table = leaderboard(with_protocol(config), Path("results/t"))
     assert markdown(table, "t").count("## Card") == 3 and table["fid"].nunique() == 2
+
+
+def test_cbdm_check_refuses_a_declared_sample_set_the_import_would_refuse(tmp_path, capsys):
+    """A `samples:` set on sklearn's 0..16 scale passed `cbdm check` (only its path was checked)
+    and failed in its import job, after the dataset and classifier jobs; a good set passes."""
+    import yaml
+
+    from cbdm.cli import main
+    from cbdm.dataset import split_source
+
+    from helpers import MINIMAL
+
+    heldout = split_source(validate_config(MINIMAL)["datasets"]["digits"])[1]
+    good = write_guided_npz(heldout, tmp_path / "good.npz")
+    small = write_guided_npz(ImageSet(np.rint(heldout.images / 255 * 16).astype(np.uint8), heldout.labels),
+                             tmp_path / "sixteen.npz")
+    for path, code in ((good, 0), (small, 1)):
+        config = tmp_path / f"{path.stem}.yaml"
+        variants = {**MINIMAL["variants"], "ours": {"samples": str(path)}}
+        config.write_text(yaml.safe_dump({**MINIMAL, "variants": variants}))
+        assert main(["check", str(config)]) == code
+    err = capsys.readouterr().err
+    assert f"sixteen.yaml: variants.ours.samples (dataset digits): {small}: no pixel is above 16" in err
+    assert "good.npz" not in err
