@@ -65,23 +65,33 @@ def seed_records(recipe: dict, seed: int, images: ImageSet, test: ImageSet, grou
     return [{**r, "seed": seed} for r in records]
 
 
-def run_augmentation(*, augmentation: dict, row: str, train_npz: str, source_npz: str, samples_npz: str | None,
+def run_augmentation(*, augmentation: dict, row: str, train_npz: str, source_npz: str, samples_npz: list[str],
                      groups: dict, num_classes: int, device: str, out_json: str) -> None:
     """One row of the augmentation table (a variant's fill, or a control row of `CONTROL_ROWS`
-    without samples) over the configured classifier seeds."""
+    without samples) over the configured classifier seeds. Classifier seed k trains on fill
+    `samples_npz[k % len]` (the variant's k-th training seed's, cycling) and the oversampled
+    control on a draw of seed k, so that the spread over seeds covers the generator's and the
+    draw's variation, not only the classifier's."""
     dev = resolve_device(device)
     train, test = read_image_set(train_npz), read_image_set(source_npz, "heldout_")
-    generated = read_image_set(samples_npz) if samples_npz else None
-    if row == REAL_OVERSAMPLED:
-        generated = oversampled_fill(train, augmentation["fill_percent"], num_classes)
-    images = augmented_set(train, generated, augmentation["fill_percent"], num_classes)
-    n_generated = np.bincount(generated.labels, minlength=num_classes) if generated else np.zeros(num_classes, int)
-    print(f"augmentation row {row}: {len(train.labels)} real + {int(n_generated.sum())} filled images, "
-          f"{len(test.labels)} held-out test images, seeds {augmentation['seeds']}", flush=True)
-    records = []
-    for seed in augmentation["seeds"]:
+    fills = [read_image_set(path) for path in samples_npz]
+    seeds = augmentation["seeds"]
+    print(f"augmentation row {row}: {len(train.labels)} real images, {len(fills) or 'no'} generated fill(s), "
+          f"{len(test.labels)} held-out test images, classifier seeds {seeds}", flush=True)
+    records, n_generated = [], np.zeros(num_classes, int)
+    for k, seed in enumerate(seeds):
+        generated = fills[k % len(fills)] if fills else None
+        if row == REAL_OVERSAMPLED:
+            generated = oversampled_fill(train, augmentation["fill_percent"], num_classes, seed)
+        images = augmented_set(train, generated, augmentation["fill_percent"], num_classes)
+        if generated is not None:
+            n_generated = np.bincount(generated.labels, minlength=num_classes)
         records += seed_records(augmentation["classifier"], seed, images, test, groups, num_classes, dev)
         overall = [r["value"] for r in records if r["scope"] == "all" and r["seed"] == seed][0]
-        print(f"seed {seed}: held-out top-1 (mean over classes) {overall:.4f}", flush=True)
+        print(f"seed {seed}: {len(images.labels)} training images"
+              f"{f', fill {samples_npz[k % len(fills)]}' if fills else ''}; "
+              f"held-out top-1 (mean over classes) {overall:.4f}", flush=True)
     write_json(out_json, {"row": row, "fill_percent": augmentation["fill_percent"],
-                          "generated_per_class": n_generated.tolist(), "records": records})
+                          "generated_per_class": n_generated.tolist(),
+                          "fills": {str(seed): samples_npz[k % len(fills)] for k, seed in enumerate(seeds)} if fills
+                          else {}, "records": records})

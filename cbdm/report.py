@@ -659,7 +659,9 @@ def augmentation_sections(r: Report) -> list[Section]:
                     f"Held-out top-1 accuracy (mean over classes) of a classifier trained on the real long-tailed "
                     f"set plus each variant's generated images filling every class (real_only: no generated "
                     f"images; real_oversampled: the fill made of copies of real images); mean ± sd over "
-                    f"{runs['seed'].nunique()} classifier seed(s). n: training images vs held-out test images.",
+                    f"{runs['seed'].nunique()} classifier seed(s), the k-th trained on the fill of the variant's "
+                    f"k-th training seed (cycling) and on the k-th draw of copies, so that the sd covers the "
+                    f"generator and the draw too. n: training images vs held-out test images.",
                     table, page="comparisons"),
             Section("Augmentation: differences to real_only",
                     "Paired by classifier seed; a t-based 95 % interval over the seeds.", format_differences(diffs),

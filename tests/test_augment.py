@@ -72,7 +72,7 @@ def test_one_row_end_to_end(tmp_path):
     augmentation = {"fill_percent": 100, "seeds": [0, 1],
                     "classifier": {"architecture": "small_cnn", "feature_dim": 8, "epochs": 8, "batch_size": 16,
                                    "lr": 3e-3}}
-    for row, samples in (("real_only", None), ("real_oversampled", None), ("ddpm", str(tmp_path / "fill.npz"))):
+    for row, samples in (("real_only", []), ("real_oversampled", []), ("ddpm", [str(tmp_path / "fill.npz")])):
         run_augmentation(augmentation=augmentation, row=row, train_npz=str(tmp_path / "train.npz"),
                          source_npz=str(tmp_path / "source.npz"), samples_npz=samples,
                          groups={"head": [0], "tail": [1, 2]}, num_classes=3, device="cpu",
@@ -87,3 +87,37 @@ def test_one_row_end_to_end(tmp_path):
     tail = [top1[(0, "class 1")]["value"], top1[(0, "class 2")]["value"]]
     assert top1[(0, "tail")]["value"] == pytest.approx(np.mean(tail))
     assert top1[(0, "all")]["value"] > 0.9  # the synthetic classes are easy to tell apart
+
+
+def test_each_classifier_seed_trains_on_the_fill_of_its_own_training_seed(tmp_path, monkeypatch):
+    """Every classifier seed trained on the fill of the variant's first training seed, and the
+    oversampled control on one draw: the sd and the paired intervals over seeds covered the
+    classifier's variation only, not the generator's (nor the draw's)."""
+    import cbdm.augment
+
+    train, heldout = images([30, 12, 5]), images([10, 10, 10], seed=1)
+    write_npz(tmp_path / "train.npz", images=train.images, labels=train.labels)
+    write_npz(tmp_path / "source.npz", heldout_images=heldout.images, heldout_labels=heldout.labels)
+    fills = []
+    for training_seed in (0, 1):
+        fill = images(fill_counts([30, 12, 5], 100).tolist(), seed=10 + training_seed)
+        fills.append(str(tmp_path / f"fill{training_seed}.npz"))
+        write_npz(fills[-1], images=fill.images, labels=fill.labels)
+    trained_on = {}
+
+    def seed_records(recipe, seed, images, *args):
+        trained_on[(row, seed)] = images.images[len(train.labels):].copy()  # the generated part
+        return [{"scope": "all", "seed": seed, "value": 0.0}]
+
+    monkeypatch.setattr(cbdm.augment, "seed_records", seed_records)
+    augmentation = {"fill_percent": 100, "seeds": [0, 1, 2], "classifier": {}}
+    for row, samples in (("real_oversampled", []), ("ddpm", fills)):
+        run_augmentation(augmentation=augmentation, row=row, train_npz=str(tmp_path / "train.npz"),
+                         source_npz=str(tmp_path / "source.npz"), samples_npz=samples, groups={"head": [0]},
+                         num_classes=3, device="cpu", out_json=str(tmp_path / f"{row}.json"))
+    fill_images = [np.load(f)["images"] for f in fills]
+    for seed, fill in ((0, 0), (1, 1), (2, 0)):  # classifier seed k: training seed k, cycling
+        assert np.array_equal(trained_on[("ddpm", seed)], fill_images[fill])
+    oversampled = [trained_on[("real_oversampled", seed)] for seed in (0, 1)]
+    assert not np.array_equal(*oversampled)
+    assert read_json(tmp_path / "ddpm.json")["fills"] == {"0": fills[0], "1": fills[1], "2": fills[0]}

@@ -124,8 +124,9 @@ def test_every_factor_of_the_config_expands_the_dag(tmp_path, repo):
     jobs = planned_jobs(repo, tmp_path, path)
     cells = 2 * 2 * (2 + 3) * 2  # IF x training seeds x guidance scales over variants x sampling seeds
     assert jobs["train"] == 2 * 4 * 2
-    # two label sets ('same_samples' reuses the 'ours' samples), plus one augmentation fill per IF and variant
-    assert jobs["sample"] == cells * 2 + 2 * 4
+    # two label sets ('same_samples' reuses the 'ours' samples), plus one augmentation fill per IF, variant
+    # and training seed (the tiny suite's 2 classifier seeds use both)
+    assert jobs["sample"] == cells * 2 + 2 * 4 * 2
     assert jobs["augment"] == 2 * (2 + 4)  # real only, real oversampled + every variant, per IF
     assert jobs["metrics"] == cells * 3
     assert jobs["diagnostics"] == cells

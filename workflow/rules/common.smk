@@ -264,14 +264,16 @@ def cell_fields(wildcards, protocol):
 
 
 def fill_samples(wildcards):
-    """The generated fill of an augmentation row: the variant's first training seed, guidance and
-    sampling seed, labels 'fill-<percent>'; none for the control rows."""
+    """The generated fills of an augmentation row, labels 'fill-<percent>' at the variant's first
+    guidance and sampling seed: one per training seed that a classifier seed uses (classifier seed
+    k takes training seed k, cycling; cbdm.augment); none for the control rows."""
     if wildcards.row in ("real_only", "real_oversampled"):
         return []
-    return SAMPLES.format(dataset=wildcards.dataset, imb=wildcards.imb, variant=wildcards.row, seed=config["seeds"][0],
-                          guidance=cbdm_config.factor_label(declared_guidance(wildcards.row, None)),
-                          sample_seed=variant_sampling(wildcards.row)["seeds"][0],
-                          labelset=f"fill-{config['augmentation']['fill_percent']}")
+    seeds = VARIANTS[wildcards.row].get("seeds", config["seeds"])[:len(config["augmentation"]["seeds"])]
+    return [SAMPLES.format(dataset=wildcards.dataset, imb=wildcards.imb, variant=wildcards.row, seed=seed,
+                           guidance=cbdm_config.factor_label(declared_guidance(wildcards.row, None)),
+                           sample_seed=variant_sampling(wildcards.row)["seeds"][0],
+                           labelset=f"fill-{config['augmentation']['fill_percent']}") for seed in seeds]
 
 
 # report.smk (and the Snakefile's `all`)
