@@ -16,7 +16,6 @@ import numpy as np
 
 from . import records as rec
 from .io import InputError, read_npz, rebuild, write_json
-from .leaderboard import measured_cell
 from .metrics import (
     TooFewSamples,
     confusion_matrix,
@@ -259,7 +258,10 @@ def evaluate(*, generated_npz: str, reference_npz: str, groups: dict, num_classe
     """Stage 5: every record of one featurised sample set against its reference features, with
     the classifier's confusion matrix, into `out_json`; returns the note the records carry of an
     imported set ('' for a built-in one), its label warning included."""
+    # Imported here, not at the top: the leaderboard reads configs (jsonschema), and the metrics
+    # functions above run without them (benchmarks/bench_metrics.py on the GPU image lacks jsonschema).
     from .acceleration import resolve_device
+    from .leaderboard import measured_cell
 
     dev = resolve_device(device)
     gen = read_npz(generated_npz, FEATURE_ARRAYS)

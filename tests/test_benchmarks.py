@@ -299,6 +299,21 @@ def test_the_gpu_check_fits_its_time_budget(repo, benchmarks, monkeypatch, tmp_p
     assert all(cap <= gpu_check.TOTAL_BUDGET_S for _, cap in ran)
 
 
+# What the GPU image lacks (benchmarks/README.md, "The GPU check"): the workflow's packages, and
+# the features part's, which gpu_check.sh installs from carried wheels only for that part.
+GPU_IMAGE_LACKS = ["jsonschema", "snakemake", "cleanfid", "torch_fidelity"]
+
+
+def test_every_script_of_the_gpu_check_imports_where_the_gpu_image_lacks_the_workflows_packages(repo, benchmarks):
+    import gpu_check
+
+    scripts = sorted({argv[0].removesuffix(".py") for _, _, argv, _ in gpu_check.PARTS})
+    lacking = "; ".join(f"sys.modules[{name!r}] = None" for name in GPU_IMAGE_LACKS)  # import raises ImportError
+    code = f"import sys; {lacking}; sys.path.insert(0, 'benchmarks'); import cbdm.train, {', '.join(scripts)}"
+    result = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_the_gpu_check_runs_the_parts_only_names_and_refuses_an_unknown_one(benchmarks, monkeypatch, tmp_path):
     import gpu_check
 
