@@ -47,7 +47,8 @@ def kind(name: str) -> str:
 def profile_steps(call, calls: int, device: torch.device):
     """The profiler's record of `calls` steps, after one untimed step (operators' input shapes kept)."""
     call()
-    activities = [ProfilerActivity.CUDA] if device.type == "cuda" else [ProfilerActivity.CPU]
+    # Operators are recorded only with the CPU activity; without them, no kernel has a launcher.
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities, record_shapes=True) as prof:
         for _ in range(calls):
             call()
@@ -58,8 +59,11 @@ def profile_steps(call, calls: int, device: torch.device):
 
 def kernel_times(prof, device: torch.device) -> list[tuple[str, float]]:
     """(kernel name, device microseconds) per kernel name; on a CPU, operators' self CPU time."""
-    attribute = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    return [(e.key, getattr(e, attribute)) for e in prof.key_averages() if getattr(e, attribute) > 0]
+    if device.type != "cuda":
+        return [(e.key, e.self_cpu_time_total) for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    # The operators that launched the kernels carry their device time too: count it once, by kernel.
+    return [(e.key, e.self_device_time_total) for e in prof.key_averages()
+            if e.device_type != DeviceType.CPU and e.self_device_time_total > 0]
 
 
 def operator_chain(event, depth: int = CHAIN_DEPTH) -> str:

@@ -65,3 +65,43 @@ def test_launchers_are_ranked_by_time_and_counted(profile_train):
     ranked = profile_train.by_launcher(rows, total_us=100.0, top=2)
     assert [(r["kernel"], r["launched by"], r["launches"], r["share %"]) for r in ranked] == [
         ("copy", "aten::copy_ < aten::contiguous", 2, 50.0), ("conv", "aten::cudnn_convolution", 1, 45.0)]
+
+
+def test_on_a_gpu_operators_are_recorded_so_that_kernels_have_launchers(profile_train, monkeypatch):
+    # The profiler records operators only with its CPU activity (torch's enableProfiler registers its
+    # operator callbacks for it alone); with the CUDA activity alone, kernels link to no operator and
+    # every kernel's launching chain, which the GPU check's profile parts are for, comes out empty.
+    asked = []
+
+    class Recording:
+        def __init__(self, activities, record_shapes):
+            asked.extend(activities)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(profile_train, "profile", Recording)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    profile_train.profile_steps(lambda: None, 1, torch.device("cuda"))
+    assert set(asked) == {profile_train.ProfilerActivity.CPU, profile_train.ProfilerActivity.CUDA}
+
+
+def test_on_a_gpu_device_time_is_the_kernels_not_also_their_operators(profile_train):
+    # With operators recorded, an operator carries its kernels' device time too: counted once, by kernel.
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    events = [SimpleNamespace(key="aten::cudnn_convolution", device_type=DeviceType.CPU, self_device_time_total=40.0,
+                              self_cpu_time_total=15.0),
+              SimpleNamespace(key="sm90_xmma_fprop", device_type=DeviceType.CUDA, self_device_time_total=40.0,
+                              self_cpu_time_total=0.0),
+              SimpleNamespace(key="cudaLaunchKernel", device_type=DeviceType.CPU, self_device_time_total=0.0,
+                              self_cpu_time_total=5.0)]
+    prof = SimpleNamespace(key_averages=lambda: events)
+    assert profile_train.kernel_times(prof, torch.device("cuda")) == [("sm90_xmma_fprop", 40.0)]
+    assert profile_train.kernel_times(prof, torch.device("cpu")) == [("aten::cudnn_convolution", 15.0),
+                                                                     ("cudaLaunchKernel", 5.0)]
