@@ -178,10 +178,8 @@ def summary_table(summary: dict) -> str:
                          f"{figures['seconds_including_compile']} s (compile included) | loss "
                          f"{figures['loss_first_logged']:.4f} -> {figures['loss_last_logged']:.4f} | | | |")
         elif name.startswith("profile") and figures:
-            first = figures["by launcher"][0]
-            lines.append(f"| {name} | {part['status']} | {figures['total_ms']:.1f} ms of device time | largest: "
-                         f"{first['share %']} % {first['kernel'][:60]} launched by "
-                         f"{first['launched by'][:120]} | | | |")
+            lines.append(f"| {name} | {part['status']} | {figures['total_ms']:.1f} ms of device time | "
+                         f"{_largest_launch(figures['by launcher'])} | | | |")
         elif name == "metrics" and figures:
             done = ", ".join(f"{k} {v['done']}/{v['of']}" for k, v in figures["scopes"].items())
             projected = f"{figures['projected_s']:.0f} s" if figures["projected_s"] is not None else "not projected"
@@ -190,6 +188,14 @@ def summary_table(summary: dict) -> str:
         else:
             lines.append(f"| {name} | {part['status']} | - | | | | |")
     return "\n".join(lines) + "\n"
+
+
+def _largest_launch(launches: list[dict]) -> str:
+    """The summary's cell for a profile's largest (kernel, launching operators) pair."""
+    if not launches:
+        return "no kernel was linked to a launching operator"
+    first = launches[0]
+    return f"largest: {first['share %']} % {first['kernel'][:60]} launched by {first['launched by'][:120]}"
 
 
 def train2000(out: Path, smoke: bool, json_path: str | None, compile_mode: str | None = None) -> None:
