@@ -37,8 +37,10 @@ def frechet_distance_from_stats(mu1, sigma1, mu2, sigma2) -> float:
 
     Tr((S1 S2)^(1/2)) is computed as the sum of square roots of the eigenvalues of the
     symmetric matrix S1^(1/2) S2 S1^(1/2), which has the same spectrum as S1 S2 and no
-    complex round-off."""
-    mu1, sigma1, mu2, sigma2 = (torch.as_tensor(v, dtype=torch.float64) for v in (mu1, sigma1, mu2, sigma2))
+    complex round-off. The second pair joins the first on its device (a statistics file's numpy
+    arrays against samples' statistics on a GPU)."""
+    mu1, sigma1 = (torch.as_tensor(v, dtype=torch.float64) for v in (mu1, sigma1))
+    mu2, sigma2 = (torch.as_tensor(v, dtype=torch.float64, device=mu1.device) for v in (mu2, sigma2))
     evals, evecs = torch.linalg.eigh(sigma1)
     root1 = (evecs * evals.clamp(min=0).sqrt()) @ evecs.T
     inner = torch.linalg.eigvalsh(root1 @ sigma2 @ root1)

@@ -135,3 +135,18 @@ def test_fid_infinity_removes_the_small_sample_bias():
     estimate, sizes = frechet_distance_infinity(gen, ref, seed=0)
     assert sizes[0] == 400 and sizes[-1] == 2000
     assert abs(estimate) < frechet_distance(gen, ref) / 3
+
+
+def test_fid_against_a_statistics_file_runs_on_the_gpu_the_features_are_on(features):
+    # `cbdm evaluate --ref-stats` on a GPU: the samples' statistics are on the device, the file's are
+    # numpy arrays. On a fake GPU (no values), running through to the final float() (which needs
+    # values, so the fake device stops there) means every operation before it found one device.
+    from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
+
+    from cbdm.refstats import fid_from_stats
+
+    a, b = features
+    stats = {"mu": b.mean(axis=0), "sigma": np.cov(b, rowvar=False)}
+    with FakeTensorMode(allow_non_fake_inputs=True), pytest.raises(DataDependentOutputException):
+        fid_from_stats(a, stats, "all", device="cuda")
+    assert fid_from_stats(a, stats, "all") == pytest.approx(frechet_distance(a, b), rel=1e-9)  # on the CPU as before
