@@ -162,6 +162,22 @@ def test_bench_convs_times_the_convolutions_of_the_trainers_own_step(benchmarks,
     assert float(bound.rstrip(" %")) > 0
 
 
+@pytest.mark.parametrize("name, peak", [("NVIDIA H100 80GB HBM3", 989.4), ("NVIDIA H100 PCIe", 756.5),
+                                        ("NVIDIA H100 NVL", 835.5), ("NVIDIA H200", 989.4),
+                                        ("NVIDIA A100-SXM4-80GB", None)])
+def test_mfu_takes_the_peak_of_the_gpu_the_device_name_names(benchmarks, monkeypatch, name, peak):
+    # The names torch reports on the lent machines (H100 SXM, H200), the other H100 boards, and one not
+    # listed: MFU is then n/a, not a division by nothing.
+    import harness
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 0)
+    assert harness.peak_tflops(torch.device("cuda")) == peak
+    assert harness.peak_tflops(torch.device("cpu")) is None
+    row = harness.path_row("fast", {"first_s": 1.0, "block_s": [0.5]}, 48, 10**12, torch.device("cuda"), "")
+    assert row["mfu"] == (pytest.approx(2e12 / (peak * 1e12)) if peak else None)
+
+
 def test_a_fast_path_setting_is_overridden_from_the_command_line_and_a_wrong_key_named(benchmarks):
     import bench_train
 
