@@ -403,6 +403,8 @@ class TrainStep:
         self.cfg, self.device, self.shard, self.objective = cfg, device, shard, objective
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], fused=cfg["fused_adam"] or None)
         self.network = training_network(model, cfg, device, shard[1])
+        if cfg["channels_last"]:  # as the model now is: the foreach EMA update fuses tensors of one layout only
+            ema.to(memory_format=torch.channels_last)
         self.params, self.ema_params = list(model.parameters()), list(ema.parameters())
         # CUDA graphs reuse their output buffers: each step must say where the previous one ended.
         self.marks_steps = cfg["compile"] and cfg["compile_mode"] == "reduce-overhead"

@@ -391,3 +391,15 @@ def test_a_tf32_setting_other_than_the_three_is_refused():
 
     with pytest.raises(ValueError, match="unknown tf32 setting 1"):
         configure_backends(tf32=1, cudnn_benchmark=False)
+
+
+def test_the_ema_weights_share_the_layout_of_the_weights_they_follow(digits_lt):
+    """The EMA copy was made before the model went channels-last, so its 4-d weights stayed
+    contiguous: the foreach EMA update, whose fused kernels need tensors of one layout, falls
+    back to one kernel per tensor on a GPU (the H200 profile's per-tensor lerp_ row)."""
+    state = fresh_state(settings(steps=2, channels_last=True), digits_lt)
+    pairs = list(zip(state.model.parameters(), state.ema.parameters()))
+    assert any(p.dim() == 4 for p, _ in pairs)
+    assert all(p.stride() == e.stride() for p, e in pairs)
+    state.advance()
+    assert all(p.stride() == e.stride() for p, e in zip(state.model.parameters(), state.ema.parameters()))
