@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 
 from . import plots, records, tables
-from .io import atomic_path, read_json
+from .io import atomic_path, read_json, rebuild
 from .labels import factor_label, same_factor
+from .leaderboard import NOT_RECORDED, describe_evaluation, describe_features
 from .phenomenon import group_gap, leakage_excess
 from .records import class_scope
 from .statistics import compare_to_baseline, seed_variance
@@ -108,6 +109,53 @@ def check_complete(runs: pd.DataFrame, expected: list[dict]) -> None:
         listed = "\n".join(f"  {c}" for c in missing)
         raise ReportError(f"{len(missing)} evaluation(s) have no metrics; the table would be partial:\n{listed}\n"
                           f"Run the workflow to completion (snakemake ... all) before the report.")
+
+
+# What a metrics file's cell records of its protocol and of how it was measured: every file of
+# one report must agree on it, or its tables would average unlike numbers into one cell.
+PROTOCOL_KEYS = ("labels", "num_samples", "reference")
+MEASURED_KEYS = ("features", "extractor", "evaluation")
+
+
+def _expected_measurement(key: str, settings: ReportSettings, said: list[str]) -> str:
+    """What the config says a file records under `key`, or (the extractor's label, which only
+    the features file knows) what most files record."""
+    if key == "evaluation":
+        return describe_evaluation(settings.evaluation)
+    if key == "features":
+        return describe_features(settings.features)
+    return max(set(said), key=said.count)
+
+
+def measurement_mismatches(metrics: dict[str, dict], settings: ReportSettings) -> list[str]:
+    """One line per metrics file whose protocol or measurement (cbdm.leaderboard.measurement)
+    is not the one of the config and the other files. Files that recorded none (written before
+    cells did) are checked only against files that did."""
+    lines = []
+    for path, data in metrics.items():
+        spec = settings.evaluation["protocols"].get(data["cell"]["protocol"], {})
+        lines += [f"{path}: protocol {data['cell']['protocol']!r} {key} {data['cell'][key]!r}, the config's "
+                  f"{spec[key]!r}" for key in PROTOCOL_KEYS
+                  if key in data["cell"] and key in spec and data["cell"][key] != spec[key]]
+    for key in MEASURED_KEYS:
+        said = {path: data["cell"].get(key, NOT_RECORDED) for path, data in metrics.items()}
+        if set(said.values()) == {NOT_RECORDED}:
+            continue
+        expected = _expected_measurement(key, settings, list(said.values()))
+        lines += [f"{path}: {key} {value!r}, not {expected!r}" for path, value in said.items() if value != expected]
+    return lines
+
+
+def check_one_measurement(metrics: dict[str, dict], settings: ReportSettings) -> None:
+    """Refuse metrics files of another protocol or measurement than the config's and the other
+    files' (a file kept from earlier settings): their numbers would be averaged with the rest
+    under the config's labels."""
+    lines = measurement_mismatches(metrics, settings)
+    if lines:
+        listed = "\n".join(f"  {line}" for line in lines)
+        raise ReportError(f"{len(lines)} metrics file(s) were not measured as the rest and the config say; the "
+                          f"tables would average unlike numbers:\n{listed}\nFor each, "
+                          f"{rebuild('<file>')}.")
 
 
 def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
@@ -259,6 +307,7 @@ def load_report(files: ReportFiles, settings: ReportSettings) -> Report:
     metrics = [read_json(path) for path in files.metric_files]
     runs = records_frame(metrics)
     check_complete(runs, settings.expected_cells)
+    check_one_measurement(dict(zip(files.metric_files, metrics)), settings)
     runs = pd.concat([runs, collect_records(files.diagnostic_files)], ignore_index=True)
     runs = runs.sort_values("variant", key=lambda v: v.map(settings.variants.index), kind="stable")
     return Report(settings=settings, files=files, runs=runs, manifest=read_json(files.manifest_json),

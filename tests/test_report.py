@@ -205,3 +205,43 @@ def test_a_note_shared_by_variants_and_scopes_is_said_once_with_where():
     imported = [dict(protocol="ours", variant="mine", scope=s, metric="fid", note="imported from x.npz")
                 for s in ["all", "tail"] + [f"class {c}" for c in range(100)]]
     assert report_notes(pd.DataFrame(imported)) == ["fid (ours / mine / all, tail, 100 classes): imported from x.npz"]
+
+
+def _record_in_cells(files, change: dict, only: str | None = None) -> None:
+    """Add `change` to the cell of every metrics file (or only to the file `only`)."""
+    from cbdm.io import read_json
+    for path in files.metric_files:
+        if only is None or path == only:
+            data = read_json(path)
+            write_json(path, {**data, "cell": {**data["cell"], **change}})
+
+
+def test_report_refuses_metrics_files_measured_with_other_settings(report_inputs):
+    """A metrics file kept from other evaluation settings (e.g. under --rerun-triggers mtime, or
+    copied in) was averaged into the same cells as the rest: a run at precision/recall k=3 went
+    into the 'precision (k=5)' column and the paired differences without a word."""
+    from cbdm.leaderboard import describe_evaluation
+
+    metric_settings = dict(min_samples=10, kid_subsets=5, kid_subset_size=20, kid_bootstrap=20, seed=0,
+                           fid_small_n="flag", is_splits=10)
+    evaluation = {**report_inputs["settings"].evaluation, **metric_settings}
+    report_inputs["settings"] = replace(report_inputs["settings"], evaluation=evaluation)
+    files = report_inputs["files"]
+    _record_in_cells(files, {"evaluation": describe_evaluation(evaluation)})
+    load_report(files, report_inputs["settings"])  # one measurement, the config's: accepted
+    stale = files.metric_files[3]
+    _record_in_cells(files, {"evaluation": describe_evaluation({**evaluation, "pr_neighborhood": 3})}, only=stale)
+    with pytest.raises(ReportError, match=f"(?s){stale}.*precision/recall k=3.*k=5.*--forcerun"):
+        load_report(files, report_inputs["settings"])
+
+
+def test_report_refuses_a_metrics_file_that_did_not_record_its_measurement_among_ones_that_did(report_inputs):
+    files = report_inputs["files"]
+    for path in files.metric_files[1:]:
+        _record_in_cells(files, {"extractor": "classifier:abc"}, only=path)
+    with pytest.raises(ReportError, match=f"(?s){files.metric_files[0]}.*not recorded.*classifier:abc"):
+        load_report(files, report_inputs["settings"])
+    _record_in_cells(files, {"extractor": "classifier:def"}, only=files.metric_files[0])
+    with pytest.raises(ReportError, match="(?s)classifier:def.*classifier:abc"):
+        load_report(files, report_inputs["settings"])
+
