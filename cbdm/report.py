@@ -27,7 +27,7 @@ from .labels import factor_label, same_factor
 from .leaderboard import NOT_RECORDED, describe_evaluation, describe_features
 from .phenomenon import group_gap, leakage_excess
 from .records import class_scope
-from .statistics import compare_to_baseline, seed_variance
+from .statistics import compare_to_baseline, sample_sd, seed_variance
 from .tables import Section, scale_label, significant
 
 # The main table's metrics, per scope, and the per-class table's: the table's headline numbers.
@@ -168,7 +168,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         values = group["value"].dropna()
         return pd.Series({
             "mean": values.mean() if len(values) else np.nan,
-            "sd": values.std(ddof=1) if len(values) > 1 else np.nan,
+            "sd": np.nan if len(values) < 2 else sample_sd(values),
             "runs": len(values),
             "runs_total": len(group),
             "ci_low": group["ci_low"].mean(),

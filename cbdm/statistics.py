@@ -14,6 +14,15 @@ NO_DIFFERENCE = "no detectable difference"
 ONE_RUN = "undecided (one run: add seeds)"  # no interval can be formed from one pair
 
 
+def sample_sd(values) -> float | None:
+    """The sd (n - 1) of `values`; None for fewer than two, exactly 0 where they are all equal
+    (the float sum of equal values is not n times the value, and left an sd of 1e-16 to print)."""
+    values = pd.Series(values, dtype=float).reset_index(drop=True)
+    if len(values) < 2:
+        return None
+    return 0.0 if (values == values[0]).all() else float(values.std(ddof=1))
+
+
 def verdict(low: float, high: float, way: str) -> str:
     """'better' / 'worse' by the metric's direction `way` when the interval excludes 0,
     'higher' / 'lower' for a descriptive metric (direction 'none'), else 'no detectable
@@ -69,7 +78,7 @@ def seed_variance(runs: pd.DataFrame, scope: str, metric: str) -> pd.DataFrame:
         means = per_seed.mean()
         within = per_seed.var(ddof=1).dropna()
         rows.append({"variant": variant, "scope": scope, "metric": metric,
-                     "sd_training_seeds": float(means.std(ddof=1)) if len(means) > 1 else None,
+                     "sd_training_seeds": sample_sd(means),
                      "training_seeds": len(means),
                      "sd_sampling_seeds": float(math.sqrt(within.mean())) if len(within) else None,
                      "sampling_seeds": int(per_seed.size().max())})

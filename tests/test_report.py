@@ -245,3 +245,17 @@ def test_report_refuses_a_metrics_file_that_did_not_record_its_measurement_among
     with pytest.raises(ReportError, match="(?s)classifier:def.*classifier:abc"):
         load_report(files, report_inputs["settings"])
 
+
+def test_equal_values_over_runs_have_an_sd_of_zero_not_round_off():
+    """Per-class precision is a multiple of 1/n, so runs often agree exactly: the default suite's
+    table printed '0.99 ± 1.4e-16' (the float sum of three 0.99s is not 3 x 0.99)."""
+    from cbdm.report import aggregate, format_value
+
+    runs = pd.DataFrame([dict(protocol="ours", variant="v", guidance=1.0, scope="class 0", metric="precision",
+                              value=value, n_gen=20, n_ref=30, note="", ci_low=None, ci_high=None, seed=seed,
+                              sample_seed=0) for seed, value in enumerate([0.99, 0.99, 0.99])])
+    row = aggregate(runs).iloc[0]
+    assert row["sd"] == 0.0 and format_value(row, "precision") == "0.99 ± 0"
+    assert seed_variance(runs, "class 0", "precision").iloc[0]["sd_training_seeds"] == 0.0
+    runs.loc[2, "value"] = 0.97
+    assert aggregate(runs).iloc[0]["sd"] == pytest.approx(np.std([0.99, 0.99, 0.97], ddof=1))
