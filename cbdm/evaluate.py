@@ -247,6 +247,12 @@ def check_feature_sets(sets: dict[str, dict], num_classes: int) -> None:
         raise InputError(f"feature files of different dimensions {dims}: they come from different extractors "
                          f"or image sizes; for the wrong one, {rebuild('<file>')}")
     for path, arrays in sets.items():
+        bad = np.any([~np.isfinite(arrays[name]).all(axis=1) for name in ("features", "logits") if name in arrays],
+                     axis=0)
+        if bad.any():
+            raise InputError(f"{path}: {bad.sum()} of {len(bad)} feature rows are not finite (NaN or inf): the "
+                             f"extractor gave them (a domain classifier that diverged in training?); "
+                             f"{rebuild(path)}, and if they recur, check the classifier's training log")
         labels = arrays["labels"]
         if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
             raise InputError(f"{path}: labels range {labels.min()}..{labels.max()}, but the dataset has classes "

@@ -196,3 +196,20 @@ def test_an_imported_set_whose_labels_or_images_look_wrong_is_scored_with_a_warn
             assert "WARNING" not in fid["note"], name
         else:
             assert re.search(f"imported from {name}.npz \\(guided_npz\\); WARNING: .*{warning}", fid["note"]), name
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_features_that_are_not_finite_are_refused_naming_the_file(tmp_path, bad):
+    """A features file holding NaN or inf (a diverged classifier's features) stopped the metrics
+    with torch's 'linalg.eigh: The algorithm failed to converge', naming no file."""
+    from cbdm.io import InputError
+
+    gen = arrays(40, labels=np.repeat([0, 1], 20))
+    gen["features"][[3, 7], 1] = bad
+    write_npz(tmp_path / "gen.npz", **gen)
+    write_npz(tmp_path / "ref.npz", **arrays(40, labels=np.repeat([0, 1], 20), seed=2))
+    with pytest.raises(InputError, match=r"gen.npz: 2 of 40 feature rows are not finite \(NaN or inf\).*classifier"):
+        evaluate(generated_npz=tmp_path / "gen.npz", reference_npz=tmp_path / "ref.npz",
+                 groups={"head": [0], "tail": [1]}, num_classes=2, evaluation=CFG,
+                 cell={"variant": "v"}, device="cpu", out_json=tmp_path / "m.json")
+    assert not (tmp_path / "m.json").exists()
