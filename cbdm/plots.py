@@ -112,6 +112,17 @@ def _per_class_panel(ax, agg: pd.DataFrame, metric: str, order: list[int]) -> No
             # Drawn as segments, not error bars around the mean: the interval is a bootstrap's
             # percentiles and need not hold the mean over runs (matplotlib refuses negative yerr).
             ax.vlines(x, rows["ci_low"], rows["ci_high"], color=line.get_color(), alpha=0.6, lw=0.8)
+        _mark_missing(ax, x[rows["mean"].isna().to_numpy()], line.get_color())
+
+
+def _mark_missing(ax, positions: np.ndarray, colour) -> None:
+    """An x at the foot of the panel for each class without a value (n/a in the tables: too few
+    samples), which the line alone shows as a gap, or not at all at either end."""
+    if len(positions) == 0:
+        return
+    seen = any(line.get_marker() == "x" for line in ax.get_lines())
+    ax.plot(positions, np.full(len(positions), 0.03), "x", ms=6, color=colour, transform=ax.get_xaxis_transform(),
+            label=None if seen else "x: no value (too few samples; see the tables' notes)")
 
 
 def plot_per_class(agg: pd.DataFrame, class_counts: list[int], groups: dict, path: str) -> None:
@@ -126,6 +137,9 @@ def plot_per_class(agg: pd.DataFrame, class_counts: list[int], groups: dict, pat
         ax.set_ylabel(f"per-class {records.metric(metric).scaled_label}{interval}")
     _class_axis(axes[1], order, class_counts)
     axes[0].legend(fontsize=7, ncol=2)
+    marks = [[line for line in ax.get_lines() if line.get_marker() == "x"] for ax in axes]
+    if marks[1] and not marks[0]:  # said once, on the first panel that has the marks
+        axes[1].legend(handles=marks[1][:1], fontsize=7)
     runs = _max_runs(agg)
     bands = f"bands: ± sd over {runs} runs" if runs > 1 else "one run: no band over seeds"
     axes[0].set_title(f"Quality per class against training count\n({bands}; vertical lines: KID's bootstrap "
@@ -243,6 +257,8 @@ def _off_diagonal(rates: np.ndarray) -> np.ma.MaskedArray:
 def _confusion_panel(fig, ax, counts: np.ndarray, groups: dict, variant: str, vmax: float) -> None:
     rates = _row_rates(counts)
     off = _off_diagonal(rates)
+    sampled = counts.sum(axis=1) > 0
+    off[~sampled] = np.ma.masked  # no samples: no rate, not a row of 0 % leakage
     cmap = matplotlib.colormaps["magma_r"].with_extremes(bad="#d9d9d9")
     image = ax.imshow(off, cmap=cmap, vmin=0, vmax=vmax)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the row's samples")
@@ -250,7 +266,7 @@ def _confusion_panel(fig, ax, counts: np.ndarray, groups: dict, variant: str, vm
         ax.axhline(pos, color="#1f77b4", lw=1.5)
         ax.axvline(pos, color="#1f77b4", lw=1.5)
     if len(rates) <= NUMBERS_MAX_CLASSES:
-        for i, j in np.ndindex(rates.shape):
+        for i, j in ((i, j) for i, j in np.ndindex(rates.shape) if sampled[i]):
             colour = "white" if i != j and rates[i, j] > 0.6 * vmax else "black"
             ax.text(j, i, f"{rates[i, j]:.2f}", ha="center", va="center", fontsize=6, color=colour)
     if len(rates) <= GRID_MAX_CLASSES:  # every class labelled where the labels fit
@@ -276,7 +292,8 @@ def plot_confusions(confusions: dict[str, np.ndarray], groups: dict, path: str) 
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.suptitle("Leakage between classes: row-normalised confusion of generated samples, diagonal in grey;\n"
-                 "blue lines divide the class groups; one colour scale for all panels", fontsize=10)
+                 "grey rows: classes without samples; blue lines divide the class groups; one colour scale for "
+                 "all panels", fontsize=10)
     fig.tight_layout()
     _save(fig, path)
 
@@ -395,6 +412,8 @@ def plot_memorization(samples: dict[str, dict], train: dict, agg: pd.DataFrame, 
                 image, label = _pairs_image(gen, ref, thresholds[c])
                 ax.imshow(image)
                 ax.set_xlabel(label, fontsize=6)
+            else:  # a blank panel would say nothing
+                ax.set_xlabel(f"{len(gen)} samples, {len(ref)} training images\nof this class: no pair", fontsize=6)
             ax.set_title(f"class {c} (n={class_counts[c]})", fontsize=7)
         row[0].set_ylabel(variant, fontsize=8)
     fig.suptitle("Tail classes: flagged samples (left) beside their nearest training image (right)", fontsize=9)

@@ -162,3 +162,44 @@ def test_confusion_panels_share_one_colour_scale(tmp_path, figures):
     panels = [ax for ax in figures["confusion.png"].axes if ax.get_images()]
     assert len(panels) == 2
     assert [ax.get_images()[0].get_clim() for ax in panels] == [(0, pytest.approx(21 / 104))] * 2
+
+
+def test_classes_without_a_value_are_marked_on_the_per_class_plot(tmp_path, figures):
+    """A class too small for FID (n/a in the tables) left a silent gap in the line, invisible where
+    it is the last class: it is marked at the foot of the panel in its variant's colour."""
+    agg = synthetic_agg(10, 3, [1.0])
+    missing = agg["metric"].eq("fid") & agg["scope"].isin(["class 9", "class 4"]) & agg["variant"].eq("cbdm")
+    agg.loc[missing, ["mean", "sd"]] = np.nan
+    counts = class_counts(10)
+    plots.plot_per_class(agg, counts, groups(10), str(tmp_path / "per_class.png"))
+    fid, kid = figures["per_class.png"].axes
+    marks = [line for line in fid.get_lines() if line.get_marker() == "x"]
+    order = plots.class_order(counts)
+    assert len(marks) == 1 and sorted(marks[0].get_xdata()) == sorted([order.index(4), order.index(9)])
+    assert marks[0].get_color() == [line for line in fid.get_lines() if line.get_label() == "cbdm"][0].get_color()
+    assert any("no value" in text.get_text() for text in fid.get_legend().get_texts())
+    assert not [line for line in kid.get_lines() if line.get_marker() == "x"]  # KID has every class
+
+
+def test_a_class_without_samples_is_greyed_in_the_confusion_not_drawn_as_no_leakage(tmp_path, figures):
+    """A row of zeros (a class without generated samples) was drawn as 0 % leakage everywhere."""
+    counts = np.eye(4) * 9 + 1
+    counts[2] = 0
+    plots.plot_confusions({"v": counts}, {"head": [0, 1], "tail": [2, 3]}, str(tmp_path / "confusion.png"))
+    fig = figures["confusion.png"]
+    shown = [ax for ax in fig.axes if ax.get_images()][0].get_images()[0].get_array()
+    assert np.ma.getmaskarray(shown)[2].all() and not np.ma.getmaskarray(shown)[1].all()
+    assert "without samples" in fig._suptitle.get_text()
+    assert len(fig.axes[0].texts) == 12  # numbers on the sampled rows only
+
+
+def test_a_memorization_panel_without_samples_says_so(tmp_path, figures):
+    samples, train = image_files(tmp_path, 10)
+    images = plots.read_images(samples["ddpm"])
+    kept = images["labels"] != 9
+    shown = {"ddpm": {"images": images["images"][kept], "labels": images["labels"][kept]}}
+    agg = synthetic_agg(10, 1, [1.0])
+    plots.plot_memorization(shown, plots.read_images(train), agg, class_counts(10), groups(10),
+                            str(tmp_path / "memorization.png"))
+    panel = [ax for ax in figures["memorization.png"].axes if ax.get_title().startswith("class 9 ")][0]
+    assert panel.get_xlabel().startswith("0 samples, ")
