@@ -319,7 +319,7 @@ def load_report(files: ReportFiles, settings: ReportSettings) -> Report:
 # --- tables -----------------------------------------------------------------------------------
 
 def format_value(row, metric: str) -> str:
-    """mean [± sd over runs] [[interval]], at the metric table's display scale (KID x 1e3)."""
+    """mean [± sd over runs] [[interval]] [(k of n runs)], at the metric table's display scale (KID x 1e3)."""
     if math.isnan(row["mean"]):
         return "n/a"
     scale = records.scale(metric)
@@ -328,6 +328,9 @@ def format_value(row, metric: str) -> str:
         text += f" ± {significant(row['sd'] * scale, 2)}"
     if not math.isnan(row["ci_low"]):
         text += f" [{significant(row['ci_low'] * scale)}, {significant(row['ci_high'] * scale)}]"
+    total = row.get("runs_total", row["runs"])
+    if row["runs"] < total:  # the others did not compute it (the notes say why): the mean is of fewer
+        text += f" ({int(row['runs'])} of {int(total)} runs)"
     return text
 
 

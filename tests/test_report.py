@@ -259,3 +259,18 @@ def test_equal_values_over_runs_have_an_sd_of_zero_not_round_off():
     assert seed_variance(runs, "class 0", "precision").iloc[0]["sd_training_seeds"] == 0.0
     runs.loc[2, "value"] = 0.97
     assert aggregate(runs).iloc[0]["sd"] == pytest.approx(np.std([0.99, 0.99, 0.97], ddof=1))
+
+
+def test_a_mean_over_fewer_runs_than_the_row_has_says_how_many():
+    """A class too small for FID in one run of three (uniform random labels, or a sample count
+    near evaluation.min_samples) was printed '2.5 ± 0.71', the mean of the other two, in a row of
+    three runs: the cell now says '(2 of 3 runs)'."""
+    from cbdm.report import aggregate, format_value
+
+    rows = [dict(protocol="ours", variant="v", guidance=1.0, scope="class 0", metric="fid", value=value, n_gen=n,
+                 n_ref=30, note="" if value else "not computed: n_gen=9", ci_low=None, ci_high=None, seed=seed,
+                 sample_seed=0) for seed, (value, n) in enumerate([(2.0, 12), (None, 9), (3.0, 11)])]
+    row = aggregate(pd.DataFrame(rows)).iloc[0]
+    assert format_value(row, "fid") == "2.5 ± 0.71 (2 of 3 runs)"
+    rows[1]["value"] = 2.5
+    assert format_value(aggregate(pd.DataFrame(rows)).iloc[0], "fid") == "2.5 ± 0.5"
