@@ -177,7 +177,9 @@ def leaderboard(config: dict, results: Path) -> pd.DataFrame:
     keys = ["entry", "protocol", *MEASUREMENT, *GENERATION[:-1]]
     numbers = [c for c in frame.columns if c in ALL_METRICS or c.startswith("fid_")]
     grouped = frame.groupby(keys, sort=False, dropna=False)
-    table = grouped[numbers].mean()
+    # A number some runs did not compute (too few samples: their notes say why) is no mean of the
+    # runs the row lists; the mean of the others would be ranked beside full rows.
+    table = grouped[numbers].mean().where(grouped[numbers].count().eq(grouped.size(), axis=0))
     table["sd_fid"] = grouped["fid"].std(ddof=1)  # NaN for one run: no spread to show
     table["runs"] = grouped["run"].agg(lambda r: ", ".join(r))
     for col in ["n_gen", "n_ref"] + [c for c in frame.columns if c.startswith("n_") and c not in ("n_gen", "n_ref")]:
@@ -196,7 +198,8 @@ def markdown(table: pd.DataFrame, suite: str) -> str:
              "classes. Lower is better for FID and KID, higher for precision, recall and acc (the share of "
              "samples the feature classifier assigns to their own class). Each value is the mean over the runs "
              "listed (training seed / sampling seed; '-': a single external set), FID sd its sd over them "
-             "('-': one run). KID x 1e3; n: generated vs reference.", ""]
+             "('-': one run); a value '-': not computed in every run listed (too few samples; the metrics "
+             "files' notes say why). KID x 1e3; n: generated vs reference.", ""]
     if table.empty:
         return "\n".join(lines + ["No evaluations yet."]) + "\n"
     show = ["entry", "kind", "sampler", "steps", "guidance", "ema", "runs", "n_gen", "n_ref", "fid", "sd_fid",

@@ -213,3 +213,22 @@ def test_rows_of_cells_the_config_no_longer_declares_are_left_out_and_rows_say_t
     table = leaderboard(config, in_tmp)
     assert sorted(table["runs"]) == ["0/0", "1/0"] and set(table["guidance"]) == {"2"}
     assert sorted(zip(table["sampler"], table["steps"])) == [("ancestral", 1000), ("ddim", 50)]
+
+
+def test_a_number_not_computed_in_every_run_of_a_row_is_not_the_mean_of_the_others(in_tmp):
+    """A group too small for FID in one seed (value None, a note saying why) was left out of the
+    mean, so the row showed the mean of the other two seeds beside 'runs: 0/0, 1/0, 2/0'."""
+    config = minimal_config(seeds=[0, 1, 2])
+    for seed, fid in ((0, 1.0), (1, 2.0), (2, 3.0)):
+        write_run(in_tmp, config, "ddpm", seed, 1.0, fid, "")
+    path = in_tmp / "metrics/digits/IF100/ddpm/seed1/w1-s0/ours.json"
+    data = json.loads(path.read_text())
+    for r in data["records"]:
+        if r["scope"] == "tail" and r["metric"] == "fid":
+            r.update(value=None, note="not computed: n_gen=8, n_ref=150, fewer than evaluation.min_samples=10")
+    write_json(path, data)
+    row = leaderboard(config, in_tmp).iloc[0]
+    assert row["runs"] == "0/0, 1/0, 2/0" and row["fid"] == pytest.approx(2.0)
+    assert row["fid_head"] == pytest.approx(2.0) and pd.isna(row["fid_tail"])
+    text = markdown(leaderboard(config, in_tmp), "t")
+    assert "'-': not computed in every run listed" in text
