@@ -37,8 +37,8 @@ def frechet_distance_from_stats(mu1, sigma1, mu2, sigma2) -> float:
 
     Tr((S1 S2)^(1/2)) is computed as the sum of square roots of the eigenvalues of the
     symmetric matrix S1^(1/2) S2 S1^(1/2), which has the same spectrum as S1 S2 and no
-    complex round-off. The second pair joins the first on its device (a statistics file's numpy
-    arrays against samples' statistics on a GPU)."""
+    complex round-off; never below 0. The second pair joins the first on its device (a statistics
+    file's numpy arrays against samples' statistics on a GPU)."""
     mu1, sigma1 = (torch.as_tensor(v, dtype=torch.float64) for v in (mu1, sigma1))
     mu2, sigma2 = (torch.as_tensor(v, dtype=torch.float64, device=mu1.device) for v in (mu2, sigma2))
     evals, evecs = torch.linalg.eigh(sigma1)
@@ -46,7 +46,9 @@ def frechet_distance_from_stats(mu1, sigma1, mu2, sigma2) -> float:
     inner = torch.linalg.eigvalsh(root1 @ sigma2 @ root1)
     tr_covmean = inner.clamp(min=0).sqrt().sum()
     diff = mu1 - mu2
-    return float(diff @ diff + sigma1.trace() + sigma2.trace() - 2 * tr_covmean)
+    # A squared distance: below 0 only by the round-off of the traces (about -1e-6 for a set
+    # against itself at n <= dim), which would print as a negative FID.
+    return max(float(diff @ diff + sigma1.trace() + sigma2.trace() - 2 * tr_covmean), 0.0)
 
 
 def frechet_distance(features_a, features_b, device="cpu") -> float:
