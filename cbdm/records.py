@@ -13,6 +13,7 @@ function, and one `register(Metric(...))` here.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TypedDict
 
@@ -224,11 +225,22 @@ def _as_float(value) -> float | None:
     return None if value is None else float(value)
 
 
+def _finite(scope: str, name: str, numbers: dict) -> None:
+    """A MetricError naming the metric, scope and field for a NaN or inf: a number that could not be
+    computed is recorded as None with a note, which the report shows as n/a with its reason."""
+    bad = {key: v for key, v in numbers.items() if v is not None and not math.isfinite(v)}
+    if bad:
+        raise MetricError(f"{name} at {scope!r} is not finite ({bad}): record a number that cannot be computed "
+                          f"as None with a note saying why")
+
+
 def record(scope: str, name: str, value, n_gen, n_ref, note: str = "", sd=None, ci=(None, None)) -> Record:
     """A Record of a metric the table declares at this kind of scope (a MetricError otherwise)."""
     kind = scope_kind(scope, name)
     if kind not in metric(name).scopes:
         raise MetricError(f"metric {name!r} is not measured at {kind} scopes like {scope!r} (its scopes in "
                           f"cbdm/records.py: {', '.join(metric(name).scopes)})")
-    return Record(scope=scope, metric=name, value=_as_float(value), n_gen=int(n_gen), n_ref=int(n_ref), note=note,
-                  sd=_as_float(sd), ci_low=_as_float(ci[0]), ci_high=_as_float(ci[1]))
+    value, sd, ci = _as_float(value), _as_float(sd), tuple(map(_as_float, ci))
+    _finite(scope, name, {"value": value, "sd": sd, "ci_low": ci[0], "ci_high": ci[1]})
+    return Record(scope=scope, metric=name, value=value, n_gen=int(n_gen), n_ref=int(n_ref), note=note, sd=sd,
+                  ci_low=ci[0], ci_high=ci[1])

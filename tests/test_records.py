@@ -118,3 +118,14 @@ def test_the_package_has_no_import_cycle():
             visit(module, [])
     assert not cycles, cycles
     assert "evaluate" not in graph["cas"] | graph["memorization"] | graph["augment"]  # they read records
+
+
+@pytest.mark.parametrize("field", ["value", "sd", "ci"])
+def test_a_number_that_is_not_finite_is_refused_where_it_is_recorded(field):
+    """A NaN value went into the metrics file and the report printed its cell blank or 'n/a' with
+    no note saying why; not computed is None with a note, and NaN or inf is an error naming it."""
+    args = {"value": dict(value=float("nan")), "sd": dict(value=1.0, sd=float("inf")),
+            "ci": dict(value=1.0, ci=(0.5, float("nan")))}[field]
+    with pytest.raises(MetricError, match=r"fid at 'class 3' .*not finite.*None with a note"):
+        record("class 3", "fid", n_gen=10, n_ref=10, **args)
+    assert record("class 3", "fid", None, 10, 10, "not computed: too few")["value"] is None
