@@ -603,28 +603,36 @@ def matched_sections(r: Report) -> list[Section]:
 def phenomenon_table(r: Report) -> pd.DataFrame:
     """Per variant: the overlap pair's FID gap at matched n and its leakage against the held-out rate."""
     source, target = r.settings.overlap["source"], r.settings.overlap["target"]
-    gap = group_gap(r.main_runs, records.matched("fid"), low=target, high=source).set_index("variant")
-    leak = leakage_excess(r.main_runs, r.heldout, source, target).set_index("variant")
+    gap = _by_variant(group_gap(r.main_runs, records.matched("fid"), low=target, high=source))
+    leak = _by_variant(leakage_excess(r.main_runs, r.heldout, source, target))
     leak_metric = records.misclassified_into(target)
     held_n = next((h["n_gen"] for h in r.heldout if h["scope"] == source and h["metric"] == leak_metric), "")
     rows = []
-    for variant in [v for v in r.settings.variants if v in gap.index or v in leak.index]:
+    for variant in [v for v in r.settings.variants if v in set(r.main_runs["variant"])]:
         g = gap.loc[variant] if variant in gap.index else None
         k = leak.loc[variant] if variant in leak.index else None
         rows.append({
-            "variant": variant, "runs": int(g["pairs"]) if g is not None else int(k["pairs"]),
+            "variant": variant, "runs": next((int(x["pairs"]) for x in (g, k) if x is not None), 0),
             f"n FID {source} - {target}": _n(r.main_agg, variant, source, records.matched("fid")) + " per group",
             f"n {source}->{target} samples": _n(r.main_agg, variant, source, leak_metric),
             f"n {source}->{target} held-out": held_n,
-            f"FID {source} - {target}": "" if g is None else f"{g['diff']:+.3g}",
+            f"FID {source} - {target}": "n/a" if g is None else f"{g['diff']:+.3g}",
             "95% CI (gap)": "" if g is None else _interval(g["ci_low"], g["ci_high"], 1.0),
-            "gap verdict": "" if g is None else g["verdict"],
-            f"{source}->{target} samples": "" if k is None else _share(k["samples"], k["samples_sd"]),
+            "gap verdict": NOT_COMPUTED if g is None else g["verdict"],
+            f"{source}->{target} samples": "n/a" if k is None else _share(k["samples"], k["samples_sd"]),
             f"{source}->{target} held-out": "" if k is None else
             f"{_share(k['heldout'], None)} [{k['heldout_low'] * 100:.3g}, {k['heldout_high'] * 100:.3g}]",
             "95% CI (excess, pp)": "" if k is None else _interval(k["ci_low"], k["ci_high"], 100.0),
-            "leakage verdict": "" if k is None else k["verdict"]})
+            "leakage verdict": NOT_COMPUTED if k is None else k["verdict"]})
     return pd.DataFrame(rows)
+
+
+NOT_COMPUTED = "not computed (see the notes)"  # a verdict without its numbers: no run computed them
+
+
+def _by_variant(frame: pd.DataFrame) -> pd.DataFrame:
+    """A per-variant result indexed by variant; empty (no column at all) where no run had numbers."""
+    return frame.set_index("variant") if "variant" in frame.columns else pd.DataFrame()
 
 
 def _n(agg: pd.DataFrame, variant: str, scope: str, metric: str) -> str:
@@ -754,10 +762,12 @@ SECTIONS = (main_sections, matched_sections, phenomenon_sections, per_class_sect
 
 
 def report_notes(agg: pd.DataFrame) -> list[str]:
-    """The notes of the aggregate, less those a section's caption already explains (values at
-    matched n, and metrics the table keeps out of the notes)."""
+    """The notes of the aggregate, less those a section's caption already explains (how values at
+    matched n were drawn, and metrics the table keeps out of the notes)."""
     notes = agg[agg["note"] != ""][["protocol", "variant", "scope", "metric", "note"]].drop_duplicates()
-    shown = np.array([records.metric(m).in_notes and not records.is_matched(m) for m in notes["metric"]], dtype=bool)
+    # A value at matched n that some run did not compute keeps its note: the caption gives no reason.
+    shown = np.array([records.metric(m).in_notes and (not records.is_matched(m) or "not computed" in note)
+                      for m, note in zip(notes["metric"], notes["note"])], dtype=bool)
     # One line per (metric, note): the same note on every variant and scope is said once, with where.
     lines = []
     for (metric, note), rows in notes[shown].groupby(["metric", "note"], sort=False):

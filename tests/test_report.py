@@ -274,3 +274,27 @@ def test_a_mean_over_fewer_runs_than_the_row_has_says_how_many():
     assert format_value(row, "fid") == "2.5 ± 0.71 (2 of 3 runs)"
     rows[1]["value"] = 2.5
     assert format_value(aggregate(pd.DataFrame(rows)).iloc[0], "fid") == "2.5 ± 0.5"
+
+
+def test_groups_too_small_at_matched_n_are_n_a_with_the_reason_not_a_crash(report_inputs):
+    """A tail group whose matched-n subsets fall under evaluation.min_samples in every run stopped
+    the report with pandas' KeyError "None of ['variant'] are in the columns"; and the reason of an
+    n/a at matched n never reached the notes, which leave the matched-n notes out."""
+    from cbdm.io import read_json
+
+    why = "not computed: n_gen=7, n_ref=75, fewer than evaluation.min_samples=10"
+    for path in report_inputs["files"].metric_files:
+        data = read_json(path)
+        for r in data["records"]:
+            if r["metric"].endswith("@matched"):
+                r.update(value=None, sd=None, ci_low=None, ci_high=None, note=why)
+        write_json(path, data)
+    build_report(**report_inputs)
+    md = open(report_inputs["outputs"]["md"]).read()
+    section = md.split("## The long-tail problem")[1].split("\n## ")[0]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in section.splitlines() if line.startswith("| ddpm") or line.startswith("| cbdm")}
+    assert set(rows) == {"ddpm", "cbdm"}
+    assert all("n/a" in cells and "not computed (see the notes)" in cells for cells in rows.values())
+    notes = md.split("## Notes")[1]
+    assert f"fid@matched (ours, paper / ddpm, cbdm / head, tail): {why}" in notes
