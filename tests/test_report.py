@@ -298,3 +298,21 @@ def test_groups_too_small_at_matched_n_are_n_a_with_the_reason_not_a_crash(repor
     assert all("n/a" in cells and "not computed (see the notes)" in cells for cells in rows.values())
     notes = md.split("## Notes")[1]
     assert f"fid@matched (ours, paper / ddpm, cbdm / head, tail): {why}" in notes
+
+
+def test_latex_prints_comparison_signs_and_bars_as_themselves(tmp_path):
+    """pdflatex's default font encoding typesets '<' as '¡', '>' as '¿' and '|' as an em dash: a
+    note 'n <= feature dim' came out as 'n ¡= feature dim'."""
+    from cbdm.tables import tex_escape
+
+    assert tex_escape("n <= 8 | x > y") == r"n \textless{}= 8 \textbar{} x \textgreater{} y"
+    pdflatex = shutil.which("pdflatex")
+    if pdflatex is None:
+        pytest.skip("pdflatex is not installed (apt-get install texlive-latex-base); .ci/run installs it")
+    (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\begin{document}\n"
+                                      + tex_escape("n <= 8 | x > y") + "\n\\end{document}\n")
+    subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
+                   capture_output=True, check=True, timeout=120)
+    if shutil.which("pdftotext"):
+        text = subprocess.run(["pdftotext", str(tmp_path / "doc.pdf"), "-"], capture_output=True, text=True).stdout
+        assert "n <= 8 | x > y" in text
