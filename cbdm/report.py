@@ -806,19 +806,18 @@ def write_tables(sections: list[Section], notes: list[str], outputs: dict, pream
     printed = [s._replace(table=fold_sample_sizes(s.table)) for s in sections]
     markdown = tables.markdown(printed, preamble, card, notes)
     write_text(outputs["md"], markdown)
-    write_text(outputs["tex"], tables.latex(printed, preamble))
+    write_text(outputs["tex"], tables.latex(printed, preamble, notes))
     intro = ("'n' is generated vs reference images; ± is the sd over runs (training x sampling seeds) where "
              "there are several; [..] an interval computed within each run. Click a column header to sort.")
     rendered = [tables.html_section(s, i) for i, s in enumerate(printed)]
-    body = [tables.html_card(card), *rendered]
-    if notes:
-        body.append(tables.html_table("<b>Notes</b>", pd.DataFrame({"note": notes})))
-    write_text(outputs["html"], tables.html_page(title, intro, body))
+    # On every page: they say why a cell is n/a, whichever page shows it.
+    notes_html = [tables.html_table("<b>Notes</b>", pd.DataFrame({"note": notes}))] if notes else []
+    write_text(outputs["html"], tables.html_page(title, intro, [tables.html_card(card), *rendered, *notes_html]))
     write_text(outputs["protocol"], tables.html_page(f"{title}: protocol", "", [tables.html_card(card)]))
     for page, heading in HTML_PAGES.items():
         shown = [html for s, html in zip(printed, rendered) if s.page == page]
         write_text(outputs[f"page_{page}"], tables.html_page(f"{title}: {heading.lower()}", intro,
-                                                             shown or ["<p>No table in this run.</p>"]))
+                                                             (shown or ["<p>No table in this run.</p>"]) + notes_html))
     return markdown
 
 

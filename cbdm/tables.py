@@ -159,9 +159,19 @@ def tex_parts(table: pd.DataFrame) -> list[pd.DataFrame]:
             for start in range(0, max(len(table), 1), TEX_MAX_ROWS)]
 
 
-def latex(sections: list[Section], preamble: str) -> str:
-    """One `table` environment per section (split into parts when too wide or too long); needs
-    only graphicx. Input it into a document: \\usepackage{graphicx} ... \\input{table.tex}."""
+def tex_notes(notes: list[str]) -> list[str]:
+    """The report's notes as a list after the tables: they say why a cell is n/a."""
+    if not notes:
+        return []
+    return [r"\begin{flushleft}\footnotesize", r"\textbf{Notes} (why a value is n/a, and how some were made):",
+            r"\begin{itemize}", *[rf"\item {tex_escape(note)}" for note in notes], r"\end{itemize}",
+            r"\end{flushleft}", ""]
+
+
+def latex(sections: list[Section], preamble: str, notes: list[str] = ()) -> str:
+    """One `table` environment per section (split into parts when too wide or too long), then
+    the notes; needs only graphicx. Input it into a document: \\usepackage{graphicx} ...
+    \\input{table.tex}."""
     out = [f"% {line}" for line in preamble.splitlines()] + ["% Needs \\usepackage{graphicx}.", ""]
     for i, s in enumerate(sections):
         if s.table.empty:
@@ -172,7 +182,7 @@ def latex(sections: list[Section], preamble: str) -> str:
             label = f"tab:{re.sub('[^a-z0-9]+', '-', s.heading.lower()).strip('-')[:40]}-{i}-{j}"
             out.append(tex_table(s.heading + numbered, s.explanation if j == 0 else "", part, label,
                                  s.footer if j == len(parts) - 1 else ""))
-    return "\n".join(out)
+    return "\n".join(out + tex_notes(list(notes)))
 
 
 # --- HTML -------------------------------------------------------------------------------------

@@ -316,3 +316,22 @@ def test_latex_prints_comparison_signs_and_bars_as_themselves(tmp_path):
     if shutil.which("pdftotext"):
         text = subprocess.run(["pdftotext", str(tmp_path / "doc.pdf"), "-"], capture_output=True, text=True).stdout
         assert "n <= 8 | x > y" in text
+
+
+def test_the_reason_of_an_n_a_reaches_table_tex_and_every_html_page(report_inputs):
+    """The notes, which say why a cell is n/a, were only in table.md and table.html: table.tex and
+    the topic pages of Snakemake's report (per_class.html, ...) showed n/a with no reason."""
+    from cbdm.io import read_json
+
+    why = "not computed: n_gen=3, n_ref=10, fewer than evaluation.min_samples=10"
+    for path in report_inputs["files"].metric_files:
+        data = read_json(path)
+        for r in data["records"]:
+            if r["scope"] == "class 1" and r["metric"] == "fid":
+                r.update(value=None, note=why)
+        write_json(path, data)
+    build_report(**report_inputs)
+    out = report_inputs["outputs"]
+    assert "n/a" in open(out["page_per_class"]).read()
+    for page in ("tex", "page_main", "page_per_class", "page_diagnostics", "page_comparisons", "page_data"):
+        assert "fid (ours, paper / ddpm, cbdm / class 1): not computed: n" in open(out[page]).read(), page
