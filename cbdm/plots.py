@@ -172,7 +172,10 @@ def plot_precision_recall(agg: pd.DataFrame, scopes: list[str], path: str) -> No
     ax.legend(handles=handles, fontsize=7, loc="best")
     ax.set_xlabel(records.metric("recall").axis_label("coverage of the real images"))
     ax.set_ylabel(records.metric("precision").axis_label("fidelity of the samples"))
-    ax.set_title(f"Precision and recall per variant and class group\n({_runs_note(agg)})", fontsize=10)
+    missing = [f"{v} {s}" for v in _variants(agg) for s, r, p in zip(scopes, *(
+        _scope_values(agg, v, m, scopes)[0] for m in ("recall", "precision"))) if np.isnan(r) or np.isnan(p)]
+    ax.set_title(f"Precision and recall per variant and class group\n({_runs_note(agg)})"
+                 + (f"\nno value (see the tables' notes): {', '.join(missing)}" if missing else ""), fontsize=10)
     _save(fig, path)
 
 
@@ -189,15 +192,19 @@ def plot_groups(agg: pd.DataFrame, scopes: list[str], path: str) -> None:
     for ax, metric in zip(axes[0], metrics):
         for variant, dx in zip(variants, offsets):
             means, sds = _scope_values(agg, variant, metric, scopes)
-            ax.errorbar(np.arange(len(scopes)) + dx, means, yerr=sds, marker="o", capsize=3, ls="none",
-                        label=variant)
+            drawn = ax.errorbar(np.arange(len(scopes)) + dx, means, yerr=sds, marker="o", capsize=3, ls="none",
+                                label=variant)
+            _mark_missing(ax, (np.arange(len(scopes)) + dx)[np.isnan(means)], drawn.lines[0].get_color())
         ax.set_xticks(np.arange(len(scopes)), scopes)
         ax.set_xlabel("scope")
         ax.set_ylabel(records.metric(metric).axis_label())
         ax.margins(y=0.15)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"All classes and class groups ({_runs_note(agg)})", y=1.02)
+    axes[0][0].legend(handles=[h for h in axes[0][0].get_legend_handles_labels()[0] if h.get_label() in variants],
+                      fontsize=7)
+    missing = any(line.get_marker() == "x" for ax in axes[0] for line in ax.get_lines())
+    fig.suptitle(f"All classes and class groups ({_runs_note(agg)})"
+                 + ("\nx at the foot: no value (too few samples; see the tables' notes)" if missing else ""), y=1.02)
     fig.tight_layout()
     _save(fig, path)
 

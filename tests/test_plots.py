@@ -203,3 +203,20 @@ def test_a_memorization_panel_without_samples_says_so(tmp_path, figures):
                             str(tmp_path / "memorization.png"))
     panel = [ax for ax in figures["memorization.png"].axes if ax.get_title().startswith("class 9 ")][0]
     assert panel.get_xlabel().startswith("0 samples, ")
+
+
+def test_a_group_without_a_value_is_named_on_the_group_figures(tmp_path, figures):
+    """A tail group too small for FID, precision and recall left an empty slot over 'tail' in the
+    groups figure and no point in the precision-recall figure, whose legend still listed it."""
+    agg = synthetic_agg(10, 3, [1.0])
+    gone = agg["scope"].eq("tail") & agg["metric"].isin(["fid", "precision", "recall"])
+    agg.loc[gone, ["mean", "sd"]] = np.nan
+    plots.plot_groups(agg, ["all", "head", "tail"], str(tmp_path / "groups.png"))
+    plots.plot_precision_recall(agg, ["all", "head", "tail"], str(tmp_path / "pr.png"))
+    groups_fig = figures["groups.png"]
+    fid_panel = groups_fig.axes[0]
+    marks = [line for line in fid_panel.get_lines() if line.get_marker() == "x"]
+    assert sorted(x for line in marks for x in line.get_xdata()) == pytest.approx([1.7, 2.3])  # tail, per variant
+    assert "x at the foot: no value" in groups_fig._suptitle.get_text()
+    assert not [line for line in groups_fig.axes[3].get_lines() if line.get_marker() == "x"]  # accuracy has all
+    assert "no value (see the tables' notes): ddpm tail, cbdm tail" in figures["pr.png"].axes[0].get_title()
