@@ -477,7 +477,7 @@ def format_differences(diffs: pd.DataFrame) -> pd.DataFrame:
         return diffs
     out = diffs.copy()
     scale = [records.scale(m) for m in out["metric"]]
-    out["difference"] = [f"{d * s:+.3g}" for d, s in zip(out["diff"], scale)]
+    out["difference"] = ["n/a" if d is None or math.isnan(d) else f"{d * s:+.3g}" for d, s in zip(out["diff"], scale)]
     out["95% CI (t)"] = [_interval(lo, hi, s) for lo, hi, s in zip(out["ci_low"], out["ci_high"], scale)]
     return out[["variant", "baseline", "scope", "metric", "difference", "95% CI (t)", "pairs", "verdict"]]
 

@@ -12,6 +12,7 @@ from .records import HIGHER, LOWER, direction
 
 NO_DIFFERENCE = "no detectable difference"
 ONE_RUN = "undecided (one run: add seeds)"  # no interval can be formed from one pair
+NO_PAIRS = "not computed (no run of both has it: see the notes)"
 
 
 def sample_sd(values) -> float | None:
@@ -55,16 +56,17 @@ def compare_to_baseline(runs: pd.DataFrame, baseline: str, targets: list[tuple[s
     rows = []
     keys = ["seed", "sample_seed"]
     for scope, metric in targets:
-        sub = runs[(runs["scope"] == scope) & (runs["metric"] == metric)].dropna(subset=["value"])
+        measured = runs[(runs["scope"] == scope) & (runs["metric"] == metric)]
+        sub = measured.dropna(subset=["value"])
         base = sub[sub["variant"] == baseline].set_index(keys)["value"]
-        for variant in [v for v in dict.fromkeys(sub["variant"]) if v != baseline]:
+        # Every variant that has the metric gets a row: one whose runs did not compute it says so.
+        for variant in [v for v in dict.fromkeys(measured["variant"]) if v != baseline]:
             mine = sub[sub["variant"] == variant].set_index(keys)["value"]
             paired = mine.index.intersection(base.index)
-            if len(paired) == 0:
-                continue
             diffs = (mine.loc[paired] - base.loc[paired]).to_numpy()
-            rows.append({"variant": variant, "baseline": baseline, "scope": scope, "metric": metric,
-                         **paired_difference(diffs, metric)})
+            result = paired_difference(diffs, metric) if len(paired) else {
+                "diff": None, "ci_low": None, "ci_high": None, "pairs": 0, "verdict": NO_PAIRS}
+            rows.append({"variant": variant, "baseline": baseline, "scope": scope, "metric": metric, **result})
     return pd.DataFrame(rows)
 
 

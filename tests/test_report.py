@@ -335,3 +335,19 @@ def test_the_reason_of_an_n_a_reaches_table_tex_and_every_html_page(report_input
     assert "n/a" in open(out["page_per_class"]).read()
     for page in ("tex", "page_main", "page_per_class", "page_diagnostics", "page_comparisons", "page_data"):
         assert "fid (ours, paper / ddpm, cbdm / class 1): not computed: n" in open(out[page]).read(), page
+
+
+def test_a_paired_difference_without_pairs_is_a_row_saying_so_not_a_missing_row():
+    """A metric no run of a variant computed (a group too small at matched n) dropped its row from
+    the differences table without a word."""
+    from cbdm.report import format_differences
+    from cbdm.statistics import NO_PAIRS, compare_to_baseline
+
+    rows = [dict(variant=v, scope="tail", metric="fid@matched", seed=seed, sample_seed=0, value=value)
+            for v, values in (("ddpm", [5.0, 6.0]), ("cbdm", [None, None]), ("mine", [4.0, 4.5]))
+            for seed, value in enumerate(values)]
+    diffs = compare_to_baseline(pd.DataFrame(rows), "ddpm", [("tail", "fid@matched")]).set_index("variant")
+    assert diffs.loc["cbdm", "pairs"] == 0 and diffs.loc["cbdm", "verdict"] == NO_PAIRS
+    assert diffs.loc["mine", "pairs"] == 2 and diffs.loc["mine", "diff"] == pytest.approx(-1.25)
+    printed = format_differences(diffs.reset_index()).set_index("variant")
+    assert printed.loc["cbdm", "difference"] == "n/a" and printed.loc["cbdm", "95% CI (t)"] == ""
