@@ -154,7 +154,18 @@ def summary(metrics_json: str, groups: dict) -> str:
         lines.append(f"{scope:<10} " + " ".join(f"{fmt(values[(scope, m)]['value']):>10}" for m in SUMMARY_METRICS)
                      + f"   {fid['n_gen']} vs {fid['n_ref']}")
     notes = sorted({r["note"] for r in records if r["scope"] == "all" and r["metric"] == "fid" and r["note"]})
-    return "\n".join(lines + [f"note: {n}" for n in notes])
+    return "\n".join(lines + [f"note: {n}" for n in notes] + dash_reasons(values, order))
+
+
+def dash_reasons(values: dict, order: list[str]) -> list[str]:
+    """Why the summary shows '-': one line per reason, with the scopes it holds for."""
+    why: dict[str, list[str]] = {}
+    for scope in order:
+        for m in SUMMARY_METRICS:
+            if values[(scope, m)]["value"] is None and scope not in why.setdefault(values[(scope, m)]["note"], []):
+                why[values[(scope, m)]["note"]].append(scope)
+    return [f"-: not computed; {', '.join(s[:5]) + (f' and {len(s) - 5} more' if len(s) > 5 else '')}: "
+            f"{note or 'no reason recorded'}" for note, s in why.items() if s]
 
 
 def evaluate_external(*, configfile: str, samples: str, name: str, protocol: str | None = None,

@@ -213,3 +213,29 @@ def test_features_that_are_not_finite_are_refused_naming_the_file(tmp_path, bad)
                  groups={"head": [0], "tail": [1]}, num_classes=2, evaluation=CFG,
                  cell={"variant": "v"}, device="cpu", out_json=tmp_path / "m.json")
     assert not (tmp_path / "m.json").exists()
+
+
+def test_the_cbdm_evaluate_summary_says_what_a_dash_is_and_where_its_reason_is(tmp_path):
+    """A class too small for the metrics printed '-' in cbdm evaluate's summary with no word on why."""
+    from cbdm.external import summary
+    from cbdm.io import write_json
+    from cbdm.records import record
+
+    why = "not computed: n_gen=3, n_ref=30, fewer than evaluation.min_samples=10"
+    records = [record(s, m, None if s == "class 1" else 0.5, 3 if s == "class 1" else 30, 30, why if s == "class 1"
+                      else "") for s in ("all", "head", "class 0", "class 1")
+               for m in ("fid", "kid_mean", "precision", "recall")]
+    records += [record(s, "accuracy", 1.0, 30, 0) for s in ("all", "head", "class 0", "class 1")]
+    write_json(tmp_path / "m.json", {"records": records})
+    text = summary(str(tmp_path / "m.json"), {"head": [0, 1]})
+    assert re.search(r"class 1\s+-\s+-", text)
+    assert f"-: not computed; class 1: {why}" in text
+    assert "-: not computed" not in summary_without(tmp_path, records)
+
+
+def summary_without(tmp_path, records):
+    from cbdm.external import summary
+    from cbdm.io import write_json
+
+    write_json(tmp_path / "full.json", {"records": [{**r, "value": 0.5} for r in records]})
+    return summary(str(tmp_path / "full.json"), {"head": [0, 1]})
