@@ -13,6 +13,9 @@ from .records import HIGHER, LOWER, direction
 NO_DIFFERENCE = "no detectable difference"
 ONE_RUN = "undecided (one run: add seeds)"  # no interval can be formed from one pair
 NO_PAIRS = "not computed (no run of both has it: see the notes)"
+# Every pair differs by the same non-zero amount (a metric counted in whole samples, few seeds):
+# the t interval has no width, which is no evidence of a difference.
+NO_SPREAD = "undecided (every pair differs by the same amount: no spread to judge by; add seeds)"
 
 
 def sample_sd(values) -> float | None:
@@ -39,15 +42,19 @@ def paired_difference(diffs: np.ndarray, metric: str) -> dict:
     """Mean of paired differences (variant - baseline), its t-based 95 % interval, and a verdict
     (see `verdict`); a metric the table does not declare is refused before any number is made."""
     way = direction(metric)
+    diffs = np.asarray(diffs, dtype=float)
     n = len(diffs)
     mean = float(np.mean(diffs))
+    if abs(mean) <= np.finfo(float).eps * n * np.abs(diffs).max(initial=0.0):
+        mean = 0.0  # within the round-off of the sum: 1/61 - 1/61 left -3.5e-18 to print
     if n < 2:
         return {"diff": mean, "ci_low": None, "ci_high": None, "pairs": n,
                 "verdict": ONE_RUN}
     half = stats.t.ppf(0.975, n - 1) * np.std(diffs, ddof=1) / math.sqrt(n)
     low, high = mean - half, mean + half
+    same = mean != 0 and (diffs == diffs[0]).all()
     return {"diff": mean, "ci_low": float(low), "ci_high": float(high), "pairs": n,
-            "verdict": verdict(low, high, way)}
+            "verdict": NO_SPREAD if same else verdict(low, high, way)}
 
 
 def compare_to_baseline(runs: pd.DataFrame, baseline: str, targets: list[tuple[str, str]]) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import pytest
 from cbdm.io import write_json
 from cbdm.records import record
 from cbdm.report import ReportError, build_report, load_report, protocol_card
-from cbdm.statistics import paired_difference, seed_variance
+from cbdm.statistics import NO_SPREAD, paired_difference, seed_variance
 
 
 def test_report_sections_guidance_choice_and_differences(report_inputs):
@@ -32,7 +32,8 @@ def test_report_sections_guidance_choice_and_differences(report_inputs):
     assert "11 ± 1" in main_section and "21 ± 1" not in main_section  # FID over three seeds at w = 1
     stats = pd.read_csv(out["stats"])
     fid_all = stats[(stats.kind == "paired difference") & (stats.scope == "all") & (stats.metric == "fid")].iloc[0]
-    assert fid_all["diff"] == pytest.approx(-2.0) and fid_all["pairs"] == 3 and fid_all["verdict"] == "better"
+    # cbdm is exactly 2 below ddpm in each of the three pairs: a t interval of no width, no verdict.
+    assert fid_all["diff"] == pytest.approx(-2.0) and fid_all["pairs"] == 3 and fid_all["verdict"] == NO_SPREAD
     assert "12 ± 1 [11, 13]" in md  # matched-n: mean ± sd over seeds [interval over subsets]
     runs = pd.read_csv(out["runs"])
     assert len(runs[(runs.metric == "fid") & (runs.scope == "all")]) == 18
@@ -351,3 +352,15 @@ def test_a_paired_difference_without_pairs_is_a_row_saying_so_not_a_missing_row(
     assert diffs.loc["mine", "pairs"] == 2 and diffs.loc["mine", "diff"] == pytest.approx(-1.25)
     printed = format_differences(diffs.reset_index()).set_index("variant")
     assert printed.loc["cbdm", "difference"] == "n/a" and printed.loc["cbdm", "95% CI (t)"] == ""
+
+
+def test_paired_differences_without_spread_or_within_round_off_are_said_as_such():
+    """Seen in a two-seed tiny run: cbdm - ddpm accuracy was +1/150 in both pairs, printed
+    '[+0.00667, +0.00667] better' (a t interval of no width from two identical differences), and
+    tail->head leakage 1/61 and -1/61, printed as a difference of -3.47e-18."""
+    same = paired_difference(np.array([1 / 150, 1 / 150]), "accuracy")
+    assert same["verdict"] == NO_SPREAD and same["diff"] == pytest.approx(1 / 150)
+    assert paired_difference(np.array([0.0, 0.0, 0.0]), "fid")["verdict"] == "no detectable difference"
+    cancelled = paired_difference(np.array([3 / 61 - 2 / 61, 3 / 61 - 4 / 61]), "misclassified_into:head")
+    assert cancelled["diff"] == 0.0 and cancelled["verdict"] == "no detectable difference"
+    assert paired_difference(np.array([1e-9, 3e-9]), "fid")["diff"] == pytest.approx(2e-9)  # small, not round-off
