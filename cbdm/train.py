@@ -211,6 +211,8 @@ def setup_training(settings: dict, model: torch.nn.Module, diffusion: dict, imag
     with the data's class prior, the step (optimizer, configured network) and the seeded
     generators. benchmarks/bench_train.py times what this returns, so it times the trainer."""
     cfg = settings["training"]
+    if cfg["channels_last"]:  # before the copy: the foreach EMA update fuses tensors of one layout only
+        model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).requires_grad_(False)
     counts = torch.bincount(labels, minlength=num_classes)
     schedule = NoiseSchedule.linear(diffusion["num_timesteps"], diffusion["beta_start"],
@@ -403,8 +405,6 @@ class TrainStep:
         self.cfg, self.device, self.shard, self.objective = cfg, device, shard, objective
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], fused=cfg["fused_adam"] or None)
         self.network = training_network(model, cfg, device, shard[1])
-        if cfg["channels_last"]:  # as the model now is: the foreach EMA update fuses tensors of one layout only
-            ema.to(memory_format=torch.channels_last)
         self.params, self.ema_params = list(model.parameters()), list(ema.parameters())
         # CUDA graphs reuse their output buffers: each step must say where the previous one ended.
         self.marks_steps = cfg["compile"] and cfg["compile_mode"] == "reduce-overhead"
