@@ -66,15 +66,18 @@ def seed_records(recipe: dict, seed: int, images: ImageSet, test: ImageSet, grou
 
 
 def run_augmentation(*, augmentation: dict, row: str, train_npz: str, source_npz: str, samples_npz: list[str],
-                     groups: dict, num_classes: int, device: str, out_json: str) -> None:
+                     groups: dict, num_classes: int, device: str, out_json: str,
+                     origin: list[dict] | None = None) -> None:
     """One row of the augmentation table (a variant's fill, or a control row of `CONTROL_ROWS`
     without samples) over the configured classifier seeds. Classifier seed k trains on fill
     `samples_npz[k % len]` (the variant's k-th training seed's, cycling) and the oversampled
     control on a draw of seed k, so that the spread over seeds covers the generator's and the
-    draw's variation, not only the classifier's."""
+    draw's variation, not only the classifier's. With `origin` (each fill's cell, in order), a
+    fill made for another cell is refused."""
     dev = resolve_device(device)
     train, test = read_image_set(train_npz), read_image_set(source_npz, "heldout_")
-    fills = [read_image_set(path) for path in samples_npz]
+    origins = origin or [None] * len(samples_npz)
+    fills = [read_image_set(path, origin=cell) for path, cell in zip(samples_npz, origins)]
     seeds = augmentation["seeds"]
     print(f"augmentation row {row}: {len(train.labels)} real images, {len(fills) or 'no'} generated fill(s), "
           f"{len(test.labels)} held-out test images, classifier seeds {seeds}", flush=True)

@@ -11,6 +11,7 @@ import hashlib
 
 import numpy as np
 
+from .fingerprint import ORIGIN, check_origin
 from .io import InputError, read_json, read_npz, rebuild, write_json, write_npz
 from .sources import NUM_CLASSES, DataError, ImageSet, load_source
 
@@ -129,12 +130,14 @@ def images_to_model_range(images):
 
 
 def read_image_set(npz: str, prefix: str = "", num_classes: int | None = None,
-                   image_shape: tuple | list | None = None) -> ImageSet:
+                   image_shape: tuple | list | None = None, origin: dict | None = None) -> ImageSet:
     """The `<prefix>images` and `<prefix>labels` arrays of an .npz file: prefix 'pool_' or
     'heldout_' in a prepared source, '' in a training or sample set. Checked: uint8 images, one
-    label per image, labels in 0..num_classes-1 and images of `image_shape` [C, H, W] (where given);
-    an InputError names the file otherwise."""
+    label per image, labels in 0..num_classes-1, images of `image_shape` [C, H, W] (where given)
+    and, for a sample set, the `origin` it records (cbdm.fingerprint.check_origin); an
+    InputError names the file otherwise."""
     data = read_npz(npz, {f"{prefix}images": 4, f"{prefix}labels": 1})
+    check_origin(npz, data.get(ORIGIN), origin)
     images, labels = data[f"{prefix}images"], data[f"{prefix}labels"]
     problem = image_set_problem(images, labels, num_classes, image_shape)
     if problem:

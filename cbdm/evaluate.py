@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import records as rec
+from .fingerprint import ORIGIN, check_origin
 from .io import InputError, read_npz, rebuild, write_json
 from .metrics import (
     TooFewSamples,
@@ -260,10 +261,11 @@ def check_feature_sets(sets: dict[str, dict], num_classes: int) -> None:
 
 
 def evaluate(*, generated_npz: str, reference_npz: str, groups: dict, num_classes: int,
-             evaluation: dict, cell: dict, device: str, out_json: str) -> str:
+             evaluation: dict, cell: dict, device: str, out_json: str, origin: dict | None = None) -> str:
     """Stage 5: every record of one featurised sample set against its reference features, with
     the classifier's confusion matrix, into `out_json`; returns the note the records carry of an
-    imported set ('' for a built-in one), its label warning included."""
+    imported set ('' for a built-in one), its label warning included. With `origin` (the sample
+    set's cell), features of another cell's samples are refused."""
     # Imported here, not at the top: the leaderboard reads configs (jsonschema), and the metrics
     # functions above run without them (benchmarks/bench_metrics.py on the GPU image lacks jsonschema).
     from .acceleration import resolve_device
@@ -271,9 +273,11 @@ def evaluate(*, generated_npz: str, reference_npz: str, groups: dict, num_classe
 
     dev = resolve_device(device)
     gen = read_npz(generated_npz, FEATURE_ARRAYS)
+    check_origin(generated_npz, gen.pop(ORIGIN, None), origin)
     import_note = str(gen.pop("note", ""))  # how an imported sample set was read (cbdm.samplesets)
     cell = measured_cell(cell, gen)
     ref = read_npz(reference_npz, FEATURE_ARRAYS)
+    ref.pop(ORIGIN, None)
     check_feature_sets({generated_npz: gen, reference_npz: ref}, num_classes)
     import_note = with_label_warning(import_note, gen, num_classes)
     if "WARNING" in import_note:

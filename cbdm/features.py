@@ -20,7 +20,7 @@ from .acceleration import resolve_device
 from .assets import require_weights
 from .classifier import embed, embed_batches, load_classifier
 from .dataset import read_image_set
-from .fingerprint import file_fingerprint
+from .fingerprint import file_fingerprint, origin_array
 from .io import InputError, read_json, rebuild, write_npz
 
 INCEPTION_SIZE = 299
@@ -83,13 +83,14 @@ def save_random_inception_weights(path, seed: int = 0) -> None:
 
 
 def extract_features(*, features_cfg: dict, classifier_path: str, images_npz: str, prefix: str,
-                     device: str, out_npz: str, source_json: str | None = None) -> None:
+                     device: str, out_npz: str, source_json: str | None = None, origin: dict | None = None) -> None:
     """Features, logits, labels and predicted classes of the images under `prefix` in `images_npz`;
     with `source_json` (the prepared source's record), images of another shape or labels out of
-    its classes are refused."""
+    its classes are refused; with `origin` (a sample set's cell), a set made for another cell is
+    refused, and the features file records it for the metrics."""
     dev = resolve_device(device)
     info = read_json(source_json) if source_json is not None else {}
-    images = read_image_set(images_npz, prefix, info.get("num_classes"), info.get("image_shape"))
+    images = read_image_set(images_npz, prefix, info.get("num_classes"), info.get("image_shape"), origin)
     started = time.time()
     classifier = load_classifier(classifier_path, dev)
     check_classifier(classifier.hparams, classifier_path, info, features_cfg)
@@ -102,7 +103,8 @@ def extract_features(*, features_cfg: dict, classifier_path: str, images_npz: st
     print(f"{len(features)} images of {images_npz} ({prefix or 'all'}) -> {features.shape[1]}-d "
           f"{features_cfg['extractor']} features in {time.time() - started:.1f} s", flush=True)
     write_npz(out_npz, features=features, logits=logits, labels=images.labels, predicted=predicted,
-              extractor=np.asarray(extractor_label(features_cfg, classifier_path)), **import_note(images_npz))
+              extractor=np.asarray(extractor_label(features_cfg, classifier_path)), **import_note(images_npz),
+              **origin_array(origin))
 
 
 def check_classifier(hparams: dict, path: str, info: dict, features_cfg: dict) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .acceleration import autocast, configure_backends, prepare_network, resolve_device
-from .fingerprint import file_fingerprint, fingerprint
+from .fingerprint import file_fingerprint, fingerprint, origin_array
 from .io import InputError, progress_bar, read_npz, write_npz
 from .modelfile import check_identity, load_model
 from .samplers import image_shape, sample_ancestral, sample_ddim, to_uint8
@@ -120,8 +120,9 @@ def _read_shard(path: Path | None, batch_id: str) -> np.ndarray | None:
 
 def sample(settings: dict, *, model_path: str, guidance: float, sample_seed: int, labels: str,
            num_samples: int, class_counts: list[int], device: str, out_npz: str,
-           identity: dict | None = None) -> None:
-    """Draw one sample set; with `identity`, refuse a model file trained for anything else."""
+           identity: dict | None = None, origin: dict | None = None) -> None:
+    """Draw one sample set; with `identity`, refuse a model file trained for anything else. The
+    set records `origin`, the cell it is drawn for, which the jobs that read it check."""
     sampling = settings["sampling"]
     dev = resolve_device(device)
     model, schedule, payload = load_model(model_path, dev)
@@ -141,5 +142,5 @@ def sample(settings: dict, *, model_path: str, guidance: float, sample_seed: int
                       model_id=file_fingerprint(model_path))
     seconds = time.time() - started
     print(f"done in {seconds:.0f} s ({len(y) / seconds:.1f} images/s)", flush=True)
-    write_npz(out_npz, images=images, labels=y, seeds=seeds)
+    write_npz(out_npz, images=images, labels=y, seeds=seeds, **origin_array(origin))
     shutil.rmtree(shard_dir, ignore_errors=True)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import image_set_problem
+from .fingerprint import fingerprint, origin_array
 from .io import InputError, atomic_path, read_npz, write_npz
 from .sources import ImageSet
 
@@ -383,8 +384,6 @@ def source_state(path: str) -> str:
     """A digest of every file under `path` (relative name, size, modification time), or of the
     file itself: the import rule's params, so that images replaced or added inside a folder
     (whose own timestamp Snakemake reads, and which they do not change) import it again."""
-    from .fingerprint import fingerprint
-
     root = Path(path)
     files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root] * root.exists()
     state = []
@@ -397,13 +396,15 @@ def source_state(path: str) -> str:
 
 def import_samples(*, source: str, fmt: str, resize: bool, labels: str, num_samples: int,
                    class_counts: list[int], image_shape: list[int], class_names: list[str],
-                   out_npz: str, source_state: str = "", source_npz: str | None = None) -> str:
+                   out_npz: str, source_state: str = "", source_npz: str | None = None,
+                   origin: dict | None = None) -> str:
     """Write a user's sample set as the suite's sample .npz (images, labels, seeds = -1, a
     `note` saying where it came from and what was done to it, `preprocessing`, what of that
     changed the pixels (Imported), and `source_digest`, the digest of the images and labels as
     read, whatever their format); returns the note. `source_state` (the files' state when the
     DAG was planned) is the rerun trigger, recorded beside them. `source_npz`: the prepared
-    source.npz, whose training pool the set's pixel values are checked against (check_intensity)."""
+    source.npz, whose training pool the set's pixel values are checked against (check_intensity).
+    `origin`: the cell the set is imported for, recorded for the jobs that read it."""
     from .dataset import array_digest, read_image_set
 
     reference = read_image_set(source_npz, "pool_").images if source_npz else None
@@ -415,7 +416,7 @@ def import_samples(*, source: str, fmt: str, resize: bool, labels: str, num_samp
     write_npz(out_npz, images=fitted.images, labels=fitted.labels,
               seeds=np.full(len(fitted.labels), NO_SEED, dtype=np.int64), note=np.asarray(note),
               preprocessing=np.asarray(imported.preprocessing), source_digest=np.asarray(digest),
-              source_state=np.asarray(source_state))
+              source_state=np.asarray(source_state), **origin_array(origin))
     print(f"{len(fitted.labels)} images: {note}", flush=True)
     return note
 

@@ -282,3 +282,74 @@ def test_the_same_tensors_saved_twice_give_the_same_file(tmp_path):
     save_torch(state, tmp_path / "b.pt")
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
     assert torch.equal(torch.load(tmp_path / "a.pt", weights_only=True)["state_dict"]["w"], torch.arange(6.0))
+
+
+# What a sample set is of (common.smk's sample_origin): a cell of ddpm, and the same cell of cbdm.
+ORIGIN = {"dataset": "digits", "imbalance_factor": "10", "variant": "ddpm", "seed": 0, "guidance": "1",
+          "sample_seed": 0, "labelset": "exact-30", "training_digest": "t", "sampling": "s"}
+OTHER_CELL = {**ORIGIN, "variant": "cbdm"}
+
+
+def test_a_sample_set_copied_over_another_cells_is_refused_by_every_job_that_reads_it(tmp_path):
+    """ddpm's exact-1000.npz copied over cbdm's (mtimes touched, or the features rerun) was
+    featurised, diagnosed and scored as cbdm's without a word: cbdm's row showed ddpm's numbers."""
+    from cbdm.augment import run_augmentation
+    from cbdm.diagnose import diagnose
+    from cbdm.features import extract_features
+    from cbdm.io import InputError
+
+    out = tmp_path / "cbdm" / "exact-30.npz"
+    sample({"name": "ddpm", "sampling": SAMPLING}, model_path=model_file(tmp_path / "model.pt", 0), guidance=1.0,
+           sample_seed=0, labels="exact", num_samples=30, class_counts=[5] * 10, device="cpu", out_npz=str(out),
+           identity=IDENTITY, origin=ORIGIN)
+    source = tmp_path / "source.npz"  # the held-out images the diagnostics read first
+    write_npz(source, heldout_images=np.zeros((10, 1, 8, 8), np.uint8), heldout_labels=np.arange(10))
+    refused = rf"{out} was made for variant ddpm, but this job needs variant cbdm: .*--forcerun {out}"
+    with pytest.raises(InputError, match=refused):
+        extract_features(features_cfg={"extractor": "classifier"}, classifier_path="unused.pt", images_npz=str(out),
+                         prefix="", device="cpu", out_npz=str(tmp_path / "features.npz"), origin=OTHER_CELL)
+    with pytest.raises(InputError, match=refused):
+        diagnose(samples_npz=str(out), train_npz="unused.npz", source_npz=str(source), groups={}, num_classes=10,
+                 classifier_cfg={}, memorization_cfg={}, device="cpu", cell={}, out_json=str(tmp_path / "d.json"),
+                 origin=OTHER_CELL)
+    with pytest.raises(InputError, match=refused):
+        run_augmentation(augmentation={}, row="cbdm", train_npz=str(out), source_npz=str(source),
+                         samples_npz=[str(out)], groups={}, num_classes=10, device="cpu",
+                         out_json=str(tmp_path / "a.json"), origin=[OTHER_CELL])
+    assert not any((tmp_path / name).exists() for name in ("features.npz", "d.json", "a.json"))
+
+
+def test_a_sample_set_without_an_origin_is_refused(tmp_path):
+    from cbdm.features import extract_features
+    from cbdm.io import InputError
+
+    write_npz(tmp_path / "old.npz", images=np.zeros((10, 1, 8, 8), np.uint8), labels=np.arange(10))
+    with pytest.raises(InputError, match=r"old.npz records no origin.*--forcerun"):
+        extract_features(features_cfg={"extractor": "classifier"}, classifier_path="unused.pt",
+                         images_npz=str(tmp_path / "old.npz"), prefix="", device="cpu",
+                         out_npz=str(tmp_path / "features.npz"), origin=ORIGIN)
+
+
+def feature_file(path, origin=None, dim=8):
+    from cbdm.fingerprint import origin_array
+
+    write_npz(path, features=np.random.RandomState(0).randn(40, dim), logits=np.zeros((40, 10), np.float32),
+              labels=np.arange(40) % 10, predicted=np.arange(40) % 10, **origin_array(origin))
+    return str(path)
+
+
+@pytest.mark.parametrize("recorded, message", [
+    ({**ORIGIN, "variant": "cbdm"}, "was made for variant cbdm, but this job needs variant ddpm"),
+    ({**ORIGIN, "sampling": "older"}, "was made for sampling older, but this job needs sampling s"),
+    (None, "records no origin")])
+def test_metrics_refuse_features_of_another_cell_naming_the_file(tmp_path, recorded, message):
+    """A features file copied from another cell, or an older run's of other sampling settings."""
+    from cbdm.evaluate import evaluate
+    from cbdm.io import InputError
+
+    generated = feature_file(tmp_path / "gen.npz", recorded)
+    with pytest.raises(InputError, match=f"{generated} {message}"):
+        evaluate(generated_npz=generated, reference_npz=feature_file(tmp_path / "ref.npz"), groups={},
+                 num_classes=10, evaluation={}, cell={}, device="cpu", out_json=str(tmp_path / "m.json"),
+                 origin=ORIGIN)
+    assert not (tmp_path / "m.json").exists()

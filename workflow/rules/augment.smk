@@ -13,6 +13,7 @@ rule augment:
     params:
         augmentation=config["augmentation"],
         row=lambda wc: wc.row,
+        origin=fill_origin,
         groups=lambda wc: dataset_spec(wc)["groups"],
         num_classes=num_classes,
         device=config["device"],

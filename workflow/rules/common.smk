@@ -4,10 +4,13 @@
 # mixes rules and functions.
 import itertools
 import re
+from types import SimpleNamespace
 
 from snakemake.exceptions import WorkflowError
 
 import cbdm.config as cbdm_config
+from cbdm.fingerprint import fingerprint
+from cbdm.sample import IMAGE_SETTINGS
 from cbdm.sources import NUM_CLASSES
 from cbdm.train import training_digest
 from cbdm.workflow import resolve_config, suite_paths, visible_gpus
@@ -232,6 +235,20 @@ def sampling_settings(variant, labelset):
     return {"name": variant, "sampling": {k: v for k, v in sampling.items() if k not in NOT_A_CELLS_SETTING}}
 
 
+def sample_origin(wildcards, labelset=None):
+    """What a sample set is of: its cell (the sample set `labelset`, else the job's {labelset}),
+    the training digest of its model and a digest of the settings its images depend on. Its
+    sample or import job writes it into the set, and every job that reads the set or its features
+    compares it with its own (cbdm.fingerprint.check_origin), so that a set copied over another
+    cell's, or an older run's kept with touched mtimes, is refused instead of scored as this cell's."""
+    labelset = labelset or wildcards.labelset
+    sampling = variant_sampling(wildcards.variant, labelset_protocol(labelset))
+    return dict(dataset=wildcards.dataset, imbalance_factor=wildcards.imb, variant=wildcards.variant,
+                seed=int(wildcards.seed), guidance=wildcards.guidance, sample_seed=int(wildcards.sample_seed),
+                labelset=labelset, training_digest=model_identity(wildcards).get("training_digest"),
+                sampling=fingerprint({key: sampling[key] for key in IMAGE_SETTINGS}))
+
+
 # features.smk
 
 # The domain classifier's recipe (train_classifier, and the diagnostics' CAS classifiers): it is
@@ -263,17 +280,28 @@ def cell_fields(wildcards, protocol):
 # augment.smk
 
 
-def fill_samples(wildcards):
-    """The generated fills of an augmentation row, labels 'fill-<percent>' at the variant's first
-    guidance and sampling seed: one per training seed that a classifier seed uses (classifier seed
-    k takes training seed k, cycling; cbdm.augment); none for the control rows."""
+def fill_cells(wildcards):
+    """The sample sets filling an augmentation row, as the wildcards of their sample jobs: labels
+    'fill-<percent>' at the variant's first guidance and sampling seed, one per training seed that a
+    classifier seed uses (classifier seed k takes training seed k, cycling; cbdm.augment); none for
+    the control rows."""
     if wildcards.row in ("real_only", "real_oversampled"):
         return []
     seeds = VARIANTS[wildcards.row].get("seeds", config["seeds"])[:len(config["augmentation"]["seeds"])]
-    return [SAMPLES.format(dataset=wildcards.dataset, imb=wildcards.imb, variant=wildcards.row, seed=seed,
-                           guidance=cbdm_config.factor_label(declared_guidance(wildcards.row, None)),
-                           sample_seed=variant_sampling(wildcards.row)["seeds"][0],
-                           labelset=f"fill-{config['augmentation']['fill_percent']}") for seed in seeds]
+    return [SimpleNamespace(dataset=wildcards.dataset, imb=wildcards.imb, variant=wildcards.row, seed=seed,
+                            guidance=cbdm_config.factor_label(declared_guidance(wildcards.row, None)),
+                            sample_seed=variant_sampling(wildcards.row)["seeds"][0],
+                            labelset=f"fill-{config['augmentation']['fill_percent']}") for seed in seeds]
+
+
+def fill_samples(wildcards):
+    """The generated fills of an augmentation row (fill_cells); none for the control rows."""
+    return [SAMPLES.format(**vars(cell)) for cell in fill_cells(wildcards)]
+
+
+def fill_origin(wildcards):
+    """The origins (sample_origin) the fills of an augmentation row must record, in fill_samples' order."""
+    return [sample_origin(cell) for cell in fill_cells(wildcards)]
 
 
 # report.smk (and the Snakefile's `all`)

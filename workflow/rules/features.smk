@@ -63,6 +63,7 @@ rule features_samples:
         prefix="",
         features_cfg=FEATURES_SETTINGS,
         device=config["device"],
+        origin=sample_origin,
     threads: config["features"]["threads"]
     resources:
         **stage_resources("features", shared_gpus=gpus_per_job()),

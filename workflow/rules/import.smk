@@ -23,6 +23,7 @@ rule import_samples:
         class_names=lambda wc: CLASS_NAMES[dataset_spec(wc)["source"]],
         labels=labelset_labels,
         num_samples=labelset_size,
+        origin=sample_origin,
         source_state=lambda wc: source_state(VARIANTS[wc.variant]["samples"][wc.guidance][int(wc.seed)]),
     resources:
         **stage_resources("other"),

@@ -22,6 +22,7 @@ rule metrics:
         device=config["device"],
         cell=lambda wc: {**cell_fields(wc, wc.protocol),
                          **measurement(config["features"], dataset_spec(wc), config["evaluation"])},
+        origin=lambda wc: sample_origin(wc, labelset(wc.protocol, wc.variant)),
     threads: config["evaluation"]["threads"]
     resources:
         **stage_resources("other", shared_gpus=gpus_per_job()),
@@ -49,6 +50,7 @@ rule diagnostics:
         num_classes=num_classes,
         device=config["device"],
         cell=lambda wc: cell_fields(wc, MAIN_PROTOCOL),
+        origin=sample_origin,
     threads: config["features"]["threads"]
     resources:
         **stage_resources("diagnostics", gpus=gpus_per_job()),

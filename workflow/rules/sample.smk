@@ -19,6 +19,7 @@ rule sample:
         sample_seed=lambda wc: int(wc.sample_seed),
         labels=labelset_labels,
         num_samples=labelset_size,
+        origin=sample_origin,
     threads: lambda wc: variant_sampling(wc.variant, labelset_protocol(wc.labelset))["threads"]
     resources:
         **stage_resources("sample", gpus=gpus_per_job()),
