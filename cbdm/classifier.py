@@ -92,6 +92,17 @@ RECIPE_DEFAULTS = {"architecture": "small_cnn", "optimizer": "adam", "momentum":
                    "schedule": "constant", "random_crop": False, "hflip": False}
 
 
+# The `features` keys a domain classifier's weights depend on, recorded in its file, so that a
+# features job refuses one trained with another recipe. `threads` moves its weights too, but the
+# features jobs are not given it: a classifier of the same recipe on another thread count is taken.
+RECIPE_KEYS = ("feature_dim", "epochs", "batch_size", "lr", "seed")
+
+
+def classifier_recipe(features_cfg: dict) -> dict:
+    """The RECIPE_KEYS of a `features` section: what a classifier file records it was trained with."""
+    return {key: features_cfg[key] for key in RECIPE_KEYS}
+
+
 def build_classifier(recipe: dict, image_channels: int, num_classes: int) -> nn.Module:
     """The untrained network of a recipe's `architecture`."""
     if recipe["architecture"] == "resnet18":
@@ -173,16 +184,18 @@ def train_classifier(features_cfg: dict, *, source_npz: str, num_classes: int, d
     accuracy = float(np.average(per_class, weights=np.bincount(heldout.labels, minlength=num_classes)))
     print(f"held-out accuracy {accuracy:.4f} on {len(heldout.labels)} images; worst class "
           f"{int(np.argmin(per_class))} at {min(per_class):.3f}", flush=True)
-    save_torch({"format": CLASSIFIER_FORMAT, "hparams": model.hparams, "state_dict": model.state_dict()},
-               out_model)
+    save_torch({"format": CLASSIFIER_FORMAT, "hparams": model.hparams, "state_dict": model.state_dict(),
+                "recipe": classifier_recipe(features_cfg)}, out_model)
     write_json(out_report, {"heldout_accuracy": accuracy, "heldout_n": int(len(heldout.labels)),
                             "per_class_accuracy": per_class, "epochs": features_cfg["epochs"],
                             "feature_dim": features_cfg["feature_dim"]})
 
 
 def load_classifier(path, device) -> FeatureClassifier:
-    """A classifier file written by `train_classifier`, in eval mode on `device`."""
+    """A classifier file written by `train_classifier`, in eval mode on `device`; its `recipe`
+    attribute is the recipe the file records (None in a file written before files recorded it)."""
     payload = load_payload(path, CLASSIFIER_FORMAT, rebuild(path))
     model = FeatureClassifier(**payload["hparams"])
     model.load_state_dict(payload["state_dict"])
+    model.recipe = payload.get("recipe")
     return model.to(device).eval()

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from .acceleration import resolve_device
 from .assets import require_weights
-from .classifier import embed, embed_batches, load_classifier
+from .classifier import classifier_recipe, embed, embed_batches, load_classifier
 from .dataset import read_image_set
 from .fingerprint import file_fingerprint, origin_array
 from .io import InputError, read_json, rebuild, write_npz
@@ -93,7 +93,7 @@ def extract_features(*, features_cfg: dict, classifier_path: str, images_npz: st
     images = read_image_set(images_npz, prefix, info.get("num_classes"), info.get("image_shape"), origin)
     started = time.time()
     classifier = load_classifier(classifier_path, dev)
-    check_classifier(classifier.hparams, classifier_path, info, features_cfg)
+    check_classifier(classifier.hparams, classifier_path, info, features_cfg, classifier.recipe)
     features, logits = embed(classifier, images.images, dev)
     predicted = logits.argmax(1).astype(np.int64)
     if features_cfg["extractor"] == "inception":
@@ -107,11 +107,18 @@ def extract_features(*, features_cfg: dict, classifier_path: str, images_npz: st
               **origin_array(origin))
 
 
-def check_classifier(hparams: dict, path: str, info: dict, features_cfg: dict) -> None:
-    """InputError unless the classifier file fits the dataset (classes, channels) and, where it
-    is the extractor, the config's feature size: one trained for another dataset or config
-    (copied, or kept under --rerun-triggers mtime) would give features and predictions of
-    another task without a word."""
+def check_classifier(hparams: dict, path: str, info: dict, features_cfg: dict, recipe: dict | None = None) -> None:
+    """InputError unless the classifier file fits the dataset (classes, channels), where it is
+    the extractor the config's feature size, and the config's recipe where the file records one
+    (`recipe`): one trained for another dataset or config (copied, or kept under
+    --rerun-triggers mtime) would give features and predictions of another task, or of another
+    recipe than the leaderboard's card names, without a word."""
+    wanted = classifier_recipe(features_cfg) if recipe is not None else {}
+    differ = [key for key in wanted if recipe.get(key) != wanted[key]]
+    if differ:
+        said = ", ".join(f"{key} {recipe.get(key)} (this config's {wanted[key]})" for key in differ)
+        raise InputError(f"{path} was trained with {said}: it was copied from another suite, or the features "
+                         f"settings changed while Snakemake did not retrain it; {rebuild(path)}")
     wanted = {"num_classes": info.get("num_classes"),
               "image_channels": info["image_shape"][0] if info.get("image_shape") else None,
               "feature_dim": features_cfg["feature_dim"] if features_cfg["extractor"] == "classifier" else None}

@@ -353,3 +353,26 @@ def test_metrics_refuse_features_of_another_cell_naming_the_file(tmp_path, recor
                  num_classes=10, evaluation={}, cell={}, device="cpu", out_json=str(tmp_path / "m.json"),
                  origin=ORIGIN)
     assert not (tmp_path / "m.json").exists()
+
+
+def test_a_classifier_trained_with_another_recipe_is_refused_by_the_features_job(tmp_path, longtail_digits):
+    """A classifier file copied from a suite with other `features` settings (or kept under
+    --rerun-triggers mtime after they changed) has the same classes and feature size, so it was
+    used without a word, and the leaderboard card named this config's recipe for its features."""
+    from cbdm.classifier import train_classifier
+    from cbdm.features import extract_features
+    from cbdm.io import InputError
+
+    source = longtail_digits.parent / "source.npz"
+    recipe = {"feature_dim": 8, "epochs": 1, "batch_size": 64, "lr": 3e-3, "seed": 0, "threads": 1}
+    train_classifier(recipe, source_npz=str(source), num_classes=10, device="cpu",
+                     out_model=str(tmp_path / "classifier.pt"), out_report=str(tmp_path / "classifier.json"))
+    features_cfg = {"extractor": "classifier", **recipe, "epochs": 2}
+    del features_cfg["threads"]  # the features jobs' settings leave it out
+    with pytest.raises(InputError, match=r"classifier.pt was trained with epochs 1 \(this config's 2\).*--forcerun"):
+        extract_features(features_cfg=features_cfg, classifier_path=str(tmp_path / "classifier.pt"),
+                         images_npz=str(longtail_digits), prefix="", device="cpu",
+                         out_npz=str(tmp_path / "features.npz"))
+    extract_features(features_cfg={**features_cfg, "epochs": 1}, classifier_path=str(tmp_path / "classifier.pt"),
+                     images_npz=str(longtail_digits), prefix="", device="cpu", out_npz=str(tmp_path / "features.npz"))
+    assert (tmp_path / "features.npz").exists()

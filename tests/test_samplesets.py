@@ -441,15 +441,15 @@ def test_other_evaluation_settings_or_another_classifier_get_a_card_of_their_own
     from cbdm.leaderboard import describe_evaluation, leaderboard, markdown
 
     config, samples = suite["config"], write_guided_npz(samples_of(suite), in_tmp / "samples.npz")
-    other = in_tmp / "other"
-    train_classifier({**config["features"], "seed": 1}, source_npz=str(suite["root"] / "source.npz"), num_classes=10,
+    other, retrained = in_tmp / "other", {**config, "features": {**config["features"], "seed": 1}}
+    train_classifier(retrained["features"], source_npz=str(suite["root"] / "source.npz"), num_classes=10,
                      device="cpu", out_model=str(other / "classifier.pt"), out_report=str(other / "classifier.json"))
-    extract_features(features_cfg=config["features"], classifier_path=str(other / "classifier.pt"),
+    extract_features(features_cfg=retrained["features"], classifier_path=str(other / "classifier.pt"),
                      images_npz=str(suite["root"] / "source.npz"), prefix="heldout_", device="cpu",
                      out_npz=str(other / "reference.npz"))
     k10 = {**config, "evaluation": {**config["evaluation"], "pr_neighborhood": 10, "kid_subset_size": 10}}
     cells = {"ours": evaluate_entry(suite, "ours", samples), "k10": evaluate_entry(suite, "k10", samples, k10),
-             "retrained": evaluate_entry(suite, "retrained", samples, root=other)}
+             "retrained": evaluate_entry(suite, "retrained", samples, retrained, root=other)}
     assert cells["ours"]["evaluation"] == describe_evaluation(config["evaluation"])
     assert "precision/recall k=10; KID over 5 subsets of up to 10 " in cells["k10"]["evaluation"]
     assert cells["ours"]["extractor"] == cells["k10"]["extractor"] != cells["retrained"]["extractor"]
