@@ -158,7 +158,7 @@ def metrics_files(config: dict, results: Path) -> list[tuple[dict, dict | None]]
     for dataset in config["datasets"]:
         for variant in config["variants"]:
             paths = sorted((results / "metrics" / dataset).glob(f"IF*/{variant}/seed*/*/*.json"))
-            read = [read_json(p) for p in paths if p.stem in config["evaluation"]["protocols"]]
+            read = [records.read_metrics(p) for p in paths if p.stem in config["evaluation"]["protocols"]]
             found += [(data, None) for data in read if in_config(config, data["cell"])]
         for card in sorted((results / "external").glob(f"*/{dataset}-IF*/card.json")):
             entry = read_json(card)

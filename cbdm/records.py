@@ -14,8 +14,13 @@ function, and one `register(Metric(...))` here.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypedDict
+
+from .io import InputError, read_json, rebuild
+from .labels import factor_label
 
 LOWER, HIGHER, NONE = "lower", "higher", "none"
 ALL, GROUP, CLASS, MATCHED = "all", "group", "class", "matched"
@@ -244,3 +249,31 @@ def record(scope: str, name: str, value, n_gen, n_ref, note: str = "", sd=None, 
     _finite(scope, name, {"value": value, "sd": sd, "ci_low": ci[0], "ci_high": ci[1]})
     return Record(scope=scope, metric=name, value=value, n_gen=int(n_gen), n_ref=int(n_ref), note=note, sd=sd,
                   ci_low=ci[0], ci_high=ci[1])
+
+
+# A metrics file's place in a suite:
+# metrics/<dataset>/IF<imb>/<variant>/seed<seed>/w<guidance>-s<sample_seed>/<protocol>.json
+METRICS_PLACE = re.compile(r"metrics/(?P<dataset>[^/]+)/IF(?P<imbalance_factor>[^/]+)/(?P<variant>[^/]+)/"
+                           r"seed(?P<seed>\d+)/w(?P<guidance>[^/]+)-s(?P<sample_seed>\d+)/(?P<protocol>[^/]+)\.json$")
+
+
+def read_metrics(path) -> dict:
+    """A metrics file's contents; InputError where it lies at a suite's place of another cell than
+    the one it records (a file copied over another's): the leaderboard counted it as a second run
+    of its own cell and the cell of its place vanished. A file outside that layout is not checked."""
+    data = read_json(path)
+    place = METRICS_PLACE.search(Path(path).as_posix())
+    if place is None:
+        return data
+    cell = data.get("cell", {})
+    recorded = {key: cell.get(key) for key in place.groupdict()}
+    for key in ("imbalance_factor", "guidance"):
+        if isinstance(recorded[key], (int, float)):
+            recorded[key] = factor_label(recorded[key])
+    differ = [key for key, value in place.groupdict().items() if str(recorded[key]) != value]
+    if differ:
+        held = ", ".join(f"{key} {recorded[key]}" for key in differ)
+        placed = ", ".join(f"{key} {place[key]}" for key in differ)
+        raise InputError(f"{path} holds the metrics of {held}, but its place is {placed}'s: it was copied or "
+                         f"moved; {rebuild(path)}")
+    return data

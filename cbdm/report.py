@@ -96,7 +96,7 @@ def records_frame(files: list[dict]) -> pd.DataFrame:
 
 def collect_records(paths: list[str]) -> pd.DataFrame:
     """One row per (run, scope, metric) of the metrics files at `paths`."""
-    return records_frame([read_json(path) for path in paths])
+    return records_frame([records.read_metrics(path) for path in paths])
 
 
 def check_complete(runs: pd.DataFrame, expected: list[dict]) -> None:
@@ -304,7 +304,7 @@ class Report:
 
 def load_report(files: ReportFiles, settings: ReportSettings) -> Report:
     """Read every input once; refuse a partial table (ReportError) before anything is written."""
-    metrics = [read_json(path) for path in files.metric_files]
+    metrics = [records.read_metrics(path) for path in files.metric_files]
     runs = records_frame(metrics)
     check_complete(runs, settings.expected_cells)
     check_one_measurement(dict(zip(files.metric_files, metrics)), settings)

@@ -232,3 +232,19 @@ def test_a_number_not_computed_in_every_run_of_a_row_is_not_the_mean_of_the_othe
     assert row["fid_head"] == pytest.approx(2.0) and pd.isna(row["fid_tail"])
     text = markdown(leaderboard(config, in_tmp), "t")
     assert "'-': not computed in every run listed" in text
+
+
+def test_a_metrics_file_copied_over_another_cells_is_refused_naming_it(in_tmp):
+    """ddpm's ours.json copied over cbdm's: the leaderboard counted it as a second run of ddpm (sd 0)
+    and cbdm's row vanished; the report said cbdm's cell had no metrics and to run the workflow to
+    completion, which reran nothing."""
+    config = minimal_config(variants={"ddpm": {"losses": [{"name": "eps_mse"}]},
+                                      "cbdm": {"losses": [{"name": "eps_mse"}, {"name": "cbdm"}]}})
+    for variant, fid in (("ddpm", 1.0), ("cbdm", 2.0)):
+        write_run(in_tmp, config, variant, 0, 1.0, fid, "")
+    assert len(leaderboard(config, in_tmp)) == 2
+    copied = in_tmp / "metrics/digits/IF100/cbdm/seed0/w1-s0/ours.json"
+    copied.write_text((in_tmp / "metrics/digits/IF100/ddpm/seed0/w1-s0/ours.json").read_text())
+    with pytest.raises(InputError, match=rf"{copied} holds the metrics of variant ddpm, but its place is variant "
+                                         rf"cbdm's: .*--forcerun {copied}"):
+        leaderboard(config, in_tmp)
