@@ -158,6 +158,23 @@ def check_one_measurement(metrics: dict[str, dict], settings: ReportSettings) ->
                           f"{rebuild('<file>')}.")
 
 
+def check_sampled_as_declared(metrics: list[dict], paths: list[str], settings: ReportSettings) -> None:
+    """Refuse metrics of the main protocol whose cell records another sampler or step count than
+    the config gives its variant: after a config edit that Snakemake did not redraw the samples
+    for (--rerun-triggers mtime), the report labelled them with the new settings. Cells written
+    before they recorded the sampler are not checked."""
+    for path, data in zip(paths, metrics):
+        cell, declared = data["cell"], settings.sampling.get(data["cell"]["variant"])
+        if cell["protocol"] != settings.protocol or declared is None or "sampler" not in cell:
+            continue
+        drawn, said = f"{cell['sampler']} {cell['steps']} steps", f"{declared['sampler']} {declared['steps']} steps"
+        if drawn != said:
+            raise ReportError(f"{path} was measured on samples drawn with {drawn}, but the config says {said} for "
+                              f"variant {cell['variant']}: the samples were not redrawn after the config changed "
+                              f"(e.g. under --rerun-triggers mtime); run the same command without it, or add "
+                              f"`--forcerun sample`")
+
+
 def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean, sd and run count per (protocol, variant, guidance, scope, metric) over training and
     sampling seeds; a metric missing in some run is reported with the runs that have it and the
@@ -308,6 +325,7 @@ def load_report(files: ReportFiles, settings: ReportSettings) -> Report:
     runs = records_frame(metrics)
     check_complete(runs, settings.expected_cells)
     check_one_measurement(dict(zip(files.metric_files, metrics)), settings)
+    check_sampled_as_declared(metrics, files.metric_files, settings)
     runs = pd.concat([runs, collect_records(files.diagnostic_files)], ignore_index=True)
     runs = runs.sort_values("variant", key=lambda v: v.map(settings.variants.index), kind="stable")
     return Report(settings=settings, files=files, runs=runs, manifest=read_json(files.manifest_json),

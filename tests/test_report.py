@@ -364,3 +364,22 @@ def test_paired_differences_without_spread_or_within_round_off_are_said_as_such(
     cancelled = paired_difference(np.array([3 / 61 - 2 / 61, 3 / 61 - 4 / 61]), "misclassified_into:head")
     assert cancelled["diff"] == 0.0 and cancelled["verdict"] == "no detectable difference"
     assert paired_difference(np.array([1e-9, 3e-9]), "fid")["diff"] == pytest.approx(2e-9)  # small, not round-off
+
+
+def test_metrics_of_samples_drawn_otherwise_than_the_config_says_are_refused(report_inputs):
+    """sampling.steps changed 5 -> 4 under --rerun-triggers mtime, then the report rerun: it said
+    'ddim 4 steps' over metrics of 5-step samples (their cells record 5) without a word."""
+    import json
+    import os
+
+    files = report_inputs["files"].metric_files
+    for path in files:  # cells that record how their samples were drawn, as the metrics rule writes them
+        data = json.loads(open(path).read())
+        write_json(path, {**data, "cell": {**data["cell"], "sampler": "ddim", "steps": 10}})
+    stale = next(p for p in files if "cbdm" in p and p.endswith("-ours.json"))
+    data = json.loads(open(stale).read())
+    write_json(stale, {**data, "cell": {**data["cell"], "steps": 5}})
+    with pytest.raises(ReportError, match=rf"{stale} was measured on samples drawn with ddim 5 steps, but the "
+                                          r"config says ddim 10 steps for variant cbdm"):
+        build_report(**report_inputs)
+    assert not any(os.path.exists(p) for p in report_inputs["outputs"].values())
