@@ -10,10 +10,12 @@ File format (`results/<suite>/features/<dataset>/IF<x>/reference-<ref>.stats.npz
 - `mu_<scope>`, `sigma_<scope>`, `n_<scope>` and `classes_<scope>` (the class indices) for every
   class group (e.g. `mu_head`) and every class (`mu_class_3`);
 - `format` ("cbdm.refstats/1"), `extractor` (cbdm.leaderboard.describe_features: the network and,
-  for Inception, its preprocessing), `reference` (e.g. "heldout").
+  for Inception, its preprocessing), `reference` (e.g. "heldout"), and `features_label`, the
+  reference features file's extractor label (cbdm.features.extractor_label: the classifier
+  file's digest, since two trainings of one recipe give different feature spaces).
 
 A file is scored against only if it proves it was made the way the samples are measured: its
-`extractor` and `reference` must equal the scoring's, or the FID would sit beside ours as if it
+`extractor`, `reference` and `features_label` must equal the scoring's, or the FID would sit beside ours as if it
 were measured alike. Files holding only `mu` and `sigma` (EDM's and clean-fid's published
 statistics) record neither; they are accepted, and every FID against them says so. A scope whose
 statistics the file lacks gets no FID, and its record says so.
@@ -57,8 +59,9 @@ def write_reference_stats(*, reference_npz: str, groups: dict, num_classes: int,
     """Write the reference features' mean and covariance per scope (EDM's mu/sigma format)."""
     data = read_npz(reference_npz, FEATURE_ARRAYS)
     stats = reference_stats(data["features"], data["labels"], groups, num_classes)
+    label = {"features_label": data["extractor"]} if "extractor" in data else {}
     write_npz(out_npz, **stats, format=np.asarray(FORMAT), extractor=np.asarray(extractor),
-              reference=np.asarray(reference))
+              reference=np.asarray(reference), **label)
     print(f"{reference}: mean and covariance of {data['features'].shape[1]}-d {extractor} features for "
           f"{sum(k.startswith('mu') for k in stats)} scopes -> {out_npz}", flush=True)
 
@@ -91,6 +94,27 @@ def provenance_note(stats: dict, path, extractor: str, reference: str) -> str:
                              f"with {field} {ours!r}, so the FIDs would not be comparable: score with the config "
                              f"and protocol that made the file, or remake it with these (snakemake --forcerun {path})")
     return ""
+
+
+def check_features_label(stats: dict, path, gen: dict) -> None:
+    """InputError where the statistics and the samples' features both record their extractor
+    label and the labels differ: the same recipe's words cover every training of the classifier,
+    whose feature spaces differ, so a file copied from another run would be scored against."""
+    if "features_label" not in stats or "extractor" not in gen:
+        return
+    theirs, ours = str(stats["features_label"]), str(gen["extractor"])
+    if feature_space(theirs) != feature_space(ours):
+        raise InputError(f"{path} holds statistics of features labelled {theirs!r}, but these samples' features "
+                         f"are labelled {ours!r}: another training of the classifier, whose features are not "
+                         f"comparable; use the statistics of this suite's reference features "
+                         f"(snakemake --forcerun {path})")
+
+
+def feature_space(label: str) -> str:
+    """The part of an extractor label (cbdm.features.extractor_label) that names the features:
+    under Inception it also names the classifier that predicts the classes, which statistics of
+    the features do not depend on."""
+    return label.split("; classes by ")[0]
 
 
 def fid_from_stats(features: np.ndarray, stats: dict, scope: str, device="cpu") -> float | None:
@@ -148,6 +172,7 @@ def evaluate_against_stats(gen: dict, stats_npz: str, groups: dict, num_classes:
 
     stats, dev = read_reference_stats(stats_npz), resolve_device(device)
     provenance = provenance_note(stats, stats_npz, extractor, reference)
+    check_features_label(stats, stats_npz, gen)
     if gen["features"].shape[1] != stats["mu"].shape[0]:
         raise InputError(f"{stats_npz} holds {stats['mu'].shape[0]}-d statistics but the samples have "
                          f"{gen['features'].shape[1]}-d features: the statistics come from another extractor")

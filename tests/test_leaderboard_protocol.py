@@ -248,3 +248,30 @@ def test_a_metrics_file_copied_over_another_cells_is_refused_naming_it(in_tmp):
     with pytest.raises(InputError, match=rf"{copied} holds the metrics of variant ddpm, but its place is variant "
                                          rf"cbdm's: .*--forcerun {copied}"):
         leaderboard(config, in_tmp)
+
+
+def test_statistics_of_another_training_of_the_classifier_are_refused(tmp_path):
+    """Two trainings of the same recipe (other thread count, another machine) give other feature
+    spaces under the same words: a statistics file copied from another run was scored against
+    without a word. The file records its features' extractor label (the classifier file's digest)."""
+    write_npz(tmp_path / "reference.npz", **feature_set(30, seed=1), extractor=np.asarray("classifier sha256:aaa"))
+    path = tmp_path / "reference-heldout.stats.npz"
+    write_reference_stats(reference_npz=str(tmp_path / "reference.npz"), groups=GROUPS, num_classes=10,
+                          extractor=CLASSIFIER, reference="heldout", out_npz=str(path))
+    cfg = minimal_config()["evaluation"]
+    assert fid_records({**feature_set(12, seed=2), "extractor": np.asarray("classifier sha256:aaa")}, path, cfg)
+    with pytest.raises(InputError, match=re.escape(f"{path} holds statistics of features labelled "
+                                                   "'classifier sha256:aaa', but these samples' features are "
+                                                   "labelled 'classifier sha256:bbb'")):
+        fid_records({**feature_set(12, seed=2), "extractor": np.asarray("classifier sha256:bbb")}, path, cfg)
+
+
+def test_inception_statistics_of_a_run_with_another_classifier_are_accepted(tmp_path):
+    """Inception's features do not depend on the classifier its label also names (it predicts the classes)."""
+    inception = "inception torch_fidelity preprocessing; classes by classifier sha256:"
+    write_npz(tmp_path / "reference.npz", **feature_set(30, seed=1), extractor=np.asarray(inception + "aaa"))
+    path = tmp_path / "reference-heldout.stats.npz"
+    write_reference_stats(reference_npz=str(tmp_path / "reference.npz"), groups=GROUPS, num_classes=10,
+                          extractor=CLASSIFIER, reference="heldout", out_npz=str(path))
+    gen = {**feature_set(12, seed=2), "extractor": np.asarray(inception + "bbb")}
+    assert fid_records(gen, path, minimal_config()["evaluation"])["all"]["value"] > 0
