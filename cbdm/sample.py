@@ -23,6 +23,10 @@ from .modelfile import check_identity, load_model
 from .samplers import image_shape, sample_ancestral, sample_ddim, to_uint8
 
 SEED_STRIDE = 1_000_000
+
+
+class SamplingError(RuntimeError):
+    """Samples that must not be saved (not finite: the uint8 conversion would make them black)."""
 # The sampling settings an image depends on (threads and batch size do not change any image).
 IMAGE_SETTINGS = ("sampler", "steps", "eta", "variance", "precision", "batched_guidance", "compile", "compile_mode",
                   "tf32")
@@ -97,6 +101,7 @@ def generate(model, schedule, labels: np.ndarray, seeds: np.ndarray, sampling: d
                 x = sample_ddim(network, schedule, y, s, guidance=guidance, steps=sampling["steps"],
                                 eta=sampling["eta"], batched_guidance=sampling["batched_guidance"],
                                 progress=progress)
+        check_finite(x, guidance, s)
         out.append(to_uint8(x).cpu().numpy())
         if shard is not None:
             write_npz(shard, images=out[-1], labels=y_np, seeds=s, fingerprint=np.array(batch_id))
@@ -105,6 +110,16 @@ def generate(model, schedule, labels: np.ndarray, seeds: np.ndarray, sampling: d
         print(f"reused {reused} finished batch(es) from {shard_dir}", flush=True)
     # A fill whose classes all reach the target already draws nothing: an empty set, not an error.
     return np.concatenate(out) if out else np.zeros((0, *image_shape(model)), np.uint8)
+
+
+def check_finite(x: torch.Tensor, guidance: float, seeds: np.ndarray) -> None:
+    """SamplingError where a batch holds non-finite values: NaN becomes 0 in the uint8 conversion,
+    so a diverged model's samples would be saved, featurised and scored as black images."""
+    bad = int((~torch.isfinite(x.flatten(1))).any(1).sum())
+    if bad:
+        raise SamplingError(f"{bad} of {len(x)} images of the batch from seed {int(seeds[0])} are not finite at "
+                            f"guidance {guidance:g}: the model's weights or this guidance scale make the sampler "
+                            f"diverge; check the training log for a non-finite loss and retrain, or lower the guidance")
 
 
 def _read_shard(path: Path | None, batch_id: str) -> np.ndarray | None:
@@ -138,8 +153,11 @@ def sample(settings: dict, *, model_path: str, guidance: float, sample_seed: int
           f"({sampling['sampler']}, {sampling['steps']} steps, guidance {guidance}, seed {sample_seed}) "
           f"on {dev}", flush=True)
     shard_dir = Path(f"{out_npz}.shards")
-    images = generate(model, schedule, y, seeds, sampling, guidance, dev, f"sample {settings['name']}", shard_dir,
-                      model_id=file_fingerprint(model_path))
+    try:
+        images = generate(model, schedule, y, seeds, sampling, guidance, dev, f"sample {settings['name']}",
+                          shard_dir, model_id=file_fingerprint(model_path))
+    except SamplingError as err:
+        raise SamplingError(f"{model_path}: {err}") from None
     seconds = time.time() - started
     print(f"done in {seconds:.0f} s ({len(y) / seconds:.1f} images/s)", flush=True)
     write_npz(out_npz, images=images, labels=y, seeds=seeds, **origin_array(origin))

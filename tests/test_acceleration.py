@@ -150,3 +150,19 @@ def test_killed_sampling_redoes_only_the_unfinished_batches(tmp_path):
     assert np.array_equal(whole, again)
     other = generate(model, schedule, labels, seeds + 100, SAMPLING, 1.0, torch.device("cpu"), shard_dir=tmp_path)
     assert not np.array_equal(whole, other)  # shards of other seeds are not reused
+
+
+def test_a_model_whose_samples_are_not_finite_is_refused_not_saved_as_black_images(tmp_path):
+    """A NaN weight made every pixel NaN, which the uint8 conversion turned into 0: a set of
+    black images, featurised and scored without a word."""
+    from cbdm.sample import SamplingError
+
+    model, _ = model_and_objective()
+    model.eval()
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    schedule = NoiseSchedule.linear(100, 1e-4, 0.02)
+    with pytest.raises(SamplingError, match=r"4 of 4 images of the batch from seed 0 are not finite at guidance 1"):
+        generate(model, schedule, np.arange(8) % 10, np.arange(8), SAMPLING, 1.0, torch.device("cpu"),
+                 shard_dir=tmp_path, model_id="m.pt")
+    assert not list(tmp_path.iterdir())  # no shard kept for a rerun to reuse
