@@ -129,6 +129,11 @@ def check_classifier(hparams: dict, path: str, info: dict, features_cfg: dict, r
                          f"{rebuild(path)}")
 
 
+# Between the features part of an Inception label and the classifier that predicts its classes
+# (cbdm.refstats compares only the features part).
+CLASSES_BY = "; classes by "
+
+
 def extractor_label(features_cfg: dict, classifier_path: str) -> str:
     """What made a features file's features and predicted classes, recorded in it so that the
     metrics refuse to compare features of two extractors and the leaderboard gives them separate
@@ -137,7 +142,7 @@ def extractor_label(features_cfg: dict, classifier_path: str) -> str:
     which still predicts the classes that acc and the leakage diagnostics count)."""
     classifier = f"classifier {file_fingerprint(classifier_path)}"
     if features_cfg["extractor"] == "inception":
-        return f"inception {features_cfg['inception_preprocessing']} preprocessing; classes by {classifier}"
+        return f"inception {features_cfg['inception_preprocessing']} preprocessing{CLASSES_BY}{classifier}"
     return classifier
 
 

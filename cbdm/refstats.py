@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .evaluate import FEATURE_ARRAYS, small_n_fid
+from .features import CLASSES_BY
 from .io import InputError, read_npz, rebuild, write_npz
 from .metrics import frechet_distance_from_stats, mean_and_covariance
 from .records import record, scopes
@@ -114,7 +115,7 @@ def feature_space(label: str) -> str:
     """The part of an extractor label (cbdm.features.extractor_label) that names the features:
     under Inception it also names the classifier that predicts the classes, which statistics of
     the features do not depend on."""
-    return label.split("; classes by ")[0]
+    return label.split(CLASSES_BY)[0]
 
 
 def fid_from_stats(features: np.ndarray, stats: dict, scope: str, device="cpu") -> float | None:
