@@ -81,9 +81,10 @@ def run_augmentation(*, augmentation: dict, row: str, train_npz: str, source_npz
     seeds = augmentation["seeds"]
     print(f"augmentation row {row}: {len(train.labels)} real images, {len(fills) or 'no'} generated fill(s), "
           f"{len(test.labels)} held-out test images, classifier seeds {seeds}", flush=True)
+    fill_of = {seed: k % len(fills) for k, seed in enumerate(seeds)} if fills else {}  # seed -> fill index
     records, n_generated = [], np.zeros(num_classes, int)
-    for k, seed in enumerate(seeds):
-        generated = fills[k % len(fills)] if fills else None
+    for seed in seeds:
+        generated = fills[fill_of[seed]] if fills else None
         if row == REAL_OVERSAMPLED:
             generated = oversampled_fill(train, augmentation["fill_percent"], num_classes, seed)
         images = augmented_set(train, generated, augmentation["fill_percent"], num_classes)
@@ -92,9 +93,8 @@ def run_augmentation(*, augmentation: dict, row: str, train_npz: str, source_npz
         records += seed_records(augmentation["classifier"], seed, images, test, groups, num_classes, dev)
         overall = [r["value"] for r in records if r["scope"] == "all" and r["seed"] == seed][0]
         print(f"seed {seed}: {len(images.labels)} training images"
-              f"{f', fill {samples_npz[k % len(fills)]}' if fills else ''}; "
+              f"{f', fill {samples_npz[fill_of[seed]]}' if fills else ''}; "
               f"held-out top-1 (mean over classes) {overall:.4f}", flush=True)
     write_json(out_json, {"row": row, "fill_percent": augmentation["fill_percent"],
                           "generated_per_class": n_generated.tolist(),
-                          "fills": {str(seed): samples_npz[k % len(fills)] for k, seed in enumerate(seeds)} if fills
-                          else {}, "records": records})
+                          "fills": {str(seed): samples_npz[i] for seed, i in fill_of.items()}, "records": records})
