@@ -23,13 +23,13 @@ from .modelfile import check_identity, load_model
 from .samplers import image_shape, sample_ancestral, sample_ddim, to_uint8
 
 SEED_STRIDE = 1_000_000
+# The sampling settings an image depends on (threads and batch size do not change any image).
+IMAGE_SETTINGS = ("sampler", "steps", "eta", "variance", "precision", "batched_guidance", "compile", "compile_mode",
+                  "tf32")
 
 
 class SamplingError(RuntimeError):
     """Samples that must not be saved (not finite: the uint8 conversion would make them black)."""
-# The sampling settings an image depends on (threads and batch size do not change any image).
-IMAGE_SETTINGS = ("sampler", "steps", "eta", "variance", "precision", "batched_guidance", "compile", "compile_mode",
-                  "tf32")
 
 
 def sample_labels(policy: str, num_samples: int, class_counts: list[int], seed: int) -> np.ndarray:
