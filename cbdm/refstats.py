@@ -107,8 +107,7 @@ def check_features_label(stats: dict, path, gen: dict) -> None:
     if feature_space(theirs) != feature_space(ours):
         raise InputError(f"{path} holds statistics of features labelled {theirs!r}, but these samples' features "
                          f"are labelled {ours!r}: another training of the classifier, whose features are not "
-                         f"comparable; use the statistics of this suite's reference features "
-                         f"(snakemake --forcerun {path})")
+                         f"comparable; use the statistics of this suite's reference features: {rebuild(path)}")
 
 
 def feature_space(label: str) -> str:
