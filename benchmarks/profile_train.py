@@ -61,9 +61,12 @@ def kernel_times(prof, device: torch.device) -> list[tuple[str, float]]:
     """(kernel name, device microseconds) per kernel name; on a CPU, operators' self CPU time."""
     if device.type != "cuda":
         return [(e.key, e.self_cpu_time_total) for e in prof.key_averages() if e.self_cpu_time_total > 0]
-    # The operators that launched the kernels carry their device time too: count it once, by kernel.
+    # The operators that launched the kernels carry their device time too, and so do the device-side
+    # spans of annotated regions (inductor's "## Call CompiledFxGraph ##", the optimizer's step),
+    # which cover kernels: count the time once, by kernel.
     return [(e.key, e.self_device_time_total) for e in prof.key_averages()
-            if e.device_type != DeviceType.CPU and e.self_device_time_total > 0]
+            if e.device_type != DeviceType.CPU and not getattr(e, "is_user_annotation", False)
+            and e.self_device_time_total > 0]
 
 
 def operator_chain(event, depth: int = CHAIN_DEPTH) -> str:

@@ -105,3 +105,23 @@ def test_on_a_gpu_device_time_is_the_kernels_not_also_their_operators(profile_tr
     assert profile_train.kernel_times(prof, torch.device("cuda")) == [("sm90_xmma_fprop", 40.0)]
     assert profile_train.kernel_times(prof, torch.device("cpu")) == [("aten::cudnn_convolution", 15.0),
                                                                      ("cudaLaunchKernel", 5.0)]
+
+
+def test_device_time_counts_kernels_not_the_annotated_regions_around_them(profile_train):
+    # With the CPU activity on, a GPU profile also holds the device-side spans of annotated regions
+    # (inductor's "## Call CompiledFxGraph ##", "Optimizer.step#Adam.step"): they cover kernels
+    # already counted. The H100 profile of 2026-11-27 counted them, 77 % of its "device time".
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    def event(key, device_us, device_type=DeviceType.CUDA, annotation=False):
+        return SimpleNamespace(key=key, self_device_time_total=device_us, device_type=device_type,
+                               is_user_annotation=annotation)
+
+    prof = SimpleNamespace(key_averages=lambda: [
+        event("sm90_xmma_fprop", 30.0), event("triton_poi_fused_add", 10.0),
+        event("## Call CompiledFxGraph abc ##", 45.0, annotation=True),
+        event("Optimizer.step#Adam.step", 5.0, annotation=True), event("aten::add", 0.0, DeviceType.CPU)])
+    assert profile_train.kernel_times(prof, torch.device("cuda")) == [("sm90_xmma_fprop", 30.0),
+                                                                     ("triton_poi_fused_add", 10.0)]
