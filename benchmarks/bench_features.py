@@ -2,9 +2,9 @@
 frechet_distance) against clean-fid's, on the same images and the same Inception network.
 
 Reference: clean-fid's pipeline (PNG files read by a DataLoader, PIL "clean" bicubic resize to
-299x299 on the CPU, Inception in batches of 128, FID in numpy/scipy). Where clean-fid is not
-installed (the GPU machine), a stand-in of that pipeline with the same steps (PNG files, PIL
-bicubic resize, batches of 128, numpy covariance and scipy's sqrtm), and the table says so.
+299x299 on the CPU, Inception in batches of 128, FID in numpy/scipy). Where clean-fid is
+not installed or cannot run (the GPU machine), a stand-in of that pipeline with the same steps (PNG
+files, PIL bicubic resize, batches of 128, numpy covariance and scipy's sqrtm), and the table says so.
 Ours: the uint8 array in memory, Inception resizing on the device, large batches, FID in float64
 torch on the device. Both use torch-fidelity's Inception-v3; without --inception-weights, random
 weights in the same file format (same cost; FID values then not meaningful, and it says so).
@@ -57,9 +57,27 @@ def cleanfid_like(folders, extractor, device, batch: int, workers: int) -> float
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
 
 
+def cleanfid_cannot_run() -> str | None:
+    """Why clean-fid is unusable here, or None: missing, or its FID calls scipy.linalg.sqrtm with
+    `disp`, which scipy 1.18 no longer takes (the GPU image of 2026-11-27 has scipy 1.18.1)."""
+    if importlib.util.find_spec("cleanfid") is None:
+        return "clean-fid NOT installed"
+    import inspect
+
+    import scipy
+    from scipy import linalg
+
+    if "disp" not in inspect.signature(linalg.sqrtm).parameters:
+        return (f"clean-fid's FID calls scipy.linalg.sqrtm(disp=False), which scipy {scipy.__version__} no longer "
+                f"takes: carry scipy<1.18 in .whl")
+    return None
+
+
 def reference_path(folders, extractor, device, args):
-    """(name, detail, callable) of clean-fid's pipeline, or of its stand-in where it is missing."""
-    if importlib.util.find_spec("cleanfid") is not None and not args.stand_in:
+    """(name, detail, callable) of clean-fid's pipeline, or of its stand-in where clean-fid is
+    missing or cannot run (the detail says which)."""
+    why = "asked for" if args.stand_in else cleanfid_cannot_run()
+    if why is None:
         from cleanfid import fid as cleanfid
 
         def model(batch):  # clean-fid hands over float images in [0, 255] at 299x299
@@ -72,7 +90,6 @@ def reference_path(folders, extractor, device, args):
             stats = [(f.mean(axis=0), np.cov(f, rowvar=False)) for f in feats]
             return float(cleanfid.frechet_distance(*stats[0], *stats[1]))
         return "clean-fid", "clean-fid: PNG files, PIL resize, numpy FID", run
-    why = "asked for" if args.stand_in else "clean-fid NOT installed"
     return ("cf-like", f"stand-in of clean-fid's pipeline ({why}): PNG files, PIL bicubic, numpy/scipy FID",
             lambda: cleanfid_like(folders, extractor, device, args.reference_batch, args.workers))
 

@@ -8,19 +8,25 @@
 # pipeline): both are pure Python; where they are missing, carry their wheels in .whl/
 #   pip download --no-deps -d .whl torch-fidelity==0.4.0 clean-fid==0.1.35   # here, then carry .whl
 # and this script installs them from there (clean-fid's own needs, torchvision, scipy and requests,
-# are on the GPU image). Every part has a hard time cap (gpu_check.py), the whole
+# are on the GPU image, but its scipy is too new for clean-fid's FID: carry scipy 1.17.1 too,
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl scipy==1.17.1 ). Every part has a hard time cap (gpu_check.py), the whole
 # check an 8-minute one. Figures, the log, loss.csv and loss.png go to $OUT (default gpu-check-out/).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-check-out}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+install() { python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/gpu-check-site "$@"; }
 for module_wheel in torch_fidelity:torch_fidelity cleanfid:clean_fid; do
     module=${module_wheel%%:*} wheel=${module_wheel#*:}
     if ! python3 -c "import $module" 2>/dev/null && ls .whl/"$wheel"-*.whl >/dev/null 2>&1; then
-        python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/gpu-check-site .whl/"$wheel"-*.whl
+        install .whl/"$wheel"-*.whl
     fi
 done
+# clean-fid's FID calls scipy.linalg.sqrtm(disp=False), which the image's scipy 1.18.1 refuses: a
+# carried scipy wheel (requirements.lock's 1.17.1, cp312) goes ahead of the image's.
+if ls .whl/scipy-*.whl >/dev/null 2>&1; then install .whl/scipy-*.whl; fi
 [ -d /tmp/gpu-check-site ] && export PYTHONPATH="$PYTHONPATH:/tmp/gpu-check-site"
 started=$(date +%s)
 limit=470

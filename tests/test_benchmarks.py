@@ -354,3 +354,18 @@ def test_the_gpu_checks_summary_says_so_where_a_profile_recorded_no_launches(ben
                "seconds": 1.0, "parts": {"profile": {"status": "ok", "figures": figures}}}
     table = gpu_check.summary_table(summary)
     assert "| profile | ok | 219.2 ms of device time | no kernel was linked to a launching operator |" in table
+
+
+def test_bench_features_times_clean_fid_only_where_its_fid_runs_with_this_scipy(benchmarks, monkeypatch):
+    """clean-fid 0.1.35 calls scipy.linalg.sqrtm(disp=False); the GPU image's scipy 1.18.1 refused
+    that (TypeError), which failed the whole features part of the H100 check of 2026-11-27."""
+    import argparse
+
+    import bench_features
+    from scipy import linalg
+
+    args = argparse.Namespace(stand_in=False, workers=0, reference_batch=4)
+    assert bench_features.reference_path([], None, "cpu", args)[0] == "clean-fid"
+    monkeypatch.setattr(linalg, "sqrtm", lambda a, blocksize=64: a)  # scipy 1.18's signature: no disp
+    name, detail, _ = bench_features.reference_path([], None, "cpu", args)
+    assert name == "cf-like" and "sqrtm(disp=False)" in detail and "carry scipy<1.18" in detail
