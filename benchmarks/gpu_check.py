@@ -3,25 +3,26 @@ pipeline's own code, run as a subprocess with a hard time cap, so the whole chec
 about 8 minutes on one H100/H200 including compiles, whatever a part does.
 
 Parts, in order of importance: the training ratio (bench_train.py, CBDM variant, batch 48, label
-drop 0.1), a 2,000-step training of the paper network on the fast path through cbdm.train.train
-itself (CBDM variant, batch 48; random CIFAR-shaped images with class structure, not CIFAR), the
-sampling ratio (bench_sample.py, batch 2000), the paper-scale metrics (bench_metrics.py, 50k x 2048,
-100 classes), the features ratio (bench_features.py, needs torch_fidelity), and, where their caps
-still fit, the training step in compile mode reduce-overhead (CUDA graphs), the DDPM step
-(batch 64), and the parts that explain the training step's MFU: its convolutions alone
-(bench_convs.py) and its kernel profile with and without channels-last (profile_train.py), and
-the lever that keeps the step channels-last through its GroupNorms (training.group_norm:
-channels_last), profiled and timed. --only picks parts, so one lease can run the diagnosis
-without the rest.
+drop 0.1, the paper config's fast path, CUDA graphs included), a 2,000-step training of the paper
+network on that path through cbdm.train.train itself (CBDM variant, batch 48; random CIFAR-shaped
+images with class structure, not CIFAR), the sampling ratio (bench_sample.py, batch 2000), the
+paper-scale metrics (bench_metrics.py, 50k x 2048, 100 classes), the features ratio
+(bench_features.py, needs torch_fidelity, and clean-fid with a scipy it runs on), and, where their
+caps still fit, the training step without CUDA graphs (compile mode default), the DDPM step (batch
+64), and the parts that explain the training step's MFU: its convolutions alone (bench_convs.py)
+and its kernel profile with and without channels-last (profile_train.py), and the lever that keeps
+the step channels-last through its GroupNorms (training.group_norm: channels_last), profiled and
+timed. --only picks parts, so one lease can run the diagnosis without the rest.
 
     bash benchmarks/gpu_check.sh              # on the GPU machine, figures under $OUT
-    bash benchmarks/gpu_check.sh --only train,sample,train_cudagraphs,profile     # 420 s of caps
+    bash benchmarks/gpu_check.sh --only features,train,train_group_norm     # 380 s of caps
     python benchmarks/gpu_check.py --smoke --out /tmp/check   # CPU, tiny sizes, no compile
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -38,10 +39,13 @@ SMOKE_CAP_S = 600  # --smoke on a busy CPU: each part may take this long (no tot
 TRAIN = ["bench_train.py", "--variant", "cbdm", "--blocks", "4", "--calls", "10", "--budget", "10"]
 TRAIN_SMOKE = ["bench_train.py", "--variant", "cbdm", "--size", "ci", "--device", "cpu", "--blocks", "2", "--calls",
                "2", "--no-compile"]
-PROFILE = ["profile_train.py", "--variant", "cbdm", "--calls", "10"]
+# Profiles run in compile mode default: replayed CUDA graphs launch their kernels without the
+# operators, so no kernel could be linked to what launched it.
+PROFILE = ["profile_train.py", "--variant", "cbdm", "--calls", "10", "--fast", "compile_mode=default"]
 PROFILE_SMOKE = ["profile_train.py", "--size", "ci", "--device", "cpu", "--no-compile", "--batch", "4", "--calls", "1"]
 KEEP_LAYOUT = ["--fast", "group_norm=channels_last"]
 # (name, cap in seconds, arguments on a GPU, arguments in --smoke): the caps sum to at most the budget.
+# The training parts run the paper config's compile mode, reduce-overhead (CUDA graphs), unless they say otherwise.
 PARTS = [
     ("train", 170, TRAIN, TRAIN_SMOKE),
     ("train2000", 120, ["gpu_check.py", "--part", "train2000"], ["gpu_check.py", "--part", "train2000", "--smoke"]),
@@ -56,9 +60,11 @@ PARTS = [
     ("features", 40, ["bench_features.py", "--images", "1000", "--blocks", "2", "--budget", "5"],
      ["bench_features.py", "--images", "4", "--batch", "4", "--reference-batch", "4", "--workers", "0", "--blocks", "1",
       "--device", "cpu", "--stand-in"]),
-    ("train_cudagraphs", 90, ["bench_train.py", "--variant", "cbdm", "--blocks", "2", "--calls", "10", "--budget", "10",
-                              "--compile-mode", "reduce-overhead"], None),
-    ("train_ddpm", 90, ["bench_train.py", "--variant", "ddpm", "--blocks", "3", "--calls", "10", "--budget", "10"],
+    # The same step without CUDA graphs: what reduce-overhead gains (a cold compile took 111 s on an H100).
+    ("train_default_mode", 150, ["bench_train.py", "--variant", "cbdm", "--blocks", "2", "--calls", "10", "--budget",
+                                 "10", "--compile-mode", "default"], None),
+    # DDPM's step at its own batch (64); its shapes compile anew (over 90 s cold on an H100).
+    ("train_ddpm", 150, ["bench_train.py", "--variant", "ddpm", "--blocks", "3", "--calls", "10", "--budget", "10"],
      None),
     # Why the training step misses its targets: its convolutions alone (the MFU they allow), and
     # where its time goes, kernel by kernel under the operators that launched them.
@@ -66,19 +72,16 @@ PARTS = [
      ["bench_convs.py", "--size", "ci", "--device", "cpu", "--blocks", "1", "--calls", "1"]),
     ("profile", 90, PROFILE, PROFILE_SMOKE),
     ("profile_contiguous", 120, [*PROFILE, "--fast", "channels_last=false"], None),
-    # The lever for the unfused copy if it is cuDNN converting its inputs' layout: GroupNorms that
-    # keep the channels-last layout (training.group_norm), profiled, then timed against the reference.
+    # The lever against the copies cuDNN makes to convert its inputs' layout: GroupNorms that keep
+    # the channels-last layout (training.group_norm), profiled, then timed against the reference.
     ("profile_group_norm", 120, [*PROFILE, *KEEP_LAYOUT], [*PROFILE_SMOKE, *KEEP_LAYOUT]),
     ("train_group_norm", 170, [*TRAIN, *KEEP_LAYOUT], None),
-    # The whole trainer under CUDA graphs: what switching the paper configs to them would run.
-    ("train2000_cudagraphs", 120, ["gpu_check.py", "--part", "train2000", "--compile-mode", "reduce-overhead"],
-     None),
 ]
 # The training settings the 2,000-step part prints.
 TRAINING_KEYS = ("precision", "compile", "compile_mode", "channels_last", "group_norm", "fused_adam", "tf32")
 # Run only where their whole cap still fits the budget, or where --only names them.
-OPTIONAL = {"train_cudagraphs", "train_ddpm", "convs", "profile", "profile_contiguous", "profile_group_norm",
-            "train_group_norm", "train2000_cudagraphs"}
+OPTIONAL = {"train_default_mode", "train_ddpm", "convs", "profile", "profile_contiguous", "profile_group_norm",
+            "train_group_norm"}
 MODULES = ["torch", "numpy", "yaml", "tqdm", "PIL", "scipy", "pandas", "matplotlib", "torch_fidelity", "cleanfid",
            "jsonschema", "snakemake"]
 
@@ -89,7 +92,9 @@ def environment() -> dict:
     import torch
 
     found = {m: importlib.util.find_spec(m) is not None for m in MODULES}
+    scipy = importlib.util.find_spec("scipy")
     info = {"python": sys.version.split()[0], "torch": torch.__version__,
+            "scipy": importlib.metadata.version("scipy") + f" ({scipy.origin})" if scipy else "missing",
             "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU",
             "cpus": os.cpu_count(), "missing": [m for m, ok in found.items() if not ok]}
     print(f"environment: {json.dumps(info)}", flush=True)
@@ -271,7 +276,7 @@ def main():
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny sizes, no compile: checks the wiring")
     parser.add_argument("--part", choices=["train2000"], help="run one part in this process (used by the check)")
     parser.add_argument("--compile-mode", help="--part train2000: override the config's training.compile_mode")
-    parser.add_argument("--only", help="comma-separated parts to run, e.g. train,sample,train_cudagraphs,profile "
+    parser.add_argument("--only", help="comma-separated parts to run, e.g. features,train,train_group_norm "
                                        "(default: all, the optional ones where the budget allows)")
     parser.add_argument("--json")
     args = parser.parse_args()
