@@ -31,6 +31,22 @@ def forward_flops(model: torch.nn.Module, device: torch.device) -> int:
         return harness.count_flops(lambda: model(x, t, t))
 
 
+def sampling_call(config: dict, settings: dict, model: torch.nn.Module, device: torch.device, steps: int,
+                  images: dict, name: str):
+    """A callable sampling one batch (the settings' batch size, the variant's first guidance scale)
+    with cbdm.sample.generate over a schedule of `steps` timesteps, each of which costs what a step
+    of the full run costs; it leaves the images in `images[name]`."""
+    section = {**settings["sampling"], "steps": steps}
+    diffusion = config["diffusion"]
+    schedule = NoiseSchedule.linear(steps, diffusion["beta_start"], diffusion["beta_end"]).to(device)
+    labels = np.arange(section["batch_size"]) % model.cfg.num_classes
+    seeds = np.arange(section["batch_size"])
+
+    def call():
+        images[name] = generate(model, schedule, labels, seeds, section, settings["guidance"][0], device, desc=name)
+    return call
+
+
 def run(args) -> dict:
     """Time the sampler's reference and fast paths; returns the printed figures."""
     harness.pin_threads(args.threads)
@@ -40,21 +56,9 @@ def run(args) -> dict:
     batch, guidance = sampling["batch_size"], fast["guidance"][0]
     full_steps = config["diffusion"]["num_timesteps"] if sampling["sampler"] == "ancestral" else sampling["steps"]
     model = harness.build_model(config, args.size, device).eval()
-    # A schedule of --steps timesteps: one call is --steps reverse steps of the full run's cost.
-    schedule = NoiseSchedule.linear(args.steps, config["diffusion"]["beta_start"],
-                                    config["diffusion"]["beta_end"]).to(device)
-    labels = np.arange(batch) % model.cfg.num_classes
-    seeds = np.arange(batch)
     images = {}
-
-    def path(name, settings):
-        section = {**settings["sampling"], "steps": args.steps}
-
-        def call():
-            images[name] = generate(model, schedule, labels, seeds, section, guidance, device, desc=name)
-        return call
-
-    paths = {name: path(name, s) for name, s in (("reference", reference), ("fast", fast))}
+    paths = {name: sampling_call(config, s, model, device, args.steps, images, name)
+             for name, s in (("reference", reference), ("fast", fast))}
     harness.reset_peak_memory(device)
     timings = harness.alternate(paths, device, args.blocks, args.calls, args.budget, args.warmup)
     flops_per_call = 2 * args.steps * batch * forward_flops(model, device)  # two guidance branches per step

@@ -10,9 +10,10 @@ paper-scale metrics (bench_metrics.py, 50k x 2048, 100 classes), the features ra
 (bench_features.py, needs torch_fidelity, and clean-fid with a scipy it runs on), and, where their
 caps still fit, the training step without CUDA graphs (compile mode default), the DDPM step (batch
 64), and the parts that explain the training step's MFU: its convolutions alone (bench_convs.py)
-and its kernel profile with and without channels-last (profile_train.py), and the lever that keeps
-the step channels-last through its GroupNorms (training.group_norm: channels_last), profiled and
-timed. --only picks parts, so one lease can run the diagnosis without the rest.
+and its kernel profile with and without channels-last (profile_train.py), the lever that keeps the
+step channels-last through its GroupNorms (training.group_norm: channels_last), profiled and timed,
+and the sampling step's kernel profile (profile_sample.py). --only picks parts, so one lease can
+run the diagnosis without the rest.
 
     bash benchmarks/gpu_check.sh              # on the GPU machine, figures under $OUT
     bash benchmarks/gpu_check.sh --only features,train,train_group_norm     # 380 s of caps
@@ -76,12 +77,16 @@ PARTS = [
     # the channels-last layout (training.group_norm), profiled, then timed against the reference.
     ("profile_group_norm", 120, [*PROFILE, *KEEP_LAYOUT], [*PROFILE_SMOKE, *KEEP_LAYOUT]),
     ("train_group_norm", 170, [*TRAIN, *KEEP_LAYOUT], None),
+    # Where the sampling step's time goes (24.7 % MFU at batch 2000 on an H100, 2.85x the reference).
+    ("profile_sample", 90, ["profile_sample.py", "--variant", "cbdm", "--steps", "3", "--calls", "2"],
+     ["profile_sample.py", "--size", "ci", "--device", "cpu", "--no-compile", "--batch", "4", "--steps", "2",
+      "--calls", "1"]),
 ]
 # The training settings the 2,000-step part prints.
 TRAINING_KEYS = ("precision", "compile", "compile_mode", "channels_last", "group_norm", "fused_adam", "tf32")
 # Run only where their whole cap still fits the budget, or where --only names them.
 OPTIONAL = {"train_default_mode", "train_ddpm", "convs", "profile", "profile_contiguous", "profile_group_norm",
-            "train_group_norm"}
+            "train_group_norm", "profile_sample"}
 MODULES = ["torch", "numpy", "yaml", "tqdm", "PIL", "scipy", "pandas", "matplotlib", "torch_fidelity", "cleanfid",
            "jsonschema", "snakemake"]
 

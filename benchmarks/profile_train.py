@@ -116,6 +116,26 @@ def summarise(kernels: list[tuple[str, float]], top: int) -> dict:
             "top": [{"kernel": n, "kind": kind(n), "share %": round(100 * t / total, 1)} for n, t in ranked]}
 
 
+def report(prof, device: torch.device, title: str, top: int, json_path: str | None) -> dict:
+    """Print (and write to `json_path`) the profile's summary: device time per kind, the `top`
+    kernels, and the kernels under the operators that launched them."""
+    summary = summarise(kernel_times(prof, device), top)
+    summary["by launcher"] = by_launcher(launches(prof, device), summary["total_ms"] * 1e3, top)
+    print(f"{title}: {summary['total_ms']:.1f} ms of device time")
+    for k, share in summary["kinds"].items():
+        print(f"  {k:22s} {share:5.1f} %")
+    for row in summary["top"]:
+        print(f"  {row['share %']:5.1f} %  {row['kind']:20s} {row['kernel'][:160]}")
+    print("kernels by the operators that launched them (innermost first, with its input shapes):")
+    for row in summary["by launcher"]:
+        print(f"  {row['share %']:5.1f} %  {row['launches']:5d} x  {row['kernel'][:100]}\n"
+              f"{'':20s}launched by {row['launched by'][:300]}")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(summary, f, indent=1)
+    return summary
+
+
 def main():
     p = harness.arguments(__doc__, variant="cbdm", calls=10)
     p.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the fast path")
@@ -127,21 +147,8 @@ def main():
     base = harness.build_model(config, args.size, device)
     call, _ = bench_train.training_step(config, fast, base, bench_train.pool(config, args.size, device), device)
     prof = profile_steps(call, args.calls, device)
-    summary = summarise(kernel_times(prof, device), args.top)
-    summary["by launcher"] = by_launcher(launches(prof, device), summary["total_ms"] * 1e3, args.top)
-    print(f"fast path, variant {args.variant}, batch {fast['training']['batch_size']}, {args.calls} steps on "
-          f"{harness.machine(device)}: {summary['total_ms']:.1f} ms of device time")
-    for k, share in summary["kinds"].items():
-        print(f"  {k:22s} {share:5.1f} %")
-    for row in summary["top"]:
-        print(f"  {row['share %']:5.1f} %  {row['kind']:20s} {row['kernel'][:160]}")
-    print("kernels by the operators that launched them (innermost first, with its input shapes):")
-    for row in summary["by launcher"]:
-        print(f"  {row['share %']:5.1f} %  {row['launches']:5d} x  {row['kernel'][:100]}\n"
-              f"{'':20s}launched by {row['launched by'][:300]}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=1)
+    report(prof, device, f"fast path, variant {args.variant}, batch {fast['training']['batch_size']}, {args.calls} "
+                         f"steps on {harness.machine(device)}", args.top, args.json)
 
 
 if __name__ == "__main__":

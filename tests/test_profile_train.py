@@ -125,3 +125,23 @@ def test_device_time_counts_kernels_not_the_annotated_regions_around_them(profil
         event("Optimizer.step#Adam.step", 5.0, annotation=True), event("aten::add", 0.0, DeviceType.CPU)])
     assert profile_train.kernel_times(prof, torch.device("cuda")) == [("sm90_xmma_fprop", 30.0),
                                                                      ("triton_poi_fused_add", 10.0)]
+
+
+def test_profiles_the_pipelines_sampler_on_cpu(profile_train, repo, monkeypatch, tmp_path):
+    out = tmp_path / "profile.json"
+    monkeypatch.chdir(repo / "benchmarks")
+    monkeypatch.setattr("sys.argv", ["profile_sample.py", "--size", "ci", "--device", "cpu", "--no-compile",
+                                     "--batch", "4", "--steps", "2", "--calls", "1", "--threads", "1",
+                                     "--json", str(out)])
+    import bench_sample
+    import profile_sample
+
+    called = []
+    original = bench_sample.generate
+    monkeypatch.setattr(bench_sample, "generate", lambda *a, **k: called.append(a[4]["steps"]) or original(*a, **k))
+    profile_sample.main()
+    summary = json.loads(out.read_text())
+    assert called == [2, 2]  # one untimed call, then --calls 1 profiled, each of --steps 2
+    assert summary["total_ms"] > 0
+    assert sum(summary["kinds"].values()) == pytest.approx(100, abs=0.5)
+    assert any("aten::convolution" in row["launched by"] for row in summary["by launcher"])
