@@ -73,13 +73,11 @@ def distribution_metrics(gen: np.ndarray, ref: np.ndarray, cfg: dict,
     # Subsets of both whole sets are the same every time: an sd of 0 that says nothing.
     whole = f"not computed: every KID subset is both whole sets (n_gen = n_ref = {m})" if n_gen == n_ref == m else ""
     out.update(kid_mean=(mean, ""), kid_std=(None, whole) if whole else (sd, ""), kid_subset_size=(m, ""))
-    k = cfg["pr_neighborhood"]
-    if min(n_gen, n_ref) <= k:
-        note = f"not computed: precision/recall with k={k} needs more than {k} samples on each side"
-        out.update(precision=(None, note), recall=(None, note))
-    else:
-        precision, recall = precision_recall(gen, ref, k, device)
+    try:
+        precision, recall = precision_recall(gen, ref, cfg["pr_neighborhood"], device)
         out.update(precision=(precision, ""), recall=(recall, ""))
+    except TooFewSamples as e:
+        out.update(precision=(None, f"not computed: {e}"), recall=(None, f"not computed: {e}"))
     return out
 
 

@@ -168,13 +168,29 @@ def _coverage(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) 
     return float(inside.double().mean())
 
 
+SAMPLES_PER_NEIGHBOUR = 10  # precision/recall with k neighbours need this many times k samples a side
+
+
+def precision_recall_minimum(k: int) -> int:
+    """Fewest samples a side for precision/recall with k neighbours: 10 k.
+
+    A sample's ball out to its k-th nearest of the n - 1 others holds a share Beta(k, n - k) of its
+    set's distribution, k / n on average: all but 1 / (k + 1) of it at n = k + 1, where precision
+    and recall approach 1 whatever the two sets. At 10 k a ball holds a tenth. Measured (k = 5,
+    32 dims, Gaussians shifted by 0.5 in every dimension, 20 seeds): precision 0.96 at n = 6, 0.89
+    at 10, 0.72 at 25, 0.65 at 50 and 0.57 at 250. Neither Kynkaenniemi et al. (k = 3 on 50k
+    samples) nor dgm-eval (k = 5 on 10k) checks a minimum: their sets are far above it."""
+    return SAMPLES_PER_NEIGHBOUR * k
+
+
 def precision_recall(generated, real, k: int = 3, device="cpu") -> tuple[float, float]:
     """Improved precision (generated inside the real manifold) and recall (real inside the
-    generated manifold)."""
+    generated manifold); TooFewSamples under precision_recall_minimum(k) samples on either side."""
     generated, real = as_float64(generated, device), as_float64(real, device)
-    if min(len(generated), len(real)) <= k:
-        raise ValueError(f"precision/recall with k={k} needs more than {k} samples on each side, "
-                         f"got {len(generated)} generated and {len(real)} real")
+    if min(len(generated), len(real)) < precision_recall_minimum(k):
+        raise TooFewSamples(f"precision/recall with k={k} need at least {precision_recall_minimum(k)} samples on "
+                            f"each side ({SAMPLES_PER_NEIGHBOUR} k): with fewer, each sample's k-nearest-neighbour "
+                            f"ball holds much of its set and both approach 1 whatever the sets")
     precision = _coverage(generated, real, knn_radii(real, k))
     recall = _coverage(real, generated, knn_radii(generated, k))
     return precision, recall

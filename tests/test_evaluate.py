@@ -68,6 +68,37 @@ def test_inception_score_with_fewer_samples_than_splits_is_not_computed_and_says
     assert np.isfinite(full["is_mean"]["value"]) and full["is_mean"]["n_gen"] == 10
 
 
+def test_precision_recall_on_too_few_samples_for_k_are_not_computed_and_say_why(tmp_path):
+    """Precision/recall (k=5) at 12 samples a side: each k-NN ball held much of its set, and
+    evaluate() gave class 2, its samples shifted from its reference, precision and recall 0.92,
+    above class 0's unshifted 0.90 and 0.88 at 40 a side (at 2000 a side: 0.52 shifted, 0.77 not).
+    Every scope under 10 k samples a side (classes, a group, the groups at matched n) is n/a with
+    the reason, in the records and in cbdm evaluate's summary; the scopes over it are computed."""
+    from cbdm.external import summary
+
+    cfg = {**CFG, "pr_neighborhood": 5}
+    labels = np.repeat([0, 1, 2], [40, 40, 12])
+    shifted = {**arrays(92, dim=32, labels=labels)}
+    shifted["features"] = shifted["features"] + 0.5 * (labels >= 1)[:, None]
+    write_npz(tmp_path / "gen.npz", **shifted)
+    write_npz(tmp_path / "ref.npz", **arrays(92, dim=32, labels=labels, seed=1))
+    groups = {"head": [0], "tail": [1, 2]}
+    evaluate(generated_npz=tmp_path / "gen.npz", reference_npz=tmp_path / "ref.npz", groups=groups,
+             num_classes=3, evaluation=cfg, cell={"variant": "v"}, device="cpu", out_json=tmp_path / "m.json")
+    records = {(r["scope"], r["metric"]): r for r in json.loads((tmp_path / "m.json").read_text())["records"]}
+    why = ("not computed: precision/recall with k=5 need at least 50 samples on each side (10 k): with fewer, "
+           "each sample's k-nearest-neighbour ball holds much of its set and both approach 1 whatever the sets")
+    for scope in ("class 0", "class 1", "class 2", "head", "head@matched", "tail@matched"):
+        scope, suffix = scope.split("@")[0], "@matched" if "@" in scope else ""
+        for metric in ("precision", "recall"):
+            assert records[(scope, metric + suffix)]["value"] is None, (scope, metric + suffix)
+            assert records[(scope, metric + suffix)]["note"] == why
+    assert records[("class 2", "fid")]["value"] is not None  # the other metrics of the scope stay
+    for scope in ("all", "tail"):  # 92 and 52 samples a side
+        assert 0 < records[(scope, "precision")]["value"] < 1 and records[(scope, "recall")]["value"] > 0
+    assert f"-: not computed; head, class 0, class 1, class 2: {why}" in summary(str(tmp_path / "m.json"), groups)
+
+
 def test_class_kid_has_a_bootstrap_interval_around_it():
     records = by_metric(scope_records("class 1", arrays(60, dim=4), arrays(60, dim=4, seed=3), {}, CFG))
     kid = records["kid_mean"]

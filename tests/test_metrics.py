@@ -9,6 +9,7 @@ from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 
 from cbdm.metrics import (
+    TooFewSamples,
     confusion_matrix,
     frechet_distance,
     frechet_distance_infinity,
@@ -101,8 +102,8 @@ def test_precision_recall_known_cases():
 
 
 def test_small_sets_are_refused_with_the_reason():
-    with pytest.raises(ValueError, match="more than 3 samples"):
-        precision_recall(np.zeros((3, 2)), np.zeros((10, 2)), k=3)
+    with pytest.raises(TooFewSamples, match="k=3 need at least 30 samples on each side"):
+        precision_recall(np.zeros((29, 2)), np.zeros((100, 2)), k=3)
     with pytest.raises(ValueError, match="at least 2"):
         kernel_distance(np.zeros((1, 2)), np.zeros((10, 2)), subsets=1, subset_size=10, seed=0)
 
