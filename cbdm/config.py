@@ -20,6 +20,7 @@ from . import field_losses  # noqa: F401  (registers the field's losses)
 from .dataset import longtail_plan
 from .labels import factor_label  # noqa: F401 (the rules call cbdm.config.factor_label)
 from .losses import LOSSES, get_loss
+from .metrics import most_inception_splits
 from .objective import network_extras
 from .sources import IMAGE_SHAPES, NUM_CLASSES, SOURCES_WITHOUT_TEST_SPLIT, TRAIN_CLASS_SIZES
 
@@ -255,6 +256,7 @@ def check(config: dict) -> None:
     for name in config["variants"]:
         variant_settings(config, name)  # raises on a bad override or loss
     _check_protocols(config)
+    _check_inception_splits(config)
     _check_init_chains(config)
     if config["published"] is not None:
         load_published(config["published"])
@@ -359,6 +361,23 @@ def _check_protocols(config: dict) -> None:
                 raise ConfigError(f"evaluation.protocols.{name}: num_samples {spec['num_samples']} is not a "
                                   f"multiple of the {classes} classes of {dataset}; 'exact' labels give "
                                   f"every class the same count")
+
+
+def _check_inception_splits(config: dict) -> None:
+    """IS splits that fewer splits would fix: splits holding fewer samples than a dataset's classes
+    cap IS below a model's score (cbdm.metrics.most_inception_splits). A protocol too small for
+    even one split is not refused: its IS is recorded as not computed, with the reason."""
+    splits = config["evaluation"]["is_splits"]
+    sizes = [(spec["num_samples"], NUM_CLASSES[dspec["source"]], name, dataset)
+             for name, spec in config["evaluation"]["protocols"].items()
+             for dataset, dspec in config["datasets"].items()]
+    # The fewest splits any protocol and dataset allow: the fix must suit all of them.
+    fits = sorted((most_inception_splits(n, classes), n, classes, name, dataset) for n, classes, name, dataset in sizes)
+    most, n, classes, name, dataset = next((fit for fit in fits if fit[0] > 0), (splits, 0, 0, "", ""))
+    if most < splits:
+        raise ConfigError(f"evaluation.is_splits {splits}: protocol {name}'s {n} samples give splits of {n // splits}, "
+                          f"fewer than the {classes} classes of {dataset}, which cap the Inception Score; set "
+                          f"evaluation.is_splits to at most {most}")
 
 
 def variant_settings(config: dict, name: str) -> dict:

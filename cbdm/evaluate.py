@@ -25,6 +25,7 @@ from .metrics import (
     inception_score,
     kernel_distance,
     kid_bootstrap,
+    most_inception_splits,
     precision_recall,
 )
 from .records import Record, is_class, record, scopes
@@ -140,12 +141,16 @@ def scope_records(scope: str, gen: dict, ref: dict, groups: dict, cfg: dict, dev
     return records
 
 
-def inception_score_records(logits: np.ndarray, cfg: dict) -> list[Record]:
-    """IS mean and sd over `is_splits` splits of all samples; none where a split would be empty
-    (its mean is NaN)."""
+def inception_score_records(logits: np.ndarray, cfg: dict, num_classes: int) -> list[Record]:
+    """IS mean and sd over `is_splits` splits of all samples; none where a split would hold fewer
+    samples than the dataset's classes (cbdm.metrics.most_inception_splits: an empty split's mean
+    is NaN, a split of one scores 1.0). The config check refuses such splits for the protocols'
+    sample counts; here they reach a set of another size (an imported one)."""
     n, splits = len(logits), cfg["is_splits"]
-    if n < splits:
-        note = f"not computed: {n} samples, fewer than evaluation.is_splits={splits}"
+    if splits > most_inception_splits(n, num_classes):
+        note = (f"not computed: {n} samples in evaluation.is_splits={splits} splits give splits of {n // splits}, "
+                f"fewer than the dataset's {num_classes} classes, which cap IS below what a model of every class "
+                f"scores")
         return [record("all", "is_mean", None, n, 0, note), record("all", "is_std", None, n, 0, note)]
     is_mean, is_sd = inception_score(logits, splits, cfg["seed"])
     return [record("all", "is_mean", is_mean, n, 0, f"from the feature extractor's logits, {splits} splits"),
@@ -287,7 +292,7 @@ def evaluate(*, generated_npz: str, reference_npz: str, groups: dict, num_classe
         records += matched_group_records(gen, ref, groups, evaluation, dev)
     for r in records if import_note else []:
         r["note"] = "; ".join(filter(None, [r["note"], import_note]))
-    records += inception_score_records(gen["logits"], evaluation)
+    records += inception_score_records(gen["logits"], evaluation, num_classes)
     confusion = confusion_matrix(gen["labels"], gen["predicted"], num_classes)
     write_json(out_json, {"cell": cell, "records": records, "confusion": confusion.tolist(),
                           "feature_dim": int(gen["features"].shape[1])})

@@ -112,6 +112,9 @@ CONFIG_CASES = [
     ("overlap-unknown-group", put("evaluation.overlap", {"source": "few", "target": "head"}),
      r"evaluation.overlap names group\(s\) \['few'\]"),
     ("exact-not-multiple", put("evaluation.protocols.ours.num_samples", 125), r"num_samples 125 is not a multiple"),
+    ("is-splits-beyond-samples", put("evaluation.is_splits", 13),
+     r"evaluation.is_splits 13: protocol ours's 120 samples give splits of 9, fewer than the 10 classes of digits.*"
+     r"set evaluation.is_splits to at most 12"),
     ("unknown-baseline", put("evaluation.baseline", "ddim"), r"evaluation.baseline 'ddim' is not a declared variant"),
     ("unknown-report-protocol", put("evaluation.report_protocol", "paper"), r"report_protocol 'paper' is not one of"),
     ("missing-extension", put("extensions", ["nowhere.smk"]), r"rule file 'nowhere.smk' does not exist"),

@@ -58,14 +58,21 @@ def test_fid_infinity_on_a_group_too_small_for_it_is_recorded_as_not_computed():
     assert records["fid_infinity"]["value"] is not None and "n = [34, 35]" in records["fid_infinity"]["note"]
 
 
-def test_inception_score_with_fewer_samples_than_splits_is_not_computed_and_says_why():
+def test_inception_score_on_splits_smaller_than_the_classes_is_not_computed_and_says_why():
+    """Fewer samples than splits gave NaN; as many gave splits of one sample each and IS 1.0 with
+    sd 0 whatever the logits (a split of m samples caps IS at m), printed as a score."""
     from cbdm.evaluate import inception_score_records
 
-    short = by_metric(inception_score_records(np.random.RandomState(0).randn(5, 10), {**CFG, "is_splits": 10}))
-    assert short["is_mean"]["value"] is None and short["is_std"]["value"] is None  # was NaN
-    assert short["is_mean"]["note"] == "not computed: 5 samples, fewer than evaluation.is_splits=10"
-    full = by_metric(inception_score_records(np.random.RandomState(0).randn(10, 10), {**CFG, "is_splits": 10}))
-    assert np.isfinite(full["is_mean"]["value"]) and full["is_mean"]["n_gen"] == 10
+    logits = np.random.RandomState(0).randn(40, 3) * 3
+    for n, splits in ((5, 10), (10, 10), (29, 10)):  # splits of 0, 1 and 2 samples, below the 3 classes
+        short = by_metric(inception_score_records(logits[:n], {**CFG, "is_splits": splits}, num_classes=3))
+        assert short["is_mean"]["value"] is None and short["is_std"]["value"] is None, n
+        assert short["is_mean"]["note"] == (f"not computed: {n} samples in evaluation.is_splits={splits} splits "
+                                            f"give splits of {n // splits}, fewer than the dataset's 3 classes, "
+                                            f"which cap IS below what a model of every class scores")
+        assert short["is_mean"]["n_gen"] == n
+    full = by_metric(inception_score_records(logits[:30], {**CFG, "is_splits": 10}, num_classes=3))
+    assert np.isfinite(full["is_mean"]["value"]) and full["is_mean"]["n_gen"] == 30
 
 
 def test_precision_recall_on_too_few_samples_for_k_are_not_computed_and_say_why(tmp_path):
