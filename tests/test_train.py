@@ -403,3 +403,29 @@ def test_the_ema_weights_share_the_layout_of_the_weights_they_follow(digits_lt):
     assert all(p.stride() == e.stride() for p, e in pairs)
     state.advance()
     assert all(p.stride() == e.stride() for p, e in zip(state.model.parameters(), state.ema.parameters()))
+
+
+def paper_variant_losses() -> dict[str, list[dict]]:
+    import pathlib
+
+    import yaml
+
+    config = yaml.safe_load((pathlib.Path(__file__).parents[1] / "config/paper/cifar10-lt.yaml").read_text())
+    return {name: spec["losses"] for name, spec in config["variants"].items()}
+
+
+@pytest.mark.parametrize("variant, losses", paper_variant_losses().items())
+def test_every_paper_variant_runs_the_network_at_one_shape_whatever_the_coin(variant, losses):
+    """Compiled training (CUDA graphs in the paper configs) records one graph per input shape:
+    every step of every variant must call the network at the same shapes, dropped batch or not."""
+    model, objective = drop_objective(batched=True, static_shapes=True, terms=training_settings(losses)["losses"])
+    shapes = []
+    model.register_forward_pre_hook(lambda module, args: shapes.append(tuple(args[0].shape)))
+    steps, generator = [], torch.Generator().manual_seed(1)
+    for drop in (True, False, False, True):
+        shapes.clear()
+        loss, _ = objective(model, torch.randn(6, 1, 8, 8), torch.arange(6), generator,
+                            torch.Generator().manual_seed(coin_seed(drop, 0.1)))
+        loss.backward()
+        steps.append(list(shapes))
+    assert steps[0] and all(step == steps[0] for step in steps), (variant, steps)
