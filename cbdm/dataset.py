@@ -11,7 +11,7 @@ import hashlib
 
 import numpy as np
 
-from .fingerprint import ORIGIN, check_origin
+from .fingerprint import ORIGIN, check_origin, fingerprint
 from .io import InputError, read_json, read_npz, rebuild, write_json, write_npz
 from .sources import NUM_CLASSES, DataError, ImageSet, load_source
 
@@ -66,6 +66,33 @@ def split_heldout(labels: np.ndarray, per_class: int, seed: int) -> tuple[np.nda
     heldout = np.sort(np.concatenate(heldout))
     pool = np.setdiff1d(np.arange(len(labels)), heldout)
     return pool, heldout
+
+
+# A dataset entry's keys that its prepared source (pool and held-out set) does not depend on.
+NOT_OF_THE_SOURCE = ("longtail", "groups")
+
+
+def source_settings(spec: dict) -> dict:
+    """What a dataset's prepared source depends on: its entry less NOT_OF_THE_SOURCE."""
+    return {key: value for key, value in spec.items() if key not in NOT_OF_THE_SOURCE}
+
+
+def longtail_settings(spec: dict) -> dict:
+    """What one imbalance factor's long-tailed set depends on besides the factor: the entry's
+    `longtail` section less its list of factors."""
+    return {key: value for key, value in spec["longtail"].items() if key != "imbalance_factor"}
+
+
+def data_digest(spec: dict, imbalance_factor: float | None = None) -> str:
+    """A digest of the settings that define a dataset's images (its source_settings; with an
+    imbalance factor, also the long tail drawn at it: the training set). A model file and a
+    reference features file record it, and the jobs reading them compare it with their config's,
+    so a file made from other data (another n_max, long-tail seed, source or held-out split)
+    is refused instead of measured as this suite's."""
+    parts = [source_settings(spec)]
+    if imbalance_factor is not None:
+        parts += [longtail_settings(spec), float(imbalance_factor)]
+    return fingerprint(*parts)
 
 
 def array_digest(*arrays: np.ndarray) -> str:

@@ -9,7 +9,8 @@ loadable with `weights_only=True`:
     state_dict:  the UNet weights to sample with (the EMA weights for cbdm's trainer)
     meta:        provenance (steps, parameter count, ...) and `identity`: what the model was
                  trained for, {variant, dataset, imbalance_factor (its path label), seed,
-                 training_digest (fingerprint of the resolved training settings)}
+                 training_digest (fingerprint of the resolved training settings),
+                 data_digest (cbdm.dataset.data_digest: the settings that define its training data)}
 
 A user rule that builds an external variant writes exactly this with `save_model`. A sampling
 job refuses a model file whose identity is not the one it expects (a copied or moved file).
@@ -32,10 +33,13 @@ MODEL_FORMAT = "cbdm.model/1"
 CHECKPOINT_FORMAT = "cbdm.checkpoint/2"
 
 
-IDENTITY_KEYS = ("variant", "dataset", "imbalance_factor", "seed", "training_digest")
-# What a sampling job always checks; the training digest too where the job knows it (a variant
-# cbdm trains: the digest of its settings; an external variant's builder writes its own).
+IDENTITY_KEYS = ("variant", "dataset", "imbalance_factor", "seed", "training_digest", "data_digest")
+# What a sampling job always checks; the digests too where the job knows them (the training
+# digest for a variant cbdm trains, an external variant's builder writing its own; the data
+# digest for every variant, the workflow's model_identity giving it to the builders too).
 CHECKED_IDENTITY = IDENTITY_KEYS[:4]
+# The digests, and what each covers.
+DIGESTS = {"training_digest": "settings", "data_digest": "training data"}
 
 
 def require_identity_keys(identity: dict) -> None:
@@ -56,7 +60,7 @@ def save_model(path, model: UNet, diffusion: dict, meta: dict, *, identity: dict
 
 def check_identity(path, payload: dict, expected: dict) -> None:
     """InputError unless the model file at `path` was trained for `expected` (variant, dataset,
-    imbalance factor label, seed, and the training digest where `expected` holds one)."""
+    imbalance factor label, seed, and each digest that `expected` holds)."""
     found = payload.get("meta", {}).get("identity")
     if not isinstance(found, dict):
         raise InputError(f"{path} records no identity (variant, dataset, imbalance factor, seed): it was "
@@ -66,11 +70,16 @@ def check_identity(path, payload: dict, expected: dict) -> None:
     if {k: str(v) for k, v in have.items()} != {k: str(v) for k, v in want.items()}:
         raise InputError(f"{path} was trained for {_describe(have)}, but this job needs {_describe(want)}: "
                          f"the file was copied or moved; {rebuild(path)}")
-    digest = expected.get("training_digest")
-    if digest is not None and found.get("training_digest") != digest:
-        raise InputError(f"{path} was trained with other settings (training digest {found.get('training_digest')}, "
-                         f"this config's is {digest}): it was copied from another suite, or the settings changed "
-                         f"while Snakemake did not rerun the training (--rerun-triggers mtime); {rebuild(path)}")
+    for key, what in DIGESTS.items():
+        digest = expected.get(key)
+        if digest is None or found.get(key) == digest:
+            continue
+        if key not in found:  # written before model files recorded it: nothing proves what it was trained on
+            raise InputError(f"{path} records no {key.replace('_', ' ')} (it predates model files recording their "
+                             f"{what}), so nothing proves what it was trained on: retrain it; {rebuild(path)}")
+        raise InputError(f"{path} was trained with other {what} ({key.replace('_', ' ')} {found[key]}, this config's "
+                         f"is {digest}): it was copied from another suite, or the settings changed while Snakemake "
+                         f"did not rerun the training (--rerun-triggers mtime); {rebuild(path)}")
 
 
 def _describe(identity: dict) -> str:

@@ -44,10 +44,11 @@ def train(settings: dict, *, network: dict, diffusion: dict, train_npz: str, num
     labels one process would. Each process draws its own dropout masks (one shared stream would
     give every share of the batch the same masks), so with dropout > 0 the steps are not those of
     one process bit for bit; without dropout they are, up to the order of floating-point sums.
-    `identity` ({variant, dataset, imbalance_factor, seed}) is what the model file says it was
-    trained for; the sampling job checks it."""
+    `identity` ({variant, dataset, imbalance_factor, seed, data_digest}) is what the model file
+    says it was trained for; the sampling job checks it."""
     identity = {"variant": settings["name"], "dataset": None, "imbalance_factor": None, "seed": seed,
-                **(identity or {}), "training_digest": training_digest(settings, network, diffusion)}
+                "data_digest": None, **(identity or {}),
+                "training_digest": training_digest(settings, network, diffusion)}
     require_identity_keys(identity)  # before the training, not after it
     job = TrainingJob(settings=settings, network=network, diffusion=diffusion, train_npz=train_npz,
                       num_classes=num_classes, seed=seed, device=device, out_model=out_model, out_log=out_log,

@@ -234,7 +234,8 @@ def test_model_file_round_trips_heads_and_lowrank_weights(tmp_path):
     with torch.no_grad():
         for m in lowrank_modules(model):
             m.lowrank_b.normal_()
-    identity = {"variant": "cm", "dataset": "digits", "imbalance_factor": "10", "seed": 0, "training_digest": "t"}
+    identity = {"variant": "cm", "dataset": "digits", "imbalance_factor": "10", "seed": 0, "training_digest": "t",
+                "data_digest": "d"}
     save_model(tmp_path / "model.pt", model, {"num_timesteps": 100, "beta_start": 1e-4, "beta_end": 0.02}, {},
                identity=identity)
     loaded, _, _ = load_model(tmp_path / "model.pt")

@@ -12,7 +12,8 @@ from cbdm.modelfile import load_model, save_model
 from cbdm.networks import ResidualBlock, SelfAttention, build_unet, count_parameters
 
 DIFFUSION = {"num_timesteps": 100, "beta_start": 1e-4, "beta_end": 0.02}
-IDENTITY = {"variant": "v", "dataset": "digits", "imbalance_factor": "10", "seed": 0, "training_digest": "t"}
+IDENTITY = {"variant": "v", "dataset": "digits", "imbalance_factor": "10", "seed": 0, "training_digest": "t",
+            "data_digest": "d"}
 
 NET = dict(base_channels=16, channel_mult=[1, 2], attention_levels=[1], num_res_blocks=1, dropout=0.0,
            norm_groups=4)

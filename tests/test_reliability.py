@@ -21,7 +21,7 @@ NETWORK = {"base_channels": 8, "channel_mult": [1], "attention_levels": [], "num
            "dropout": 0.0, "norm_groups": 4}
 DIFFUSION = {"num_timesteps": 20, "beta_start": 1e-4, "beta_end": 0.02}
 SAMPLING = sampling_settings(sampler="ddim", steps=3, batch_size=10)
-IDENTITY = {"variant": "ddpm", "dataset": "digits", "imbalance_factor": "10", "seed": 0}
+IDENTITY = {"variant": "ddpm", "dataset": "digits", "imbalance_factor": "10", "seed": 0, "data_digest": "d"}
 
 
 def model_file(path, weight_seed: int, **identity) -> str:
@@ -254,6 +254,20 @@ def test_a_model_file_trained_with_other_settings_is_refused_where_the_digest_is
     with pytest.raises(Exception, match="was trained with other settings \\(training digest t, this config's is "
                                         "0123456789abcdef\\): it was copied from another suite"):
         draw(path, tmp_path / "c.npz", identity={**IDENTITY, "training_digest": "0123456789abcdef"})
+
+
+def test_a_model_file_that_records_no_training_data_is_refused_with_retrain(tmp_path):
+    """A model file written before model files recorded their training data's digest proves
+    nothing about the data it was trained on: refused, naming the fix, not sampled."""
+    path = model_file(tmp_path / "model.pt", 0)
+    payload = torch.load(path, weights_only=True)
+    del payload["meta"]["identity"]["data_digest"]
+    torch.save(payload, path)
+    with pytest.raises(Exception, match=r"model\.pt records no data digest \(it predates model files recording "
+                                        r"their training data\), so nothing proves what it was trained on: retrain "
+                                        r"it; re-run its stage: add `--forcerun"):
+        draw(path, tmp_path / "a.npz")
+    assert not (tmp_path / "a.npz").exists()
 
 
 def test_a_fill_that_needs_no_images_writes_an_empty_sample_set(tmp_path):

@@ -346,7 +346,8 @@ def test_a_variant_initialised_from_a_model_of_another_architecture_names_it_the
                                                                                                   digits_lt):
     images, _ = load_training_images(str(digits_lt), 10, torch.device("cpu"))
     ddpm = build_model(settings(losses=[{"name": "eps_mse"}]), NETWORK, DIFFUSION, images, 10, 3, torch.device("cpu"))
-    identity = {"variant": "ddpm", "dataset": "digits", "imbalance_factor": "5", "seed": 3, "training_digest": "t"}
+    identity = {"variant": "ddpm", "dataset": "digits", "imbalance_factor": "5", "seed": 3, "training_digest": "t",
+                "data_digest": "d"}
     save_model(tmp_path / "ddpm.pt", ddpm, DIFFUSION, {}, identity=identity)
     same = build_model(settings(losses=LOSSES), NETWORK, DIFFUSION, images, 10, 4, torch.device("cpu"),
                        str(tmp_path / "ddpm.pt"))  # other losses, the same parameters: the weights are copied

@@ -1,4 +1,5 @@
 """The whole DAG through Snakemake's API on a tiny suite, with an extension-built variant."""
+import functools
 import importlib.metadata
 import json
 import math
@@ -213,6 +214,12 @@ def test_a_sampling_job_expects_the_training_digest_its_training_job_writes(tmp_
                                        if j.rule.name == "train")
     for job in samples:
         assert job.params.identity["training_digest"] == trained[(job.wildcards["variant"], job.wildcards["seed"])]
+    # the data digest: given to every training job (the extension's too), expected by every sample job
+    data = {(j.wildcards["variant"], j.wildcards["seed"]): j.params.identity["data_digest"] for j in jobs
+            if j.rule.name in ("train", "train_ddpm_resampled")}
+    assert ("ddpm_resampled", "0") in data and len(set(data.values())) == 1
+    assert all(j.params.identity["data_digest"] == data[(j.wildcards["variant"], j.wildcards["seed"])]
+               for j in jobs if j.rule.name == "sample")
 
 
 def test_adding_a_guidance_scale_or_a_sampling_seed_leaves_the_planned_sample_jobs_params_alone(tmp_path, repo,
@@ -304,3 +311,44 @@ def test_every_job_reading_a_sample_set_expects_the_origin_its_sample_job_writes
                 for origin, path in zip(j.params.origin, j.input.samples, strict=True)]
     assert {j.rule.name for j in jobs} >= {"features_samples", "diagnostics", "metrics", "augment"}
     assert len(checked) >= 20 and all(expected == made for expected, made in checked)
+
+
+def _planned_with_longtail(repo, tmp_path, tiny_config, longtail: dict, rule: str, variant: str = "ddpm"):
+    """The first job of `rule` (for `variant` where it has one) planned for the tiny config with
+    these long-tail settings merged into its dataset."""
+    config = yaml.safe_load(open(tiny_config))
+    digits = config["datasets"]["digits"]
+    path = tmp_path / f"lt{len(list(tmp_path.glob('lt*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump({**config, "datasets": {"digits": {**digits, "longtail": {
+        **digits["longtail"], **longtail}}}}))
+    return next(j for j in planned_dag_jobs(repo, tmp_path, path)
+                if j.rule.name == rule and j.wildcards.get("variant", variant) == variant)
+
+
+@pytest.mark.parametrize("other", [{"n_max": 50}, {"seed": 1}], ids=["n_max", "longtail-seed"])
+def test_a_model_file_trained_on_other_data_is_refused_by_the_sampling_job(tmp_path, repo, tiny_config,
+                                                                          longtail_digits, other):
+    """A model file trained for a dataset that differs only in longtail.n_max or the long tail's
+    seed (copied from another suite, or kept under --rerun-triggers mtime) was sampled as this
+    suite's without a word: its identity named no training data. The train job's file is sampled
+    by its own config's sample job, and refused by the other config's, in one line with the fix."""
+    from cbdm.io import InputError
+    from cbdm.sample import sample
+    from cbdm.train import train
+
+    trained = _planned_with_longtail(repo, tmp_path, tiny_config, {}, "train")
+    model = tmp_path / "model.pt"
+    train(**{**dict(trained.params), "checkpoint_path": str(tmp_path / "checkpoint.pt")},
+          train_npz=str(longtail_digits), init_model=None, out_model=str(model), out_log=str(tmp_path / "loss.csv"))
+    counts = json.loads((longtail_digits.parent / "manifest.json").read_text())["class_counts"]
+    for longtail, out in (({}, "own.npz"), (other, "other.npz")):
+        job = _planned_with_longtail(repo, tmp_path, tiny_config, longtail, "sample")
+        draw = functools.partial(sample, **dict(job.params), model_path=str(model), class_counts=counts,
+                                 out_npz=str(tmp_path / out))
+        if not longtail:
+            draw()
+            continue
+        with pytest.raises(InputError, match=r"model\.pt was trained with other training data \(data digest "
+                                             r"[0-9a-f]{16}, this config's is [0-9a-f]{16}\).*--forcerun"):
+            draw()
+        assert not (tmp_path / out).exists()

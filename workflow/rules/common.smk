@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from snakemake.exceptions import WorkflowError
 
 import cbdm.config as cbdm_config
+from cbdm.dataset import data_digest, longtail_settings, source_settings
 from cbdm.fingerprint import fingerprint
 from cbdm.sample import IMAGE_SETTINGS
 from cbdm.sources import NUM_CLASSES
@@ -123,9 +124,12 @@ def model_identity(wildcards, variant=None, digest=True):
     for a rule whose path names the variant instead of a {variant} wildcard. For a variant cbdm
     trains, also the digest of its training settings, so that a model file trained otherwise
     (copied from another suite) is refused even where Snakemake would not rerun its training
-    (`digest=False` for the training job, which computes it itself)."""
+    (`digest=False` for the training job, which computes it itself). Always the digest of the
+    settings that define its training data (cbdm.dataset.data_digest), for every variant: an
+    external variant's builder writes it as given."""
     variant = variant or wildcards.variant
-    identity = dict(variant=variant, dataset=wildcards.dataset, imbalance_factor=wildcards.imb, seed=int(wildcards.seed))
+    identity = dict(variant=variant, dataset=wildcards.dataset, imbalance_factor=wildcards.imb, seed=int(wildcards.seed),
+                    data_digest=data_digest(dataset_spec(wildcards), imbalance_factor(wildcards)))
     if digest and variant in BUILT_IN_VARIANTS:
         identity["training_digest"] = training_digest(training_settings(variant), config["network"], config["diffusion"])
     return identity
@@ -144,13 +148,13 @@ def dataset_spec(wildcards):
 def source_spec(wildcards):
     """What the job's prepared source depends on: its dataset entry less the long tail and the
     class groups, which every job downstream of it would otherwise rerun for (training included)."""
-    return {key: value for key, value in dataset_spec(wildcards).items() if key not in ("longtail", "groups")}
+    return source_settings(dataset_spec(wildcards))
 
 
 def longtail_spec(wildcards):
     """The long-tail settings of one imbalance factor's job: the list of factors is left out, so
     that adding a factor does not rebuild the others."""
-    return {key: value for key, value in dataset_spec(wildcards)["longtail"].items() if key != "imbalance_factor"}
+    return longtail_settings(dataset_spec(wildcards))
 
 
 def num_classes(wildcards):
@@ -237,15 +241,16 @@ def sampling_settings(variant, labelset):
 
 def sample_origin(wildcards, labelset=None):
     """What a sample set is of: its cell (the sample set `labelset`, else the job's {labelset}),
-    the training digest of its model and a digest of the settings its images depend on. Its
-    sample or import job writes it into the set, and every job that reads the set or its features
+    the training and data digests of its model and a digest of the settings its images depend
+    on. Its sample or import job writes it into the set, and every job that reads the set or its features
     compares it with its own (cbdm.fingerprint.check_origin), so that a set copied over another
     cell's, or an older run's kept with touched mtimes, is refused instead of scored as this cell's."""
     labelset = labelset or wildcards.labelset
     sampling = variant_sampling(wildcards.variant, labelset_protocol(labelset))
+    model = model_identity(wildcards)
     return dict(dataset=wildcards.dataset, imbalance_factor=wildcards.imb, variant=wildcards.variant,
                 seed=int(wildcards.seed), guidance=wildcards.guidance, sample_seed=int(wildcards.sample_seed),
-                labelset=labelset, training_digest=model_identity(wildcards).get("training_digest"),
+                labelset=labelset, training_digest=model.get("training_digest"), data_digest=model["data_digest"],
                 sampling=fingerprint({key: sampling[key] for key in IMAGE_SETTINGS}))
 
 
