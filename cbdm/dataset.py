@@ -95,6 +95,17 @@ def data_digest(spec: dict, imbalance_factor: float | None = None) -> str:
     return fingerprint(*parts)
 
 
+# Reference sets drawn from the long-tailed training set rather than the prepared source.
+TRAINING_SET_REFERENCES = ("longtail_train",)
+
+
+def reference_origin(dataset: str, spec: dict, reference: str, imbalance_factor: float) -> dict:
+    """What a reference set's features file records, and its readers expect: which set of which
+    data (the held-out set and the pool do not depend on the imbalance factor)."""
+    factor = imbalance_factor if reference in TRAINING_SET_REFERENCES else None
+    return {"dataset": dataset, "reference": reference, "data_digest": data_digest(spec, factor)}
+
+
 def array_digest(*arrays: np.ndarray) -> str:
     """'sha256:<hex>' of the arrays' bytes, in order."""
     h = hashlib.sha256()

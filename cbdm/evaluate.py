@@ -263,12 +263,24 @@ def check_feature_sets(sets: dict[str, dict], num_classes: int) -> None:
                              f"0..{num_classes - 1}; {rebuild(path)}")
 
 
+def read_reference_features(path: str, reference_origin: dict | None = None) -> dict:
+    """The arrays of a reference set's features file; with `reference_origin` (which set of which
+    data, cbdm.dataset.reference_origin), an InputError unless the file records that one: features
+    of another reference set, or of a set drawn from other data (another held-out split, n_max,
+    source), would be measured against without a word."""
+    ref = read_npz(path, FEATURE_ARRAYS)
+    check_origin(path, ref.pop(ORIGIN, None), reference_origin)
+    return ref
+
+
 def evaluate(*, generated_npz: str, reference_npz: str, groups: dict, num_classes: int,
-             evaluation: dict, cell: dict, device: str, out_json: str, origin: dict | None = None) -> str:
+             evaluation: dict, cell: dict, device: str, out_json: str, origin: dict | None = None,
+             reference_origin: dict | None = None) -> str:
     """Stage 5: every record of one featurised sample set against its reference features, with
     the classifier's confusion matrix, into `out_json`; returns the note the records carry of an
     imported set ('' for a built-in one), its label warning included. With `origin` (the sample
-    set's cell), features of another cell's samples are refused."""
+    set's cell), features of another cell's samples are refused; with `reference_origin`
+    (cbdm.dataset.reference_origin), features of another reference set or of other data."""
     # Imported here, not at the top: the leaderboard reads configs (jsonschema), and the metrics
     # functions above run without them (benchmarks/bench_metrics.py on the GPU image lacks jsonschema).
     from .acceleration import resolve_device
@@ -279,8 +291,7 @@ def evaluate(*, generated_npz: str, reference_npz: str, groups: dict, num_classe
     check_origin(generated_npz, gen.pop(ORIGIN, None), origin)
     import_note = str(gen.pop("note", ""))  # how an imported sample set was read (cbdm.samplesets)
     cell = measured_cell(cell, gen)
-    ref = read_npz(reference_npz, FEATURE_ARRAYS)
-    ref.pop(ORIGIN, None)
+    ref = read_reference_features(reference_npz, reference_origin)
     check_feature_sets({generated_npz: gen, reference_npz: ref}, num_classes)
     import_note = with_label_warning(import_note, gen, num_classes)
     if "WARNING" in import_note:

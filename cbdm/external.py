@@ -99,6 +99,7 @@ def build_inputs(configfile: str, targets: list[str], cores: int = 1) -> None:
 def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, protocol: str, paths: dict,
           fmt: str, resize: bool, ref_stats: str | None, device: str) -> str:
     """Import, featurise and measure one sample set; returns the metrics file."""
+    from .dataset import reference_origin
     from .evaluate import evaluate, with_label_warning
     from .features import extract_features
     from .io import read_npz
@@ -123,20 +124,22 @@ def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, prot
                 sample_seed=None, protocol=protocol, **{**proto, "reference": reference},
                 **measurement(config["features"], spec, config["evaluation"]))
     metrics = out / f"{protocol}.json"
+    origin = reference_origin(dataset, spec, proto["reference"], cell["imbalance_factor"])
     if ref_stats:
         gen = read_npz(out / "features.npz")
         note = with_label_warning(note, gen, len(CLASS_NAMES[spec["source"]]))
         cell = measured_cell(cell, gen)
         records = evaluate_against_stats(gen, ref_stats, spec["groups"], len(CLASS_NAMES[spec["source"]]),
                                          config["evaluation"], device, extractor=cell["features"],
-                                         reference=proto["reference"])
+                                         reference=proto["reference"], reference_origin=origin)
         for r in records:
             r["note"] = "; ".join(filter(None, [r["note"], note]))
         write_json(metrics, {"cell": cell, "records": records})
     else:  # evaluate() reads the features once, and returns the note with the same label warning
         note = evaluate(generated_npz=str(out / "features.npz"), reference_npz=paths["reference"],
                         groups=spec["groups"], num_classes=len(CLASS_NAMES[spec["source"]]),
-                        evaluation=config["evaluation"], cell=cell, device=device, out_json=str(metrics))
+                        evaluation=config["evaluation"], cell=cell, device=device, out_json=str(metrics),
+                        reference_origin=origin)
     write_json(out / "card.json", {"source": str(samples), "source_path": str(Path(samples).resolve()), "note": note,
                                    "kind": "external"})
     return str(metrics)

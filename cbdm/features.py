@@ -83,11 +83,15 @@ def save_random_inception_weights(path, seed: int = 0) -> None:
 
 
 def extract_features(*, features_cfg: dict, classifier_path: str, images_npz: str, prefix: str,
-                     device: str, out_npz: str, source_json: str | None = None, origin: dict | None = None) -> None:
+                     device: str, out_npz: str, source_json: str | None = None, origin: dict | None = None,
+                     reference_origin: dict | None = None) -> None:
     """Features, logits, labels and predicted classes of the images under `prefix` in `images_npz`;
     with `source_json` (the prepared source's record), images of another shape or labels out of
     its classes are refused; with `origin` (a sample set's cell), a set made for another cell is
-    refused, and the features file records it for the metrics."""
+    refused, and the features file records it for the metrics. `reference_origin` (which
+    reference set of which data the images are, cbdm.dataset.reference_origin) is recorded
+    likewise, for the jobs that read reference features: the prepared source or training set the
+    images come from records none to check."""
     dev = resolve_device(device)
     info = read_json(source_json) if source_json is not None else {}
     images = read_image_set(images_npz, prefix, info.get("num_classes"), info.get("image_shape"), origin)
@@ -104,7 +108,7 @@ def extract_features(*, features_cfg: dict, classifier_path: str, images_npz: st
           f"{features_cfg['extractor']} features in {time.time() - started:.1f} s", flush=True)
     write_npz(out_npz, features=features, logits=logits, labels=images.labels, predicted=predicted,
               extractor=np.asarray(extractor_label(features_cfg, classifier_path)), **import_note(images_npz),
-              **origin_array(origin))
+              **origin_array(origin if origin is not None else reference_origin))
 
 
 def check_classifier(hparams: dict, path: str, info: dict, features_cfg: dict, recipe: dict | None = None) -> None:

@@ -4,7 +4,8 @@ A resumable intermediate (a training checkpoint, a finished batch of a sample se
 only when the fingerprint stored in it equals the fingerprint of the job that wants to reuse it,
 so a file left by other settings, another model or other data is never taken for this job's.
 A sample set and its features file record their origin, the cell they were made for (see
-`check_origin`), which every job that reads them compares with its own.
+`check_origin`), which every job that reads them compares with its own; a reference set's
+features file records which set of which data it is (cbdm.dataset.reference_origin) likewise.
 """
 from __future__ import annotations
 
@@ -45,8 +46,8 @@ def check_origin(path, recorded: np.ndarray | None, expected: dict | None) -> No
     if expected is None:
         return
     if recorded is None:
-        raise InputError(f"{path} records no origin (the cell it was made for): it was written by an older "
-                         f"cbdm or by hand; {rebuild(path)}")
+        raise InputError(f"{path} records no origin (the cell or reference set it was made for): it was written "
+                         f"by an older cbdm or by hand; {rebuild(path)}")
     found, wanted = json.loads(str(recorded)), json.loads(json.dumps(expected, sort_keys=True))
     if found != wanted:
         keys = [key for key in sorted(set(found) | set(wanted)) if found.get(key) != wanted.get(key)]

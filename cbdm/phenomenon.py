@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 from scipy import stats
 
-from .evaluate import FEATURE_ARRAYS, matched_group_records
+from .evaluate import FEATURE_ARRAYS, matched_group_records, read_reference_features
 from .evaluate import classification_records as evaluate_classification
 from .io import read_npz, write_json
 from .records import scopes
@@ -44,17 +44,19 @@ def classification_records(labels: np.ndarray, predicted: np.ndarray, groups: di
     return records
 
 
-def heldout_records(reference_npz: str, groups: dict[str, list[int]], num_classes: int) -> list[dict]:
+def heldout_records(reference_npz: str, groups: dict[str, list[int]], num_classes: int,
+                    reference_origin: dict | None = None) -> list[dict]:
     """The held-out rates from the held-out reference features file, whose predicted classes are
-    the domain classifier's on the held-out images (cbdm.features.extract_features)."""
-    ref = read_npz(reference_npz, FEATURE_ARRAYS)
+    the domain classifier's on the held-out images (cbdm.features.extract_features); with
+    `reference_origin`, features of another set or other data are refused."""
+    ref = read_reference_features(reference_npz, reference_origin)
     return classification_records(ref["labels"], ref["predicted"], groups, num_classes, HELDOUT_NOTE)
 
 
 def write_heldout_rates(*, reference_npz: str, groups: dict[str, list[int]], num_classes: int,
-                        cell: dict, out_json: str) -> None:
+                        cell: dict, out_json: str, reference_origin: dict | None = None) -> None:
     """The held-out rates of one dataset and imbalance factor, as a records file."""
-    records = heldout_records(reference_npz, groups, num_classes)
+    records = heldout_records(reference_npz, groups, num_classes, reference_origin)
     write_json(out_json, {"cell": cell, "records": records})
     rates = {f"{r['scope']} {r['metric']}": round(r["value"], 4) for r in records
              if r["scope"] in groups and r["value"] is not None}

@@ -12,20 +12,24 @@ File format (`results/<suite>/features/<dataset>/IF<x>/reference-<ref>.stats.npz
 - `format` ("cbdm.refstats/1"), `extractor` (cbdm.leaderboard.describe_features: the network and,
   for Inception, its preprocessing), `reference` (e.g. "heldout"), and `features_label`, the
   reference features file's extractor label (cbdm.features.extractor_label: the classifier
-  file's digest, since two trainings of one recipe give different feature spaces).
+  file's digest, since two trainings of one recipe give different feature spaces), and `origin`,
+  which set of which data the features were of (cbdm.dataset.reference_origin, whose data digest
+  covers the held-out split and the source).
 
 A file is scored against only if it proves it was made the way the samples are measured: its
-`extractor`, `reference` and `features_label` must equal the scoring's, or the FID would sit beside ours as if it
-were measured alike. Files holding only `mu` and `sigma` (EDM's and clean-fid's published
-statistics) record neither; they are accepted, and every FID against them says so. A scope whose
-statistics the file lacks gets no FID, and its record says so.
+`extractor`, `reference`, `features_label` and, where it records one, `origin` must equal the
+scoring's, or the FID would sit beside ours as if it were measured alike. Files holding only
+`mu` and `sigma` (EDM's and clean-fid's published statistics) record neither; they are accepted,
+and every FID against them says so. A scope whose statistics the file lacks gets no FID, and its
+record says so.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .evaluate import FEATURE_ARRAYS, small_n_fid
+from .evaluate import read_reference_features, small_n_fid
 from .features import CLASSES_BY
+from .fingerprint import ORIGIN, check_origin, origin_array
 from .io import InputError, read_npz, rebuild, write_npz
 from .metrics import frechet_distance_from_stats, mean_and_covariance
 from .records import record, scopes
@@ -56,13 +60,14 @@ def reference_stats(features: np.ndarray, labels: np.ndarray, groups: dict, num_
 
 
 def write_reference_stats(*, reference_npz: str, groups: dict, num_classes: int, extractor: str,
-                          reference: str, out_npz: str) -> None:
-    """Write the reference features' mean and covariance per scope (EDM's mu/sigma format)."""
-    data = read_npz(reference_npz, FEATURE_ARRAYS)
+                          reference: str, out_npz: str, reference_origin: dict | None = None) -> None:
+    """Write the reference features' mean and covariance per scope (EDM's mu/sigma format); with
+    `reference_origin`, features of another reference set or other data are refused."""
+    data = read_reference_features(reference_npz, reference_origin)
     stats = reference_stats(data["features"], data["labels"], groups, num_classes)
     label = {"features_label": data["extractor"]} if "extractor" in data else {}
     write_npz(out_npz, **stats, format=np.asarray(FORMAT), extractor=np.asarray(extractor),
-              reference=np.asarray(reference), **label)
+              reference=np.asarray(reference), **label, **origin_array(reference_origin))
     print(f"{reference}: mean and covariance of {data['features'].shape[1]}-d {extractor} features for "
           f"{sum(k.startswith('mu') for k in stats)} scopes -> {out_npz}", flush=True)
 
@@ -164,13 +169,18 @@ def stats_scope_records(gen: dict, stats: dict, scope: str, classes: list[int], 
 
 
 def evaluate_against_stats(gen: dict, stats_npz: str, groups: dict, num_classes: int, cfg: dict,
-                           device="cpu", *, extractor: str, reference: str) -> list[dict]:
+                           device="cpu", *, extractor: str, reference: str,
+                           reference_origin: dict | None = None) -> list[dict]:
     """Records of every scope (all, groups, classes) of a featurised sample set against a
     statistics file. `extractor` (cbdm.leaderboard.describe_features) and `reference` (the
-    protocol's reference set) say how the samples are measured: a file made otherwise is refused."""
+    protocol's reference set) say how the samples are measured: a file made otherwise is refused,
+    as is one that records another `reference_origin` (the set drawn from other data: another
+    held-out split or source); files that record none are checked as before."""
     from .acceleration import resolve_device
 
     stats, dev = read_reference_stats(stats_npz), resolve_device(device)
+    if ORIGIN in stats and reference_origin is not None:
+        check_origin(stats_npz, stats[ORIGIN], reference_origin)
     provenance = provenance_note(stats, stats_npz, extractor, reference)
     check_features_label(stats, stats_npz, gen)
     if gen["features"].shape[1] != stats["mu"].shape[0]:

@@ -8,7 +8,7 @@ from PIL import Image
 
 from cbdm.classifier import train_classifier
 from cbdm.config import validate_config
-from cbdm.dataset import prepare_source, read_image_set
+from cbdm.dataset import prepare_source, read_image_set, reference_origin
 from cbdm.evaluate import evaluate
 from cbdm.features import extract_features
 from cbdm.io import read_json, write_json, write_npz
@@ -43,10 +43,15 @@ def suite(tmp_path_factory):
     prepare_source(spec, str(root / "source.npz"), str(root / "source.json"))
     train_classifier(config["features"], source_npz=str(root / "source.npz"), num_classes=10, device="cpu",
                      out_model=str(root / "classifier.pt"), out_report=str(root / "classifier.json"))
-    extract_features(features_cfg=config["features"], classifier_path=str(root / "classifier.pt"),
-                     images_npz=str(root / "source.npz"), prefix="heldout_", device="cpu",
-                     out_npz=str(root / "reference.npz"))
+    heldout_features(config, root / "source.npz", root / "classifier.pt", root / "reference.npz")
     return {"root": root, "config": config}
+
+
+def heldout_features(config: dict, source, classifier, out) -> None:
+    """The held-out set's features, recording the reference set as the workflow's job does."""
+    extract_features(features_cfg=config["features"], classifier_path=str(classifier), images_npz=str(source),
+                     prefix="heldout_", device="cpu", out_npz=str(out),
+                     reference_origin=reference_origin("digits", config["datasets"]["digits"], "heldout", 100.0))
 
 
 def samples_of(suite) -> ImageSet:
@@ -444,9 +449,7 @@ def test_other_evaluation_settings_or_another_classifier_get_a_card_of_their_own
     other, retrained = in_tmp / "other", {**config, "features": {**config["features"], "seed": 1}}
     train_classifier(retrained["features"], source_npz=str(suite["root"] / "source.npz"), num_classes=10,
                      device="cpu", out_model=str(other / "classifier.pt"), out_report=str(other / "classifier.json"))
-    extract_features(features_cfg=retrained["features"], classifier_path=str(other / "classifier.pt"),
-                     images_npz=str(suite["root"] / "source.npz"), prefix="heldout_", device="cpu",
-                     out_npz=str(other / "reference.npz"))
+    heldout_features(retrained, suite["root"] / "source.npz", other / "classifier.pt", other / "reference.npz")
     k10 = {**config, "evaluation": {**config["evaluation"], "pr_neighborhood": 10, "kid_subset_size": 10}}
     cells = {"ours": evaluate_entry(suite, "ours", samples), "k10": evaluate_entry(suite, "k10", samples, k10),
              "retrained": evaluate_entry(suite, "retrained", samples, retrained, root=other)}

@@ -5,8 +5,10 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from snakemake.api import SnakemakeApi
 from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
@@ -352,3 +354,91 @@ def test_a_model_file_trained_on_other_data_is_refused_by_the_sampling_job(tmp_p
                                              r"[0-9a-f]{16}, this config's is [0-9a-f]{16}\).*--forcerun"):
             draw()
         assert not (tmp_path / out).exists()
+
+
+def _reference_jobs(repo, tmp_path, tiny_config, dataset: dict) -> dict:
+    """(rule, reference) -> the first planned job of the tiny config with `dataset` merged into its
+    dataset entry, for the rules that write or read reference features (the metrics and the
+    features of its samples for ddpm)."""
+    config = yaml.safe_load(open(tiny_config))
+    path = tmp_path / f"ref{len(list(tmp_path.glob('ref*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump({**config, "datasets": {"digits": {**config["datasets"]["digits"], **dataset}}}))
+    jobs = {}
+    for j in planned_dag_jobs(repo, tmp_path, path):
+        if j.rule.name in ("features_reference", "reference_stats", "heldout_rates") or (
+                j.rule.name in ("metrics", "features_samples") and j.wildcards["variant"] == "ddpm"):
+            jobs.setdefault((j.rule.name, j.wildcards.get("reference")), j)
+    return jobs
+
+
+def _featurise(job, folder, images_npz) -> str:
+    """Run a planned features job on `images_npz` with a small untrained classifier."""
+    from cbdm.classifier import CLASSIFIER_FORMAT, FeatureClassifier
+    from cbdm.features import extract_features
+
+    classifier = folder / "classifier.pt"
+    if not classifier.exists():
+        model = FeatureClassifier(1, 10, 8)
+        torch.save({"format": CLASSIFIER_FORMAT, "hparams": model.hparams, "state_dict": model.state_dict()},
+                   classifier)
+    out = folder / f"{job.rule.name}-{len(list(folder.glob('*.f.npz')))}.f.npz"
+    extract_features(**dict(job.params), classifier_path=str(classifier), images_npz=str(images_npz),
+                     source_json=str(folder / "source.json"), out_npz=str(out))
+    return str(out)
+
+
+@pytest.mark.parametrize("made_by", ["other heldout size", "balanced_train"])
+def test_reference_features_of_another_reference_set_are_refused_by_their_readers(tmp_path, repo, tiny_config,
+                                                                                  made_by):
+    """Reference features recorded their extractor but not which set they are: the held-out
+    features of a suite with 20 held-out images per class (copied over this one's 30), or the
+    training pool's features copied over the held-out set's, were scored against by the metrics
+    job, summarised by the reference statistics job and counted by the held-out rates job without
+    a word. Each refuses them in one line naming the file, what differs and --forcerun."""
+    from cbdm.evaluate import evaluate
+    from cbdm.fingerprint import origin_array
+    from cbdm.io import InputError, read_npz, write_npz
+    from cbdm.phenomenon import write_heldout_rates
+    from cbdm.refstats import evaluate_against_stats, write_reference_stats
+
+    rng = np.random.default_rng(0)
+    images = lambda n: rng.integers(0, 256, (n, 1, 8, 8), dtype=np.uint8)  # noqa: E731
+    labels = lambda n: np.arange(n) % 10  # noqa: E731
+    write_npz(tmp_path / "source.npz", pool_images=images(400), pool_labels=labels(400),
+              heldout_images=images(300), heldout_labels=labels(300))
+    (tmp_path / "source.json").write_text(json.dumps({"num_classes": 10, "image_shape": [1, 8, 8]}))
+    own = _reference_jobs(repo, tmp_path, tiny_config, {})
+    other, reference = ((_reference_jobs(repo, tmp_path, tiny_config, {"heldout_per_class": 20}), "heldout")
+                        if made_by == "other heldout size" else (own, "balanced_train"))
+    maker = other[("features_reference", reference)]
+    samples = own[("features_samples", None)]
+    write_npz(tmp_path / "samples.npz", images=images(120), labels=labels(120), **origin_array(samples.params.origin))
+    generated = _featurise(samples, tmp_path, tmp_path / "samples.npz")
+    right = _featurise(own[("features_reference", "heldout")], tmp_path, tmp_path / "source.npz")
+    wrong = _featurise(maker, tmp_path, tmp_path / "source.npz")
+
+    metrics, stats, rates = own[("metrics", None)], own[("reference_stats", "heldout")], own[("heldout_rates", None)]
+    write_reference_stats(**dict(other[("reference_stats", reference)].params), reference_npz=wrong,
+                          out_npz=str(tmp_path / "wrong.stats.npz"))
+    write_reference_stats(**dict(stats.params), reference_npz=right, out_npz=str(tmp_path / "right.stats.npz"))
+    readers = {
+        "metrics": lambda reference: evaluate(**dict(metrics.params), generated_npz=generated,
+                                              reference_npz=reference, out_json=str(tmp_path / "m.json")),
+        "stats": lambda reference: write_reference_stats(**dict(stats.params), reference_npz=reference,
+                                                         out_npz=str(tmp_path / "s.npz")),
+        "rates": lambda reference: write_heldout_rates(**dict(rates.params), reference_npz=reference,
+                                                       out_json=str(tmp_path / "h.json")),
+        # cbdm evaluate --ref-stats, on the statistics the reference_stats job wrote of each file
+        "ref-stats": lambda features: evaluate_against_stats(
+            read_npz(generated), features.replace(".f.npz", ".stats.npz"), metrics.params.groups, 10,
+            metrics.params.evaluation, extractor=metrics.params.cell["features"], reference="heldout",
+            reference_origin=metrics.params.reference_origin),
+    }
+    (tmp_path / "wrong.f.npz").write_bytes(Path(wrong).read_bytes())
+    (tmp_path / "right.f.npz").write_bytes(Path(right).read_bytes())
+    differs = "data_digest" if made_by == "other heldout size" else "reference"
+    for read in readers.values():
+        read(str(tmp_path / "right.f.npz"))
+        with pytest.raises(InputError, match=rf"wrong\.(f|stats)\.npz was made for .*{differs} .*, but this job "
+                                             rf"needs .*{differs} .*--forcerun"):
+            read(str(tmp_path / "wrong.f.npz"))

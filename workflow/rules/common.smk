@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from snakemake.exceptions import WorkflowError
 
 import cbdm.config as cbdm_config
-from cbdm.dataset import data_digest, longtail_settings, source_settings
+from cbdm.dataset import data_digest, longtail_settings, reference_origin, source_settings
 from cbdm.fingerprint import fingerprint
 from cbdm.sample import IMAGE_SETTINGS
 from cbdm.sources import NUM_CLASSES
@@ -255,6 +255,13 @@ def sample_origin(wildcards, labelset=None):
 
 
 # features.smk
+
+def reference_set(wildcards, reference=None):
+    """What the features of reference set `reference` (else the job's {reference}) record and
+    every job reading them expects (cbdm.dataset.reference_origin): a features file of another
+    set, or of this set drawn from other data, is refused instead of scored against."""
+    return reference_origin(wildcards.dataset, dataset_spec(wildcards), reference or wildcards.reference,
+                            imbalance_factor(wildcards))
 
 # The domain classifier's recipe (train_classifier, and the diagnostics' CAS classifiers): it is
 # trained whatever the extractor, so Inception's keys are left out; `threads` stays, since the thread

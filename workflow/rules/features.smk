@@ -39,6 +39,7 @@ rule features_reference:
         prefix=lambda wc: REFERENCE_IMAGES[wc.reference][1],
         features_cfg=FEATURES_SETTINGS,
         device=config["device"],
+        reference_origin=reference_set,
     threads: config["features"]["threads"]
     resources:
         **stage_resources("features", shared_gpus=gpus_per_job()),
@@ -94,6 +95,7 @@ rule reference_stats:
         num_classes=num_classes,
         extractor=lambda wc: describe_features(config["features"]),
         reference=lambda wc: wc.reference,
+        reference_origin=reference_set,
     resources:
         **stage_resources("other"),
     log:

@@ -23,6 +23,7 @@ rule metrics:
         cell=lambda wc: {**cell_fields(wc, wc.protocol),
                          **measurement(config["features"], dataset_spec(wc), config["evaluation"])},
         origin=lambda wc: sample_origin(wc, labelset(wc.protocol, wc.variant)),
+        reference_origin=lambda wc: reference_set(wc, PROTOCOLS[wc.protocol]["reference"]),
     threads: config["evaluation"]["threads"]
     resources:
         **stage_resources("other", shared_gpus=gpus_per_job()),
@@ -75,6 +76,7 @@ rule heldout_rates:
         groups=lambda wc: dataset_spec(wc)["groups"],
         num_classes=num_classes,
         cell=lambda wc: dict(dataset=wc.dataset, imbalance_factor=imbalance_factor(wc), reference="heldout"),
+        reference_origin=lambda wc: reference_set(wc, "heldout"),
     resources:
         **stage_resources("other"),
     log:
