@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 from scipy import stats
 
+from .dataset import reference_origin
 from .evaluate import FEATURE_ARRAYS, matched_group_records, read_reference_features
 from .evaluate import classification_records as evaluate_classification
 from .io import read_npz, write_json
@@ -154,10 +155,11 @@ CELL_PATH = re.compile(r"(?P<dataset>[^/]+)/IF(?P<imb>[^/]+)/(?P<variant>[^/]+)/
 
 
 def sample_set_records(features_npz: str, reference_npz: str, groups: dict[str, list[int]], num_classes: int,
-                       evaluation: dict) -> list[dict]:
+                       evaluation: dict, reference_origin: dict | None = None) -> list[dict]:
     """A sample set's classification records and matched-n group metrics under `groups`, from
-    its features file, as the metrics stage computes them (same random subsets)."""
-    gen, ref = read_npz(features_npz, FEATURE_ARRAYS), read_npz(reference_npz, FEATURE_ARRAYS)
+    its features file, as the metrics stage computes them (same random subsets); with
+    `reference_origin`, reference features of another set or other data are refused."""
+    gen, ref = read_npz(features_npz, FEATURE_ARRAYS), read_reference_features(reference_npz, reference_origin)
     return (classification_records(gen["labels"], gen["predicted"], groups, num_classes)
             + matched_group_records(gen, ref, groups, evaluation))
 
@@ -178,12 +180,14 @@ def suite_cells(results: Path, groups: dict[str, list[int]] | None = None, label
         mine = groups or dataset["groups"]
         num_classes = NUM_CLASSES[dataset["source"]]
         reference = results / "features" / cell["dataset"] / f"IF{cell['imb']}" / "reference-heldout.npz"
+        # As the metrics job expects it (the held-out set does not depend on the imbalance factor).
+        expected = reference_origin(cell["dataset"], dataset, "heldout", imbalance_factor=None)
         if key not in heldout:
-            heldout[key] = heldout_records(str(reference), mine, num_classes)
+            heldout[key] = heldout_records(str(reference), mine, num_classes, expected)
         fields = {"variant": cell["variant"], "seed": int(cell["seed"]), "sample_seed": int(cell["sample_seed"]),
                   "guidance": cell["guidance"]}
         rows.setdefault(key, []).extend({**fields, **r} for r in sample_set_records(
-            str(path), str(reference), mine, num_classes, config["evaluation"]))
+            str(path), str(reference), mine, num_classes, config["evaluation"], expected))
     if not rows:
         raise ValueError(f"{results}: no sample features ({labelset}*.npz) under features/")
     return {key: (pd.DataFrame(cell_rows), heldout[key]) for key, cell_rows in rows.items()}

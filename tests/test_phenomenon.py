@@ -9,7 +9,9 @@ from scipy import stats
 from snakemake.api import SnakemakeApi
 from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
 
-from cbdm.io import write_npz
+from cbdm.dataset import reference_origin
+from cbdm.fingerprint import origin_array
+from cbdm.io import InputError, write_npz
 from cbdm.phenomenon import classification_records, group_gap, heldout_records, leakage_excess
 
 GROUPS = {"head": [0, 1], "tail": [2, 3]}
@@ -151,15 +153,15 @@ def test_suite_cells_recompute_the_metrics_stages_matched_records_and_regroup(tm
     (results / "config.yaml").write_text(yaml.safe_dump(config))
     rng = np.random.RandomState(0)
 
-    def features(path, per_class, shift):
+    def features(path, per_class, shift, origin=None):
         labels = np.repeat(np.arange(10), per_class)
         feats = rng.normal(size=(len(labels), 32)) + shift * (labels[:, None] >= 5)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_npz(path, features=feats.astype(np.float32), logits=np.zeros((len(labels), 10), np.float32),
-                  labels=labels, predicted=np.where(labels == 9, 0, labels))
+                  labels=labels, predicted=np.where(labels == 9, 0, labels), **origin_array(origin))
 
     reference = results / "features/digits/IF10/reference-heldout.npz"
-    features(reference, 50, 0.0)
+    features(reference, 50, 0.0, reference_origin("digits", config["datasets"]["digits"], "heldout", 10.0))
     for seed in (0, 1):
         features(results / f"features/digits/IF10/ddpm/seed{seed}/w1-s0/exact-1000.npz", 100, 1.0)
     [(cell, (runs, heldout))] = suite_cells(results).items()
@@ -197,11 +199,34 @@ def test_suite_cells_keep_imbalance_factors_apart(tmp_path, repo):
             path = results / f"features/digits/IF{imb}/{name}.npz"
             path.parent.mkdir(parents=True, exist_ok=True)
             feats = rng.normal(size=(len(labels), 8)) + move * (labels[:, None] >= 5)
+            origin = reference_origin("digits", config["datasets"]["digits"], "heldout", float(imb))
             write_npz(path, features=feats.astype(np.float32), logits=np.zeros((len(labels), 10), np.float32),
-                      labels=labels, predicted=labels)
+                      labels=labels, predicted=labels, **(origin_array(origin) if name.startswith("reference") else {}))
     cells = suite_cells(results)
     assert sorted(cells) == [("digits", "100", "exact-600"), ("digits", "1000", "exact-600")]
     gaps = {imb: group_gap(runs).to_dict("records") for (_, imb, _), (runs, _) in cells.items()}
     assert [row["pairs"] for imb in gaps for row in gaps[imb]] == [3, 3]
     assert gaps["1000"][0]["diff"] > 2 * gaps["100"][0]["diff"] > 0
     main([str(results)])
+
+
+def test_suite_cells_refuse_reference_features_of_another_heldout_split(tmp_path, repo):
+    """The analysis reads a finished suite's held-out features as the metrics job does: features of
+    another held-out split (here 20 per class where the suite holds out 50) are refused."""
+    from cbdm.config import load_config
+    from cbdm.phenomenon import suite_cells
+
+    config = load_config(repo / "config/config.yaml")
+    results = tmp_path / "results/suite"
+    results.mkdir(parents=True)
+    (results / "config.yaml").write_text(yaml.safe_dump(config))
+    other = {**config["datasets"]["digits"], "heldout_per_class": 20}
+    labels = np.repeat(np.arange(10), 40)
+    arrays = dict(features=np.zeros((400, 8), np.float32), logits=np.zeros((400, 10), np.float32), labels=labels,
+                  predicted=labels)
+    reference = results / "features/digits/IF100/reference-heldout.npz"
+    reference.parent.mkdir(parents=True)
+    write_npz(reference, **arrays, **origin_array(reference_origin("digits", other, "heldout", 100.0)))
+    write_npz(results / "features/digits/IF100/ddpm/seed0/w1-s0/exact-400.npz", **arrays)
+    with pytest.raises(InputError, match="reference-heldout.npz was made for data_digest"):
+        suite_cells(results)
