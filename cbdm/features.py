@@ -20,8 +20,8 @@ from .acceleration import resolve_device
 from .assets import require_weights
 from .classifier import classifier_recipe, embed, embed_batches, load_classifier
 from .dataset import read_image_set
-from .fingerprint import file_fingerprint, origin_array
-from .io import InputError, read_json, rebuild, write_npz
+from .fingerprint import check_recorded, file_fingerprint, origin_array
+from .io import read_json, write_npz
 
 INCEPTION_SIZE = 299
 
@@ -118,19 +118,16 @@ def check_classifier(hparams: dict, path: str, info: dict, features_cfg: dict, r
     --rerun-triggers mtime) would give features and predictions of another task, or of another
     recipe than the leaderboard's card names, without a word."""
     wanted = classifier_recipe(features_cfg) if recipe is not None else {}
-    differ = [key for key in wanted if recipe.get(key) != wanted[key]]
-    if differ:
-        said = ", ".join(f"{key} {recipe.get(key)} (this config's {wanted[key]})" for key in differ)
-        raise InputError(f"{path} was trained with {said}: it was copied from another suite, or the features "
-                         f"settings changed while Snakemake did not retrain it; {rebuild(path)}")
+    check_recorded(path, {key: recipe.get(key) for key in wanted}, wanted, holds="was trained with",
+                   needs="this config's features settings have",
+                   cause="it was copied from another suite, or the features settings changed while Snakemake "
+                         "did not retrain it")
     wanted = {"num_classes": info.get("num_classes"),
               "image_channels": info["image_shape"][0] if info.get("image_shape") else None,
               "feature_dim": features_cfg["feature_dim"] if features_cfg["extractor"] == "classifier" else None}
-    wrong = {k: (hparams[k], v) for k, v in wanted.items() if v is not None and hparams[k] != v}
-    if wrong:
-        said = ", ".join(f"{k} {have} (needed {want})" for k, (have, want) in wrong.items())
-        raise InputError(f"{path} is a classifier with {said}: it was trained for another dataset or config; "
-                         f"{rebuild(path)}")
+    wanted = {k: v for k, v in wanted.items() if v is not None}
+    check_recorded(path, {k: hparams[k] for k in wanted}, wanted, holds="is a classifier with",
+                   needs="this dataset and config need", cause="it was trained for another dataset or config")
 
 
 # Between the features part of an Inception label and the classifier that predicts its classes

@@ -6,6 +6,8 @@ so a file left by other settings, another model or other data is never taken for
 A sample set and its features file record their origin, the cell they were made for (see
 `check_origin`), which every job that reads them compares with its own; a reference set's
 features file records which set of which data it is (cbdm.dataset.reference_origin) likewise.
+Every check of what a reused file records against what its job expects (these, model files'
+identity, metrics files' place, the classifier's recipe) words its refusal with `check_recorded`.
 """
 from __future__ import annotations
 
@@ -48,10 +50,23 @@ def check_origin(path, recorded: np.ndarray | None, expected: dict | None) -> No
     if recorded is None:
         raise InputError(f"{path} records no origin (the cell or reference set it was made for): it was written "
                          f"by an older cbdm or by hand; {rebuild(path)}")
-    found, wanted = json.loads(str(recorded)), json.loads(json.dumps(expected, sort_keys=True))
-    if found != wanted:
-        keys = [key for key in sorted(set(found) | set(wanted)) if found.get(key) != wanted.get(key)]
-        made = ", ".join(f"{key} {found.get(key)}" for key in keys)
-        needed = ", ".join(f"{key} {wanted.get(key)}" for key in keys)
-        raise InputError(f"{path} was made for {made}, but this job needs {needed}: it was copied or moved, "
-                         f"or kept from other settings; {rebuild(path)}")
+    check_recorded(path, json.loads(str(recorded)), json.loads(json.dumps(expected, sort_keys=True)),
+                   holds="was made for", needs="this job needs",
+                   cause="it was copied or moved, or kept from other settings")
+
+
+def check_recorded(path, recorded: dict, expected: dict, *, holds: str, needs: str, cause: str) -> None:
+    """InputError unless what the file at `path` records equals what this job expects (both
+    normalised by the caller; a key only one of them has differs too). The error reads
+    '<path> <holds> <key value, ...>, but <needs> <key value, ...>: <cause>; <the fix>', naming
+    each differing key with both values, so every reused file's refusal says the same things."""
+    missing = object()
+    keys = [key for key in dict.fromkeys([*expected, *recorded])
+            if recorded.get(key, missing) != expected.get(key, missing)]
+    if keys:
+        raise InputError(f"{path} {holds} {_listed(recorded, keys)}, but {needs} {_listed(expected, keys)}: "
+                         f"{cause}; {rebuild(path)}")
+
+
+def _listed(values: dict, keys: list) -> str:
+    return ", ".join(f"{key} {values[key] if key in values else '(absent)'}" for key in keys)

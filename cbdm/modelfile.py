@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .diffusion import NoiseSchedule
+from .fingerprint import check_recorded
 from .io import InputError, rebuild, save_torch
 from .networks import UNet, UNetConfig
 
@@ -65,25 +66,20 @@ def check_identity(path, payload: dict, expected: dict) -> None:
     if not isinstance(found, dict):
         raise InputError(f"{path} records no identity (variant, dataset, imbalance factor, seed): it was "
                          f"not written by cbdm.modelfile.save_model; {rebuild(path)}")
-    have = {k: found.get(k) for k in CHECKED_IDENTITY}
-    want = {k: expected[k] for k in CHECKED_IDENTITY}
-    if {k: str(v) for k, v in have.items()} != {k: str(v) for k, v in want.items()}:
-        raise InputError(f"{path} was trained for {_describe(have)}, but this job needs {_describe(want)}: "
-                         f"the file was copied or moved; {rebuild(path)}")
+    check_recorded(path, {k: str(found.get(k)) for k in CHECKED_IDENTITY},
+                   {k: str(expected[k]) for k in CHECKED_IDENTITY},
+                   holds="was trained for", needs="this job needs", cause="the file was copied or moved")
     for key, what in DIGESTS.items():
-        digest = expected.get(key)
-        if digest is None or found.get(key) == digest:
+        if expected.get(key) is None:
             continue
+        name = key.replace("_", " ")
         if key not in found:  # written before model files recorded it: nothing proves what it was trained on
-            raise InputError(f"{path} records no {key.replace('_', ' ')} (it predates model files recording their "
+            raise InputError(f"{path} records no {name} (it predates model files recording their "
                              f"{what}), so nothing proves what it was trained on: retrain it; {rebuild(path)}")
-        raise InputError(f"{path} was trained with other {what} ({key.replace('_', ' ')} {found[key]}, this config's "
-                         f"is {digest}): it was copied from another suite, or the settings changed while Snakemake "
-                         f"did not rerun the training (--rerun-triggers mtime); {rebuild(path)}")
-
-
-def _describe(identity: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in identity.items())
+        check_recorded(path, {name: found[key]}, {name: expected[key]}, holds=f"was trained with the {what} of",
+                       needs=f"this config's {what} are of",
+                       cause="it was copied from another suite, or the settings changed while Snakemake did not "
+                             "rerun the training (--rerun-triggers mtime)")
 
 
 def load_payload(path, expected_format: str, fix: str) -> dict:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
-from .io import InputError, read_json, rebuild
+from .fingerprint import check_recorded
+from .io import read_json
 from .labels import factor_label
 
 LOWER, HIGHER, NONE = "lower", "higher", "none"
@@ -270,10 +271,6 @@ def read_metrics(path) -> dict:
     for key in ("imbalance_factor", "guidance"):
         if isinstance(recorded[key], (int, float)):
             recorded[key] = factor_label(recorded[key])
-    differ = [key for key, value in place.groupdict().items() if str(recorded[key]) != value]
-    if differ:
-        held = ", ".join(f"{key} {recorded[key]}" for key in differ)
-        placed = ", ".join(f"{key} {place[key]}" for key in differ)
-        raise InputError(f"{path} holds the metrics of {held}, but its place is {placed}'s: it was copied or "
-                         f"moved; {rebuild(path)}")
+    check_recorded(path, {key: str(value) for key, value in recorded.items()}, place.groupdict(),
+                   holds="holds the metrics of", needs="its place is that of", cause="it was copied or moved")
     return data

@@ -91,10 +91,11 @@ def test_a_classifier_for_another_dataset_or_config_is_refused(tmp_path):
         extract_features(features_cfg=cfg, classifier_path=classifier, images_npz=str(tmp_path / "s.npz"), prefix="",
                          device="cpu", out_npz=str(tmp_path / "f.npz"), source_json=str(tmp_path / "source.json"))
 
-    with pytest.raises(InputError, match=r"is a classifier with num_classes 3 \(needed 10\), feature_dim 8 "
-                                         r"\(needed 32\): it was trained for another dataset or config; re-run"):
+    with pytest.raises(InputError, match=r"is a classifier with num_classes 3, feature_dim 8, but this dataset and "
+                                         r"config need num_classes 10, feature_dim 32: it was trained for another "
+                                         r"dataset or config; re-run"):
         extract(classifier_file(tmp_path / "c3.pt", classes=3))
-    with pytest.raises(InputError, match=r"image_channels 3 \(needed 1\)"):
+    with pytest.raises(InputError, match=r"with image_channels 3, but .* need image_channels 1:"):
         extract(classifier_file(tmp_path / "rgb.pt", channels=3, dim=32))
     extract(classifier_file(tmp_path / "ok.pt", dim=32))
     assert str(read_npz(tmp_path / "f.npz")["extractor"]).startswith("classifier ")

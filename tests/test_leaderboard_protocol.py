@@ -245,8 +245,8 @@ def test_a_metrics_file_copied_over_another_cells_is_refused_naming_it(in_tmp):
     assert len(leaderboard(config, in_tmp)) == 2
     copied = in_tmp / "metrics/digits/IF100/cbdm/seed0/w1-s0/ours.json"
     copied.write_text((in_tmp / "metrics/digits/IF100/ddpm/seed0/w1-s0/ours.json").read_text())
-    with pytest.raises(InputError, match=rf"{copied} holds the metrics of variant ddpm, but its place is variant "
-                                         rf"cbdm's: .*--forcerun {copied}"):
+    with pytest.raises(InputError, match=rf"{copied} holds the metrics of variant ddpm, but its place is that of "
+                                         rf"variant cbdm: it was copied or moved; .*--forcerun {copied}"):
         leaderboard(config, in_tmp)
 
 

@@ -251,8 +251,9 @@ def test_a_model_file_trained_with_other_settings_is_refused_where_the_digest_is
     path = model_file(tmp_path / "model.pt", 0)  # training digest "t"
     draw(path, tmp_path / "a.npz")
     draw(path, tmp_path / "b.npz", identity={**IDENTITY, "training_digest": "t"})
-    with pytest.raises(Exception, match="was trained with other settings \\(training digest t, this config's is "
-                                        "0123456789abcdef\\): it was copied from another suite"):
+    with pytest.raises(Exception, match="was trained with the settings of training digest t, but this config's "
+                                        "settings are of training digest 0123456789abcdef: it was copied from "
+                                        "another suite"):
         draw(path, tmp_path / "c.npz", identity={**IDENTITY, "training_digest": "0123456789abcdef"})
 
 
@@ -383,10 +384,30 @@ def test_a_classifier_trained_with_another_recipe_is_refused_by_the_features_job
                      out_model=str(tmp_path / "classifier.pt"), out_report=str(tmp_path / "classifier.json"))
     features_cfg = {"extractor": "classifier", **recipe, "epochs": 2}
     del features_cfg["threads"]  # the features jobs' settings leave it out
-    with pytest.raises(InputError, match=r"classifier.pt was trained with epochs 1 \(this config's 2\).*--forcerun"):
+    with pytest.raises(InputError, match=r"classifier.pt was trained with epochs 1, but this config's features "
+                                         r"settings have epochs 2: .*--forcerun"):
         extract_features(features_cfg=features_cfg, classifier_path=str(tmp_path / "classifier.pt"),
                          images_npz=str(longtail_digits), prefix="", device="cpu",
                          out_npz=str(tmp_path / "features.npz"))
     extract_features(features_cfg={**features_cfg, "epochs": 1}, classifier_path=str(tmp_path / "classifier.pt"),
                      images_npz=str(longtail_digits), prefix="", device="cpu", out_npz=str(tmp_path / "features.npz"))
     assert (tmp_path / "features.npz").exists()
+
+
+def test_check_recorded_names_each_differing_key_with_both_values_and_the_fix(tmp_path):
+    """The one refusal every reused file's check words: the file, each key that differs (one only
+    the file records, one only the job expects, included) with both values, the cause, the fix;
+    equal keys are left out and equal dicts pass."""
+    from cbdm.fingerprint import check_recorded
+    from cbdm.io import InputError, rebuild
+
+    path = tmp_path / "x.npz"
+    same = {"seed": 0, "variant": "ddpm"}
+    check_recorded(path, same, dict(reversed(same.items())), holds="h", needs="n", cause="c")
+    with pytest.raises(InputError) as refused:
+        check_recorded(path, {"variant": "ddpm", "seed": 0, "old": 1}, {"variant": "cbdm", "seed": 0, "new": 2},
+                       holds="was made for", needs="this job needs", cause="it was copied")
+    assert str(refused.value) == (f"{path} was made for variant ddpm, new (absent), old 1, but this job needs "
+                                  f"variant cbdm, new 2, old (absent): it was copied; {rebuild(path)}")
+    with pytest.raises(InputError, match=r"made for seed None, but this job needs seed \(absent\)"):
+        check_recorded(path, {"seed": None}, {}, holds="was made for", needs="this job needs", cause="c")

@@ -350,8 +350,9 @@ def test_a_model_file_trained_on_other_data_is_refused_by_the_sampling_job(tmp_p
         if not longtail:
             draw()
             continue
-        with pytest.raises(InputError, match=r"model\.pt was trained with other training data \(data digest "
-                                             r"[0-9a-f]{16}, this config's is [0-9a-f]{16}\).*--forcerun"):
+        with pytest.raises(InputError, match=r"model\.pt was trained with the training data of data digest "
+                                             r"[0-9a-f]{16}, but this config's training data are of data "
+                                             r"digest [0-9a-f]{16}: it was copied from another suite.*--forcerun"):
             draw()
         assert not (tmp_path / out).exists()
 
