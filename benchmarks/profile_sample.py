@@ -18,10 +18,8 @@ import harness
 
 
 def main():
-    p = harness.arguments(__doc__, variant="cbdm", calls=2)
+    p = profile_train.profile_arguments(__doc__, calls=2)
     p.add_argument("--steps", type=int, default=3, help="reverse steps per profiled call")
-    p.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the fast path")
-    p.add_argument("--top", type=int, default=15, help="kernels listed")
     args = p.parse_args()
     harness.pin_threads(args.threads)
     device = torch.device(args.device)

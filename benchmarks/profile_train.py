@@ -136,11 +136,16 @@ def report(prof, device: torch.device, title: str, top: int, json_path: str | No
     return summary
 
 
-def main():
-    p = harness.arguments(__doc__, variant="cbdm", calls=10)
+def profile_arguments(description: str, calls: int):
+    """The command line of a profile script: the benchmarks' own, --no-compile and --top."""
+    p = harness.arguments(description, variant="cbdm", calls=calls)
     p.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the fast path")
     p.add_argument("--top", type=int, default=15, help="kernels listed")
-    args = p.parse_args()
+    return p
+
+
+def main():
+    args = profile_arguments(__doc__, calls=10).parse_args()
     harness.pin_threads(args.threads)
     device = torch.device(args.device)
     config, fast, _ = harness.fast_and_reference(args, "training")
