@@ -12,8 +12,8 @@ caps still fit, the training step without CUDA graphs (compile mode default), th
 64), and the parts that explain the training step's MFU: its convolutions alone (bench_convs.py)
 and its kernel profile with and without channels-last (profile_train.py), the lever that keeps the
 step channels-last through its GroupNorms (training.group_norm: channels_last), profiled and timed,
-and the sampling step's kernel profile (profile_sample.py). --only picks parts, so one lease can
-run the diagnosis without the rest.
+the sampling step's kernel profile (profile_sample.py) and its kernel search (max-autotune).
+--only picks parts, so one lease can run the diagnosis without the rest.
 
     bash benchmarks/gpu_check.sh              # on the GPU machine, figures under $OUT
     bash benchmarks/gpu_check.sh --only features,train,train_group_norm     # 380 s of caps
@@ -81,12 +81,17 @@ PARTS = [
     ("profile_sample", 90, ["profile_sample.py", "--variant", "cbdm", "--steps", "3", "--calls", "2"],
      ["profile_sample.py", "--size", "ci", "--device", "cpu", "--no-compile", "--batch", "4", "--steps", "2",
       "--calls", "1"]),
+    # The lever the sampling profile cannot show: inductor's kernel search (max-autotune), which
+    # times Triton convolution templates against cuDNN's for each shape; a long compile, so a part
+    # for a call of its own. On a CPU there is nothing to search.
+    ("sample_autotune", 300, ["bench_sample.py", "--variant", "cbdm", "--steps", "3", "--blocks", "2", "--budget",
+                              "10", "--warmup", "1", "--fast", "compile_mode=max-autotune"], None),
 ]
 # The training settings the 2,000-step part prints.
 TRAINING_KEYS = ("precision", "compile", "compile_mode", "channels_last", "group_norm", "fused_adam", "tf32")
 # Run only where their whole cap still fits the budget, or where --only names them.
 OPTIONAL = {"train_default_mode", "train_ddpm", "convs", "profile", "profile_contiguous", "profile_group_norm",
-            "train_group_norm", "profile_sample"}
+            "train_group_norm", "profile_sample", "sample_autotune"}
 MODULES = ["torch", "numpy", "yaml", "tqdm", "PIL", "scipy", "pandas", "matplotlib", "torch_fidelity", "cleanfid",
            "jsonschema", "snakemake"]
 
