@@ -13,7 +13,7 @@ import yaml
 from snakemake.api import SnakemakeApi
 from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
 
-from helpers import planned_jobs, planned_wildcards, run_workflow
+from helpers import planned_jobs, planned_wildcards, run_workflow, write_tiny_config
 
 VARIANTS = ["ddpm", "cbdm", "overlap", "cbdm_overlap", "ddpm_resampled"]
 
@@ -313,6 +313,36 @@ def test_every_job_reading_a_sample_set_expects_the_origin_its_sample_job_writes
                 for origin, path in zip(j.params.origin, j.input.samples, strict=True)]
     assert {j.rule.name for j in jobs} >= {"features_samples", "diagnostics", "metrics", "augment"}
     assert len(checked) >= 20 and all(expected == made for expected, made in checked)
+
+
+def test_a_finished_suites_reader_computes_the_origins_its_jobs_used_from_the_recorded_config(tmp_path, repo):
+    """cbdm.phenomenon reads a finished suite with only its config.yaml (the resolved config, as the
+    provenance job dumps it) and the paths' labels: from them, cbdm.origins gives every sample set's
+    origin and every model's identity exactly as the rules gave them to the jobs. The grid has two
+    training and sampling seeds, two guidance scales, an external variant and a protocol with its
+    own sampling (an 'exact-120-<protocol>' set)."""
+    from cbdm.origins import model_identity, sample_origin
+
+    config = yaml.safe_load((repo / "tests/data/tiny.yaml").read_text())
+    protocols = {**config["evaluation"]["protocols"],
+                 "own": {"labels": "exact", "num_samples": 120, "reference": "heldout",
+                         "sampling": {"cbdm": {"sampler": "ancestral", "steps": 100}}}}
+    configfile = write_tiny_config(repo, tmp_path / "grid.yaml", seeds=[0, 1],
+                                   sampling={**config["sampling"], "guidance": [1.0, 2.5], "seeds": [0, 3]},
+                                   evaluation={**config["evaluation"], "protocols": protocols})
+    jobs = planned_dag_jobs(repo, tmp_path, configfile)
+    [provenance] = [j for j in jobs if j.rule.name == "provenance"]
+    recorded = yaml.safe_load(yaml.safe_dump(provenance.params.config, sort_keys=False))  # cbdm.provenance
+    origins = [(j.params.origin, dict(j.wildcards)) for j in jobs
+               if j.rule.name in ("sample", "features_samples", "diagnostics")]
+    identities = [(j.params.identity, dict(j.wildcards)) for j in jobs if j.rule.name == "sample"]
+    assert {cell["labelset"] for _, cell in origins} == {"exact-120", "exact-120-own", "fill-100"}
+    assert {cell["variant"] for _, cell in identities} >= {"ddpm", "ddpm_resampled"} and len(origins) > 40
+    for origin, cell in origins:
+        assert sample_origin(recorded, **cell) == origin, cell
+    for identity, cell in identities:
+        fields = {key: cell[key] for key in ("dataset", "imb", "variant", "seed")}
+        assert model_identity(recorded, **fields) == identity, cell
 
 
 def _planned_with_longtail(repo, tmp_path, tiny_config, longtail: dict, rule: str, variant: str = "ddpm"):

@@ -9,11 +9,10 @@ from types import SimpleNamespace
 from snakemake.exceptions import WorkflowError
 
 import cbdm.config as cbdm_config
-from cbdm.dataset import data_digest, longtail_settings, reference_origin, source_settings
-from cbdm.fingerprint import fingerprint
-from cbdm.sample import IMAGE_SETTINGS
+import cbdm.origins as cbdm_origins
+from cbdm.dataset import longtail_settings, reference_origin, source_settings
+from cbdm.origins import labelset_protocol  # noqa: F401 (the rules call it)
 from cbdm.sources import NUM_CLASSES
-from cbdm.train import training_digest
 from cbdm.workflow import resolve_config, suite_paths, visible_gpus
 
 
@@ -33,14 +32,12 @@ VARIANTS = {name: cbdm_config.variant_settings(config, name) for name in config[
 
 def training_settings(variant):
     """What a training job depends on (sampling settings are not: changing them must not retrain)."""
-    settings = VARIANTS[variant]
-    return {key: settings[key] for key in ("name", "losses", "training")}
+    return cbdm_origins.training_settings(VARIANTS[variant])
 
 
 def variant_sampling(variant, protocol=None):
     """The sampling settings `variant` is evaluated with under `protocol` (None: its own)."""
-    settings = VARIANTS[variant]
-    return settings["protocol_sampling"].get(protocol, settings["sampling"])
+    return cbdm_origins.variant_sampling(VARIANTS[variant], protocol)
 
 
 def declared_guidance(variant, protocol):
@@ -56,14 +53,12 @@ def guidance_scale(wildcards, protocol):
 
 def imbalance_factor(wildcards):
     """The imbalance factor (the config's number, as a float) that an {imb} label names."""
-    factors = cbdm_config.imbalance_factors(dataset_spec(wildcards))
-    where = f"datasets.{wildcards.dataset}.longtail.imbalance_factor"
-    return float(cbdm_config.factor_value(wildcards.imb, factors, where))
+    return cbdm_origins.imbalance_factor(config, wildcards.dataset, wildcards.imb)
 
 
 # Imported variants (`samples:`) are neither trained nor sampled: rule import_samples reads their files.
 IMPORTED_VARIANTS = [name for name, v in VARIANTS.items() if v.get("samples")]
-BUILT_IN_VARIANTS = [name for name, v in VARIANTS.items() if not v["external"] and name not in IMPORTED_VARIANTS]
+BUILT_IN_VARIANTS = [name for name, v in VARIANTS.items() if cbdm_origins.trained_by_cbdm(v)]
 SAMPLED_VARIANTS = [name for name in VARIANTS if name not in IMPORTED_VARIANTS]
 
 # Paths of the stages; {imb} and {guidance} are factor_label()s of numbers, e.g. 10 or 0.8.
@@ -120,19 +115,13 @@ def model_path(variant):
 
 
 def model_identity(wildcards, variant=None, digest=True):
-    """What a model file must say it was trained for (cbdm.modelfile.check_identity); `variant`
-    for a rule whose path names the variant instead of a {variant} wildcard. For a variant cbdm
-    trains, also the digest of its training settings, so that a model file trained otherwise
-    (copied from another suite) is refused even where Snakemake would not rerun its training
-    (`digest=False` for the training job, which computes it itself). Always the digest of the
-    settings that define its training data (cbdm.dataset.data_digest), for every variant: an
-    external variant's builder writes it as given."""
-    variant = variant or wildcards.variant
-    identity = dict(variant=variant, dataset=wildcards.dataset, imbalance_factor=wildcards.imb, seed=int(wildcards.seed),
-                    data_digest=data_digest(dataset_spec(wildcards), imbalance_factor(wildcards)))
-    if digest and variant in BUILT_IN_VARIANTS:
-        identity["training_digest"] = training_digest(training_settings(variant), config["network"], config["diffusion"])
-    return identity
+    """What a model file must say it was trained for (cbdm.origins.model_identity, which
+    cbdm.modelfile.check_identity compares); `variant` for a rule whose path names the variant
+    instead of a {variant} wildcard; `digest=False` for the training job, which computes the
+    digest of its training settings itself."""
+    return cbdm_origins.model_identity(config, dataset=wildcards.dataset, imb=wildcards.imb,
+                                       variant=variant or wildcards.variant, seed=wildcards.seed, digest=digest,
+                                       variants=VARIANTS)
 
 
 def loss_log_path(variant):
@@ -177,12 +166,6 @@ def labelset(protocol, variant=None):
     if variant is not None and protocol in VARIANTS[variant]["protocol_sampling"]:
         name += f"-{protocol}"
     return name
-
-
-def labelset_protocol(labelset):
-    """The protocol a sample set's name carries ('exact-1000-published' -> 'published'), or None."""
-    parts = labelset.split("-", 2)
-    return parts[2] if len(parts) == 3 else None
 
 
 def labelset_labels(wildcards):
@@ -240,18 +223,14 @@ def sampling_settings(variant, labelset):
 
 
 def sample_origin(wildcards, labelset=None):
-    """What a sample set is of: its cell (the sample set `labelset`, else the job's {labelset}),
-    the training and data digests of its model and a digest of the settings its images depend
-    on. Its sample or import job writes it into the set, and every job that reads the set or its features
-    compares it with its own (cbdm.fingerprint.check_origin), so that a set copied over another
-    cell's, or an older run's kept with touched mtimes, is refused instead of scored as this cell's."""
-    labelset = labelset or wildcards.labelset
-    sampling = variant_sampling(wildcards.variant, labelset_protocol(labelset))
-    model = model_identity(wildcards)
-    return dict(dataset=wildcards.dataset, imbalance_factor=wildcards.imb, variant=wildcards.variant,
-                seed=int(wildcards.seed), guidance=wildcards.guidance, sample_seed=int(wildcards.sample_seed),
-                labelset=labelset, training_digest=model.get("training_digest"), data_digest=model["data_digest"],
-                sampling=fingerprint({key: sampling[key] for key in IMAGE_SETTINGS}))
+    """What a sample set is of (cbdm.origins.sample_origin), for the sample set `labelset`, else
+    the job's {labelset}: its sample or import job writes it into the set, and every job that
+    reads the set or its features compares it with its own (cbdm.fingerprint.check_origin), as
+    the readers of a finished suite do (cbdm.phenomenon)."""
+    return cbdm_origins.sample_origin(config, dataset=wildcards.dataset, imb=wildcards.imb,
+                                      variant=wildcards.variant, seed=wildcards.seed, guidance=wildcards.guidance,
+                                      sample_seed=wildcards.sample_seed, labelset=labelset or wildcards.labelset,
+                                      variants=VARIANTS)
 
 
 # features.smk
