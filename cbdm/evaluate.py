@@ -263,14 +263,21 @@ def check_feature_sets(sets: dict[str, dict], num_classes: int) -> None:
                              f"0..{num_classes - 1}; {rebuild(path)}")
 
 
+def read_features(path: str, origin: dict | None = None) -> dict:
+    """The arrays of a features file, less its origin; with `origin` (what the file must be of: a
+    sample set's cell, cbdm.origins.sample_origin, or a reference set, cbdm.dataset.reference_origin),
+    an InputError unless the file records that one (cbdm.fingerprint.check_origin)."""
+    arrays = read_npz(path, FEATURE_ARRAYS)
+    check_origin(path, arrays.pop(ORIGIN, None), origin)
+    return arrays
+
+
 def read_reference_features(path: str, reference_origin: dict | None = None) -> dict:
     """The arrays of a reference set's features file; with `reference_origin` (which set of which
     data, cbdm.dataset.reference_origin), an InputError unless the file records that one: features
     of another reference set, or of a set drawn from other data (another held-out split, n_max,
     source), would be measured against without a word."""
-    ref = read_npz(path, FEATURE_ARRAYS)
-    check_origin(path, ref.pop(ORIGIN, None), reference_origin)
-    return ref
+    return read_features(path, reference_origin)
 
 
 def evaluate(*, generated_npz: str, reference_npz: str, groups: dict, num_classes: int,
@@ -287,8 +294,7 @@ def evaluate(*, generated_npz: str, reference_npz: str, groups: dict, num_classe
     from .leaderboard import measured_cell
 
     dev = resolve_device(device)
-    gen = read_npz(generated_npz, FEATURE_ARRAYS)
-    check_origin(generated_npz, gen.pop(ORIGIN, None), origin)
+    gen = read_features(generated_npz, origin)
     import_note = str(gen.pop("note", ""))  # how an imported sample set was read (cbdm.samplesets)
     cell = measured_cell(cell, gen)
     ref = read_reference_features(reference_npz, reference_origin)

@@ -20,10 +20,12 @@ import pandas as pd
 import yaml
 from scipy import stats
 
+from .config import ConfigError
 from .dataset import reference_origin
-from .evaluate import FEATURE_ARRAYS, matched_group_records, read_reference_features
 from .evaluate import classification_records as evaluate_classification
-from .io import read_npz, write_json
+from .evaluate import matched_group_records, read_features, read_reference_features
+from .io import InputError, write_json
+from .origins import sample_origin
 from .records import scopes
 from .sources import NUM_CLASSES
 from .statistics import paired_difference
@@ -155,13 +157,26 @@ CELL_PATH = re.compile(r"(?P<dataset>[^/]+)/IF(?P<imb>[^/]+)/(?P<variant>[^/]+)/
 
 
 def sample_set_records(features_npz: str, reference_npz: str, groups: dict[str, list[int]], num_classes: int,
-                       evaluation: dict, reference_origin: dict | None = None) -> list[dict]:
+                       evaluation: dict, reference_origin: dict | None = None,
+                       origin: dict | None = None) -> list[dict]:
     """A sample set's classification records and matched-n group metrics under `groups`, from
-    its features file, as the metrics stage computes them (same random subsets); with
-    `reference_origin`, reference features of another set or other data are refused."""
-    gen, ref = read_npz(features_npz, FEATURE_ARRAYS), read_reference_features(reference_npz, reference_origin)
+    its features file, as the metrics stage computes them (same random subsets); with `origin`
+    (its cell, cbdm.origins.sample_origin), features of another cell's samples are refused, and
+    with `reference_origin`, reference features of another set or other data."""
+    gen, ref = read_features(features_npz, origin), read_reference_features(reference_npz, reference_origin)
     return (classification_records(gen["labels"], gen["predicted"], groups, num_classes)
             + matched_group_records(gen, ref, groups, evaluation))
+
+
+def expected_origin(path: Path, cell: dict[str, str], config: dict, results: Path) -> dict:
+    """The origin the sample features file at `path` (of `cell`, its path's labels) must record,
+    as the suite's jobs computed it from the same config (cbdm.origins.sample_origin): a file
+    copied over another cell's is refused, as the metrics job refuses it."""
+    try:
+        return sample_origin(config, **cell)
+    except ConfigError as err:
+        raise InputError(f"{path} is of a cell that {results / 'config.yaml'} does not declare ({err}); analyse "
+                         f"the suite with the config it ran with, or remove the file") from err
 
 
 def suite_cells(results: Path, groups: dict[str, list[int]] | None = None, labelset: str = "exact-",
@@ -170,7 +185,8 @@ def suite_cells(results: Path, groups: dict[str, list[int]] | None = None, label
     folder results/<suite> whose reference is the held-out set, under `groups` (default: the
     suite's own); `config` defaults to the resolved config the run wrote. One entry per cell:
     runs of another imbalance factor or label set are other measurements, and each cell has its
-    own held-out rates, so nothing here pools them."""
+    own held-out rates, so nothing here pools them. Each features file must record the origin its
+    path's cell has under that config (expected_origin)."""
     config = config or yaml.safe_load((results / "config.yaml").read_text())
     rows, heldout = {}, {}
     for path in sorted((results / "features").rglob(f"{labelset}*.npz")):
@@ -187,7 +203,8 @@ def suite_cells(results: Path, groups: dict[str, list[int]] | None = None, label
         fields = {"variant": cell["variant"], "seed": int(cell["seed"]), "sample_seed": int(cell["sample_seed"]),
                   "guidance": cell["guidance"]}
         rows.setdefault(key, []).extend({**fields, **r} for r in sample_set_records(
-            str(path), str(reference), mine, num_classes, config["evaluation"], expected))
+            str(path), str(reference), mine, num_classes, config["evaluation"], expected,
+            expected_origin(path, cell.groupdict(), config, results)))
     if not rows:
         raise ValueError(f"{results}: no sample features ({labelset}*.npz) under features/")
     return {key: (pd.DataFrame(cell_rows), heldout[key]) for key, cell_rows in rows.items()}

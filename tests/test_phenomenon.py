@@ -12,9 +12,18 @@ from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings
 from cbdm.dataset import reference_origin
 from cbdm.fingerprint import origin_array
 from cbdm.io import InputError, write_npz
+from cbdm.origins import sample_origin
 from cbdm.phenomenon import classification_records, group_gap, heldout_records, leakage_excess
 
 GROUPS = {"head": [0, 1], "tail": [2, 3]}
+
+
+def cell_origin(config: dict, path) -> dict:
+    """The origin a finished suite's sample features file at `path` records (its sample job's)."""
+    dataset, imb, variant, seed, sampled, labelset = path.with_suffix("").parts[-6:]
+    guidance, sample_seed = sampled[1:].split("-s")
+    return sample_origin(config, dataset=dataset, imb=imb[2:], variant=variant, seed=seed[4:], guidance=guidance,
+                         sample_seed=sample_seed, labelset=labelset)
 
 
 def value(records, scope, metric):
@@ -160,15 +169,16 @@ def test_suite_cells_recompute_the_metrics_stages_matched_records_and_regroup(tm
         write_npz(path, features=feats.astype(np.float32), logits=np.zeros((len(labels), 10), np.float32),
                   labels=labels, predicted=np.where(labels == 9, 0, labels), **origin_array(origin))
 
-    reference = results / "features/digits/IF10/reference-heldout.npz"
-    features(reference, 50, 0.0, reference_origin("digits", config["datasets"]["digits"], "heldout", 10.0))
+    reference = results / "features/digits/IF100/reference-heldout.npz"
+    features(reference, 50, 0.0, reference_origin("digits", config["datasets"]["digits"], "heldout", 100.0))
     for seed in (0, 1):
-        features(results / f"features/digits/IF10/ddpm/seed{seed}/w1-s0/exact-1000.npz", 100, 1.0)
+        path = results / f"features/digits/IF100/ddpm/seed{seed}/w1-s0/exact-1000.npz"
+        features(path, 100, 1.0, cell_origin(config, path))
     [(cell, (runs, heldout))] = suite_cells(results).items()
-    assert cell == ("digits", "10", "exact-1000") and sorted(runs["seed"].unique()) == [0, 1]
+    assert cell == ("digits", "100", "exact-1000") and sorted(runs["seed"].unique()) == [0, 1]
     assert value(heldout, "tail", "misclassified_into:head") == pytest.approx(0.2)  # class 9 -> 0
     out = tmp_path / "metrics.json"
-    evaluate(generated_npz=str(results / "features/digits/IF10/ddpm/seed1/w1-s0/exact-1000.npz"),
+    evaluate(generated_npz=str(results / "features/digits/IF100/ddpm/seed1/w1-s0/exact-1000.npz"),
              reference_npz=str(reference), groups=config["datasets"]["digits"]["groups"], num_classes=10,
              evaluation=config["evaluation"], cell={}, device="cpu", out_json=str(out))
     stage = json.loads(out.read_text())["records"]
@@ -189,6 +199,7 @@ def test_suite_cells_keep_imbalance_factors_apart(tmp_path, repo):
     from cbdm.phenomenon import main, suite_cells
 
     config = load_config(repo / "config/config.yaml")
+    config["datasets"]["digits"]["longtail"]["imbalance_factor"] = [100, 1000]
     results = tmp_path / "results/suite"
     results.mkdir(parents=True)
     (results / "config.yaml").write_text(yaml.safe_dump(config))
@@ -199,9 +210,10 @@ def test_suite_cells_keep_imbalance_factors_apart(tmp_path, repo):
             path = results / f"features/digits/IF{imb}/{name}.npz"
             path.parent.mkdir(parents=True, exist_ok=True)
             feats = rng.normal(size=(len(labels), 8)) + move * (labels[:, None] >= 5)
-            origin = reference_origin("digits", config["datasets"]["digits"], "heldout", float(imb))
+            origin = (reference_origin("digits", config["datasets"]["digits"], "heldout", float(imb))
+                      if name.startswith("reference") else cell_origin(config, path))
             write_npz(path, features=feats.astype(np.float32), logits=np.zeros((len(labels), 10), np.float32),
-                      labels=labels, predicted=labels, **(origin_array(origin) if name.startswith("reference") else {}))
+                      labels=labels, predicted=labels, **origin_array(origin))
     cells = suite_cells(results)
     assert sorted(cells) == [("digits", "100", "exact-600"), ("digits", "1000", "exact-600")]
     gaps = {imb: group_gap(runs).to_dict("records") for (_, imb, _), (runs, _) in cells.items()}
@@ -229,4 +241,60 @@ def test_suite_cells_refuse_reference_features_of_another_heldout_split(tmp_path
     write_npz(reference, **arrays, **origin_array(reference_origin("digits", other, "heldout", 100.0)))
     write_npz(results / "features/digits/IF100/ddpm/seed0/w1-s0/exact-400.npz", **arrays)
     with pytest.raises(InputError, match="reference-heldout.npz was made for data_digest"):
+        suite_cells(results)
+
+
+@pytest.mark.parametrize("other, differs", [("ddpm/seed1", "seed 0, but this job needs seed 1"),
+                                            ("cbdm/seed0", "training_digest .* variant ddpm, but this job needs")],
+                         ids=["seed", "variant"])
+def test_suite_cells_refuse_sample_features_copied_over_another_cells(tmp_path, repo, other, differs):
+    """The analysis reads a finished suite's sample features as the metrics job does: a features
+    file copied over another cell's (another training seed's, another variant's) was scored as
+    that cell's without a word; it is refused in one line naming the file and what differs."""
+    import shutil
+
+    from cbdm.config import load_config
+    from cbdm.phenomenon import suite_cells
+
+    config = load_config(repo / "config/config.yaml")
+    results = tmp_path / "results/suite"
+    results.mkdir(parents=True)
+    (results / "config.yaml").write_text(yaml.safe_dump(config))
+    labels = np.repeat(np.arange(10), 40)
+    arrays = dict(features=np.random.RandomState(0).normal(size=(400, 8)).astype(np.float32),
+                  logits=np.zeros((400, 10), np.float32), labels=labels, predicted=labels)
+    folder = results / "features/digits/IF100"
+    folder.mkdir(parents=True)
+    write_npz(folder / "reference-heldout.npz", **arrays,
+              **origin_array(reference_origin("digits", config["datasets"]["digits"], "heldout", 100.0)))
+    for cell in ("ddpm/seed0", other):
+        path = folder / cell / "w1-s0/exact-400.npz"
+        path.parent.mkdir(parents=True)
+        write_npz(path, **arrays, **origin_array(cell_origin(config, path)))
+    assert len(suite_cells(results)) == 1  # each file as its sample job wrote it
+    shutil.copy(folder / "ddpm/seed0/w1-s0/exact-400.npz", folder / other / "w1-s0/exact-400.npz")
+    with pytest.raises(InputError, match=rf"{other}/w1-s0/exact-400.npz was made for .*{differs}"):
+        suite_cells(results)
+
+
+def test_suite_cells_refuse_sample_features_of_a_cell_the_recorded_config_does_not_declare(tmp_path, repo):
+    """Features of a variant the suite's config.yaml does not declare (left from another config) have
+    no origin to expect: one line naming the file and the config, not a KeyError."""
+    from cbdm.config import load_config
+    from cbdm.phenomenon import suite_cells
+
+    config = load_config(repo / "config/config.yaml")
+    results = tmp_path / "results/suite"
+    results.mkdir(parents=True)
+    (results / "config.yaml").write_text(yaml.safe_dump(config))
+    labels = np.repeat(np.arange(10), 40)
+    arrays = dict(features=np.zeros((400, 8), np.float32), logits=np.zeros((400, 10), np.float32), labels=labels,
+                  predicted=labels)
+    folder = results / "features/digits/IF100"
+    (folder / "gone/seed0/w1-s0").mkdir(parents=True)
+    write_npz(folder / "reference-heldout.npz", **arrays,
+              **origin_array(reference_origin("digits", config["datasets"]["digits"], "heldout", 100.0)))
+    write_npz(folder / "gone/seed0/w1-s0/exact-400.npz", **arrays)
+    with pytest.raises(InputError, match=r"gone/seed0/w1-s0/exact-400.npz is of a cell that .*config.yaml does "
+                                         r"not declare \(unknown variant 'gone'"):
         suite_cells(results)
