@@ -220,7 +220,11 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     groups = ({"head": [int(c) for c in args.head.split(",")], "tail": [int(c) for c in args.tail.split(",")]}
               if args.head and args.tail else None)
-    for (dataset, imb, labelset), (runs, heldout) in suite_cells(args.results, groups).items():
+    try:
+        cells = suite_cells(args.results, groups)
+    except InputError as err:  # a file the suite's jobs would refuse: one line, as `cbdm evaluate` says it
+        raise SystemExit(f"cbdm.phenomenon: {err}") from err
+    for (dataset, imb, labelset), (runs, heldout) in cells.items():
         print(f"== {dataset}, imbalance factor {imb}, {labelset} ==")
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print(group_gap(runs).to_string(index=False))

@@ -254,7 +254,7 @@ def test_suite_cells_refuse_sample_features_copied_over_another_cells(tmp_path, 
     import shutil
 
     from cbdm.config import load_config
-    from cbdm.phenomenon import suite_cells
+    from cbdm.phenomenon import main, suite_cells
 
     config = load_config(repo / "config/config.yaml")
     results = tmp_path / "results/suite"
@@ -275,6 +275,8 @@ def test_suite_cells_refuse_sample_features_copied_over_another_cells(tmp_path, 
     shutil.copy(folder / "ddpm/seed0/w1-s0/exact-400.npz", folder / other / "w1-s0/exact-400.npz")
     with pytest.raises(InputError, match=rf"{other}/w1-s0/exact-400.npz was made for .*{differs}"):
         suite_cells(results)
+    with pytest.raises(SystemExit, match=rf"^cbdm.phenomenon: \S+{other}/w1-s0/exact-400.npz was made for"):
+        main([str(results)])  # the command says it in one line, no traceback
 
 
 def test_suite_cells_refuse_sample_features_of_a_cell_the_recorded_config_does_not_declare(tmp_path, repo):
