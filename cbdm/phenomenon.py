@@ -175,8 +175,8 @@ def expected_origin(path: Path, cell: dict[str, str], config: dict, results: Pat
     try:
         return sample_origin(config, **cell)
     except ConfigError as err:
-        raise InputError(f"{path} is of a cell that {results / 'config.yaml'} does not declare ({err}); analyse "
-                         f"the suite with the config it ran with, or remove the file") from err
+        raise InputError(f"{path}: {results / 'config.yaml'} gives no origin for its cell ({err}); analyse the "
+                         f"suite with the config it ran with, from the folder it ran in, or remove the file") from err
 
 
 def suite_cells(results: Path, groups: dict[str, list[int]] | None = None, labelset: str = "exact-",

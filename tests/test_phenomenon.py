@@ -297,6 +297,6 @@ def test_suite_cells_refuse_sample_features_of_a_cell_the_recorded_config_does_n
     write_npz(folder / "reference-heldout.npz", **arrays,
               **origin_array(reference_origin("digits", config["datasets"]["digits"], "heldout", 100.0)))
     write_npz(folder / "gone/seed0/w1-s0/exact-400.npz", **arrays)
-    with pytest.raises(InputError, match=r"gone/seed0/w1-s0/exact-400.npz is of a cell that .*config.yaml does "
-                                         r"not declare \(unknown variant 'gone'"):
+    with pytest.raises(InputError, match=r"gone/seed0/w1-s0/exact-400.npz: \S+config.yaml gives no origin for its "
+                                         r"cell \(unknown variant 'gone'"):
         suite_cells(results)

@@ -299,7 +299,7 @@ def test_the_same_tensors_saved_twice_give_the_same_file(tmp_path):
     assert torch.equal(torch.load(tmp_path / "a.pt", weights_only=True)["state_dict"]["w"], torch.arange(6.0))
 
 
-# What a sample set is of (common.smk's sample_origin): a cell of ddpm, and the same cell of cbdm.
+# What a sample set is of (cbdm.origins.sample_origin): a cell of ddpm, and the same cell of cbdm.
 ORIGIN = {"dataset": "digits", "imbalance_factor": "10", "variant": "ddpm", "seed": 0, "guidance": "1",
           "sample_seed": 0, "labelset": "exact-30", "training_digest": "t", "sampling": "s"}
 OTHER_CELL = {**ORIGIN, "variant": "cbdm"}
