@@ -67,15 +67,18 @@ def seed_records(recipe: dict, seed: int, images: ImageSet, test: ImageSet, grou
 
 def run_augmentation(*, augmentation: dict, row: str, train_npz: str, source_npz: str, samples_npz: list[str],
                      groups: dict, num_classes: int, device: str, out_json: str,
-                     origin: list[dict] | None = None) -> None:
+                     origin: list[dict] | None = None, train_origin: dict | None = None,
+                     source_origin: dict | None = None) -> None:
     """One row of the augmentation table (a variant's fill, or a control row of `CONTROL_ROWS`
     without samples) over the configured classifier seeds. Classifier seed k trains on fill
     `samples_npz[k % len]` (the variant's k-th training seed's, cycling) and the oversampled
     control on a draw of seed k, so that the spread over seeds covers the generator's and the
     draw's variation, not only the classifier's. With `origin` (each fill's cell, in order), a
-    fill made for another cell is refused."""
+    fill made for another cell is refused, and with `train_origin` and `source_origin`
+    (cbdm.dataset.data_origin) real images of other settings."""
     dev = resolve_device(device)
-    train, test = read_image_set(train_npz), read_image_set(source_npz, "heldout_")
+    train = read_image_set(train_npz, origin=train_origin)
+    test = read_image_set(source_npz, "heldout_", origin=source_origin)
     origins = origin or [None] * len(samples_npz)
     fills = [read_image_set(path, origin=cell) for path, cell in zip(samples_npz, origins)]
     seeds = augmentation["seeds"]

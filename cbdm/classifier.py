@@ -169,11 +169,13 @@ def per_class_accuracy(model: nn.Module, test: ImageSet, num_classes: int, devic
 
 
 def train_classifier(features_cfg: dict, *, source_npz: str, num_classes: int, device: str,
-                     out_model: str, out_report: str) -> None:
+                     out_model: str, out_report: str, source_origin: dict | None = None) -> None:
     """Train the domain classifier on a source's pool, standardise its features there, and
-    write it with its held-out accuracy per class."""
+    write it with its held-out accuracy per class; a source of other settings than
+    `source_origin` (cbdm.dataset.data_origin) is refused."""
     dev = resolve_device(device)
-    pool, heldout = read_image_set(source_npz, "pool_"), read_image_set(source_npz, "heldout_")
+    pool = read_image_set(source_npz, "pool_", origin=source_origin)
+    heldout = read_image_set(source_npz, "heldout_", origin=source_origin)
     print(f"classifier: {len(pool.labels)} balanced training images, class counts "
           f"{np.bincount(pool.labels, minlength=num_classes).tolist()}", flush=True)
     model = fit_classifier(pool, num_classes, features_cfg, dev, "classifier")

@@ -11,8 +11,9 @@ import hashlib
 
 import numpy as np
 
-from .fingerprint import ORIGIN, check_origin, fingerprint
+from .fingerprint import ORIGIN, check_origin, fingerprint, origin_array
 from .io import InputError, read_json, read_npz, rebuild, write_json, write_npz
+from .labels import factor_label
 from .sources import NUM_CLASSES, DataError, ImageSet, load_source
 
 
@@ -95,6 +96,18 @@ def data_digest(spec: dict, imbalance_factor: float | None = None) -> str:
     return fingerprint(*parts)
 
 
+def data_origin(dataset: str, spec: dict, imbalance_factor: float | None = None) -> dict:
+    """What a prepared data file records and every job reading it expects: for source.npz the
+    dataset and the digest of its source settings; for a long-tailed train.npz (`imbalance_factor`
+    given) also the factor's label, the digest then covering the long tail (data_digest). A file
+    kept from other settings (--rerun-triggers mtime) or copied from another suite would
+    otherwise be trained on and scored against as this config's (cbdm.fingerprint.check_origin)."""
+    origin = {"dataset": dataset, "data_digest": data_digest(spec, imbalance_factor)}
+    if imbalance_factor is not None:
+        origin["imbalance_factor"] = factor_label(imbalance_factor)
+    return origin
+
+
 # Reference sets drawn from the long-tailed training set rather than the prepared source.
 TRAINING_SET_REFERENCES = ("longtail_train",)
 
@@ -131,12 +144,13 @@ def split_source(spec: dict) -> tuple[ImageSet, ImageSet, str, dict]:
     return pool, heldout, split, source.files
 
 
-def prepare_source(spec: dict, out_npz: str, out_json: str) -> None:
-    """Write the training pool and the held-out set of one dataset, with provenance."""
+def prepare_source(spec: dict, out_npz: str, out_json: str, origin: dict | None = None) -> None:
+    """Write the training pool and the held-out set of one dataset, with provenance; the .npz
+    records `origin` (data_origin) for the jobs that read it."""
     pool, heldout, split, files = split_source(spec)
     num_classes = NUM_CLASSES[spec["source"]]
     write_npz(out_npz, pool_images=pool.images, pool_labels=pool.labels,
-              heldout_images=heldout.images, heldout_labels=heldout.labels)
+              heldout_images=heldout.images, heldout_labels=heldout.labels, **origin_array(origin))
     write_json(out_json, {
         "source": spec["source"],
         "files": files,
@@ -172,8 +186,8 @@ def read_image_set(npz: str, prefix: str = "", num_classes: int | None = None,
     """The `<prefix>images` and `<prefix>labels` arrays of an .npz file: prefix 'pool_' or
     'heldout_' in a prepared source, '' in a training or sample set. Checked: uint8 images, one
     label per image, labels in 0..num_classes-1, images of `image_shape` [C, H, W] (where given)
-    and, for a sample set, the `origin` it records (cbdm.fingerprint.check_origin); an
-    InputError names the file otherwise."""
+    and the `origin` it records (a sample set's cell, a prepared data file's data_origin;
+    cbdm.fingerprint.check_origin); an InputError names the file otherwise."""
     data = read_npz(npz, {f"{prefix}images": 4, f"{prefix}labels": 1})
     check_origin(npz, data.get(ORIGIN), origin)
     images, labels = data[f"{prefix}images"], data[f"{prefix}labels"]
@@ -200,15 +214,17 @@ def image_set_problem(images: np.ndarray, labels: np.ndarray, num_classes: int |
 
 
 def build_longtail(longtail: dict, imbalance_factor: float, source_npz: str, source_json: str,
-                   out_npz: str, out_manifest: str) -> None:
-    """Draw the long-tailed training set from the pool; the manifest records how."""
-    pool = read_image_set(source_npz, "pool_")
+                   out_npz: str, out_manifest: str, source_origin: dict | None = None,
+                   origin: dict | None = None) -> None:
+    """Draw the long-tailed training set from the pool; the manifest records how. A source of
+    other settings than `source_origin` is refused; the set records `origin` (data_origin)."""
+    pool = read_image_set(source_npz, "pool_", origin=source_origin)
     info = read_json(source_json)
     num_classes = info["num_classes"]
     n_max, counts = longtail_plan(longtail, imbalance_factor, num_classes, len(pool.labels))
     indices = select_longtail(pool.labels, counts, longtail["seed"])
     subset = pool.subset(indices)
-    write_npz(out_npz, images=subset.images, labels=subset.labels)
+    write_npz(out_npz, images=subset.images, labels=subset.labels, **origin_array(origin))
     write_json(out_manifest, {
         "source": info["source"],
         "source_files": info["files"],

@@ -99,7 +99,7 @@ def build_inputs(configfile: str, targets: list[str], cores: int = 1) -> None:
 def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, protocol: str, paths: dict,
           fmt: str, resize: bool, ref_stats: str | None, device: str) -> str:
     """Import, featurise and measure one sample set; returns the metrics file."""
-    from .dataset import reference_origin
+    from .dataset import data_origin, reference_origin
     from .evaluate import evaluate, with_label_warning
     from .features import extract_features
     from .io import read_npz
@@ -115,7 +115,7 @@ def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, prot
                           class_counts=read_json(paths["manifest"])["class_counts"],
                           image_shape=read_json(paths["source_json"])["image_shape"],
                           class_names=CLASS_NAMES[spec["source"]], source_npz=paths["source_npz"],
-                          out_npz=str(out / "samples.npz"))
+                          source_origin=data_origin(dataset, spec), out_npz=str(out / "samples.npz"))
     extract_features(features_cfg=config["features"], classifier_path=paths["classifier"],
                      images_npz=str(out / "samples.npz"), prefix="", device=device,
                      out_npz=str(out / "features.npz"))

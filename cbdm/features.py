@@ -87,11 +87,11 @@ def extract_features(*, features_cfg: dict, classifier_path: str, images_npz: st
                      reference_origin: dict | None = None) -> None:
     """Features, logits, labels and predicted classes of the images under `prefix` in `images_npz`;
     with `source_json` (the prepared source's record), images of another shape or labels out of
-    its classes are refused; with `origin` (a sample set's cell), a set made for another cell is
-    refused, and the features file records it for the metrics. `reference_origin` (which
-    reference set of which data the images are, cbdm.dataset.reference_origin) is recorded
-    likewise, for the jobs that read reference features: the prepared source or training set the
-    images come from records none to check."""
+    its classes are refused; with `origin` (what the images file records: a sample set's cell, or
+    the data_origin of the prepared source or training set a reference set's images come from),
+    images made for another cell or with other data settings are refused. The features file
+    records `reference_origin` (which reference set of which data the images are,
+    cbdm.dataset.reference_origin) where given, else `origin`, for the jobs that read it."""
     dev = resolve_device(device)
     info = read_json(source_json) if source_json is not None else {}
     images = read_image_set(images_npz, prefix, info.get("num_classes"), info.get("image_shape"), origin)
@@ -108,7 +108,7 @@ def extract_features(*, features_cfg: dict, classifier_path: str, images_npz: st
           f"{features_cfg['extractor']} features in {time.time() - started:.1f} s", flush=True)
     write_npz(out_npz, features=features, logits=logits, labels=images.labels, predicted=predicted,
               extractor=np.asarray(extractor_label(features_cfg, classifier_path)), **import_note(images_npz),
-              **origin_array(origin if origin is not None else reference_origin))
+              **origin_array(reference_origin if reference_origin is not None else origin))
 
 
 def check_classifier(hparams: dict, path: str, info: dict, features_cfg: dict, recipe: dict | None = None) -> None:

@@ -5,7 +5,9 @@ only when the fingerprint stored in it equals the fingerprint of the job that wa
 so a file left by other settings, another model or other data is never taken for this job's.
 A sample set and its features file record their origin, the cell they were made for (see
 `check_origin`), which every job that reads them compares with its own; a reference set's
-features file records which set of which data it is (cbdm.dataset.reference_origin) likewise.
+features file records which set of which data it is (cbdm.dataset.reference_origin), and a
+prepared source or long-tailed training set the settings it was made with (cbdm.dataset.data_origin)
+likewise.
 Every check of what a reused file records against what its job expects (these, model files'
 identity, metrics files' place, the classifier's recipe) words its refusal with `check_recorded`.
 """
@@ -42,14 +44,14 @@ def origin_array(origin: dict | None) -> dict[str, np.ndarray]:
 
 def check_origin(path, recorded: np.ndarray | None, expected: dict | None) -> None:
     """InputError unless an .npz file's recorded origin (its ORIGIN array, None where it has none)
-    is `expected` (None: nothing to check). A sample set or features file copied over another
+    is `expected` (None: nothing to check). A sample set, features or data file copied over another
     cell's, or kept from other settings while Snakemake did not rerun it, would otherwise be
-    scored as this cell's without a word; the error names the keys that differ."""
+    used as this job's without a word; the error names the keys that differ."""
     if expected is None:
         return
     if recorded is None:
-        raise InputError(f"{path} records no origin (the cell or reference set it was made for): it was written "
-                         f"by an older cbdm or by hand; {rebuild(path)}")
+        raise InputError(f"{path} records no origin (the cell, reference set or data settings it was made for): it "
+                         f"was written by an older cbdm or by hand; {rebuild(path)}")
     check_recorded(path, json.loads(str(recorded)), json.loads(json.dumps(expected, sort_keys=True)),
                    holds="was made for", needs="this job needs",
                    cause="it was copied or moved, or kept from other settings")

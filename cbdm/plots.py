@@ -21,6 +21,7 @@ import torch  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
 from . import records  # noqa: E402
+from .fingerprint import ORIGIN, check_origin  # noqa: E402
 from .io import atomic_path, read_npz  # noqa: E402
 from .metrics import nearest_neighbour_distances  # noqa: E402
 from .records import class_of, is_class  # noqa: E402
@@ -39,9 +40,12 @@ SCOPE_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 IMAGE_ARRAYS = {"images": 4, "labels": 1}
 
 
-def read_images(path: str) -> dict[str, np.ndarray]:
-    """The images and labels of a sample or training set file, as the figures take them."""
-    return read_npz(path, IMAGE_ARRAYS)
+def read_images(path: str, origin: dict | None = None) -> dict[str, np.ndarray]:
+    """The images and labels of a sample or training set file, as the figures take them; one that
+    does not record `origin` (cbdm.fingerprint.check_origin) is refused."""
+    data = read_npz(path, IMAGE_ARRAYS)
+    check_origin(path, data.get(ORIGIN), origin)
+    return data
 
 
 def _save(fig, path: str) -> None:

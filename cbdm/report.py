@@ -49,7 +49,8 @@ class ReportError(RuntimeError):
 class ReportFiles:
     """The files one report reads, each once. `sample_files`: the sample set shown per variant;
     `loss_logs`: the training loss of each built-in variant; `augmentation_files`: the rows of the
-    augmentation experiment (none: not run)."""
+    augmentation experiment (none: not run); `train_origin`: what the training set must record
+    (cbdm.dataset.data_origin), so that one drawn with other settings is not shown as this one."""
     metric_files: list[str]
     diagnostic_files: list[str]
     sample_files: dict[str, str]
@@ -58,6 +59,7 @@ class ReportFiles:
     manifest_json: str
     augmentation_files: list[str] = field(default_factory=list)
     heldout_json: str | None = None  # the classifier's rates on the held-out images (cbdm.phenomenon)
+    train_origin: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,7 @@ class Report:
     confusions: list[tuple[dict, np.ndarray]]  # (cell, confusion matrix) of every metrics file
     augmentation: pd.DataFrame  # per-seed runs of the augmentation experiment; empty: not run
     heldout: list[dict]  # the held-out images' records (accuracy, misclassified-into rates); empty: none
+    train: dict[str, np.ndarray]  # the training set's images and labels (plots.read_images)
 
     @cached_property
     def agg(self) -> pd.DataFrame:
@@ -331,7 +334,8 @@ def load_report(files: ReportFiles, settings: ReportSettings) -> Report:
     return Report(settings=settings, files=files, runs=runs, manifest=read_json(files.manifest_json),
                   confusions=[(data["cell"], np.asarray(data["confusion"])) for data in metrics],
                   augmentation=augmentation_runs([read_json(path) for path in files.augmentation_files]),
-                  heldout=read_json(files.heldout_json)["records"] if files.heldout_json else [])
+                  heldout=read_json(files.heldout_json)["records"] if files.heldout_json else [],
+                  train=plots.read_images(files.train_npz, files.train_origin))
 
 
 # --- tables -----------------------------------------------------------------------------------
@@ -852,9 +856,8 @@ def write_plots(r: Report, outputs: dict[str, str]) -> None:
             confusions[cell["variant"]] = confusions.get(cell["variant"], 0) + confusion
     plots.plot_confusions(confusions, groups, outputs["confusion"])
     samples = {v: plots.read_images(path) for v, path in r.files.sample_files.items()}
-    train = plots.read_images(r.files.train_npz)
-    plots.plot_sample_grids(samples, train, counts, outputs["samples"])
-    plots.plot_memorization(samples, train, r.main_agg, counts, groups, outputs["memorization"])
+    plots.plot_sample_grids(samples, r.train, counts, outputs["samples"])
+    plots.plot_memorization(samples, r.train, r.main_agg, counts, groups, outputs["memorization"])
     plots.plot_losses(r.files.loss_logs, outputs["loss"])
 
 

@@ -397,17 +397,18 @@ def source_state(path: str) -> str:
 def import_samples(*, source: str, fmt: str, resize: bool, labels: str, num_samples: int,
                    class_counts: list[int], image_shape: list[int], class_names: list[str],
                    out_npz: str, source_state: str = "", source_npz: str | None = None,
-                   origin: dict | None = None) -> str:
+                   origin: dict | None = None, source_origin: dict | None = None) -> str:
     """Write a user's sample set as the suite's sample .npz (images, labels, seeds = -1, a
     `note` saying where it came from and what was done to it, `preprocessing`, what of that
     changed the pixels (Imported), and `source_digest`, the digest of the images and labels as
     read, whatever their format); returns the note. `source_state` (the files' state when the
     DAG was planned) is the rerun trigger, recorded beside them. `source_npz`: the prepared
-    source.npz, whose training pool the set's pixel values are checked against (check_intensity).
+    source.npz, whose training pool the set's pixel values are checked against (check_intensity),
+    refused unless it records `source_origin` (cbdm.dataset.data_origin) where given.
     `origin`: the cell the set is imported for, recorded for the jobs that read it."""
     from .dataset import array_digest, read_image_set
 
-    reference = read_image_set(source_npz, "pool_").images if source_npz else None
+    reference = read_image_set(source_npz, "pool_", origin=source_origin).images if source_npz else None
     imported = read_samples(source, num_classes=len(class_counts), image_shape=tuple(image_shape),
                             class_names=class_names, fmt=fmt, resize=resize, reference=reference)
     digest = array_digest(imported.images.images, imported.images.labels)

@@ -38,21 +38,27 @@ from .objective import Objective, network_extras
 
 def train(settings: dict, *, network: dict, diffusion: dict, train_npz: str, num_classes: int,
           seed: int, device: str, out_model: str, out_log: str, checkpoint_path: str,
-          init_model: str | None = None, identity: dict | None = None) -> None:
+          init_model: str | None = None, identity: dict | None = None, train_origin: dict | None = None) -> None:
     """Train one variant; with `training.processes` > 1, in that many data-parallel processes
     (one per GPU, or gloo processes on a CPU) that together draw the batches, timesteps, noise and
     labels one process would. Each process draws its own dropout masks (one shared stream would
     give every share of the batch the same masks), so with dropout > 0 the steps are not those of
     one process bit for bit; without dropout they are, up to the order of floating-point sums.
     `identity` ({variant, dataset, imbalance_factor, seed, data_digest}) is what the model file
-    says it was trained for; the sampling job checks it."""
+    says it was trained for; the sampling job checks it. `train_origin` (cbdm.dataset.data_origin)
+    is what the training set must record: one drawn with other settings is refused before the
+    first step, and the data digest it records is the model file's, which so names the data it
+    was trained on rather than what the config expected."""
     identity = {"variant": settings["name"], "dataset": None, "imbalance_factor": None, "seed": seed,
                 "data_digest": None, **(identity or {}),
                 "training_digest": training_digest(settings, network, diffusion)}
+    if train_origin is not None:
+        identity["data_digest"] = train_origin["data_digest"]
     require_identity_keys(identity)  # before the training, not after it
     job = TrainingJob(settings=settings, network=network, diffusion=diffusion, train_npz=train_npz,
                       num_classes=num_classes, seed=seed, device=device, out_model=out_model, out_log=out_log,
-                      checkpoint_path=checkpoint_path, init_model=init_model, identity=identity)
+                      checkpoint_path=checkpoint_path, init_model=init_model, identity=identity,
+                      train_origin=train_origin)
     processes = settings["training"]["processes"]
     if processes == 1:
         _train_process(0, 1, job)
@@ -82,6 +88,7 @@ class TrainingJob:
     checkpoint_path: str
     init_model: str | None
     identity: dict
+    train_origin: dict | None
 
     def run_id(self) -> str:
         """What a checkpoint must carry to be resumed: the same settings, data and start."""
@@ -141,7 +148,7 @@ def _train_process(rank: int, world: int, job: TrainingJob) -> None:
     the steps, and (the lead process) write the model file and the loss log."""
     dev = _process_device(job.device, rank, world)
     lead = rank == 0  # the process that writes files and progress
-    images, labels = load_training_images(job.train_npz, job.num_classes, dev)
+    images, labels = load_training_images(job.train_npz, job.num_classes, dev, job.train_origin)
     model = build_model(job.settings, job.network, job.diffusion, images, job.num_classes, job.seed, dev,
                         job.init_model)
     seed_dropout(job.seed, rank)
@@ -162,9 +169,11 @@ def _train_process(rank: int, world: int, job: TrainingJob) -> None:
         _write_outputs(job, state, counts, dev, world, started)
 
 
-def load_training_images(train_npz: str, num_classes: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images in model range, labels) of a training set, on `device`."""
-    data = read_image_set(train_npz, "", num_classes)
+def load_training_images(train_npz: str, num_classes: int, device: torch.device,
+                         origin: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images in model range, labels) of a training set, on `device`; one that does not record
+    `origin` is refused."""
+    data = read_image_set(train_npz, "", num_classes, origin=origin)
     return (images_to_model_range(torch.from_numpy(data.images)).to(device),
             torch.from_numpy(data.labels).to(device))
 

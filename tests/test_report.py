@@ -4,12 +4,14 @@ paired differences, and the refusal to render a partial table."""
 import shutil
 import subprocess
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cbdm.io import write_json
+from cbdm.fingerprint import origin_array
+from cbdm.io import InputError, write_json, write_npz
 from cbdm.records import record
 from cbdm.report import ReportError, build_report, load_report, protocol_card
 from cbdm.statistics import NO_SPREAD, paired_difference, seed_variance
@@ -383,3 +385,19 @@ def test_metrics_of_samples_drawn_otherwise_than_the_config_says_are_refused(rep
                                           r"config says ddim 10 steps for variant cbdm"):
         build_report(**report_inputs)
     assert not any(os.path.exists(p) for p in report_inputs["outputs"].values())
+
+
+@pytest.mark.parametrize("recorded, refusal", [
+    (None, "records no origin"),
+    ({"dataset": "digits", "imbalance_factor": "10", "data_digest": "other"},
+     "was made for data_digest other, but this job needs data_digest d")])
+def test_a_training_set_of_other_settings_is_refused_before_anything_is_written(report_inputs, recorded, refusal):
+    """The report showed any train.npz as the training set beside the samples (the grids and the
+    memorization figure): one drawn with other long-tail settings passed without a word."""
+    files = report_inputs["files"]
+    write_npz(files.train_npz, images=np.full((30, 1, 8, 8), 7, np.uint8), labels=np.repeat([0, 1], [20, 10]),
+              **origin_array(recorded))
+    expected = {"dataset": "digits", "imbalance_factor": "10", "data_digest": "d"}
+    with pytest.raises(InputError, match=f"train.npz {refusal}.*--forcerun"):
+        build_report(replace(files, train_origin=expected), report_inputs["settings"], report_inputs["outputs"])
+    assert not any(Path(path).exists() for path in report_inputs["outputs"].values())

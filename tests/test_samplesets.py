@@ -8,10 +8,10 @@ from PIL import Image
 
 from cbdm.classifier import train_classifier
 from cbdm.config import validate_config
-from cbdm.dataset import prepare_source, read_image_set, reference_origin
+from cbdm.dataset import data_origin, prepare_source, read_image_set, reference_origin
 from cbdm.evaluate import evaluate
 from cbdm.features import extract_features
-from cbdm.io import read_json, write_json, write_npz
+from cbdm.io import InputError, read_json, write_json, write_npz
 from cbdm.refstats import evaluate_against_stats, read_reference_stats, write_reference_stats
 from cbdm.samplesets import (
     SampleSetError,
@@ -40,7 +40,7 @@ def suite(tmp_path_factory):
         "evaluation": {"kid_subset_size": 20, "kid_subsets": 5, "matched_repeats": 3, "kid_bootstrap": 5},
         "variants": {"v": {"losses": [{"name": "eps_mse"}]}}})
     spec = config["datasets"]["digits"]
-    prepare_source(spec, str(root / "source.npz"), str(root / "source.json"))
+    prepare_source(spec, str(root / "source.npz"), str(root / "source.json"), origin=data_origin("digits", spec))
     train_classifier(config["features"], source_npz=str(root / "source.npz"), num_classes=10, device="cpu",
                      out_model=str(root / "classifier.pt"), out_report=str(root / "classifier.json"))
     heldout_features(config, root / "source.npz", root / "classifier.pt", root / "reference.npz")
@@ -394,6 +394,18 @@ def test_a_resize_on_import_is_part_of_the_measurement_and_gets_a_card_of_its_ow
     assert big["preprocessing"] == f"imported resized from 16x16 to 8x8 (antialiased bilinear); then {plain}"
     text = markdown(leaderboard(with_protocol(suite["config"]), Path("results/t")), "t")
     assert text.count("## Card") == 2 and "preprocessing: imported resized from 16x16 to 8x8" in text
+
+
+def test_cbdm_evaluate_refuses_a_prepared_source_of_other_settings(suite, in_tmp):
+    """`cbdm evaluate` checked the imported set's pixel values against whatever source.npz it found:
+    one split with another held-out size (kept from an earlier config) passed as this config's."""
+    spec = suite["config"]["datasets"]["digits"]
+    other = {**suite["config"], "datasets": {"digits": {**spec, "heldout_per_class": 20}}}
+    samples = write_guided_npz(samples_of(suite), in_tmp / "samples.npz")
+    with pytest.raises(InputError, match=r"source.npz was made for data_digest [0-9a-f]{16}, but this job needs "
+                                         r"data_digest [0-9a-f]{16}: .*--forcerun"):
+        evaluate_entry(suite, "other", samples, config=other)
+    assert not (in_tmp / "results").exists()
 
 
 def test_samples_resize_of_a_config_variant_is_part_of_its_cells_measurement(suite, tmp_path):

@@ -1,12 +1,14 @@
+import json
 import re
 
 import numpy as np
 import pytest
 import torch
 
-from cbdm.dataset import build_longtail, prepare_source
+from cbdm.dataset import build_longtail, data_digest, data_origin, prepare_source
 from cbdm.diffusion import NoiseSchedule, q_sample
-from cbdm.io import InputError
+from cbdm.fingerprint import ORIGIN
+from cbdm.io import InputError, read_npz
 from cbdm.losses import NoisedBatch, register_loss
 from cbdm.modelfile import load_model, save_checkpoint, save_model
 from cbdm.networks import build_unet
@@ -430,3 +432,28 @@ def test_every_paper_variant_runs_the_network_at_one_shape_whatever_the_coin(var
         loss.backward()
         steps.append(list(shapes))
     assert steps[0] and all(step == steps[0] for step in steps), (variant, steps)
+
+
+def test_the_model_file_records_the_data_digest_its_training_set_records(tmp_path):
+    """The model file took its data digest from the config (the job's identity), whatever train.npz
+    the job read. The job now refuses a training set that does not record the config's origin,
+    before the first step, and the model file names the data digest the set records."""
+    spec = {"source": "sklearn_digits", "heldout_per_class": 20, "split_seed": 0,
+            "longtail": {"profile": "exponential", "n_max": 40, "seed": 0}}
+    origin = data_origin("digits", spec, 5.0)
+    prepare_source(spec, tmp_path / "source.npz", tmp_path / "source.json", origin=data_origin("digits", spec))
+    build_longtail(spec["longtail"], 5.0, tmp_path / "source.npz", tmp_path / "source.json", tmp_path / "train.npz",
+                   tmp_path / "manifest.json", source_origin=data_origin("digits", spec), origin=origin)
+    run = dict(network=NETWORK, diffusion=DIFFUSION, train_npz=str(tmp_path / "train.npz"), num_classes=10, seed=0,
+               device="cpu", identity={"dataset": "digits", "imbalance_factor": "5"})
+    other = data_origin("digits", {**spec, "longtail": {**spec["longtail"], "n_max": 30}}, 5.0)
+    with pytest.raises(InputError, match=r"train.npz was made for data_digest [0-9a-f]{16}, but this job needs "
+                                         r"data_digest [0-9a-f]{16}: .*--forcerun"):
+        train(settings(steps=2), **run, out_model=str(tmp_path / "other.pt"), out_log=str(tmp_path / "other.csv"),
+              checkpoint_path=str(tmp_path / "other.ckpt"), train_origin=other)
+    assert not any((tmp_path / name).exists() for name in ("other.pt", "other.csv", "other.ckpt"))
+    train(settings(steps=2), **run, out_model=str(tmp_path / "model.pt"), out_log=str(tmp_path / "loss.csv"),
+          checkpoint_path=str(tmp_path / "model.ckpt"), train_origin=origin)
+    recorded = json.loads(str(read_npz(tmp_path / "train.npz")[ORIGIN]))
+    assert recorded == origin and origin["data_digest"] == data_digest(spec, 5.0)
+    assert load_model(tmp_path / "model.pt")[2]["meta"]["identity"]["data_digest"] == recorded["data_digest"]

@@ -3,6 +3,7 @@ import functools
 import importlib.metadata
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -358,21 +359,25 @@ def _planned_with_longtail(repo, tmp_path, tiny_config, longtail: dict, rule: st
 
 
 @pytest.mark.parametrize("other", [{"n_max": 50}, {"seed": 1}], ids=["n_max", "longtail-seed"])
-def test_a_model_file_trained_on_other_data_is_refused_by_the_sampling_job(tmp_path, repo, tiny_config,
-                                                                          longtail_digits, other):
+def test_a_model_file_trained_on_other_data_is_refused_by_the_sampling_job(tmp_path, repo, tiny_config, other):
     """A model file trained for a dataset that differs only in longtail.n_max or the long tail's
     seed (copied from another suite, or kept under --rerun-triggers mtime) was sampled as this
     suite's without a word: its identity named no training data. The train job's file is sampled
     by its own config's sample job, and refused by the other config's, in one line with the fix."""
+    from cbdm.dataset import build_longtail, prepare_source
     from cbdm.io import InputError
     from cbdm.sample import sample
     from cbdm.train import train
 
-    trained = _planned_with_longtail(repo, tmp_path, tiny_config, {}, "train")
+    own = _first_jobs(repo, tmp_path, tiny_config, {})  # the training set as this config's jobs make it
+    source, train_npz, manifest = tmp_path / "source.npz", tmp_path / "train.npz", tmp_path / "manifest.json"
+    prepare_source(**dict(own[("prepare_source", None)].params), out_npz=source, out_json=tmp_path / "source.json")
+    build_longtail(**dict(own[("longtail", None)].params), source_npz=source, source_json=tmp_path / "source.json",
+                   out_npz=train_npz, out_manifest=manifest)
     model = tmp_path / "model.pt"
-    train(**{**dict(trained.params), "checkpoint_path": str(tmp_path / "checkpoint.pt")},
-          train_npz=str(longtail_digits), init_model=None, out_model=str(model), out_log=str(tmp_path / "loss.csv"))
-    counts = json.loads((longtail_digits.parent / "manifest.json").read_text())["class_counts"]
+    train(**{**dict(own[("train", None)].params), "checkpoint_path": str(tmp_path / "checkpoint.pt")},
+          train_npz=str(train_npz), init_model=None, out_model=str(model), out_log=str(tmp_path / "loss.csv"))
+    counts = json.loads(manifest.read_text())["class_counts"]
     for longtail, out in (({}, "own.npz"), (other, "other.npz")):
         job = _planned_with_longtail(repo, tmp_path, tiny_config, longtail, "sample")
         draw = functools.partial(sample, **dict(job.params), model_path=str(model), class_counts=counts,
@@ -387,18 +392,16 @@ def test_a_model_file_trained_on_other_data_is_refused_by_the_sampling_job(tmp_p
         assert not (tmp_path / out).exists()
 
 
-def _reference_jobs(repo, tmp_path, tiny_config, dataset: dict) -> dict:
-    """(rule, reference) -> the first planned job of the tiny config with `dataset` merged into its
-    dataset entry, for the rules that write or read reference features (the metrics and the
-    features of its samples for ddpm)."""
+def _first_jobs(repo, tmp_path, tiny_config, dataset: dict) -> dict:
+    """(rule, reference or row) -> the first planned job of the tiny config with `dataset` merged
+    into its dataset entry; of the rules with a {variant}, ddpm's."""
     config = yaml.safe_load(open(tiny_config))
     path = tmp_path / f"ref{len(list(tmp_path.glob('ref*.yaml')))}.yaml"
     path.write_text(yaml.safe_dump({**config, "datasets": {"digits": {**config["datasets"]["digits"], **dataset}}}))
     jobs = {}
     for j in planned_dag_jobs(repo, tmp_path, path):
-        if j.rule.name in ("features_reference", "reference_stats", "heldout_rates") or (
-                j.rule.name in ("metrics", "features_samples") and j.wildcards["variant"] == "ddpm"):
-            jobs.setdefault((j.rule.name, j.wildcards.get("reference")), j)
+        if j.wildcards.get("variant", "ddpm") == "ddpm":
+            jobs.setdefault((j.rule.name, j.wildcards.get("reference") or j.wildcards.get("row")), j)
     return jobs
 
 
@@ -435,18 +438,23 @@ def test_reference_features_of_another_reference_set_are_refused_by_their_reader
     rng = np.random.default_rng(0)
     images = lambda n: rng.integers(0, 256, (n, 1, 8, 8), dtype=np.uint8)  # noqa: E731
     labels = lambda n: np.arange(n) % 10  # noqa: E731
-    write_npz(tmp_path / "source.npz", pool_images=images(400), pool_labels=labels(400),
-              heldout_images=images(300), heldout_labels=labels(300))
     (tmp_path / "source.json").write_text(json.dumps({"num_classes": 10, "image_shape": [1, 8, 8]}))
-    own = _reference_jobs(repo, tmp_path, tiny_config, {})
-    other, reference = ((_reference_jobs(repo, tmp_path, tiny_config, {"heldout_per_class": 20}), "heldout")
+    own = _first_jobs(repo, tmp_path, tiny_config, {})
+    other, reference = ((_first_jobs(repo, tmp_path, tiny_config, {"heldout_per_class": 20}), "heldout")
                         if made_by == "other heldout size" else (own, "balanced_train"))
     maker = other[("features_reference", reference)]
+
+    def source(job, name):  # the prepared source a reference job reads, recording the job's data settings
+        write_npz(tmp_path / name, pool_images=images(400), pool_labels=labels(400), heldout_images=images(300),
+                  heldout_labels=labels(300), **origin_array(job.params.origin))
+        return tmp_path / name
+
     samples = own[("features_samples", None)]
     write_npz(tmp_path / "samples.npz", images=images(120), labels=labels(120), **origin_array(samples.params.origin))
     generated = _featurise(samples, tmp_path, tmp_path / "samples.npz")
-    right = _featurise(own[("features_reference", "heldout")], tmp_path, tmp_path / "source.npz")
-    wrong = _featurise(maker, tmp_path, tmp_path / "source.npz")
+    right = _featurise(own[("features_reference", "heldout")], tmp_path,
+                       source(own[("features_reference", "heldout")], "source.npz"))
+    wrong = _featurise(maker, tmp_path, source(maker, "other-source.npz"))
 
     metrics, stats, rates = own[("metrics", None)], own[("reference_stats", "heldout")], own[("heldout_rates", None)]
     write_reference_stats(**dict(other[("reference_stats", reference)].params), reference_npz=wrong,
@@ -473,3 +481,79 @@ def test_reference_features_of_another_reference_set_are_refused_by_their_reader
         with pytest.raises(InputError, match=rf"wrong\.(f|stats)\.npz was made for .*{differs} .*, but this job "
                                              rf"needs .*{differs} .*--forcerun"):
             read(str(tmp_path / "wrong.f.npz"))
+
+
+@pytest.mark.parametrize("made_with", ["longtail n_max 50", "longtail seed 1", "heldout_per_class 20", "no origin"])
+def test_prepared_data_of_other_settings_is_refused_by_every_job_that_reads_it(tmp_path, repo, tiny_config,
+                                                                              made_with):
+    """source.npz and train.npz recorded nothing of the settings they were made with: a training set
+    drawn with another n_max or long-tail seed, or a source split with another held-out size (kept
+    under --rerun-triggers mtime, or copied from another suite), was trained on, featurised,
+    diagnosed and learnt from as this config's, and the model file claimed this config's data
+    digest. Every job reading them refuses such a file in one line naming it, what differs and
+    --forcerun, before writing anything; so is a file of an older cbdm, which records nothing."""
+    from cbdm.augment import run_augmentation
+    from cbdm.classifier import train_classifier
+    from cbdm.dataset import build_longtail, prepare_source
+    from cbdm.diagnose import diagnose
+    from cbdm.features import extract_features
+    from cbdm.fingerprint import ORIGIN, origin_array
+    from cbdm.io import InputError, read_npz, write_npz
+    from cbdm.train import train
+
+    longtail = yaml.safe_load(open(tiny_config))["datasets"]["digits"]["longtail"]
+    change = {"longtail n_max 50": {"longtail": {**longtail, "n_max": 50}},
+              "longtail seed 1": {"longtail": {**longtail, "seed": 1}},
+              "heldout_per_class 20": {"heldout_per_class": 20}, "no origin": {}}[made_with]
+    own = _first_jobs(repo, tmp_path, tiny_config, {})
+    maker = _first_jobs(repo, tmp_path, tiny_config, change) if change else own
+    source, source_json, train_npz = tmp_path / "source.npz", str(tmp_path / "source.json"), tmp_path / "train.npz"
+    prepare_source(**dict(maker[("prepare_source", None)].params), out_npz=str(source), out_json=source_json)
+    build_longtail(**dict(maker[("longtail", None)].params), source_npz=str(source), source_json=source_json,
+                   out_npz=str(train_npz), out_manifest=str(tmp_path / "manifest.json"))
+    if made_with == "no origin":  # as cbdm wrote them before they recorded one
+        for path in (source, train_npz):
+            write_npz(path, **{k: v for k, v in read_npz(path).items() if k != ORIGIN})
+    wrong = [train_npz] if made_with.startswith("longtail") else [source, train_npz]
+
+    params = lambda rule, key=None: dict(own[(rule, key)].params)  # noqa: E731
+    out = lambda name: str(tmp_path / "out" / name)  # noqa: E731
+    samples = tmp_path / "samples.npz"  # a sample set of the diagnosed cell, as its sample job writes it
+    write_npz(samples, images=np.zeros((120, 1, 8, 8), np.uint8), labels=np.arange(120) % 10,
+              **origin_array(params("diagnostics")["origin"]))
+    images_of = {"heldout": source, "balanced_train": source, "longtail_train": train_npz}
+    readers = {
+        "longtail": ([source], lambda: build_longtail(
+            **params("longtail"), source_npz=str(source), source_json=source_json, out_npz=out("train.npz"),
+            out_manifest=out("manifest.json"))),
+        "train": ([train_npz], lambda: train(
+            **{**params("train"), "checkpoint_path": out("checkpoint.pt")}, train_npz=str(train_npz),
+            out_model=out("model.pt"), out_log=out("loss.csv"))),
+        "train_classifier": ([source], lambda: train_classifier(
+            **params("train_classifier"), source_npz=str(source), out_model=out("classifier.pt"),
+            out_report=out("classifier.json"))),
+        **{f"features_reference {r}": ([images_of[r]], lambda r=r: extract_features(
+            **params("features_reference", r), classifier_path=out("unused.pt"), images_npz=str(images_of[r]),
+            source_json=source_json, out_npz=out("features.npz"))) for r in images_of},
+        "diagnostics": ([source, train_npz], lambda: diagnose(
+            **params("diagnostics"), samples_npz=str(samples), train_npz=str(train_npz), source_npz=str(source),
+            out_json=out("diagnostics.json"))),
+        "augment": ([source, train_npz], lambda: run_augmentation(
+            **params("augment", "real_only"), train_npz=str(train_npz), source_npz=str(source), samples_npz=[],
+            out_json=out("augment.json"))),
+    }
+    files = "|".join(re.escape(str(path)) for path in wrong)
+    refusal = (rf"({files}) records no origin .*--forcerun" if made_with == "no origin" else
+               rf"({files}) was made for .*data_digest [0-9a-f]{{16}}.*, but this job needs .*data_digest "
+               rf"[0-9a-f]{{16}}.*: it was copied or moved, or kept from other settings; .*--forcerun")
+    refused = []
+    for name, (reads, read) in readers.items():
+        if set(reads) & set(wrong):
+            with pytest.raises(InputError, match=refusal):
+                read()
+            refused.append(name)
+    assert len(refused) == (len(readers) if source in wrong else 4)  # train, its features, diagnostics, augment
+    assert not (tmp_path / "out").exists()  # nothing written
+    if source not in wrong:  # the source this config's long tail is drawn from is taken
+        build_longtail(**params("longtail"), source_npz=str(source), source_json=source_json,
+                       out_npz=out("train.npz"), out_manifest=out("manifest.json"))

@@ -2,11 +2,15 @@
 import numpy as np
 
 from cbdm.dataset import read_image_set
+from cbdm.fingerprint import origin_array
 from cbdm.io import write_npz
 from cbdm.workflow import job
 
 with job(snakemake):
-    data = read_image_set(snakemake.input.train)
+    # The resampled set is of the same data: it records the training set's origin, which the
+    # training job (the train rule's train_origin) checks as it checks train.npz's.
+    origin = snakemake.params.origin
+    data = read_image_set(snakemake.input.train, origin=origin)
     largest = np.bincount(data.labels).max()
     rng = np.random.RandomState(0)
     picks = []
@@ -16,4 +20,4 @@ with job(snakemake):
                                      rng.choice(idx, largest % len(idx), replace=False)]))
     picks = np.concatenate(picks)
     print(f"resampled {len(data.labels)} images to {len(picks)} ({largest} per class)")
-    write_npz(snakemake.output.npz, images=data.images[picks], labels=data.labels[picks])
+    write_npz(snakemake.output.npz, images=data.images[picks], labels=data.labels[picks], **origin_array(origin))

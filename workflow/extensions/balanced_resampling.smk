@@ -14,8 +14,9 @@
 # (scripts/train.py does both), or sampling refuses it.
 # From there the variant is sampled, evaluated and reported like the built-in ones.
 # Available here: RESULTS, LOGS, BENCH, TRAIN_NPZ, MODEL, model_path(), VARIANTS (resolved
-# settings), training_settings(), stage_resources(), config, num_classes(), and the built-in
-# rules to reuse with `use rule ... with:`.
+# settings), training_settings(), stage_resources(), config, num_classes(), train_origin() (what
+# TRAIN_NPZ records, and the train rule checks its training set for), and the built-in rules to
+# reuse with `use rule ... with:`.
 
 RESAMPLED_NPZ = f"{RESULTS}/data/{{dataset}}/IF{{imb}}/train-resampled.npz"
 
@@ -27,6 +28,8 @@ rule resample_balanced:
         train=TRAIN_NPZ,
     output:
         npz=RESAMPLED_NPZ,
+    params:
+        origin=train_origin,
     resources:
         **stage_resources("other"),
     log:

@@ -14,6 +14,8 @@ rule augment:
         augmentation=config["augmentation"],
         row=lambda wc: wc.row,
         origin=fill_origin,
+        train_origin=train_origin,
+        source_origin=source_origin,
         groups=lambda wc: dataset_spec(wc)["groups"],
         num_classes=num_classes,
         device=config["device"],

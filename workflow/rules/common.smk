@@ -10,7 +10,7 @@ from snakemake.exceptions import WorkflowError
 
 import cbdm.config as cbdm_config
 import cbdm.origins as cbdm_origins
-from cbdm.dataset import longtail_settings, reference_origin, source_settings
+from cbdm.dataset import data_origin, longtail_settings, reference_origin, source_settings
 from cbdm.origins import labelset_protocol  # noqa: F401 (the rules call it)
 from cbdm.sources import NUM_CLASSES
 from cbdm.workflow import resolve_config, suite_paths, visible_gpus
@@ -83,11 +83,24 @@ HELDOUT_RATES = f"{RESULTS}/diagnostics/{{dataset}}/IF{{imb}}/heldout.json"
 REPORT_DIR = f"{RESULTS}/report/{{dataset}}-IF{{imb}}"
 AUGMENT = f"{RESULTS}/augment/{{dataset}}/IF{{imb}}/{{row}}.json"
 
-# Where each reference set's images live: (file, array prefix).
+
+def source_origin(wildcards):
+    """What the job's prepared source (SOURCE_NPZ) records and every job reading it expects
+    (cbdm.dataset.data_origin): one split with other settings is refused instead of used."""
+    return data_origin(wildcards.dataset, dataset_spec(wildcards))
+
+
+def train_origin(wildcards):
+    """What the job's long-tailed training set (TRAIN_NPZ) records and every job reading it
+    expects (cbdm.dataset.data_origin): one drawn with other settings is refused instead of used."""
+    return data_origin(wildcards.dataset, dataset_spec(wildcards), imbalance_factor(wildcards))
+
+
+# Where each reference set's images live: (file, array prefix, what the file records).
 REFERENCE_IMAGES = {
-    "heldout": (SOURCE_NPZ, "heldout_"),
-    "balanced_train": (SOURCE_NPZ, "pool_"),
-    "longtail_train": (TRAIN_NPZ, ""),
+    "heldout": (SOURCE_NPZ, "heldout_", source_origin),
+    "balanced_train": (SOURCE_NPZ, "pool_", source_origin),
+    "longtail_train": (TRAIN_NPZ, "", train_origin),
 }
 
 

@@ -9,6 +9,7 @@ rule prepare_source:
         json=SOURCE_JSON,
     params:
         spec=source_spec,
+        origin=source_origin,
     resources:
         **stage_resources("other"),
     log:
@@ -31,6 +32,8 @@ rule longtail:
     params:
         longtail=longtail_spec,
         imbalance_factor=imbalance_factor,
+        source_origin=source_origin,
+        origin=train_origin,
     resources:
         **stage_resources("other"),
     log:

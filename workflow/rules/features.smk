@@ -13,6 +13,7 @@ rule train_classifier:
         features_cfg=CLASSIFIER_SETTINGS,
         device=config["device"],
         num_classes=num_classes,
+        source_origin=source_origin,
     threads: config["features"]["threads"]
     resources:
         **stage_resources("features", gpus=gpus_per_job()),
@@ -39,6 +40,7 @@ rule features_reference:
         prefix=lambda wc: REFERENCE_IMAGES[wc.reference][1],
         features_cfg=FEATURES_SETTINGS,
         device=config["device"],
+        origin=lambda wc: REFERENCE_IMAGES[wc.reference][2](wc),
         reference_origin=reference_set,
     threads: config["features"]["threads"]
     resources:

@@ -24,6 +24,7 @@ rule import_samples:
         labels=labelset_labels,
         num_samples=labelset_size,
         origin=sample_origin,
+        source_origin=source_origin,
         source_state=lambda wc: source_state(VARIANTS[wc.variant]["samples"][wc.guidance][int(wc.seed)]),
     resources:
         **stage_resources("other"),

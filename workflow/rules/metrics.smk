@@ -52,6 +52,8 @@ rule diagnostics:
         device=config["device"],
         cell=lambda wc: cell_fields(wc, MAIN_PROTOCOL),
         origin=sample_origin,
+        source_origin=source_origin,
+        train_origin=train_origin,
     threads: config["features"]["threads"]
     resources:
         **stage_resources("diagnostics", gpus=gpus_per_job()),

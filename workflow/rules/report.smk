@@ -8,7 +8,8 @@ rule report:
         unpack(report_inputs),
     output:
         **{key: report_output(key) for key in REPORT_FILES},
-    # The names of cbdm.report.ReportSettings' fields; built_in names the variants of the loss logs.
+    # The names of cbdm.report.ReportSettings' fields; built_in names the variants of the loss logs,
+    # train_origin what the training set records (cbdm.report.ReportFiles).
     params:
         title=lambda wc: f"{config['suite']}: {wc.dataset}, imbalance factor {wc.imb}",
         variants=list(VARIANTS),
@@ -23,6 +24,7 @@ rule report:
         published=published_results,
         expected_cells=lambda wc: list(cells(wc.dataset, wc.imb)),
         built_in=BUILT_IN_VARIANTS,
+        train_origin=train_origin,
     resources:
         **stage_resources("other"),
     log:

@@ -18,6 +18,7 @@ rule train:
         diffusion=config["diffusion"],
         device=config["device"],
         identity=lambda wc: model_identity(wc, digest=False),
+        train_origin=train_origin,
         num_classes=num_classes,
         seed=lambda wc: int(wc.seed),
         checkpoint_path=f"{RESULTS}/models/{RUN}/checkpoint.pt",
