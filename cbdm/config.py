@@ -434,7 +434,13 @@ def loss_terms(variant: str, losses: list[dict]) -> list[dict]:
     `losses` as a config lists them (`- name: cbdm`, `weight: 0.1`, options); errors name `variant`.
     An extension rule training its own variant gives its losses here."""
     terms = []
-    for term in losses:
+    for i, term in enumerate(losses):
+        # The trainer logs each term under its loss's name (one loss.csv column per loss), so a
+        # second term of one loss would train but be logged as the first's value.
+        first = next((j for j, t in enumerate(losses[:i]) if t.get("name") == term.get("name")), None)
+        if first is not None:
+            raise ConfigError(f"variant {variant}: loss {term['name']!r} is listed twice (losses {first + 1} and "
+                              f"{i + 1}); the loss log keeps one column per loss: give it once, with the summed weight")
         options = {k: v for k, v in term.items() if k not in ("name", "weight")}
         try:
             loss = get_loss(term["name"])

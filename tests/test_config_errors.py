@@ -124,3 +124,12 @@ def test_settings_that_failed_inside_a_job_or_ran_wrong_are_refused_by_check(ove
     """Each passed `cbdm check`: the network's geometry and the DDIM step count failed in the train
     or sample job (after the training), and a reversed noise schedule trained without a word."""
     assert problem(**overrides).startswith(message)
+
+
+def test_a_loss_listed_twice_in_one_variant_is_refused():
+    """A term copied twice passed `cbdm check` and trained at the summed weight, while the loss log
+    (one column per loss name, cbdm.objective) kept only the last of the two terms' values."""
+    losses = [{"name": "eps_mse"}, {"name": "overlap_hinge", "weight": 0.1}, {"name": "eps_mse"}]
+    assert problem(variants={"ddpm": {"losses": losses}}) == (
+        "variant ddpm: loss 'eps_mse' is listed twice (losses 1 and 3); the loss log keeps one column per "
+        "loss: give it once, with the summed weight")
