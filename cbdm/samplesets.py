@@ -61,8 +61,7 @@ def detect_format(path: Path) -> str:
         if path.suffix != ".npz":
             raise SampleSetError(f"{path} is a {path.suffix or 'suffix-less'} file: give an .npz file "
                                  f"or a folder of images")
-        with np.load(path, allow_pickle=False) as data:
-            keys = set(data.files)
+        keys = set(read_user_npz(path))
         if "arr_0" in keys:
             return "guided_npz"
         if {"images", "labels"} <= keys:
@@ -183,9 +182,29 @@ def read_edm_folder(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
     return images, np.asarray(labels, dtype=np.int64), source
 
 
+NPZ_LAYOUTS = {"guided_npz": "guided_npz layout is `arr_0` uint8 images [N, H, W, C] (or [N, H, W]) and "
+                             "`arr_1` integer labels [N]",
+               "suite_npz": "suite_npz layout is `images` uint8 [N, C, H, W] and `labels` integer [N]"}
+
+
+def read_user_npz(path: Path, fmt: str | None = None, names: list[str] = ()) -> dict[str, np.ndarray]:
+    """The arrays of a user's .npz, which must hold `names` of format `fmt`. Not read_npz's errors
+    as they stand: those advise rebuilding a workflow file with --forcerun, and no stage made this one."""
+    try:
+        data = read_npz(path)
+    except InputError as err:
+        raise SampleSetError(f"{path} is not a readable .npz file ({err.__cause__ or err}): save it again with "
+                             f"numpy.savez, numeric arrays only") from err
+    missing = [name for name in names if name not in data]
+    if missing:
+        raise SampleSetError(f"{path} has no array {missing[0]!r} (it holds {sorted(data)}): the "
+                             f"{NPZ_LAYOUTS[fmt]}; save it so, or name its format with --format (samples_format)")
+    return data
+
+
 def read_guided_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Images [N, C, H, W] and labels of a guided-diffusion .npz (arr_0 NHWC, arr_1 labels)."""
-    data = read_npz(path)
+    data = read_user_npz(path, "guided_npz", ["arr_0"])
     if "arr_1" not in data:
         raise SampleSetError(f"{path} has images (arr_0) but no labels (arr_1): the suite scores class-"
                              f"conditional samples; save the labels as arr_1")
@@ -201,8 +220,10 @@ def read_suite_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Images and labels of one of the suite's own sample .npz files. Images saved channels-last
     are refused as such: the channel check would read their height as channels and say to
     convert them to grayscale."""
-    data = read_npz(path, {"images": 4, "labels": 1})
+    data = read_user_npz(path, "suite_npz", ["images", "labels"])
     images = data["images"]
+    if images.ndim != 4:
+        raise SampleSetError(f"{path}: images have shape {images.shape}; the {NPZ_LAYOUTS['suite_npz']}")
     if images.shape[1] not in (1, 3) and images.shape[3] in (1, 3):
         raise SampleSetError(f"{path}: images have shape {images.shape}, channels-last [N, H, W, C]; the suite's "
                              f"`images` are [N, C, H, W]: save images.transpose(0, 3, 1, 2), or save them as arr_0 "

@@ -262,6 +262,25 @@ def test_a_bad_npz_gives_its_named_error(tmp_path):
         read(tmp_path / "missing.npz")
 
 
+def test_a_users_npz_that_cannot_be_read_as_its_format_says_how_to_save_it(tmp_path):
+    """A truncated .npz gave zipfile's traceback; an unloadable one, or one without the arrays of
+    the format named by --format, was refused with read_npz's advice for the workflow's own files
+    (`--forcerun` the file: the user made it, no stage does), or said it held arr_0 when it did not."""
+    images, labels = np.zeros((4, 8, 8, 1), np.uint8), np.arange(4)
+    np.savez(tmp_path / "guided.npz", arr_0=images, arr_1=labels)
+    np.savez(tmp_path / "suite.npz", images=images.transpose(0, 3, 1, 2), labels=labels)
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "guided.npz").read_bytes()[:100])
+    np.savez(tmp_path / "objects.npz", images=np.empty(4, dtype=object), labels=labels)
+    cases = [("cut.npz", "auto", "cut.npz is not a readable .npz file"),
+             ("objects.npz", "auto", "objects.npz is not a readable .npz file"),
+             ("guided.npz", "suite_npz", "guided.npz has no array 'images' .*suite_npz layout is `images` uint8 "),
+             ("suite.npz", "guided_npz", "suite.npz has no array 'arr_0' .*guided_npz layout is `arr_0` uint8 ")]
+    for name, fmt, message in cases:
+        with pytest.raises(SampleSetError, match=message) as err:
+            read(tmp_path / name, fmt=fmt)
+        assert "--forcerun" not in str(err.value)
+
+
 def test_a_suite_npz_saved_channels_last_is_refused_as_such(tmp_path):
     """[N, H, W, C] under `images` used to be read as 8 channels, with the advice to convert to grayscale."""
     images = np.random.RandomState(0).randint(0, 256, (20, 8, 8, 1)).astype(np.uint8)
