@@ -77,10 +77,24 @@ def replaces_another_set(folder: Path, name: str, samples: str, overwrite: bool)
         return False
     before = read_json(card)
     if Path(before.get("source_path", before["source"])).resolve() == Path(samples).resolve():
-        return False
+        return changed_since_scored(before, folder, name, samples)
     if not overwrite:
         raise ConfigError(f"entry {name!r} ({folder}) holds the scores of {before['source']}, not of {samples}: "
                           f"give this set its own --name, or pass --overwrite to replace that entry")
+    return True
+
+
+def changed_since_scored(card: dict, folder: Path, name: str, samples: str) -> bool:
+    """Whether the files of the set an entry scored changed since (their recorded source_state):
+    then the whole entry is replaced, since its scores under the protocols not scored now would be
+    of the old images, shown under the same name. A card older than the record cannot tell: kept."""
+    from .samplesets import source_state
+
+    if card.get("source_state") in (None, source_state(samples)):
+        return False
+    protocols = sorted(p.stem for p in folder.glob("*.json") if p.name != "card.json")
+    print(f"{samples} changed since entry {name!r} scored it: its scores under protocol(s) {', '.join(protocols)} "
+          f"were removed; score it again under each protocol you need (--protocol)", flush=True)
     return True
 
 
@@ -105,11 +119,12 @@ def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, prot
     from .io import read_npz
     from .leaderboard import measured_cell, measurement
     from .refstats import evaluate_against_stats
-    from .samplesets import import_samples
+    from .samplesets import import_samples, source_state
     from .sources import CLASS_NAMES
 
     spec, proto = config["datasets"][dataset], config["evaluation"]["protocols"][protocol]
     out = entry_folder(config, name, dataset, imb)
+    state = source_state(samples)  # before reading: a set rewritten meanwhile is scored again next time
     note = import_samples(source=samples, fmt=fmt, resize=resize, labels=proto["labels"],
                           num_samples=proto["num_samples"],
                           class_counts=read_json(paths["manifest"])["class_counts"],
@@ -141,7 +156,7 @@ def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, prot
                         evaluation=config["evaluation"], cell=cell, device=device, out_json=str(metrics),
                         reference_origin=origin)
     write_json(out / "card.json", {"source": str(samples), "source_path": str(Path(samples).resolve()), "note": note,
-                                   "kind": "external"})
+                                   "kind": "external", "source_state": state})
     return str(metrics)
 
 

@@ -165,6 +165,46 @@ def test_images_replaced_inside_an_imported_folder_change_the_import_jobs_params
         {k: v for k, v in after[0].items() if k != "source_state"}
 
 
+def test_a_set_changed_since_its_entry_scored_it_loses_its_scores_under_every_protocol(in_tmp, monkeypatch, capsys):
+    """The same file, rewritten and scored again under one protocol, left its entry's scores of the
+    old images under the other protocols in place: the leaderboard showed both, one of each file,
+    under one name. The entry is now cleared when the set's files changed since it was scored."""
+    from cbdm import cli, external
+    from cbdm.config import load_config
+    from cbdm.samplesets import source_state
+
+    from helpers import MINIMAL
+
+    samples = in_tmp / "mine.npz"
+    samples.write_bytes(b"first")
+    (in_tmp / "config.yaml").write_text(yaml.safe_dump(MINIMAL))
+    dataset, imb, _ = external.choose(load_config("config.yaml"), None, None, None)
+    entry = in_tmp / f"results/t/external/mine/{dataset}-IF{imb}"
+    entry.mkdir(parents=True)
+    (entry / "card.json").write_text(json.dumps({"source": "mine.npz", "source_path": str(samples), "note": "",
+                                                 "kind": "external", "source_state": source_state(str(samples))}))
+    (entry / "other.json").write_text("{}")  # its scores under another protocol
+    scored = []
+
+    class Scored(Exception):
+        pass
+
+    def score(**kwargs):
+        scored.append((entry / "other.json").exists())
+        raise Scored
+
+    monkeypatch.setattr(external, "build_inputs", lambda *a, **k: None)
+    monkeypatch.setattr(external, "score", score)
+    for content, kept in ((None, True), (b"second, longer", False)):
+        if content:
+            samples.write_bytes(content)
+        with pytest.raises(Scored):
+            cli.main(["evaluate", "--config", "config.yaml", "--samples", "mine.npz", "--name", "mine"])
+        assert scored.pop() is kept, content
+    assert "mine.npz changed since entry 'mine' scored it: its scores under protocol(s) other were removed" \
+        in capsys.readouterr().out
+
+
 def test_a_second_sample_set_under_an_entry_name_in_use_is_refused_unless_overwrite(in_tmp, monkeypatch, capsys):
     """Without --name an entry is named by the file: ext/runA/samples.npz, then ext/runB/samples.npz,
     both 'samples'. The second is refused before anything is built; the same set again is scored;
