@@ -529,6 +529,10 @@ def _check_init_chains(config: dict) -> None:
                                   f"{source!r}; declared: {', '.join(config['variants'])}")
             if source in seen:
                 raise ConfigError(f"variants initialise each other in a cycle: {' -> '.join(seen + [source])}")
+            if config["variants"][source].get("samples") is not None:
+                raise ConfigError(f"variant {seen[-1]}: training.init_from {source!r} is an imported variant "
+                                  f"(samples:), which has no model file to start from; start {seen[-1]} from a "
+                                  f"trained or external variant, or remove init_from")
             seen.append(source)
             source = variant_settings(config, source)["training"]["init_from"]
         _check_init_architecture(config, name)

@@ -133,3 +133,16 @@ def test_a_loss_listed_twice_in_one_variant_is_refused():
     assert problem(variants={"ddpm": {"losses": losses}}) == (
         "variant ddpm: loss 'eps_mse' is listed twice (losses 1 and 3); the loss log keeps one column per "
         "loss: give it once, with the summed weight")
+
+
+def test_a_variant_initialised_from_an_imported_variant_is_refused(tmp_path):
+    """An imported variant (`samples:`) has no model file: a variant starting from it passed `cbdm
+    check`, and `snakemake all` on a finished suite said "Nothing to be done" (Snakemake keeps an
+    existing report whose new inputs no rule can make), leaving the variant out without a word."""
+    samples = tmp_path / "mine.npz"
+    samples.write_bytes(b"")
+    variants = {"ddpm": {"losses": [{"name": "eps_mse"}]}, "mine": {"samples": str(samples)},
+                "ft": {"losses": [{"name": "eps_mse"}], "training": {"init_from": "mine"}}}
+    assert problem(variants=variants) == (
+        "variant ft: training.init_from 'mine' is an imported variant (samples:), which has no model file to "
+        "start from; start ft from a trained or external variant, or remove init_from")
