@@ -71,6 +71,13 @@ for extension in config["extensions"]:
     include: extension
 
 
+missing = unbuilt_external_variants(workflow.rules)
+if missing:
+    raise WorkflowError(f"variant(s) {', '.join(missing)}: external, but no rule writes their model file "
+                        f"({model_path(missing[0])}); add one to an `extensions:` rule file, writing "
+                        f"model_path(\"{missing[0]}\") (README, 'Adding a variant by declaring a rule')")
+
+
 rule all:
     input:
         report_outputs(),

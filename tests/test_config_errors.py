@@ -146,3 +146,20 @@ def test_a_variant_initialised_from_an_imported_variant_is_refused(tmp_path):
     assert problem(variants=variants) == (
         "variant ft: training.init_from 'mine' is an imported variant (samples:), which has no model file to "
         "start from; start ft from a trained or external variant, or remove init_from")
+
+
+def test_an_external_variant_that_no_extension_rule_builds_is_refused_when_snakemake_loads(tmp_path, repo):
+    """With its extension listed but no rule writing its model, an external variant passed every
+    check; on a finished suite `snakemake all` said "Nothing to be done" (Snakemake keeps an
+    existing report whose new inputs no rule can make), on a new one it failed in the DAG."""
+    from helpers import write_tiny_config
+
+    config = yaml.safe_load(write_tiny_config(repo, tmp_path / "tiny.yaml").read_text())
+    config["variants"]["mine"] = {"external": True}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(["snakemake", "-s", str(repo / "Snakefile"), "-n", "all", "--configfile", "tiny.yaml"],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert ("variant(s) mine: external, but no rule writes their model file (results/tiny/models/{dataset}/IF{imb}/"
+            "mine/seed{seed}/model.pt); add one to an `extensions:` rule file, writing model_path(\"mine\")"
+            ) in result.stdout + result.stderr

@@ -423,3 +423,12 @@ def published_results(wildcards):
     spec = dataset_spec(wildcards)
     return [e for e in cbdm_config.load_published(config["published"])
             if e["source"] == spec["source"] and cbdm_config.factor_label(e["imbalance_factor"]) == wildcards.imb]
+
+
+def unbuilt_external_variants(rules):
+    """External variants no rule in `rules` writes a model file for (checked once the extensions
+    are included): Snakemake would plan nothing for them on a finished suite ("Nothing to be done":
+    it keeps an existing report whose new inputs no rule can make), leaving them out unannounced."""
+    (dataset, imb), seed = next(iter(dataset_factors())), config["seeds"][0]
+    return [variant for variant, settings in VARIANTS.items() if settings["external"] and not any(
+        r.is_producer(MODEL.format(dataset=dataset, imb=imb, variant=variant, seed=seed)) for r in rules)]
