@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import DEFAULT_CONFIG, ConfigError, load_config, registered_losses, variant_settings
+from .config import DEFAULT_CONFIG, ConfigError, imbalance_factors, load_config, registered_losses, variant_settings
 
 
 def _load(path: str) -> dict | None:
@@ -102,12 +102,34 @@ def sample_set_problems(config: dict, config_path: str) -> list[str]:
         for name, settings in imported.items():
             for path in sorted({p for by_seed in settings["samples"].values() for p in by_seed.values()}):
                 try:
-                    read_samples(path, num_classes=NUM_CLASSES[spec["source"]], image_shape=pool.shape[1:],
-                                 class_names=CLASS_NAMES[spec["source"]], fmt=settings["samples_format"],
-                                 resize=settings["samples_resize"], reference=pool)
+                    imported = read_samples(path, num_classes=NUM_CLASSES[spec["source"]], image_shape=pool.shape[1:],
+                                            class_names=CLASS_NAMES[spec["source"]], fmt=settings["samples_format"],
+                                            resize=settings["samples_resize"], reference=pool)
                 except SampleSetError as err:
                     lines.append(f"{config_path}: variants.{name}.samples (dataset {dataset}): {err}")
+                    continue
+                lines += [f"{config_path}: variants.{name}.samples (dataset {dataset}, {problem}"
+                          for problem in protocol_problems(config, spec, imported.images, len(pool), path)]
     return lines
+
+
+def protocol_problems(config: dict, spec: dict, images, pool_size: int, path: str) -> list[str]:
+    """'protocol P): why' for each protocol (and imbalance factor, whose long tail sets the
+    train_prior counts) whose count of some class the imported `images` fall short of, as the
+    import job would find (cbdm.samplesets.fit_to_protocol)."""
+    from .dataset import longtail_plan
+    from .samplesets import SampleSetError, fit_to_protocol
+    from .sources import NUM_CLASSES
+
+    problems = []
+    for protocol, proto in config["evaluation"]["protocols"].items():
+        for factor in imbalance_factors(spec):
+            counts = longtail_plan(spec["longtail"], factor, NUM_CLASSES[spec["source"]], pool_size)[1]
+            try:
+                fit_to_protocol(images, proto["labels"], proto["num_samples"], counts, path)
+            except SampleSetError as err:
+                problems.append(f"protocol {protocol}): {err}")
+    return list(dict.fromkeys(problems))
 
 
 def _torch_sees_a_gpu() -> bool:

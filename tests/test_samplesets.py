@@ -506,11 +506,36 @@ def test_cbdm_check_refuses_a_declared_sample_set_the_import_would_refuse(tmp_pa
     good = write_guided_npz(heldout, tmp_path / "good.npz")
     small = write_guided_npz(ImageSet(np.rint(heldout.images / 255 * 16).astype(np.uint8), heldout.labels),
                              tmp_path / "sixteen.npz")
+    protocols = {"ours": {"labels": "exact", "num_samples": 500}}  # 50 a class: what the held-out set has
     for path, code in ((good, 0), (small, 1)):
         config = tmp_path / f"{path.stem}.yaml"
         variants = {**MINIMAL["variants"], "ours": {"samples": str(path)}}
-        config.write_text(yaml.safe_dump({**MINIMAL, "variants": variants}))
+        config.write_text(yaml.safe_dump({**MINIMAL, "variants": variants, "evaluation": {"protocols": protocols}}))
         assert main(["check", str(config)]) == code
     err = capsys.readouterr().err
     assert f"sixteen.yaml: variants.ours.samples (dataset digits): {small}: no pixel is above 16" in err
     assert "good.npz" not in err
+
+
+def test_cbdm_check_refuses_a_declared_sample_set_with_too_few_images_of_a_class(tmp_path, capsys):
+    """A `samples:` set with fewer images of a class than a protocol scores passed `cbdm check` and
+    failed in its import job, after the dataset and classifier jobs."""
+    import yaml
+
+    from cbdm.cli import main
+    from cbdm.dataset import split_source
+
+    from helpers import MINIMAL
+
+    heldout = split_source(validate_config(MINIMAL)["datasets"]["digits"])[1]
+    keep = np.concatenate([np.where(heldout.labels == c)[0][:20 if c == 3 else 50] for c in range(10)])
+    path = write_guided_npz(heldout.subset(keep), tmp_path / "few.npz")
+    protocols = {"ours": {"labels": "exact", "num_samples": 500}, "small": {"labels": "exact", "num_samples": 200}}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({**MINIMAL, "variants": {**MINIMAL["variants"], "mine": {"samples": str(path)}},
+                                      "evaluation": {"protocols": protocols, "is_splits": 5}}))
+    assert main(["check", str(config)]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if "variants.mine" in line]
+    assert err == [f"{config}: variants.mine.samples (dataset digits, protocol ours): class 3 has 20 samples in "
+                   f"{path}, fewer than the 50 the protocol needs (exact labels, 500 samples; 1 class(es) short): "
+                   f"generate more"]
