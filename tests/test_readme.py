@@ -32,3 +32,21 @@ def test_the_variant_example_validates(repo):
     config = minimal_config(**yaml.safe_load(block))
     settings = variant_settings(config, "cbdm_uniform_b48")
     assert settings["training"]["batch_size"] == 48 and settings["guidance"] == [1.0, 1.6]
+
+
+def test_every_documented_snakemake_command_gives_configfile_only_config_files(repo):
+    """Snakemake's --configfile takes every word up to the next option: `snakemake --configfile
+    c.yaml all`, as the SLURM and Kubernetes profiles and the README's cluster section wrote it,
+    stops at once with a traceback ending "No such file or directory: 'all'"."""
+    import re
+
+    files = [repo / "README.md", repo / "Snakefile", *repo.glob("config/**/*.yaml"), *repo.glob("config/**/*.md"),
+             *repo.glob("profiles/**/*.yaml")]
+    wrong = []
+    for file in files:
+        for command in re.findall(r"snakemake [^`\n]*--configfile[^`\n]*", file.read_text()):
+            words = command.split("--configfile", 1)[1].split()
+            given = words[:next((i for i, w in enumerate(words) if w.startswith("-")), len(words))]
+            wrong += [f"{file.relative_to(repo)}: {command}" for w in given
+                      if not re.fullmatch(r"[\w./<>-]*(\.ya?ml\]?|\.json|\.\.\.|>|\\)|\[?", w)]
+    assert not wrong, wrong
