@@ -98,6 +98,27 @@ def changed_since_scored(card: dict, folder: Path, name: str, samples: str) -> b
     return True
 
 
+def precheck_samples(config: dict, dataset: str, imb: str, protocol: str, samples: str, fmt: str,
+                     resize: bool) -> None:
+    """Refuse a set its import would refuse for its format, dtype, shape, labels or images per
+    class, before the suite's inputs are built (the classifier and reference features of a new
+    suite: minutes, hours with Inception). Its pixel values are checked on import, against the
+    training pool, which is prepared with those inputs."""
+    from .config import training_pool_sizes
+    from .dataset import longtail_plan
+    from .samplesets import fit_to_protocol, read_samples
+    from .sources import CLASS_NAMES, IMAGE_SHAPES
+
+    spec, proto = config["datasets"][dataset], config["evaluation"]["protocols"][protocol]
+    channels, side = IMAGE_SHAPES[spec["source"]]
+    side = spec["image_size"] or side
+    imported = read_samples(samples, num_classes=len(CLASS_NAMES[spec["source"]]), image_shape=(channels, side, side),
+                            class_names=CLASS_NAMES[spec["source"]], fmt=fmt, resize=resize)
+    pool = training_pool_sizes(spec)
+    counts = longtail_plan(spec["longtail"], float(imb), len(pool), sum(pool))[1]
+    fit_to_protocol(imported.images, proto["labels"], proto["num_samples"], counts, samples)
+
+
 def build_inputs(configfile: str, targets: list[str], cores: int = 1) -> None:
     """Make `targets` with the suite's workflow (only the jobs they need), in the current folder."""
     from snakemake.api import SnakemakeApi
@@ -203,6 +224,8 @@ def evaluate_external(*, configfile: str, samples: str, name: str, protocol: str
     reference = config["evaluation"]["protocols"][protocol]["reference"]
     paths = suite_paths(config, dataset, imb, reference)
     needed = ["classifier", "source_npz", "source_json", "manifest"] + ([] if ref_stats else ["reference"])
+    if not all(Path(paths[k]).exists() for k in needed):  # else scoring, at once, reads and checks the set
+        precheck_samples(config, dataset, imb, protocol, samples, fmt, resize)
     build_inputs(configfile, [paths[k] for k in needed], cores)
     if replace:
         shutil.rmtree(entry_folder(config, name, dataset, imb))

@@ -194,6 +194,7 @@ def test_a_set_changed_since_its_entry_scored_it_loses_its_scores_under_every_pr
         raise Scored
 
     monkeypatch.setattr(external, "build_inputs", lambda *a, **k: None)
+    monkeypatch.setattr(external, "precheck_samples", lambda *a, **k: None)  # the files are stand-ins
     monkeypatch.setattr(external, "score", score)
     for content, kept in ((None, True), (b"second, longer", False)):
         if content:
@@ -203,6 +204,26 @@ def test_a_set_changed_since_its_entry_scored_it_loses_its_scores_under_every_pr
         assert scored.pop() is kept, content
     assert "mine.npz changed since entry 'mine' scored it: its scores under protocol(s) other were removed" \
         in capsys.readouterr().out
+
+
+def test_a_set_its_import_would_refuse_is_refused_before_the_suites_inputs_are_built(in_tmp, monkeypatch, capsys):
+    """Float images, or too few of a class, were refused only after the dataset, classifier and
+    reference-features jobs of a new suite had run (21 s on the tiny suite; Inception features of
+    a paper suite take far longer)."""
+    from cbdm import cli, external
+
+    from helpers import MINIMAL
+
+    (in_tmp / "config.yaml").write_text(yaml.safe_dump(MINIMAL))  # protocol ours: 100 of each class
+    labels = np.repeat(np.arange(10), 100)
+    np.savez("float.npz", arr_0=np.random.RandomState(0).rand(1000, 8, 8, 1), arr_1=labels)
+    np.savez("few.npz", arr_0=np.full((990, 8, 8, 1), 200, np.uint8), arr_1=labels[10:])
+    built = []
+    monkeypatch.setattr(external, "build_inputs", lambda *a, **k: built.append(a))
+    for name, message in (("float", "float.npz: images are float64, expected uint8"),
+                          ("few", "class 0 has 90 samples in few.npz, fewer than the 100 the protocol needs")):
+        assert cli.main(["evaluate", "--config", "config.yaml", "--samples", f"{name}.npz"]) == 1
+        assert message in capsys.readouterr().err and not built
 
 
 def test_a_second_sample_set_under_an_entry_name_in_use_is_refused_unless_overwrite(in_tmp, monkeypatch, capsys):
@@ -232,6 +253,7 @@ def test_a_second_sample_set_under_an_entry_name_in_use_is_refused_unless_overwr
         raise Scored
 
     monkeypatch.setattr(external, "build_inputs", lambda *a, **k: built.append(a))
+    monkeypatch.setattr(external, "precheck_samples", lambda *a, **k: None)  # the files are stand-ins
     monkeypatch.setattr(external, "score", score)
 
     def evaluate(*args):
