@@ -6,7 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import DEFAULT_CONFIG, ConfigError, imbalance_factors, load_config, registered_losses, variant_settings
+from .config import (
+    DEFAULT_CONFIG,
+    ConfigError,
+    imbalance_factors,
+    load_config,
+    registered_losses,
+    twin_variants,
+    variant_settings,
+)
 
 
 def _load(path: str) -> dict | None:
@@ -63,6 +71,10 @@ def cmd_check(args) -> int:
             print(f"{args.config}: warning: variant {name}: training.warmup_steps {training['warmup_steps']} >= "
                   f"steps {training['steps']}, so the learning rate never reaches training.lr; lower warmup_steps",
                   file=sys.stderr)
+    for first, later in twin_variants(config):
+        print(f"{args.config}: warning: variants {first} and {later} train and sample alike (the same losses, "
+              f"training and sampling settings): their rows will repeat each other; change one, or remove it",
+              file=sys.stderr)
     if missing:
         return 1
     print(f"{args.config}: OK")

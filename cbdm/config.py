@@ -18,6 +18,7 @@ import yaml
 
 from . import field_losses  # noqa: F401  (registers the field's losses)
 from .dataset import longtail_plan
+from .fingerprint import fingerprint
 from .labels import factor_label  # noqa: F401 (the rules call cbdm.config.factor_label)
 from .losses import LOSSES, get_loss
 from .metrics import most_inception_splits
@@ -407,6 +408,31 @@ def variant_settings(config: dict, name: str) -> dict:
                           f"or mark it `external: true` if a user rule builds it")
     settings["losses"] = loss_terms(name, spec["losses"])
     return settings
+
+
+def twin_variants(config: dict) -> list[tuple[str, str]]:
+    """Pairs (first, later) of variants that train and sample alike: every resolved setting but the
+    name and description equal (an external variant's training is its rule's, so none is compared).
+    Training is seeded by the training seed alone, so such a pair gives the same numbers twice."""
+    first, pairs = {}, []
+    for name in config["variants"]:
+        settings = variant_settings(config, name)
+        if settings["external"]:
+            continue
+        key = fingerprint(_as_floats({k: v for k, v in settings.items() if k not in ("name", "description")}))
+        if key in first:
+            pairs.append((first[key], name))
+        first.setdefault(key, name)
+    return pairs
+
+
+def _as_floats(value):
+    """`value` with every int a float: a weight of 1 trains as the default 1.0 (float(weight))."""
+    if isinstance(value, dict):
+        return {k: _as_floats(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_floats(v) for v in value]
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 def _check_training(name: str, spec: dict, training: dict) -> None:

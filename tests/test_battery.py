@@ -358,3 +358,17 @@ def test_a_warmup_longer_than_the_training_is_a_warning_naming_the_variant(tmp_p
     assert code == 0 and "warning: variant ddpm: training.warmup_steps 10000 >= steps" in err
     code, err = check(write_config(tmp_path, put("training.warmup_steps", 1)), capsys)
     assert code == 0 and "warmup_steps" not in err
+
+
+def test_a_variant_that_trains_and_samples_as_another_is_a_warning_naming_both(tmp_path, monkeypatch, capsys):
+    """A copied variant whose edit did not change anything (here a weight at the loss's default)
+    trained, sampled and was reported as a second row with the same numbers (ddpm2 = ddpm, +0
+    in every difference, on the tiny suite), with no word that the two are one setting."""
+    monkeypatch.chdir(tmp_path)
+    code, err = check(write_config(tmp_path, put("variants.ddpm2", {"losses": [{"name": "eps_mse", "weight": 1}]})),
+                      capsys)
+    assert code == 0 and ("warning: variants ddpm and ddpm2 train and sample alike (the same losses, training and "
+                          "sampling settings): their rows will repeat each other; change one, or remove it") in err
+    code, err = check(write_config(tmp_path, put("variants.ddpm2", {"losses": [{"name": "eps_mse", "weight": 2}]})),
+                      capsys)
+    assert code == 0 and "alike" not in err
