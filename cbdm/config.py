@@ -504,6 +504,7 @@ def imported_settings(config: dict, name: str, spec: dict, settings: dict) -> di
         if not Path(path).exists():
             raise ConfigError(f"variants.{name}.samples: {path!r} does not exist (paths are relative to the "
                               f"folder snakemake runs in)")
+    _check_distinct_runs(name, sets)
     settings.update(losses=[], samples=sets, guidance=[float(g) for g in sets], seeds=seeds[0],
                     samples_format=spec["samples_format"], samples_resize=spec["samples_resize"])
     # The guidance scales are the ones the files were drawn at: the DAG's cells read them here.
@@ -511,6 +512,19 @@ def imported_settings(config: dict, name: str, spec: dict, settings: dict) -> di
                             "guidance": settings["guidance"], "seeds": settings["sampling"]["seeds"][:1],
                             "guidance_declared": declared}
     return settings
+def _check_distinct_runs(name: str, sets: dict[str, dict[int, str]]) -> None:
+    """Each run (guidance, training seed) of an imported variant has its own files: one set under
+    two runs would be imported twice and counted as two runs (a spread of 0 over them)."""
+    seen = {}
+    for guidance, by_seed in sets.items():
+        for seed, path in by_seed.items():
+            where = seen.setdefault(Path(path).resolve(), (guidance, seed))
+            if where != (guidance, seed):
+                raise ConfigError(f"variants.{name}.samples: {path} is given for guidance {where[0]} seed {where[1]} "
+                                  f"and for guidance {guidance} seed {seed}: one set would count as two runs; give "
+                                  f"each run its own samples")
+
+
 def _check_sampler(config: dict, where: str, sampling: dict) -> None:
     if sampling["sampler"] == "ddim" and sampling["steps"] > config["diffusion"]["num_timesteps"]:
         raise ConfigError(f"{where}: sampling.steps {sampling['steps']} exceeds diffusion.num_timesteps "

@@ -163,3 +163,15 @@ def test_an_external_variant_that_no_extension_rule_builds_is_refused_when_snake
     assert ("variant(s) mine: external, but no rule writes their model file (results/tiny/models/{dataset}/IF{imb}/"
             "mine/seed{seed}/model.pt); add one to an `extensions:` rule file, writing model_path(\"mine\")"
             ) in result.stdout + result.stderr
+
+
+def test_one_sample_file_given_for_two_runs_of_an_imported_variant_is_refused(tmp_path):
+    """The same file under two training seeds (a copied line) was imported twice and counted as two
+    runs: a spread of 0 over them, and a paired difference whose seeds were one set."""
+    samples = tmp_path / "run.npz"
+    samples.write_bytes(b"")
+    variants = {"ddpm": {"losses": [{"name": "eps_mse"}]},
+                "mine": {"samples": {1.0: {0: str(samples), 1: str(tmp_path / "." / "run.npz")}}}}
+    assert problem(seeds=[0, 1], variants=variants) == (
+        f"variants.mine.samples: {samples} is given for guidance 1 seed 0 and for guidance 1 seed 1: one set would "
+        f"count as two runs; give each run its own samples")

@@ -23,8 +23,10 @@ def test_a_samples_variant_resolves_to_guidance_seed_and_path(in_tmp):
     settings = variant_settings(config_with({"samples": "a.npz"}, seeds=[3, 4]), "mine")
     assert settings["samples"] == {"1": {3: "a.npz"}} and settings["seeds"] == [3]
     assert settings["losses"] == [] and settings["sampling"]["sampler"] == "imported"
-    settings = variant_settings(config_with({"samples": {1.5: {0: "a.npz", 1: "b"}, 2: {0: "b", 1: "a.npz"}}}), "mine")
-    assert settings["samples"] == {"1.5": {0: "a.npz", 1: "b"}, "2": {0: "b", 1: "a.npz"}}
+    (in_tmp / "c.npz").write_bytes(b"")
+    (in_tmp / "d").mkdir()
+    settings = variant_settings(config_with({"samples": {1.5: {0: "a.npz", 1: "b"}, 2: {0: "d", 1: "c.npz"}}}), "mine")
+    assert settings["samples"] == {"1.5": {0: "a.npz", 1: "b"}, "2": {0: "d", 1: "c.npz"}}
     assert settings["guidance"] == [1.5, 2.0] and settings["seeds"] == [0, 1]
     assert settings["sampling"]["guidance"] == [1.5, 2.0]  # what the DAG's cells expand over
 
@@ -100,7 +102,8 @@ def test_an_imported_variant_is_planned_at_the_guidance_scales_of_its_files(tmp_
     oracle = str(write_oracle(tmp_path / "oracle.npz"))
     configfile = tiny_with_import(repo, tmp_path, oracle)
     config = yaml.safe_load(configfile.read_text())
-    config["variants"]["oracle"]["samples"] = {1.5: {0: oracle}, 2: {0: oracle}}
+    other = str(write_oracle(tmp_path / "oracle-2.npz"))  # each run its own file
+    config["variants"]["oracle"]["samples"] = {1.5: {0: oracle}, 2: {0: other}}
     configfile.write_text(yaml.safe_dump(config, sort_keys=False))
     imports = planned_wildcards(repo, configfile, "import_samples")
     assert sorted(w["guidance"] for w in imports) == ["1.5", "2"]
