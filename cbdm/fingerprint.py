@@ -42,11 +42,12 @@ def origin_array(origin: dict | None) -> dict[str, np.ndarray]:
     return {} if origin is None else {ORIGIN: np.asarray(json.dumps(origin, sort_keys=True))}
 
 
-def check_origin(path, recorded: np.ndarray | None, expected: dict | None) -> None:
+def check_origin(path, recorded: np.ndarray | None, expected: dict | None, fix: str | None = None) -> None:
     """InputError unless an .npz file's recorded origin (its ORIGIN array, None where it has none)
     is `expected` (None: nothing to check). A sample set, features or data file copied over another
     cell's, or kept from other settings while Snakemake did not rerun it, would otherwise be
-    used as this job's without a word; the error names the keys that differ."""
+    used as this job's without a word; the error names the keys that differ. `fix`: the advice
+    for a file the user gave, which no stage of this suite made (default: rebuild it)."""
     if expected is None:
         return
     if recorded is None:
@@ -54,20 +55,22 @@ def check_origin(path, recorded: np.ndarray | None, expected: dict | None) -> No
                          f"was written by an older cbdm or by hand; {rebuild(path)}")
     check_recorded(path, json.loads(str(recorded)), json.loads(json.dumps(expected, sort_keys=True)),
                    holds="was made for", needs="this job needs",
-                   cause="it was copied or moved, or kept from other settings")
+                   cause="it was copied or moved, or kept from other settings", fix=fix)
 
 
-def check_recorded(path, recorded: dict, expected: dict, *, holds: str, needs: str, cause: str) -> None:
+def check_recorded(path, recorded: dict, expected: dict, *, holds: str, needs: str, cause: str,
+                   fix: str | None = None) -> None:
     """InputError unless what the file at `path` records equals what this job expects (both
     normalised by the caller; a key only one of them has differs too). The error reads
     '<path> <holds> <key value, ...>, but <needs> <key value, ...>: <cause>; <the fix>', naming
-    each differing key with both values, so every reused file's refusal says the same things."""
+    each differing key with both values, so every reused file's refusal says the same things; the
+    fix is `fix`, or rebuilding the file."""
     missing = object()
     keys = [key for key in dict.fromkeys([*expected, *recorded])
             if recorded.get(key, missing) != expected.get(key, missing)]
     if keys:
         raise InputError(f"{path} {holds} {_listed(recorded, keys)}, but {needs} {_listed(expected, keys)}: "
-                         f"{cause}; {rebuild(path)}")
+                         f"{cause}; {fix or rebuild(path)}")
 
 
 def _listed(values: dict, keys: list) -> str:

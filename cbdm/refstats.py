@@ -179,8 +179,10 @@ def evaluate_against_stats(gen: dict, stats_npz: str, groups: dict, num_classes:
     from .acceleration import resolve_device
 
     stats, dev = read_reference_stats(stats_npz), resolve_device(device)
-    if ORIGIN in stats and reference_origin is not None:
-        check_origin(stats_npz, stats[ORIGIN], reference_origin)
+    if ORIGIN in stats and reference_origin is not None:  # the user gave this file: no stage here makes it
+        check_origin(stats_npz, stats[ORIGIN], reference_origin,
+                     fix=f"give --ref-stats the statistics of this suite's {reference} reference set (rule "
+                         f"reference_stats writes them), or leave --ref-stats out to score against its images")
     provenance = provenance_note(stats, stats_npz, extractor, reference)
     check_features_label(stats, stats_npz, gen)
     if gen["features"].shape[1] != stats["mu"].shape[0]:

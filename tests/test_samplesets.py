@@ -177,6 +177,29 @@ def test_fid_from_reference_statistics_equals_fid_from_the_images(suite, tmp_pat
     assert edm["tail"]["value"] is None and "has no statistics for tail" in edm["tail"]["note"]
 
 
+def test_statistics_of_another_reference_set_say_which_statistics_to_give(suite, tmp_path):
+    """`--ref-stats` of another held-out split was refused with the advice for the workflow's own
+    files, `--forcerun` the given file (another suite's, or one the user fetched), which cannot
+    make it this protocol's."""
+    paths = every_format(samples_of(suite), tmp_path)
+    score(suite, paths["suite_npz"], tmp_path / "out")
+    stats_file = tmp_path / "reference-heldout.stats.npz"
+    write_reference_stats(reference_npz=str(suite["root"] / "reference.npz"), groups=GROUPS, num_classes=10,
+                          extractor="classifier 8-d", reference="heldout", out_npz=str(stats_file),
+                          reference_origin=reference_origin("digits", suite["config"]["datasets"]["digits"],
+                                                            "heldout", 100.0))
+    gen = dict(np.load(tmp_path / "out/features.npz"))
+    other_split = {**suite["config"]["datasets"]["digits"], "heldout_per_class": 20}
+    with pytest.raises(InputError) as err:
+        evaluate_against_stats(gen, str(stats_file), GROUPS, 10, suite["config"]["evaluation"],
+                               extractor="classifier 8-d", reference="heldout",
+                               reference_origin=reference_origin("digits", other_split, "heldout", 100.0))
+    assert str(err.value).startswith(f"{stats_file} was made for data_digest ")
+    assert str(err.value).endswith("; give --ref-stats the statistics of this suite's heldout reference set "
+                                   "(rule reference_stats writes them), or leave --ref-stats out to score against "
+                                   "its images")
+
+
 def test_export_then_import_gives_the_original_arrays(suite, tmp_path):
     images = samples_of(suite)
     source = write_suite_npz(images, tmp_path / "ours.npz")
