@@ -474,6 +474,9 @@ def loss_terms(variant: str, losses: list[dict]) -> list[dict]:
         except (KeyError, ValueError) as err:
             raise ConfigError(f"variant {variant}: {err.args[0]}") from err
         terms.append({"name": term["name"], "weight": term.get("weight", loss.weight), "options": options})
+    if terms and not any(t["weight"] for t in terms):
+        raise ConfigError(f"variant {variant}: every loss term has weight 0, so training would never change the "
+                          f"model; give a term a positive weight")
     return terms
 
 

@@ -175,3 +175,12 @@ def test_one_sample_file_given_for_two_runs_of_an_imported_variant_is_refused(tm
     assert problem(seeds=[0, 1], variants=variants) == (
         f"variants.mine.samples: {samples} is given for guidance 1 seed 0 and for guidance 1 seed 1: one set would "
         f"count as two runs; give each run its own samples")
+
+
+def test_a_variant_whose_every_loss_weight_is_zero_is_refused():
+    """Weights of 0 on every term passed `cbdm check`: the loss is 0 at every step, so the model
+    kept its initial weights, and its samples were scored and reported as a method."""
+    variants = {"ddpm": {"losses": [{"name": "eps_mse", "weight": 0}, {"name": "cbdm", "weight": 0.0}]}}
+    assert problem(variants=variants) == (
+        "variant ddpm: every loss term has weight 0, so training would never change the model; give a term a "
+        "positive weight")
