@@ -31,6 +31,7 @@ from .io import InputError, atomic_path, read_npz, write_npz
 from .sources import ImageSet
 
 FORMATS = ("class_folder", "edm", "guided_npz", "suite_npz")
+FOLDER_FORMATS = ("class_folder", "edm")  # the others read one .npz file
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 LOSSY_FORMATS = ("JPEG",)  # PIL's names of the formats among IMAGE_SUFFIXES that change pixels when saved
 EDM_LABELS = "dataset.json"
@@ -361,6 +362,10 @@ def read_samples(path, *, num_classes: int, image_shape: tuple[int, int, int], c
         raise SampleSetError(f"unknown sample format {fmt!r}; use auto or one of {', '.join(FORMATS)}")
     if not path.exists():
         raise SampleSetError(f"{path} does not exist: give a folder of images or an .npz file")
+    if (fmt in FOLDER_FORMATS) != path.is_dir():
+        kind, reads = ("a folder", "an .npz file") if path.is_dir() else ("a file", "a folder")
+        raise SampleSetError(f"{path} is {kind}, but format {fmt} reads {reads}: name its format with --format "
+                             f"(samples_format), or leave it auto")
     images, labels, source = READERS[fmt](path, class_names)
     check_arrays(images, labels, num_classes, path)
     images, resized = conform_size(np.ascontiguousarray(images), tuple(image_shape), resize, path)

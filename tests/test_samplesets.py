@@ -304,6 +304,19 @@ def test_a_users_npz_that_cannot_be_read_as_its_format_says_how_to_save_it(tmp_p
         assert "--forcerun" not in str(err.value)
 
 
+@pytest.mark.parametrize("fmt", ["class_folder", "edm", "guided_npz", "suite_npz"])
+def test_a_format_named_for_the_wrong_kind_of_path_is_refused_as_such(tmp_path, fmt):
+    """--format class_folder (or edm) on an .npz file ended in NotADirectoryError's traceback; an
+    .npz format on a folder said to save the folder again with numpy.savez."""
+    np.savez(tmp_path / "set.npz", arr_0=np.zeros((4, 8, 8, 1), np.uint8), arr_1=np.arange(4))
+    (tmp_path / "folder" / "0").mkdir(parents=True)
+    path = tmp_path / ("set.npz" if fmt in ("class_folder", "edm") else "folder")
+    kind, reads = ("a file", "a folder") if fmt in ("class_folder", "edm") else ("a folder", "an .npz file")
+    with pytest.raises(SampleSetError, match=f"^{path} is {kind}, but format {fmt} reads {reads}: name its format "
+                                             f"with --format \\(samples_format\\), or leave it auto"):
+        read(path, fmt=fmt)
+
+
 def test_a_suite_npz_saved_channels_last_is_refused_as_such(tmp_path):
     """[N, H, W, C] under `images` used to be read as 8 channels, with the advice to convert to grayscale."""
     images = np.random.RandomState(0).randint(0, 256, (20, 8, 8, 1)).astype(np.uint8)
