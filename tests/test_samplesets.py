@@ -536,9 +536,9 @@ def test_cbdm_check_refuses_a_declared_sample_set_the_import_would_refuse(tmp_pa
     from cbdm.cli import main
     from cbdm.dataset import split_source
 
-    from helpers import MINIMAL
+    from helpers import MINIMAL, minimal_config
 
-    heldout = split_source(validate_config(MINIMAL)["datasets"]["digits"])[1]
+    heldout = split_source(minimal_config()["datasets"]["digits"])[1]
     good = write_guided_npz(heldout, tmp_path / "good.npz")
     small = write_guided_npz(ImageSet(np.rint(heldout.images / 255 * 16).astype(np.uint8), heldout.labels),
                              tmp_path / "sixteen.npz")
@@ -561,9 +561,9 @@ def test_cbdm_check_refuses_a_declared_sample_set_with_too_few_images_of_a_class
     from cbdm.cli import main
     from cbdm.dataset import split_source
 
-    from helpers import MINIMAL
+    from helpers import MINIMAL, minimal_config
 
-    heldout = split_source(validate_config(MINIMAL)["datasets"]["digits"])[1]
+    heldout = split_source(minimal_config()["datasets"]["digits"])[1]
     keep = np.concatenate([np.where(heldout.labels == c)[0][:20 if c == 3 else 50] for c in range(10)])
     path = write_guided_npz(heldout.subset(keep), tmp_path / "few.npz")
     protocols = {"ours": {"labels": "exact", "num_samples": 500}, "small": {"labels": "exact", "num_samples": 200}}
