@@ -37,13 +37,16 @@ def resolve_config(config: dict, workflow) -> dict:
         {"default-storage-prefix": getattr(workflow.storage_settings, "default_storage_prefix", None),
          "container-image": getattr(workflow.remote_execution_settings, "container_image", None)})
     files = [str(f) for f in workflow.overwrite_configfiles] or [DEFAULT_CONFIG]
-    config.update(deep_merge(config, command_line_values(workflow.config_settings.config)))
+    given = command_line_values(workflow.config_settings.config)
+    config.update(deep_merge(config, given))
+    # The checked config is the files' merged with --config's keys: an error names both sources.
+    sources = ", ".join(files) + (f" with --config {', '.join(given)}" if given else "")
     try:
         for path in files:  # Snakemake's YAML reader keeps the last of a duplicated key without a word
             read_config_file(Path(path))
         return validate_config(config, source=Path(files[0]) if len(files) == 1 else None)
     except ConfigError as err:
-        raise ConfigError(f"config error in {', '.join(files)}: {err}") from err
+        raise ConfigError(f"config error in {sources}: {err}") from err
 
 
 def visible_gpus() -> int:

@@ -212,6 +212,14 @@ def test_a_configfile_without_datasets_stands_alone(tmp_path, repo):
     assert "train" not in result.stdout  # nothing planned from the default suite
 
 
+def test_a_bad_value_given_with_config_names_the_command_line_not_only_the_file(tmp_path, repo):
+    """A key given with --config was reported as an error in the config file, which does not hold it."""
+    path = tiny_config(repo, tmp_path, lambda c: None)
+    result = dry_run(repo, tmp_path, "--configfile", str(path), "--config", "seedz=[0,1]")
+    assert result.returncode != 0
+    assert f"config error in {path} with --config seedz: " in result.stdout + result.stderr
+
+
 def test_seeds_from_the_command_line_and_a_non_round_guidance_expand_the_dag(tmp_path, repo):
     path = tiny_config(repo, tmp_path, lambda c: c["variants"]["ddpm"].update(sampling={"guidance": [1.2345678]}))
     output = dry_run_output(repo, tmp_path, path, "--config", "seeds=[0,1]")  # the jobs, then their counts
