@@ -760,9 +760,12 @@ def comparison_sections(r: Report) -> list[Section]:
     # Their runs share no randomness with the baseline's: the pairing is by seed number only.
     caveat = (f" Imported variants ({', '.join(imported)}) were made elsewhere: paired with the baseline by "
               f"seed number only, which shares no randomness." if imported else "")
+    # Each variant is paired at the guidance the main table shows it with, which may differ from the baseline's.
+    shown = ", ".join(f"{v} {factor_label(w)}" for v, w in r.guidance.items())
     return [Section(f"Differences to {r.settings.baseline}",
                     "Variant minus baseline, paired by training and sampling seed; a t-based 95 % "
-                    "interval over the pairs; 'better'/'worse' when it excludes 0." + caveat,
+                    "interval over the pairs; 'better'/'worse' when it excludes 0. Each variant at the "
+                    f"guidance scale of the main table: {shown}." + caveat,
                     format_differences(r.differences), page="comparisons"),
             Section("Spread over seeds",
                     "sd over training seeds (of each seed's mean over sampling seeds) and pooled sd "
