@@ -21,8 +21,8 @@ import torch  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
 from . import records  # noqa: E402
-from .fingerprint import ORIGIN, check_origin  # noqa: E402
-from .io import atomic_path, read_npz  # noqa: E402
+from .dataset import read_image_set  # noqa: E402
+from .io import atomic_path  # noqa: E402
 from .metrics import nearest_neighbour_distances  # noqa: E402
 from .records import class_of, is_class  # noqa: E402
 from .tables import scale_label  # noqa: E402
@@ -37,15 +37,14 @@ MEMORIZATION_MAX_CLASSES = 5  # tail classes shown in the memorization figure
 MEMORIZATION_PAIRS = 3  # flagged samples shown per variant and class
 GROUP_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860")
 SCOPE_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
-IMAGE_ARRAYS = {"images": 4, "labels": 1}
 
 
 def read_images(path: str, origin: dict | None = None) -> dict[str, np.ndarray]:
-    """The images and labels of a sample or training set file, as the figures take them; one that
-    does not record `origin` (cbdm.fingerprint.check_origin) is refused."""
-    data = read_npz(path, IMAGE_ARRAYS)
-    check_origin(path, data.get(ORIGIN), origin)
-    return data
+    """The images and labels of a sample or training set file, as the figures take them. A sample
+    set must record `origin` (cbdm.dataset.read_image_set checks it): a set copied over another
+    cell's, or kept from older settings, would be shown as this variant's images."""
+    images = read_image_set(path, "", origin=origin)
+    return {"images": images.images, "labels": images.labels}
 
 
 def _save(fig, path: str) -> None:

@@ -48,12 +48,15 @@ class ReportError(RuntimeError):
 @dataclass(frozen=True)
 class ReportFiles:
     """The files one report reads, each once. `sample_files`: the sample set shown per variant;
-    `loss_logs`: the training loss of each built-in variant; `augmentation_files`: the rows of the
-    augmentation experiment (none: not run); `train_origin`: what the training set must record
-    (cbdm.dataset.data_origin), so that one drawn with other settings is not shown as this one."""
+    `sample_origins`: what each of them must record it is of (cbdm.origins.sample_origin), since
+    the figures show its images as that variant's; `loss_logs`: the training loss of each built-in
+    variant; `augmentation_files`: the rows of the augmentation experiment (none: not run);
+    `train_origin`: what the training set must record (cbdm.dataset.data_origin), so that one
+    drawn with other settings is not shown as this one."""
     metric_files: list[str]
     diagnostic_files: list[str]
     sample_files: dict[str, str]
+    sample_origins: dict[str, dict]
     train_npz: str
     loss_logs: dict[str, str]
     manifest_json: str
@@ -245,7 +248,8 @@ class Report:
     confusions: list[tuple[dict, np.ndarray]]  # (cell, confusion matrix) of every metrics file
     augmentation: pd.DataFrame  # per-seed runs of the augmentation experiment; empty: not run
     heldout: list[dict]  # the held-out images' records (accuracy, misclassified-into rates); empty: none
-    train: dict[str, np.ndarray]  # the training set's images and labels (plots.read_images)
+    samples: dict[str, dict]  # the images shown per variant (plots.read_images), each checked for its origin
+    train: dict  # the training images (plots.read_images)
 
     @cached_property
     def agg(self) -> pd.DataFrame:
@@ -323,7 +327,8 @@ class Report:
 
 
 def load_report(files: ReportFiles, settings: ReportSettings) -> Report:
-    """Read every input once; refuse a partial table (ReportError) before anything is written."""
+    """Read every input once; refuse a partial table (ReportError), or a sample set of another
+    cell or of older settings than its variant's (InputError), before anything is written."""
     metrics = [records.read_metrics(path) for path in files.metric_files]
     runs = records_frame(metrics)
     check_complete(runs, settings.expected_cells)
@@ -331,11 +336,12 @@ def load_report(files: ReportFiles, settings: ReportSettings) -> Report:
     check_sampled_as_declared(metrics, files.metric_files, settings)
     runs = pd.concat([runs, collect_records(files.diagnostic_files)], ignore_index=True)
     runs = runs.sort_values("variant", key=lambda v: v.map(settings.variants.index), kind="stable")
+    samples = {v: plots.read_images(path, files.sample_origins[v]) for v, path in files.sample_files.items()}
     return Report(settings=settings, files=files, runs=runs, manifest=read_json(files.manifest_json),
                   confusions=[(data["cell"], np.asarray(data["confusion"])) for data in metrics],
                   augmentation=augmentation_runs([read_json(path) for path in files.augmentation_files]),
                   heldout=read_json(files.heldout_json)["records"] if files.heldout_json else [],
-                  train=plots.read_images(files.train_npz, files.train_origin))
+                  samples=samples, train=plots.read_images(files.train_npz, files.train_origin))
 
 
 # --- tables -----------------------------------------------------------------------------------
@@ -847,7 +853,7 @@ def write_tables(sections: list[Section], notes: list[str], outputs: dict, pream
 
 
 def write_plots(r: Report, outputs: dict[str, str]) -> None:
-    """Every figure of the report, from the data read once (each image file read once)."""
+    """Every figure of the report, from the data read once."""
     protocol, groups, counts = r.settings.protocol, r.settings.groups, r.class_counts
     plots.plot_per_class(r.main_agg, counts, groups, outputs["fid_vs_count"])
     plots.plot_precision_recall(r.main_agg, r.scopes, outputs["precision_recall"])
@@ -858,9 +864,8 @@ def write_plots(r: Report, outputs: dict[str, str]) -> None:
         if cell["protocol"] == protocol and same_factor(r.guidance[cell["variant"]], cell["guidance"]):
             confusions[cell["variant"]] = confusions.get(cell["variant"], 0) + confusion
     plots.plot_confusions(confusions, groups, outputs["confusion"])
-    samples = {v: plots.read_images(path) for v, path in r.files.sample_files.items()}
-    plots.plot_sample_grids(samples, r.train, counts, outputs["samples"])
-    plots.plot_memorization(samples, r.train, r.main_agg, counts, groups, outputs["memorization"])
+    plots.plot_sample_grids(r.samples, r.train, counts, outputs["samples"])
+    plots.plot_memorization(r.samples, r.train, r.main_agg, counts, groups, outputs["memorization"])
     plots.plot_losses(r.files.loss_logs, outputs["loss"])
 
 

@@ -2,6 +2,7 @@
 seeds and two protocols, shared by the report tests (tests/test_report.py, test_report_html.py)."""
 import numpy as np
 
+from cbdm.fingerprint import origin_array
 from cbdm.io import write_json, write_npz
 from cbdm.records import record
 from cbdm.report import ReportFiles, ReportSettings
@@ -27,6 +28,12 @@ PUBLISHED = [
      "value": None, "status": "not available", "samples": None, "reference_statistics": None,
      "inception_preprocessing": "not stated", "protocol": "?", "reference": "paper C"},
 ]
+
+
+def sample_origin(variant: str) -> dict:
+    """What the sample set shown for `variant` records (cbdm.origins.sample_origin's keys)."""
+    return {"dataset": "x", "imbalance_factor": "10", "variant": variant, "seed": 0, "guidance": "1",
+            "sample_seed": 0, "labelset": "exact-20", "training_digest": "t", "data_digest": "d", "sampling": "s"}
 
 
 def metrics_records(fid):
@@ -66,7 +73,9 @@ def synthetic_report_inputs(tmp_path):
             write_json(path, {"cell": {**cell, "protocol": "ours"}, "records": diagnostics_records()})
             diagnostic_files.append(str(path))
     write_json(tmp_path / "manifest.json", {"total": 30, "class_counts": [20, 10]})
-    write_npz(tmp_path / "s.npz", images=np.zeros((20, 1, 8, 8), np.uint8), labels=np.repeat([0, 1], 10))
+    for variant in ("ddpm", "cbdm"):
+        write_npz(tmp_path / f"s-{variant}.npz", images=np.zeros((20, 1, 8, 8), np.uint8),
+                  labels=np.repeat([0, 1], 10), **origin_array(sample_origin(variant)))
     (tmp_path / "loss.csv").write_text("step,lr,loss,eps_mse\n1,0.1,1.0,1.0\n2,0.1,0.5,0.5\n")
     write_npz(tmp_path / "train.npz", images=np.full((30, 1, 8, 8), 7, np.uint8), labels=np.repeat([0, 1], [20, 10]))
     outputs = {k: str(tmp_path / f"out.{k}") for k in
@@ -74,7 +83,8 @@ def synthetic_report_inputs(tmp_path):
                 "page_per_class", "page_diagnostics", "page_comparisons", "page_data", "fid_vs_count",
                 "precision_recall", "groups", "guidance", "confusion", "samples", "memorization", "loss")}
     files = ReportFiles(metric_files=metric_files, diagnostic_files=diagnostic_files,
-                        sample_files={"ddpm": str(tmp_path / "s.npz"), "cbdm": str(tmp_path / "s.npz")},
+                        sample_files={v: str(tmp_path / f"s-{v}.npz") for v in ("ddpm", "cbdm")},
+                        sample_origins={v: sample_origin(v) for v in ("ddpm", "cbdm")},
                         train_npz=str(tmp_path / "train.npz"), loss_logs={"ddpm": str(tmp_path / "loss.csv")},
                         manifest_json=str(tmp_path / "manifest.json"), heldout_json=str(tmp_path / "heldout.json"))
     write_json(tmp_path / "heldout.json", {"cell": {"reference": "heldout"}, "records": [

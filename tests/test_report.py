@@ -91,6 +91,37 @@ def test_report_refuses_a_partial_table(report_inputs):
         build_report(**report_inputs)
 
 
+
+@pytest.mark.parametrize("shown, recorded", [
+    ("copied", "variant ddpm, but this job needs variant cbdm"),
+    ("older settings", "sampling older, but this job needs sampling s"),
+    ("no origin", None)])
+def test_a_sample_set_of_another_cell_is_refused_before_the_report_shows_it(report_inputs, shown, recorded):
+    """ddpm's sample set copied over cbdm's, or cbdm's kept from older sampling settings under
+    --rerun-triggers mtime, was shown in the sample grid and the memorization figure as cbdm's
+    images without a word: the report refuses it in one line, before writing anything."""
+    from report_helpers import sample_origin
+
+    from cbdm.fingerprint import origin_array
+    from cbdm.io import InputError, rebuild, write_npz
+
+    files, outputs = report_inputs["files"], report_inputs["outputs"]
+    path = files.sample_files["cbdm"]
+    origin = {"copied": sample_origin("ddpm"), "older settings": {**sample_origin("cbdm"), "sampling": "older"},
+              "no origin": None}[shown]
+    write_npz(path, images=np.zeros((20, 1, 8, 8), np.uint8), labels=np.repeat([0, 1], 10), **origin_array(origin))
+    with pytest.raises(InputError) as refused:
+        build_report(**report_inputs)
+    message = str(refused.value)
+    if recorded is None:
+        assert message.startswith(f"{path} records no origin")
+    else:
+        assert message == (f"{path} was made for {recorded}: it was copied or moved, or kept from other "
+                           f"settings; {rebuild(path)}")
+    assert "\n" not in message
+    assert not any(Path(p).exists() for p in outputs.values())
+
+
 def test_paired_difference_interval_and_verdicts():
     diffs = np.array([-1.0, -3.0, -2.0, -2.5])
     out = paired_difference(diffs, "fid")

@@ -301,7 +301,7 @@ def test_report_side_evaluation_settings_leave_the_metrics_jobs_params_alone(tmp
 
 def test_every_job_reading_a_sample_set_expects_the_origin_its_sample_job_writes(tmp_path, repo, tiny_config):
     """The sample (or import) job writes sample_origin into the set; the features, diagnostics,
-    metrics and augmentation jobs of that set check the same origin, and no two sets share one."""
+    metrics, augmentation and report jobs of that set check the same origin, and no two sets share one."""
     jobs = planned_dag_jobs(repo, tmp_path, tiny_config)
     written = {str(j.output.samples): j.params.origin for j in jobs if j.rule.name in ("sample", "import_samples")}
     assert len(written) == len({repr(origin) for origin in written.values()}) >= 10
@@ -312,7 +312,11 @@ def test_every_job_reading_a_sample_set_expects_the_origin_its_sample_job_writes
     checked += [(j.params.origin, written[str(j.input.samples)]) for j in jobs if j.rule.name == "diagnostics"]
     checked += [(origin, written[str(path)]) for j in jobs if j.rule.name == "augment"
                 for origin, path in zip(j.params.origin, j.input.samples, strict=True)]
-    assert {j.rule.name for j in jobs} >= {"features_samples", "diagnostics", "metrics", "augment"}
+    shown = [(j.params.sample_origins[variant], written[str(path)]) for j in jobs if j.rule.name == "report"
+             for variant, path in zip(j.params.variants, j.input.samples, strict=True)]
+    assert len(shown) == len(VARIANTS)
+    checked += shown
+    assert {j.rule.name for j in jobs} >= {"features_samples", "diagnostics", "metrics", "augment", "report"}
     assert len(checked) >= 20 and all(expected == made for expected, made in checked)
 
 

@@ -396,13 +396,26 @@ def all_models():
             for dataset, imb in dataset_factors() for variant in SAMPLED_VARIANTS for seed in config["seeds"]]
 
 
+def shown_cells(wildcards):
+    """{variant: the cell whose sample set the report shows (its grid and memorization figure)
+    and whose training loss it plots}: the first seed, guidance, sampling seed and protocol."""
+    first_cell = {}
+    for cell in cells(wildcards.dataset, wildcards.imb):
+        first_cell.setdefault(cell["variant"], cell)
+    return first_cell
+
+
+def shown_origins(wildcards):
+    """{variant: the origin (sample_origin) its shown sample set must record}: the report refuses
+    a set copied over another cell's, or kept from older settings, instead of showing its images."""
+    return {variant: sample_origin(SimpleNamespace(**cell)) for variant, cell in shown_cells(wildcards).items()}
+
+
 def report_inputs(wildcards):
     """The files one report reads: every metrics file, the main protocol's diagnostics, one sample
-    set and loss log per variant, the data and the augmentation rows."""
+    set and loss log per variant (shown_cells), the data and the augmentation rows."""
     all_cells = list(cells(wildcards.dataset, wildcards.imb))
-    first_cell = {}  # the sample set in the grid: first seed, guidance, sampling seed and protocol
-    for cell in all_cells:
-        first_cell.setdefault(cell["variant"], cell)
+    first_cell = shown_cells(wildcards)
     main_cells = [c for c in all_cells if c["protocol"] == MAIN_PROTOCOL]
     return {
         "metrics": [METRICS.format(**c) for c in all_cells],

@@ -9,7 +9,8 @@ rule report:
     output:
         **{key: report_output(key) for key in REPORT_FILES},
     # The names of cbdm.report.ReportSettings' fields; built_in names the variants of the loss logs,
-    # train_origin what the training set records (cbdm.report.ReportFiles).
+    # train_origin what the training set records and sample_origins what each variant's shown sample
+    # set must record (cbdm.report.ReportFiles).
     params:
         title=lambda wc: f"{config['suite']}: {wc.dataset}, imbalance factor {wc.imb}",
         variants=list(VARIANTS),
@@ -25,6 +26,7 @@ rule report:
         expected_cells=lambda wc: list(cells(wc.dataset, wc.imb)),
         built_in=BUILT_IN_VARIANTS,
         train_origin=train_origin,
+        sample_origins=shown_origins,
     resources:
         **stage_resources("other"),
     log:
