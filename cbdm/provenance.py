@@ -12,7 +12,7 @@ import yaml
 
 from . import tables
 from .io import atomic_path, write_json
-from .modelfile import MODEL_FORMAT, load_payload
+from .modelfile import MODEL_FORMAT, check_identity, load_payload
 
 LOCK_FILE = "requirements.lock"  # exact versions, beside environment.yml
 
@@ -82,15 +82,25 @@ def provenance_html(info: dict) -> str:
     return tables.html_page(f"Provenance of suite {info['suite']}", "", body)
 
 
-def write_provenance(*, config: dict, seeds: dict, code_dir: str, model_files: list[str], out_json: str,
-                     out_html: str, out_config: str) -> None:
-    """provenance.json, its HTML page and the resolved config of a suite."""
+def training_runs(model_files: list[str], identities: list[dict]) -> list[dict]:
+    """What each model file records of its training, each refused unless it was trained for its
+    identity (cbdm.origins.model_identity, in model_files' order): a file copied over another
+    cell's, or from another suite, was listed as this cell's run with the other run's metadata."""
     runs = []
-    for path in model_files:
-        meta = load_payload(path, MODEL_FORMAT, "rebuild the model")["meta"]
-        runs.append({"model": path, **{k: meta.get(k) for k in
+    for path, identity in zip(model_files, identities, strict=True):
+        payload = load_payload(path, MODEL_FORMAT, "rebuild the model")
+        check_identity(path, payload, identity)
+        runs.append({"model": path, **{k: payload["meta"].get(k) for k in
                                        ("variant", "seed", "steps", "parameters", "device", "processes",
                                         "torch", "seconds_this_session")}})
+    return runs
+
+
+def write_provenance(*, config: dict, seeds: dict, code_dir: str, model_files: list[str], identities: list[dict],
+                     out_json: str, out_html: str, out_config: str) -> None:
+    """provenance.json, its HTML page and the resolved config of a suite; `identities`: what each
+    model file must say it was trained for (see training_runs)."""
+    runs = training_runs(model_files, identities)
     info = {
         "suite": config["suite"],
         "code": git_version(code_dir),

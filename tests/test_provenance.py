@@ -34,3 +34,30 @@ def test_provenance_page_shows_the_lock():
                      "mismatches": {"torch": {"pinned": "2.14.1", "installed": "2.15.0"}}}}
     page = provenance_html(info)
     assert "f00" in page and "NO" in page and "pinned 2.14.1, installed 2.15.0" in page
+
+
+def test_provenance_refuses_a_model_file_trained_for_another_cell(tmp_path):
+    """cbdm's model file copied over ddpm's (or a file another suite trained) was listed among this
+    suite's training runs under the path's cell, with the other run's steps, device and time."""
+    import pytest
+
+    from cbdm.io import InputError, rebuild
+    from cbdm.modelfile import save_model
+    from cbdm.networks import build_unet
+    from cbdm.provenance import write_provenance
+
+    identity = {"variant": "ddpm", "dataset": "digits", "imbalance_factor": "10", "seed": 0,
+                "training_digest": "t", "data_digest": "d"}
+    model = build_unet({"base_channels": 8, "channel_mult": [1], "attention_levels": [], "num_res_blocks": 1,
+                        "dropout": 0.0, "norm_groups": 4}, image_channels=1, image_size=8, num_classes=2,
+                       num_timesteps=20)
+    path = tmp_path / "model.pt"
+    save_model(path, model, {"num_timesteps": 20, "beta_start": 1e-4, "beta_end": 0.02}, meta={"steps": 5},
+               identity={**identity, "variant": "cbdm"})
+    out = {name: str(tmp_path / name) for name in ("out_json", "out_html", "out_config")}
+    with pytest.raises(InputError) as refused:
+        write_provenance(config={"suite": "s"}, seeds={}, code_dir=str(tmp_path), model_files=[str(path)],
+                         identities=[identity], **out)
+    assert str(refused.value) == (f"{path} was trained for variant cbdm, but this job needs variant ddpm: "
+                                  f"the file was copied or moved; {rebuild(path)}")
+    assert not any((tmp_path / name).exists() for name in out.values())

@@ -390,10 +390,21 @@ def report_outputs():
                                                                                    RESOLVED_CONFIG]
 
 
+def model_cells():
+    """The wildcards of every model file the suite samples from."""
+    return [SimpleNamespace(dataset=dataset, imb=imb, variant=variant, seed=seed)
+            for dataset, imb in dataset_factors() for variant in SAMPLED_VARIANTS for seed in config["seeds"]]
+
+
 def all_models():
     """Every model file the suite samples from (provenance lists them)."""
-    return [MODEL.format(dataset=dataset, imb=imb, variant=variant, seed=seed)
-            for dataset, imb in dataset_factors() for variant in SAMPLED_VARIANTS for seed in config["seeds"]]
+    return [MODEL.format(**vars(cell)) for cell in model_cells()]
+
+
+def all_model_identities():
+    """What each of all_models() must say it was trained for (model_identity), in its order:
+    provenance refuses a file trained for another cell instead of listing it as this one's run."""
+    return [model_identity(cell) for cell in model_cells()]
 
 
 def shown_cells(wildcards):

@@ -49,6 +49,7 @@ rule provenance:
                       labels={"item": "resolved config"}),
     params:
         config=config,
+        identities=all_model_identities(),
         seeds={"training": config["seeds"],
                "sampling": sorted({s for v in VARIANTS for p in PROTOCOLS for s in variant_sampling(v, p)["seeds"]})},
         code_dir=workflow.basedir,
