@@ -172,7 +172,8 @@ def train_classifier(features_cfg: dict, *, source_npz: str, num_classes: int, d
                      out_model: str, out_report: str, source_origin: dict | None = None) -> None:
     """Train the domain classifier on a source's pool, standardise its features there, and
     write it with its held-out accuracy per class; a source of other settings than
-    `source_origin` (cbdm.dataset.data_origin) is refused."""
+    `source_origin` (cbdm.dataset.data_origin) is refused, and the file records it as the
+    source it was trained on, which the features jobs check (cbdm.features.check_classifier)."""
     dev = resolve_device(device)
     pool = read_image_set(source_npz, "pool_", origin=source_origin)
     heldout = read_image_set(source_npz, "heldout_", origin=source_origin)
@@ -187,7 +188,7 @@ def train_classifier(features_cfg: dict, *, source_npz: str, num_classes: int, d
     print(f"held-out accuracy {accuracy:.4f} on {len(heldout.labels)} images; worst class "
           f"{int(np.argmin(per_class))} at {min(per_class):.3f}", flush=True)
     save_torch({"format": CLASSIFIER_FORMAT, "hparams": model.hparams, "state_dict": model.state_dict(),
-                "recipe": classifier_recipe(features_cfg)}, out_model)
+                "recipe": classifier_recipe(features_cfg), "source": source_origin}, out_model)
     write_json(out_report, {"heldout_accuracy": accuracy, "heldout_n": int(len(heldout.labels)),
                             "per_class_accuracy": per_class, "epochs": features_cfg["epochs"],
                             "feature_dim": features_cfg["feature_dim"]})
@@ -195,9 +196,11 @@ def train_classifier(features_cfg: dict, *, source_npz: str, num_classes: int, d
 
 def load_classifier(path, device) -> FeatureClassifier:
     """A classifier file written by `train_classifier`, in eval mode on `device`; its `recipe`
-    attribute is the recipe the file records (None in a file written before files recorded it)."""
+    and `source` attributes are the recipe and the source's data_origin the file records (None
+    in a file written before files recorded them)."""
     payload = load_payload(path, CLASSIFIER_FORMAT, rebuild(path))
     model = FeatureClassifier(**payload["hparams"])
     model.load_state_dict(payload["state_dict"])
     model.recipe = payload.get("recipe")
+    model.source = payload.get("source")
     return model.to(device).eval()

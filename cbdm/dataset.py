@@ -213,11 +213,22 @@ def image_set_problem(images: np.ndarray, labels: np.ndarray, num_classes: int |
     return None
 
 
+def read_manifest(path, origin: dict | None = None) -> dict:
+    """A long-tailed training set's manifest.json (build_longtail), refused unless it records
+    `origin` (the training set's data_origin) where given: the class counts the sample and import
+    jobs draw labels from, and the report shows, would otherwise be those of another long tail
+    (a manifest kept from other settings, or copied from another suite) without a word."""
+    manifest = read_json(path)
+    check_origin(path, manifest.get(ORIGIN), origin)
+    return manifest
+
+
 def build_longtail(longtail: dict, imbalance_factor: float, source_npz: str, source_json: str,
                    out_npz: str, out_manifest: str, source_origin: dict | None = None,
                    origin: dict | None = None) -> None:
     """Draw the long-tailed training set from the pool; the manifest records how. A source of
-    other settings than `source_origin` is refused; the set records `origin` (data_origin)."""
+    other settings than `source_origin` is refused; the set and its manifest record `origin`
+    (data_origin), which their readers check (read_image_set, read_manifest)."""
     pool = read_image_set(source_npz, "pool_", origin=source_origin)
     info = read_json(source_json)
     num_classes = info["num_classes"]
@@ -237,4 +248,5 @@ def build_longtail(longtail: dict, imbalance_factor: float, source_npz: str, sou
         "total": int(sum(counts)),
         "subset_digest": array_digest(subset.images, subset.labels),
         "indices_into_pool": indices.tolist(),
+        **({ORIGIN: origin} if origin is not None else {}),
     })

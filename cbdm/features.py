@@ -84,20 +84,22 @@ def save_random_inception_weights(path, seed: int = 0) -> None:
 
 def extract_features(*, features_cfg: dict, classifier_path: str, images_npz: str, prefix: str,
                      device: str, out_npz: str, source_json: str | None = None, origin: dict | None = None,
-                     reference_origin: dict | None = None) -> None:
+                     reference_origin: dict | None = None, source_origin: dict | None = None) -> None:
     """Features, logits, labels and predicted classes of the images under `prefix` in `images_npz`;
     with `source_json` (the prepared source's record), images of another shape or labels out of
     its classes are refused; with `origin` (what the images file records: a sample set's cell, or
     the data_origin of the prepared source or training set a reference set's images come from),
     images made for another cell or with other data settings are refused. The features file
     records `reference_origin` (which reference set of which data the images are,
-    cbdm.dataset.reference_origin) where given, else `origin`, for the jobs that read it."""
+    cbdm.dataset.reference_origin) where given, else `origin`, for the jobs that read it. With
+    `source_origin` (the data_origin of the prepared source the classifier must have been trained
+    on), a classifier trained on another source split is refused (check_classifier)."""
     dev = resolve_device(device)
     info = read_json(source_json) if source_json is not None else {}
     images = read_image_set(images_npz, prefix, info.get("num_classes"), info.get("image_shape"), origin)
     started = time.time()
     classifier = load_classifier(classifier_path, dev)
-    check_classifier(classifier.hparams, classifier_path, info, features_cfg, classifier.recipe)
+    check_classifier(classifier, classifier_path, info, features_cfg, source_origin)
     features, logits = embed(classifier, images.images, dev)
     predicted = logits.argmax(1).astype(np.int64)
     if features_cfg["extractor"] == "inception":
@@ -111,17 +113,23 @@ def extract_features(*, features_cfg: dict, classifier_path: str, images_npz: st
               **origin_array(reference_origin if reference_origin is not None else origin))
 
 
-def check_classifier(hparams: dict, path: str, info: dict, features_cfg: dict, recipe: dict | None = None) -> None:
-    """InputError unless the classifier file fits the dataset (classes, channels), where it is
-    the extractor the config's feature size, and the config's recipe where the file records one
-    (`recipe`): one trained for another dataset or config (copied, or kept under
-    --rerun-triggers mtime) would give features and predictions of another task, or of another
-    recipe than the leaderboard's card names, without a word."""
+def check_classifier(classifier, path: str, info: dict, features_cfg: dict,
+                     source_origin: dict | None = None) -> None:
+    """InputError unless the loaded classifier file (load_classifier) fits the dataset (classes,
+    channels), where it is the extractor the config's feature size, the config's recipe where the
+    file records one, and the prepared source of `source_origin` (cbdm.dataset.data_origin) where
+    given, a file recording none (an older cbdm's) refused then: one trained for another dataset,
+    config or source split (copied, or kept under --rerun-triggers mtime) would give features and
+    predictions of another task, recipe or data than the leaderboard's card names, without a word."""
+    recipe, hparams = classifier.recipe, classifier.hparams
     wanted = classifier_recipe(features_cfg) if recipe is not None else {}
-    check_recorded(path, {key: recipe.get(key) for key in wanted}, wanted, holds="was trained with",
-                   needs="this config's features settings have",
-                   cause="it was copied from another suite, or the features settings changed while Snakemake "
-                         "did not retrain it")
+    recorded = {key: recipe.get(key) for key in wanted}
+    if source_origin is not None:  # one check, so that the refusal names every key that differs
+        wanted, recorded = {**wanted, **source_origin}, {**recorded, **(classifier.source or {})}
+    check_recorded(path, recorded, wanted, holds="was trained with",
+                   needs="this config's features and data settings have",
+                   cause="it was copied from another suite or written by an older cbdm, or the features or data "
+                         "settings changed while Snakemake did not retrain it")
     wanted = {"num_classes": info.get("num_classes"),
               "image_channels": info["image_shape"][0] if info.get("image_shape") else None,
               "feature_dim": features_cfg["feature_dim"] if features_cfg["extractor"] == "classifier" else None}

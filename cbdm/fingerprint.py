@@ -5,9 +5,9 @@ only when the fingerprint stored in it equals the fingerprint of the job that wa
 so a file left by other settings, another model or other data is never taken for this job's.
 A sample set and its features file record their origin, the cell they were made for (see
 `check_origin`), which every job that reads them compares with its own; a reference set's
-features file records which set of which data it is (cbdm.dataset.reference_origin), and a
-prepared source or long-tailed training set the settings it was made with (cbdm.dataset.data_origin)
-likewise.
+features file records which set of which data it is (cbdm.dataset.reference_origin), a
+prepared source or long-tailed training set (and its manifest) the settings it was made with
+(cbdm.dataset.data_origin) likewise, and the domain classifier the data_origin of its source.
 Every check of what a reused file records against what its job expects (these, model files'
 identity, metrics files' place, the classifier's recipe) words its refusal with `check_recorded`.
 """
@@ -42,18 +42,20 @@ def origin_array(origin: dict | None) -> dict[str, np.ndarray]:
     return {} if origin is None else {ORIGIN: np.asarray(json.dumps(origin, sort_keys=True))}
 
 
-def check_origin(path, recorded: np.ndarray | None, expected: dict | None, fix: str | None = None) -> None:
-    """InputError unless an .npz file's recorded origin (its ORIGIN array, None where it has none)
-    is `expected` (None: nothing to check). A sample set, features or data file copied over another
-    cell's, or kept from other settings while Snakemake did not rerun it, would otherwise be
-    used as this job's without a word; the error names the keys that differ. `fix`: the advice
-    for a file the user gave, which no stage of this suite made (default: rebuild it)."""
+def check_origin(path, recorded: np.ndarray | dict | None, expected: dict | None, fix: str | None = None) -> None:
+    """InputError unless a file's recorded origin (an .npz file's ORIGIN array, a JSON file's
+    ORIGIN entry; None where it has none) is `expected` (None: nothing to check). A sample set,
+    features or data file copied over another cell's, or kept from other settings while
+    Snakemake did not rerun it, would otherwise be used as this job's without a word; the error
+    names the keys that differ. `fix`: the advice for a file the user gave, which no stage of
+    this suite made (default: rebuild it)."""
     if expected is None:
         return
     if recorded is None:
         raise InputError(f"{path} records no origin (the cell, reference set or data settings it was made for): it "
                          f"was written by an older cbdm or by hand; {rebuild(path)}")
-    check_recorded(path, json.loads(str(recorded)), json.loads(json.dumps(expected, sort_keys=True)),
+    found = recorded if isinstance(recorded, dict) else json.loads(str(recorded))
+    check_recorded(path, found, json.loads(json.dumps(expected, sort_keys=True)),
                    holds="was made for", needs="this job needs",
                    cause="it was copied or moved, or kept from other settings", fix=fix)
 

@@ -40,6 +40,14 @@ def trained_by_cbdm(settings: dict | None) -> bool:
     return settings is not None and not settings["external"] and not settings.get("samples")
 
 
+def training_origin(cell: dict) -> dict:
+    """The data_origin (cbdm.dataset.data_origin) of the training set a cell's model learnt from,
+    out of the cell (a sample set's origin, or a model's identity): its dataset, imbalance factor
+    label and data digest. The sample and import jobs check the manifest their class counts come
+    from against it (cbdm.dataset.read_manifest), needing no expectation of their own."""
+    return {key: cell[key] for key in ("dataset", "imbalance_factor", "data_digest")}
+
+
 def imbalance_factor(config: dict, dataset: str, imb: str) -> float:
     """The imbalance factor (the config's number, as a float) that an {imb} label names."""
     factors = imbalance_factors(config["datasets"][dataset])

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from . import plots, records, tables
+from .dataset import read_manifest
 from .io import atomic_path, read_json, rebuild
 from .labels import factor_label, same_factor
 from .leaderboard import NOT_RECORDED, describe_evaluation, describe_features
@@ -51,8 +52,8 @@ class ReportFiles:
     `sample_origins`: what each of them must record it is of (cbdm.origins.sample_origin), since
     the figures show its images as that variant's; `loss_logs`: the training loss of each built-in
     variant; `augmentation_files`: the rows of the augmentation experiment (none: not run);
-    `train_origin`: what the training set must record (cbdm.dataset.data_origin), so that one
-    drawn with other settings is not shown as this one."""
+    `train_origin`: what the training set and its manifest must record (cbdm.dataset.data_origin),
+    so that one drawn with other settings is not shown as this one."""
     metric_files: list[str]
     diagnostic_files: list[str]
     sample_files: dict[str, str]
@@ -337,7 +338,8 @@ def load_report(files: ReportFiles, settings: ReportSettings) -> Report:
     runs = pd.concat([runs, collect_records(files.diagnostic_files)], ignore_index=True)
     runs = runs.sort_values("variant", key=lambda v: v.map(settings.variants.index), kind="stable")
     samples = {v: plots.read_images(path, files.sample_origins[v]) for v, path in files.sample_files.items()}
-    return Report(settings=settings, files=files, runs=runs, manifest=read_json(files.manifest_json),
+    return Report(settings=settings, files=files, runs=runs,
+                  manifest=read_manifest(files.manifest_json, files.train_origin),
                   confusions=[(data["cell"], np.asarray(data["confusion"])) for data in metrics],
                   augmentation=augmentation_runs([read_json(path) for path in files.augmentation_files]),
                   heldout=read_json(files.heldout_json)["records"] if files.heldout_json else [],

@@ -393,7 +393,7 @@ def test_a_classifier_trained_with_another_recipe_is_refused_by_the_features_job
     features_cfg = {"extractor": "classifier", **recipe, "epochs": 2}
     del features_cfg["threads"]  # the features jobs' settings leave it out
     with pytest.raises(InputError, match=r"classifier.pt was trained with epochs 1, but this config's features "
-                                         r"settings have epochs 2: .*--forcerun"):
+                                         r"and data settings have epochs 2: .*--forcerun"):
         extract_features(features_cfg=features_cfg, classifier_path=str(tmp_path / "classifier.pt"),
                          images_npz=str(longtail_digits), prefix="", device="cpu",
                          out_npz=str(tmp_path / "features.npz"))

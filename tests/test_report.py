@@ -420,17 +420,23 @@ def test_metrics_of_samples_drawn_otherwise_than_the_config_says_are_refused(rep
     assert not any(os.path.exists(p) for p in report_inputs["outputs"].values())
 
 
+@pytest.mark.parametrize("wrong", ["train.npz", "manifest.json"])
 @pytest.mark.parametrize("recorded, refusal", [
     (None, "records no origin"),
     ({"dataset": "digits", "imbalance_factor": "10", "data_digest": "other"},
      "was made for data_digest other, but this job needs data_digest d")])
-def test_a_training_set_of_other_settings_is_refused_before_anything_is_written(report_inputs, recorded, refusal):
+def test_a_training_set_or_manifest_of_other_settings_is_refused_before_anything_is_written(report_inputs, wrong,
+                                                                                            recorded, refusal):
     """The report showed any train.npz as the training set beside the samples (the grids and the
-    memorization figure): one drawn with other long-tail settings passed without a word."""
+    memorization figure), and any manifest's class counts and size as the training set's: one
+    drawn with other long-tail settings passed without a word."""
     files = report_inputs["files"]
-    write_npz(files.train_npz, images=np.full((30, 1, 8, 8), 7, np.uint8), labels=np.repeat([0, 1], [20, 10]),
-              **origin_array(recorded))
     expected = {"dataset": "digits", "imbalance_factor": "10", "data_digest": "d"}
-    with pytest.raises(InputError, match=f"train.npz {refusal}.*--forcerun"):
+    made = {name: recorded if name == wrong else expected for name in ("train.npz", "manifest.json")}
+    write_npz(files.train_npz, images=np.full((30, 1, 8, 8), 7, np.uint8), labels=np.repeat([0, 1], [20, 10]),
+              **origin_array(made["train.npz"]))
+    write_json(files.manifest_json, {"total": 30, "class_counts": [20, 10],
+                                     **({"origin": made["manifest.json"]} if made["manifest.json"] else {})})
+    with pytest.raises(InputError, match=f"{wrong} {refusal}.*--forcerun"):
         build_report(replace(files, train_origin=expected), report_inputs["settings"], report_inputs["outputs"])
     assert not any(Path(path).exists() for path in report_inputs["outputs"].values())

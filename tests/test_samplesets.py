@@ -42,7 +42,8 @@ def suite(tmp_path_factory):
     spec = config["datasets"]["digits"]
     prepare_source(spec, str(root / "source.npz"), str(root / "source.json"), origin=data_origin("digits", spec))
     train_classifier(config["features"], source_npz=str(root / "source.npz"), num_classes=10, device="cpu",
-                     out_model=str(root / "classifier.pt"), out_report=str(root / "classifier.json"))
+                     out_model=str(root / "classifier.pt"), out_report=str(root / "classifier.json"),
+                     source_origin=data_origin("digits", spec))
     heldout_features(config, root / "source.npz", root / "classifier.pt", root / "reference.npz")
     return {"root": root, "config": config}
 
@@ -397,14 +398,16 @@ def test_uniform_random_scores_a_random_subset_of_a_file_sorted_by_class():
     assert fit_to_protocol(images, "uniform_random", 1000, [500] * 10, "x")[0].labels.tolist() == kept.labels.tolist()
 
 
-def evaluate_entry(suite, name, samples, config=None, root=None, **options) -> dict:
+def evaluate_entry(suite, name, samples, config=None, root=None, manifest_origin=None, **options) -> dict:
     """`cbdm evaluate`'s scoring of `samples` as entry `name` (cbdm.external.score, the suite's
     files from the `suite` fixture, or the classifier and reference features in `root`, a
-    protocol of 120 exact samples) in the current folder; its cell."""
+    protocol of 120 exact samples) in the current folder; its cell. The manifest records the
+    long tail of `config` (IF 100), or `manifest_origin`."""
     from cbdm.external import score
 
     config, root = config or suite["config"], root or suite["root"]
-    write_json(suite["root"] / "manifest.json", {"class_counts": [1] * 10})
+    origin = manifest_origin or data_origin("digits", config["datasets"]["digits"], 100.0)
+    write_json(suite["root"] / "manifest.json", {"class_counts": [1] * 10, "origin": origin})
     paths = {"classifier": str(root / "classifier.pt"), "source_json": str(suite["root"] / "source.json"),
              "source_npz": str(suite["root"] / "source.npz"),
              "manifest": str(suite["root"] / "manifest.json"), "reference": str(root / "reference.npz")}
@@ -463,6 +466,36 @@ def test_cbdm_evaluate_refuses_a_prepared_source_of_other_settings(suite, in_tmp
     assert not (in_tmp / "results").exists()
 
 
+@pytest.mark.parametrize("wrong", ["classifier", "manifest"])
+def test_cbdm_evaluate_refuses_a_classifier_of_another_source_or_a_manifest_of_another_long_tail(suite, in_tmp,
+                                                                                                 wrong):
+    """`cbdm evaluate` featurised with whatever classifier.pt it found and drew the protocol's class
+    counts from whatever manifest.json: a classifier trained on a source split with another
+    held-out size, or the manifest of a long tail drawn with another seed (kept from an earlier
+    config, or copied), passed as this config's."""
+    import torch
+
+    spec = suite["config"]["datasets"]["digits"]
+    samples = write_guided_npz(samples_of(suite), in_tmp / "samples.npz")
+    if wrong == "classifier":
+        payload = torch.load(suite["root"] / "classifier.pt", weights_only=True)
+        torch.save({**payload, "source": data_origin("digits", {**spec, "heldout_per_class": 20})},
+                   in_tmp / "classifier.pt")
+        # the reference features the stale classifier made, as its features job wrote them
+        heldout_features(suite["config"], suite["root"] / "source.npz", in_tmp / "classifier.pt",
+                         in_tmp / "reference.npz")
+        with pytest.raises(InputError, match=r"classifier.pt was trained with data_digest [0-9a-f]{16}, but this "
+                                             r"config's features and data settings have data_digest [0-9a-f]{16}: "
+                                             r".*--forcerun"):
+            evaluate_entry(suite, "other", samples, root=in_tmp)
+    else:
+        other = data_origin("digits", {**spec, "longtail": {**spec["longtail"], "seed": 1}}, 100.0)
+        with pytest.raises(InputError, match=r"manifest.json was made for data_digest [0-9a-f]{16}, but this job "
+                                             r"needs data_digest [0-9a-f]{16}: .*--forcerun"):
+            evaluate_entry(suite, "other", samples, manifest_origin=other)
+    assert not list(in_tmp.rglob("features.npz")) and not list(in_tmp.rglob("ours.json"))
+
+
 def test_samples_resize_of_a_config_variant_is_part_of_its_cells_measurement(suite, tmp_path):
     """`samples_resize: true` in the config: the import, features and metrics jobs (score) carry
     the resize into the cell the metrics rule writes."""
@@ -515,7 +548,8 @@ def test_other_evaluation_settings_or_another_classifier_get_a_card_of_their_own
     config, samples = suite["config"], write_guided_npz(samples_of(suite), in_tmp / "samples.npz")
     other, retrained = in_tmp / "other", {**config, "features": {**config["features"], "seed": 1}}
     train_classifier(retrained["features"], source_npz=str(suite["root"] / "source.npz"), num_classes=10,
-                     device="cpu", out_model=str(other / "classifier.pt"), out_report=str(other / "classifier.json"))
+                     device="cpu", out_model=str(other / "classifier.pt"), out_report=str(other / "classifier.json"),
+                     source_origin=data_origin("digits", config["datasets"]["digits"]))
     heldout_features(retrained, suite["root"] / "source.npz", other / "classifier.pt", other / "reference.npz")
     k10 = {**config, "evaluation": {**config["evaluation"], "pr_neighborhood": 10, "kid_subset_size": 10}}
     cells = {"ours": evaluate_entry(suite, "ours", samples), "k10": evaluate_entry(suite, "k10", samples, k10),

@@ -410,7 +410,8 @@ def _first_jobs(repo, tmp_path, tiny_config, dataset: dict) -> dict:
 
 
 def _featurise(job, folder, images_npz) -> str:
-    """Run a planned features job on `images_npz` with a small untrained classifier."""
+    """Run a planned features job on `images_npz` with a small untrained classifier, recording no
+    source: the job's expectation of it (source_origin) is left out, its check tested apart."""
     from cbdm.classifier import CLASSIFIER_FORMAT, FeatureClassifier
     from cbdm.features import extract_features
 
@@ -420,7 +421,8 @@ def _featurise(job, folder, images_npz) -> str:
         torch.save({"format": CLASSIFIER_FORMAT, "hparams": model.hparams, "state_dict": model.state_dict()},
                    classifier)
     out = folder / f"{job.rule.name}-{len(list(folder.glob('*.f.npz')))}.f.npz"
-    extract_features(**dict(job.params), classifier_path=str(classifier), images_npz=str(images_npz),
+    params = {key: value for key, value in job.params.items() if key != "source_origin"}
+    extract_features(**params, classifier_path=str(classifier), images_npz=str(images_npz),
                      source_json=str(folder / "source.json"), out_npz=str(out))
     return str(out)
 
@@ -563,3 +565,88 @@ def test_prepared_data_of_other_settings_is_refused_by_every_job_that_reads_it(t
     if source not in wrong:  # the source this config's long tail is drawn from is taken
         build_longtail(**params("longtail"), source_npz=str(source), source_json=source_json,
                        out_npz=out("train.npz"), out_manifest=out("manifest.json"))
+
+
+@pytest.mark.parametrize("made_with", ["heldout_per_class 20", "longtail seed 1", "no origin"])
+def test_a_classifier_or_manifest_of_other_data_settings_is_refused_by_its_readers(tmp_path, repo, tiny_config,
+                                                                                    made_with):
+    """classifier.pt recorded its recipe but not the source it was trained on, and manifest.json
+    nothing: a classifier trained on a source split with another held-out size, or the manifest of
+    a long tail drawn with another seed (kept under --rerun-triggers mtime, or copied from another
+    suite), gave this config's features and class counts without a word. Each features job refuses
+    such a classifier, and the sample and import jobs such a manifest, in one line naming the file,
+    what differs and --forcerun; so is a file of an older cbdm, which records neither."""
+    import shutil
+
+    from cbdm.classifier import train_classifier
+    from cbdm.dataset import build_longtail, prepare_source, read_manifest
+    from cbdm.features import extract_features
+    from cbdm.fingerprint import ORIGIN, origin_array
+    from cbdm.io import InputError, read_json, write_json, write_npz
+    from cbdm.origins import training_origin
+
+    longtail = yaml.safe_load(open(tiny_config))["datasets"]["digits"]["longtail"]
+    change = {"heldout_per_class 20": {"heldout_per_class": 20},
+              "longtail seed 1": {"longtail": {**longtail, "seed": 1}}, "no origin": {}}[made_with]
+    own = _first_jobs(repo, tmp_path, tiny_config, {})
+    params = lambda rule, key=None, jobs=own: dict(jobs[(rule, key)].params)  # noqa: E731
+
+    def made(jobs, folder):  # a prepared source, its long tail and classifier, as the jobs write them
+        folder.mkdir()
+        prepare_source(**params("prepare_source", jobs=jobs), out_npz=str(folder / "source.npz"),
+                       out_json=str(folder / "source.json"))
+        build_longtail(**params("longtail", jobs=jobs), source_npz=str(folder / "source.npz"),
+                       source_json=str(folder / "source.json"), out_npz=str(folder / "train.npz"),
+                       out_manifest=str(folder / "manifest.json"))
+        train_classifier(**params("train_classifier", jobs=jobs), source_npz=str(folder / "source.npz"),
+                         out_model=str(folder / "classifier.pt"), out_report=str(folder / "classifier.json"))
+        return folder
+
+    mine = made(own, tmp_path / "own")
+    if change:
+        theirs = made(_first_jobs(repo, tmp_path, tiny_config, change), tmp_path / "theirs")
+    else:  # as cbdm wrote them before they recorded their data
+        theirs = Path(shutil.copytree(mine, tmp_path / "theirs"))
+        write_json(theirs / "manifest.json", {k: v for k, v in read_json(theirs / "manifest.json").items()
+                                              if k != ORIGIN})
+        payload = torch.load(theirs / "classifier.pt", weights_only=True)
+        torch.save({k: v for k, v in payload.items() if k != "source"}, theirs / "classifier.pt")
+    classifier, manifest = theirs / "classifier.pt", theirs / "manifest.json"
+    samples = tmp_path / "samples.npz"  # a sample set of the featurised cell, as its sample job writes it
+    write_npz(samples, images=np.zeros((120, 1, 8, 8), np.uint8), labels=np.arange(120) % 10,
+              **origin_array(params("features_samples")["origin"]))
+
+    out = tmp_path / "features.npz"
+    images_of = {"heldout": mine / "source.npz", "balanced_train": mine / "source.npz",
+                 "longtail_train": mine / "train.npz", None: samples}
+    featurise = lambda rule, r, path: extract_features(  # noqa: E731
+        **params(rule, r), classifier_path=str(path), images_npz=str(images_of[r]),
+        source_json=str(mine / "source.json"), out_npz=str(out))
+    classifier_readers = {f"{rule} {r}": functools.partial(featurise, rule, r) for rule, r in
+                          [("features_reference", r) for r in images_of if r] + [("features_samples", None)]}
+    # the sample and import scripts read the manifest so, expecting the training set of the cell they make
+    manifest_readers = {rule: functools.partial(read_manifest, origin=training_origin(params(rule)["origin"]))
+                        for rule in ("sample", "import_samples") if (rule, None) in own}
+    assert "sample" in manifest_readers
+    for read in classifier_readers.values():  # this config's own files are taken
+        read(mine / "classifier.pt")
+    for read in manifest_readers.values():
+        assert read(mine / "manifest.json")["class_counts"] == read_json(mine / "manifest.json")["class_counts"]
+    out.unlink()
+
+    differs = "data_digest [0-9a-f]{16}.*, but .* data_digest [0-9a-f]{16}.*"
+    for name, read in classifier_readers.items():
+        if made_with == "longtail seed 1":  # the same source: the same classifier, taken
+            read(classifier)
+            out.unlink()
+            continue
+        with pytest.raises(InputError, match=rf"{re.escape(str(classifier))} was trained with "
+                                             rf"{'.*data_digest [(]absent[)].*' if not change else differs}: "
+                                             rf".*--forcerun"):
+            read(classifier)
+    refusal = ("records no origin .*--forcerun" if not change else
+               f"was made for {differs}: it was copied or moved, or kept from other settings; .*--forcerun")
+    for read in manifest_readers.values():
+        with pytest.raises(InputError, match=rf"{re.escape(str(manifest))} {refusal}"):
+            read(manifest)
+    assert not out.exists()  # nothing written

@@ -42,6 +42,7 @@ rule features_reference:
         device=config["device"],
         origin=lambda wc: REFERENCE_IMAGES[wc.reference][2](wc),
         reference_origin=reference_set,
+        source_origin=source_origin,  # what the classifier records it was trained on
     threads: config["features"]["threads"]
     resources:
         **stage_resources("features", shared_gpus=gpus_per_job()),
@@ -67,6 +68,7 @@ rule features_samples:
         features_cfg=FEATURES_SETTINGS,
         device=config["device"],
         origin=sample_origin,
+        source_origin=source_origin,  # what the classifier records it was trained on
     threads: config["features"]["threads"]
     resources:
         **stage_resources("features", shared_gpus=gpus_per_job()),

@@ -1,9 +1,13 @@
+from cbdm.dataset import read_manifest
 from cbdm.io import read_json
+from cbdm.origins import training_origin
 from cbdm.samplesets import import_samples
 from cbdm.workflow import job
 
 with job(snakemake):
     i = snakemake.input
-    import_samples(**snakemake.params, source=i.samples, class_counts=read_json(i.manifest)["class_counts"],
+    # the class counts of the long tail the cell's model learnt from, not of another one
+    manifest = read_manifest(i.manifest, training_origin(snakemake.params.origin))
+    import_samples(**snakemake.params, source=i.samples, class_counts=manifest["class_counts"],
                    image_shape=read_json(i.source)["image_shape"], source_npz=i.pool,
                    out_npz=snakemake.output.samples)
