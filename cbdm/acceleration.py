@@ -32,6 +32,19 @@ def autocast(device: torch.device, precision: str):
     raise ValueError(f"unknown precision {precision!r}; use 'fp32' or 'bf16'")
 
 
+def bf16_is_native(device: torch.device) -> bool:
+    """Whether `device` computes in bfloat16 in hardware. An x86 CPU without AVX-512 BF16 or AMX
+    emulates it, and there the default network's training step ran ~10x slower under bf16 autocast
+    than in fp32 (benchmarks/README.md, 'The default suite's time'). Another CPU (ARM): True, as
+    nothing here can tell."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if not torch.cpu._is_avx2_supported() or None in probes:
+        return True
+    return any(probe() for probe in probes)
+
+
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
