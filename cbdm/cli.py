@@ -138,34 +138,38 @@ def sample_set_problems(config: dict, config_path: str) -> list[str]:
         for name, settings in imported.items():
             for path in sorted({p for by_seed in settings["samples"].values() for p in by_seed.values()}):
                 try:
-                    imported = read_samples(path, num_classes=NUM_CLASSES[spec["source"]], image_shape=pool.shape[1:],
-                                            class_names=CLASS_NAMES[spec["source"]], fmt=settings["samples_format"],
-                                            resize=settings["samples_resize"], reference=pool)
+                    sample_set = read_samples(path, num_classes=NUM_CLASSES[spec["source"]],
+                                              image_shape=pool.shape[1:], class_names=CLASS_NAMES[spec["source"]],
+                                              fmt=settings["samples_format"], resize=settings["samples_resize"],
+                                              reference=pool)
                 except SampleSetError as err:
                     lines.append(f"{config_path}: variants.{name}.samples (dataset {dataset}): {err}")
                     continue
                 lines += [f"{config_path}: variants.{name}.samples (dataset {dataset}, {problem}"
-                          for problem in protocol_problems(config, spec, imported.images, len(pool), path)]
+                          for problem in protocol_problems(config, spec, sample_set.images, path)]
     return lines
 
 
-def protocol_problems(config: dict, spec: dict, images, pool_size: int, path: str) -> list[str]:
-    """'protocol P): why' for each protocol (and imbalance factor, whose long tail sets the
-    train_prior counts) whose count of some class the imported `images` fall short of, as the
-    import job would find (cbdm.samplesets.fit_to_protocol)."""
-    from .dataset import longtail_plan
-    from .samplesets import SampleSetError, fit_to_protocol
-    from .sources import NUM_CLASSES
+def protocol_problems(config: dict, spec: dict, images, path: str) -> list[str]:
+    """'protocol P[, imbalance factor F]): why' for each protocol (and imbalance factor, whose long
+    tail sets the train_prior counts) whose count of some class the imported `images` fall short
+    of, as the import job would find (cbdm.samplesets.fit_to_dataset_protocol)."""
+    from .labels import factor_label
+    from .samplesets import SampleSetError, fit_to_dataset_protocol
 
     problems = []
     for protocol, proto in config["evaluation"]["protocols"].items():
+        errors = {}
         for factor in imbalance_factors(spec):
-            counts = longtail_plan(spec["longtail"], factor, NUM_CLASSES[spec["source"]], pool_size)[1]
             try:
-                fit_to_protocol(images, proto["labels"], proto["num_samples"], counts, path)
+                fit_to_dataset_protocol(images, spec, factor, proto, path)
             except SampleSetError as err:
-                problems.append(f"protocol {protocol}): {err}")
-    return list(dict.fromkeys(problems))
+                errors[factor] = str(err)
+        if len(errors) == len(imbalance_factors(spec)) and len(set(errors.values())) == 1:
+            errors = {None: next(iter(errors.values()))}  # the same at every factor: one line
+        problems += [f"protocol {protocol}{'' if f is None else f', imbalance factor {factor_label(f)}'}): {err}"
+                     for f, err in errors.items()]
+    return problems
 
 
 def _torch_sees_a_gpu() -> bool:

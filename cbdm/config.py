@@ -515,6 +515,8 @@ def imported_settings(config: dict, name: str, spec: dict, settings: dict) -> di
                             "guidance": settings["guidance"], "seeds": settings["sampling"]["seeds"][:1],
                             "guidance_declared": declared}
     return settings
+
+
 def _check_distinct_runs(name: str, sets: dict[str, dict[int, str]]) -> None:
     """Each run (guidance, training seed) of an imported variant has its own files: one set under
     two runs would be imported twice and counted as two runs (a spread of 0 over them)."""

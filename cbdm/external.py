@@ -71,7 +71,7 @@ def replaces_another_set(folder: Path, name: str, samples: str, overwrite: bool)
     (before anything is built) unless `overwrite`. An entry is named by the samples' file name
     when --name is not given, so ext/runA/samples.npz and then ext/runB/samples.npz would both
     be 'samples', the second replacing the first without a word. The same set scored again (or
-    under another protocol) is not a replacement."""
+    under another protocol) is not a replacement, unless its files changed since it was scored."""
     card = folder / "card.json"
     if not card.exists():
         return False
@@ -94,7 +94,8 @@ def changed_since_scored(card: dict, folder: Path, name: str, samples: str) -> b
         return False
     protocols = sorted(p.stem for p in folder.glob("*.json") if p.name != "card.json")
     print(f"{samples} changed since entry {name!r} scored it: its scores under protocol(s) {', '.join(protocols)} "
-          f"were removed; score it again under each protocol you need (--protocol)", flush=True)
+          f"are removed before this one is stored; score it again under each protocol you need (--protocol)",
+          flush=True)
     return True
 
 
@@ -104,19 +105,15 @@ def precheck_samples(config: dict, dataset: str, imb: str, protocol: str, sample
     class, before the suite's inputs are built (the classifier and reference features of a new
     suite: minutes, hours with Inception). Its pixel values are checked on import, against the
     training pool, which is prepared with those inputs."""
-    from .config import training_pool_sizes
-    from .dataset import longtail_plan
-    from .samplesets import fit_to_protocol, read_samples
+    from .samplesets import fit_to_dataset_protocol, read_samples
     from .sources import CLASS_NAMES, IMAGE_SHAPES
 
-    spec, proto = config["datasets"][dataset], config["evaluation"]["protocols"][protocol]
+    spec = config["datasets"][dataset]
     channels, side = IMAGE_SHAPES[spec["source"]]
     side = spec["image_size"] or side
     imported = read_samples(samples, num_classes=len(CLASS_NAMES[spec["source"]]), image_shape=(channels, side, side),
                             class_names=CLASS_NAMES[spec["source"]], fmt=fmt, resize=resize)
-    pool = training_pool_sizes(spec)
-    counts = longtail_plan(spec["longtail"], float(imb), len(pool), sum(pool))[1]
-    fit_to_protocol(imported.images, proto["labels"], proto["num_samples"], counts, samples)
+    fit_to_dataset_protocol(imported.images, spec, float(imb), config["evaluation"]["protocols"][protocol], samples)
 
 
 def build_inputs(configfile: str, targets: list[str], cores: int = 1) -> None:

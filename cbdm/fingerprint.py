@@ -8,8 +8,8 @@ A sample set and its features file record their origin, the cell they were made 
 features file records which set of which data it is (cbdm.dataset.reference_origin), a
 prepared source or long-tailed training set (and its manifest) the settings it was made with
 (cbdm.dataset.data_origin) likewise, and the domain classifier the data_origin of its source.
-Every check of what a reused file records against what its job expects (these, model files'
-identity, metrics files' place, the classifier's recipe) words its refusal with `check_recorded`.
+These checks, and those of model files' identity, metrics files' place and the classifier's
+recipe, word their refusals with `check_recorded`.
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def check_origin(path, recorded: np.ndarray | dict | None, expected: dict | None
         return
     if recorded is None:
         raise InputError(f"{path} records no origin (the cell, reference set or data settings it was made for): it "
-                         f"was written by an older cbdm or by hand; {rebuild(path)}")
+                         f"was written by an older cbdm or by hand; {fix or rebuild(path)}")
     found = recorded if isinstance(recorded, dict) else json.loads(str(recorded))
     check_recorded(path, found, json.loads(json.dumps(expected, sort_keys=True)),
                    holds="was made for", needs="this job needs",

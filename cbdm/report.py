@@ -381,8 +381,7 @@ def wide_table(agg: pd.DataFrame, columns: list[tuple[str, str, str]],
     which say whether its guidance was declared ('n/a' where not)."""
     rows = []
     for variant, sub in agg.groupby("variant", sort=False):
-        known = guidance_declared((sampling or {}).get(variant, {}))
-        row = {"variant": variant, "guidance": scale_label(sub["guidance"].iloc[0]) if known else "n/a"}
+        row = {"variant": variant, "guidance": shown_scale(sub["guidance"].iloc[0], (sampling or {}).get(variant, {}))}
         for label, scope, metric in columns:
             hit = sub[(sub["scope"] == scope) & (sub["metric"] == metric)]
             if hit.empty:
@@ -478,6 +477,11 @@ def guidance_declared(sampling: dict) -> bool:
     """Whether a variant's guidance scale is known: false for an imported set given as a plain
     path (cbdm.config.imported_settings), whose cells carry the suite's scale as a label only."""
     return sampling.get("guidance_declared", True)
+
+
+def shown_scale(guidance, sampling: dict) -> str:
+    """A variant's guidance scale as its tables print it: 'n/a' where it was not declared."""
+    return scale_label(guidance) if guidance_declared(sampling) else "n/a"
 
 
 def fold_sample_sizes(table: pd.DataFrame) -> pd.DataFrame:
@@ -769,7 +773,7 @@ def comparison_sections(r: Report) -> list[Section]:
     caveat = (f" Imported variants ({', '.join(imported)}) were made elsewhere: paired with the baseline by "
               f"seed number only, which shares no randomness." if imported else "")
     # Each variant is paired at the guidance the main table shows it with, which may differ from the baseline's.
-    shown = ", ".join(f"{v} {factor_label(w)}" for v, w in r.guidance.items())
+    shown = ", ".join(f"{v} {shown_scale(w, r.settings.sampling[v])}" for v, w in r.guidance.items())
     return [Section(f"Differences to {r.settings.baseline}",
                     "Variant minus baseline, paired by training and sampling seed; a t-based 95 % "
                     "interval over the pairs; 'better'/'worse' when it excludes 0. Each variant at the "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def detect_format(path: Path) -> str:
         if path.suffix != ".npz":
             raise SampleSetError(f"{path} is a {path.suffix or 'suffix-less'} file: give an .npz file "
                                  f"or a folder of images")
-        keys = set(read_user_npz(path))
+        keys = npz_keys(path)
         if "arr_0" in keys:
             return "guided_npz"
         if {"images", "labels"} <= keys:
@@ -194,13 +195,26 @@ def read_user_npz(path: Path, fmt: str | None = None, names: list[str] = ()) -> 
     try:
         data = read_npz(path)
     except InputError as err:
-        raise SampleSetError(f"{path} is not a readable .npz file ({err.__cause__ or err}): save it again with "
-                             f"numpy.savez, numeric arrays only") from err
+        raise unreadable_npz(path, err.__cause__ or err) from err
     missing = [name for name in names if name not in data]
     if missing:
         raise SampleSetError(f"{path} has no array {missing[0]!r} (it holds {sorted(data)}): the "
                              f"{NPZ_LAYOUTS[fmt]}; save it so, or name its format with --format (samples_format)")
     return data
+
+
+def npz_keys(path: Path) -> set[str]:
+    """The array names of a user's .npz, read from its listing alone (detect_format)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return set(data.files)
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise unreadable_npz(path, err) from err
+
+
+def unreadable_npz(path: Path, cause: BaseException) -> SampleSetError:
+    return SampleSetError(f"{path} is not a readable .npz file ({cause}): save it again with numpy.savez, "
+                          f"numeric arrays only")
 
 
 def read_guided_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -404,6 +418,18 @@ def fit_to_protocol(images: ImageSet, labels: str, num_samples: int, class_count
     if labels == "uniform_random" and note:
         note = f"scored {len(keep)} of the {len(images.labels)} images given, drawn at random (seed 0)"
     return images.subset(keep), note
+
+
+def fit_to_dataset_protocol(images: ImageSet, spec: dict, factor: float, protocol: dict, path) -> tuple[ImageSet, str]:
+    """fit_to_protocol for a protocol of the dataset `spec` at imbalance `factor`, whose long tail
+    sets a 'train_prior' protocol's counts: what an import job, `cbdm evaluate` and `cbdm check`
+    all refuse or keep."""
+    from .config import training_pool_sizes
+    from .dataset import longtail_plan
+
+    pool = training_pool_sizes(spec)
+    counts = longtail_plan(spec["longtail"], factor, len(pool), sum(pool))[1]
+    return fit_to_protocol(images, protocol["labels"], protocol["num_samples"], counts, path)
 
 
 def source_state(path: str) -> str:

@@ -47,12 +47,14 @@ def train(settings: dict, *, network: dict, diffusion: dict, train_npz: str, num
     `identity` ({variant, dataset, imbalance_factor, seed, data_digest}) is what the model file
     says it was trained for; the sampling job checks it. `train_origin` (cbdm.dataset.data_origin)
     is what the training set must record: one drawn with other settings is refused before the
-    first step, and the data digest it records is the model file's, which so names the data it
-    was trained on rather than what the config expected."""
+    first step, so its data digest, the model file's, is that of the data the model saw."""
     identity = {"variant": settings["name"], "dataset": None, "imbalance_factor": None, "seed": seed,
                 "data_digest": None, **(identity or {}),
                 "training_digest": training_digest(settings, network, diffusion)}
     if train_origin is not None:
+        if identity["data_digest"] not in (None, train_origin["data_digest"]):
+            raise ValueError(f"identity's data_digest {identity['data_digest']} is not train_origin's "
+                             f"{train_origin['data_digest']}: give one")
         identity["data_digest"] = train_origin["data_digest"]
     require_identity_keys(identity)  # before the training, not after it
     job = TrainingJob(settings=settings, network=network, diffusion=diffusion, train_npz=train_npz,

@@ -94,6 +94,9 @@ def test_the_dag_scores_an_imported_variant_beside_the_built_in_ones(tmp_path, r
     report = (results / "report/digits-IF5/table.md").read_text()
     assert "Imported variants (oracle) were made elsewhere: paired with the baseline by seed number only" in report
     assert "**variant oracle**: imported samples (guidance not declared;" in report  # a plain path
+    # the differences' caption says so too, as the main table does (it printed the suite's label, 1)
+    assert "guidance scale of the main table: ddpm 1.0, cbdm 1.0, overlap 1.0, cbdm_overlap 1.0, " in report
+    assert ", oracle n/a. Imported variants" in report
     stats = np.load(results / "features/digits/IF5/reference-heldout.stats.npz")
     assert stats["sigma"].shape == (8, 8) and int(stats["n_tail"]) == 150
 
@@ -205,8 +208,8 @@ def test_a_set_changed_since_its_entry_scored_it_loses_its_scores_under_every_pr
         with pytest.raises(Scored):
             cli.main(["evaluate", "--config", "config.yaml", "--samples", "mine.npz", "--name", "mine"])
         assert scored.pop() is kept, content
-    assert "mine.npz changed since entry 'mine' scored it: its scores under protocol(s) other were removed" \
-        in capsys.readouterr().out
+    assert ("mine.npz changed since entry 'mine' scored it: its scores under protocol(s) other are removed before "
+            "this one is stored") in capsys.readouterr().out
 
 
 def test_a_set_its_import_would_refuse_is_refused_before_the_suites_inputs_are_built(in_tmp, monkeypatch, capsys):

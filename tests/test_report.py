@@ -33,7 +33,7 @@ def test_report_sections_guidance_choice_and_differences(report_inputs):
     assert "Lower is better for FID and KID, higher for precision, recall and acc." in main_section
     assert "11 ± 1" in main_section and "21 ± 1" not in main_section  # FID over three seeds at w = 1
     # The differences pair each variant at that shown scale, and say which (ddpm's declared one is 2).
-    assert "Each variant at the guidance scale of the main table: ddpm 1, cbdm 1." in md
+    assert "Each variant at the guidance scale of the main table: ddpm 1.0, cbdm 1.0." in md
     stats = pd.read_csv(out["stats"])
     fid_all = stats[(stats.kind == "paired difference") & (stats.scope == "all") & (stats.metric == "fid")].iloc[0]
     # cbdm is exactly 2 below ddpm in each of the three pairs: a t interval of no width, no verdict.

@@ -609,3 +609,36 @@ def test_cbdm_check_refuses_a_declared_sample_set_with_too_few_images_of_a_class
     assert err == [f"{config}: variants.mine.samples (dataset digits, protocol ours): class 3 has 20 samples in "
                    f"{path}, fewer than the 50 the protocol needs (exact labels, 500 samples; 1 class(es) short): "
                    f"generate more"]
+
+
+def test_cbdm_check_reads_a_declared_sample_set_for_each_dataset_and_names_the_factor_it_falls_short_at(
+        tmp_path, capsys):
+    """With two datasets, `cbdm check` crashed with AttributeError ('Imported' object has no
+    attribute 'items') at the second; and a set short only at one imbalance factor's train_prior
+    counts was refused without saying which factor."""
+    import yaml
+
+    from cbdm.cli import main
+    from cbdm.dataset import split_source
+
+    from helpers import MINIMAL, minimal_config
+
+    heldout = split_source(minimal_config()["datasets"]["digits"])[1]
+    keep = np.concatenate([np.where(heldout.labels == c)[0][:35 if c == 0 else 50] for c in range(10)])
+    path = write_guided_npz(heldout.subset(keep), tmp_path / "mine.npz")
+    longtail = {"n_max": 100, "imbalance_factor": [10, 100]}
+    digits = {**MINIMAL["datasets"]["digits"], "longtail": longtail}
+    other = {**digits, "longtail": {**digits["longtail"], "seed": 1}}
+    protocols = {"prior": {"labels": "train_prior", "num_samples": 120},
+                 "ours": {"labels": "exact", "num_samples": 500}}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({**MINIMAL, "datasets": {"digits": digits, "other": other},
+                                      "variants": {**MINIMAL["variants"], "mine": {"samples": str(path)}},
+                                      "evaluation": {"protocols": protocols}}))
+    assert main(["check", str(config)]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if "variants.mine" in line]
+    for dataset in ("digits", "other"):
+        mine = [line for line in err if f"(dataset {dataset}," in line]
+        assert [line.split(": class")[0] for line in mine] == [
+            f"{config}: variants.mine.samples (dataset {dataset}, protocol ours)",
+            f"{config}: variants.mine.samples (dataset {dataset}, protocol prior, imbalance factor 100)"], err
