@@ -85,13 +85,15 @@ def cmd_check(args) -> int:
 
 def emulated_bf16_warnings(config: dict, config_path: str) -> list[str]:
     """A warning per stage whose bf16 would run emulated on this machine's CPU (no GPU to run on,
-    no AVX-512 BF16 or AMX), where it is ~10x slower than fp32 (cbdm.acceleration.bf16_is_native)."""
+    no AVX-512 BF16 or AMX), where it is ~10x slower than fp32 (cbdm.acceleration.bf16_is_native).
+    None for a GPU suite (device: cuda, or jobs that ask a scheduler for GPUs, as the paper
+    configs' do from a login node without one)."""
     import torch
 
     from .acceleration import bf16_is_native
 
-    if config["device"] == "cuda" or (config["device"] == "auto" and _torch_sees_a_gpu()) \
-            or bf16_is_native(torch.device("cpu")):
+    on_gpus = config["device"] == "cuda" or (config["resources"]["gpus_per_job"] or 0) > 0
+    if on_gpus or (config["device"] == "auto" and _torch_sees_a_gpu()) or bf16_is_native(torch.device("cpu")):
         return []
     settings = {name: variant_settings(config, name) for name in config["variants"]}
     ours = {name: s for name, s in settings.items() if not s.get("samples") and not s["external"]}

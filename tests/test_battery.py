@@ -374,6 +374,9 @@ def test_bf16_on_a_cpu_that_emulates_it_is_a_warning_naming_the_key_and_the_fix(
     assert "set training.precision: fp32" in err and "sampling.precision" not in err
     code, err = check(write_config(tmp_path, put("sampling.precision", "fp32")), capsys)
     assert code == 0 and "bfloat16" not in err
+    gpu_suite = {**BASE, "device": "auto", "resources": {"gpus_per_job": 1}, "training": {"precision": "bf16"}}
+    code, err = check(write_config(tmp_path, yaml.safe_dump(gpu_suite)), capsys)  # its jobs run on GPU nodes
+    assert code == 0 and "bfloat16" not in err
     monkeypatch.setattr(cbdm.acceleration, "bf16_is_native", lambda device: True)
     code, err = check(write_config(tmp_path, put("training.precision", "bf16")), capsys)
     assert code == 0 and "bfloat16" not in err
