@@ -39,10 +39,11 @@ def bf16_is_native(device: torch.device) -> bool:
     nothing here can tell."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    if not torch.cpu._is_avx2_supported() or None in probes:
+    avx2, *bf16 = [getattr(torch.cpu, name, None) for name in
+                   ("_is_avx2_supported", "_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if None in (avx2, *bf16) or not avx2():  # a torch that cannot tell, or not x86
         return True
-    return any(probe() for probe in probes)
+    return any(probe() for probe in bf16)
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")

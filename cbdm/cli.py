@@ -91,12 +91,13 @@ def emulated_bf16_warnings(config: dict, config_path: str) -> list[str]:
     import torch
 
     from .acceleration import bf16_is_native
+    from .origins import trained_by_cbdm
 
     on_gpus = config["device"] == "cuda" or (config["resources"]["gpus_per_job"] or 0) > 0
     if on_gpus or (config["device"] == "auto" and _torch_sees_a_gpu()) or bf16_is_native(torch.device("cpu")):
         return []
     settings = {name: variant_settings(config, name) for name in config["variants"]}
-    ours = {name: s for name, s in settings.items() if not s.get("samples") and not s["external"]}
+    ours = {name: s for name, s in settings.items() if trained_by_cbdm(s)}
     lines = []
     for stage in ("training", "sampling"):
         names = [name for name, s in ours.items() if s[stage]["precision"] == "bf16"]
@@ -159,15 +160,16 @@ def protocol_problems(config: dict, spec: dict, images, path: str) -> list[str]:
     from .labels import factor_label
     from .samplesets import SampleSetError, fit_to_dataset_protocol
 
+    factors = imbalance_factors(spec)
     problems = []
     for protocol, proto in config["evaluation"]["protocols"].items():
         errors = {}
-        for factor in imbalance_factors(spec):
+        for factor in factors:
             try:
                 fit_to_dataset_protocol(images, spec, factor, proto, path)
             except SampleSetError as err:
                 errors[factor] = str(err)
-        if len(errors) == len(imbalance_factors(spec)) and len(set(errors.values())) == 1:
+        if len(errors) == len(factors) and len(set(errors.values())) == 1:
             errors = {None: next(iter(errors.values()))}  # the same at every factor: one line
         problems += [f"protocol {protocol}{'' if f is None else f', imbalance factor {factor_label(f)}'}): {err}"
                      for f, err in errors.items()]
