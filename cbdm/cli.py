@@ -33,7 +33,8 @@ def cmd_losses(args) -> int:
     for name, description in registered_losses().items():
         term = LOSSES[name]
         options = ", ".join(f"{k}={v!r}{_allowed(term.specs[k])}" for k, v in term.defaults.items()) or "no options"
-        print(f"{name}: {description}\n    weight={term.weight:g}; {options}")
+        kind = "; a regularizer: list it with a denoising loss" if term.regularizer else ""
+        print(f"{name}: {description}\n    weight={term.weight:g}{kind}; {options}")
     return 0
 
 
@@ -92,8 +93,9 @@ def emulated_bf16_warnings(config: dict, config_path: str) -> list[str]:
 
     from .acceleration import bf16_is_native
     from .origins import trained_by_cbdm
+    from .workflow import gpus_per_job
 
-    on_gpus = config["device"] == "cuda" or (config["resources"]["gpus_per_job"] or 0) > 0
+    on_gpus = config["device"] == "cuda" or gpus_per_job(config) > 0
     if on_gpus or (config["device"] == "auto" and _torch_sees_a_gpu()) or bf16_is_native(torch.device("cpu")):
         return []
     settings = {name: variant_settings(config, name) for name in config["variants"]}

@@ -250,6 +250,8 @@ def factor_value(label: str, values, where: str) -> int | float:
 
 def check(config: dict) -> None:
     """What the schema cannot check: datasets, variants, protocols, init chains, files; raises ConfigError."""
+    for key in ("datasets", "variants"):
+        _check_case_distinct(key, config[key])
     for name, dataset in config["datasets"].items():
         _check_dataset(name, dataset, config["evaluation"]["overlap"])
     _check_diffusion_and_network(config)
@@ -269,6 +271,17 @@ def check(config: dict) -> None:
     if external and not config["extensions"]:
         raise ConfigError(f"variant(s) {external} are external (built by a user rule) but no "
                           f"`extensions:` rule file is listed to build them; see README, 'Adding a variant'")
+
+
+def _check_case_distinct(key: str, names) -> None:
+    """Names that differ only in case name one folder on a case-insensitive file system (macOS,
+    Windows): two variants' models and samples would overwrite each other there."""
+    seen = {}
+    for name in names:
+        other = seen.setdefault(str(name).casefold(), name)
+        if other != name:
+            raise ConfigError(f"{key}: {other!r} and {name!r} differ only in case: on a case-insensitive file "
+                              f"system (macOS, Windows) their folders are one; rename one of them")
 
 
 def _check_diffusion_and_network(config: dict) -> None:
@@ -477,6 +490,10 @@ def loss_terms(variant: str, losses: list[dict]) -> list[dict]:
     if terms and not any(t["weight"] for t in terms):
         raise ConfigError(f"variant {variant}: every loss term has weight 0, so training would never change the "
                           f"model; give a term a positive weight")
+    if terms and all(get_loss(t["name"]).regularizer for t in terms if t["weight"]):
+        raise ConfigError(f"variant {variant}: its losses ({', '.join(t['name'] for t in terms if t['weight'])}) are "
+                          f"regularizers only: nothing would teach the network to predict the noise; add "
+                          f"`- name: eps_mse` (or another denoising loss: t2h, cm)")
     return terms
 
 

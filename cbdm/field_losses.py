@@ -83,7 +83,7 @@ def supervised_contrastive(z: torch.Tensor, y: torch.Tensor, temperature: float)
                options={"temperature": Option(float, above=0), "time_temperature": Option(float, above=0),
                         "projection_dim": Option(int, minimum=1)},
                needs=Needs(features=True, heads={"coral_projection": "projection_dim"}),
-               weight=0.01)  # the paper's lambda on both CIFAR-LT sets (methods: "Methods")
+               weight=0.01, regularizer=True)  # weight: the paper's lambda on both CIFAR-LT sets (methods: "Methods")
 def coral_supcon(batch: NoisedBatch, eps: torch.Tensor, eps_alt: None, *, features: dict, heads,
                  temperature: float, time_temperature: float) -> torch.Tensor:
     """CORAL: s_bar * SupCon on the projected, pooled middle block; s_bar = mean exp((1 - t/T) / tau_r).
@@ -112,7 +112,7 @@ def self_infonce(h: torch.Tensor, temperature: float) -> torch.Tensor:
 @register_loss("ccua", defaults={"alpha": 1.0, "gamma": 1.0, "temperature": 0.1},
                options={"alpha": Option(float, minimum=0), "gamma": Option(float, minimum=0),
                         "temperature": Option(float, above=0)},
-               draw_labels=draw_null_labels, conditional_only=False, needs=Needs(features=True))
+               draw_labels=draw_null_labels, conditional_only=False, needs=Needs(features=True), regularizer=True)
 def ccua(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor, *, features: dict,
          conditional: torch.Tensor, alpha: float, gamma: float, temperature: float) -> torch.Tensor:
     """CCUA: w(t) [alpha InfoNCE(h_u) + gamma |eps_c - eps_u|^2], w = t / T; alignment only on

@@ -132,6 +132,7 @@ class LossTerm:
     specs: Mapping[str, Option] = field(default_factory=dict)
     needs: Needs = Needs()
     weight: float = 1.0
+    regularizer: bool = False
 
     def options(self, overrides: Mapping[str, object]) -> dict:
         """The term's options: defaults updated by `overrides`, each checked against its spec."""
@@ -175,13 +176,15 @@ def _keywords_of(fn: Callable, options: Mapping) -> dict:
 def register_loss(name: str, *, defaults: Mapping[str, object] | None = None,
                   draw_labels: Callable | None = None, conditional_only: bool = True,
                   options: Mapping[str, Option] | None = None, needs: Needs | None = None,
-                  weight: float = 1.0):
+                  weight: float = 1.0, regularizer: bool = False):
     """Decorator: register `compute` under `name`. Every option in `defaults` must be a
     keyword-only argument of `compute`, `draw_labels` or `needs.target`, or an option `needs`
     names, and vice versa (`compute`'s EXTRA_ARGUMENTS are not options). `options` declares an
     option's type, choices and range (`Option`); one not declared takes its default's type.
     `weight` is the term's weight where a variant does not set one: a regularizer whose useful
-    weight is far from 1 registers the vetted one, so that declaring it by name is safe."""
+    weight is far from 1 registers the vetted one, so that declaring it by name is safe.
+    `regularizer`: the term does not teach the network to predict the noise (it shapes a
+    prediction a denoising term trains), so a variant made of such terms alone is refused."""
     defaults = dict(defaults or {})
     specs = {key: Option(type(value)) for key, value in defaults.items()} | dict(options or {})
     if set(specs) != set(defaults):
@@ -198,7 +201,7 @@ def register_loss(name: str, *, defaults: Mapping[str, object] | None = None,
                              f"arguments {sorted(accepted)} of its functions")
         doc = inspect.getdoc(compute) or ""
         LOSSES[name] = LossTerm(name, compute, draw_labels, defaults, conditional_only,
-                                doc.splitlines()[0] if doc else "", specs, needs, weight)
+                                doc.splitlines()[0] if doc else "", specs, needs, weight, regularizer)
         return compute
 
     return decorate
@@ -295,7 +298,7 @@ def eps_mse(batch: NoisedBatch, eps: torch.Tensor, eps_alt: None) -> torch.Tenso
 @register_loss("cbdm", defaults={"tau": 1.0, "commitment": 0.25, "target": "train_prior"},
                draw_labels=draw_target_labels,
                options={"tau": Option(float, minimum=0), "commitment": Option(float, minimum=0),
-                        "target": Option(str, choices=("train_prior", "uniform"))})
+                        "target": Option(str, choices=("train_prior", "uniform"))}, regularizer=True)
 def cbdm_regularizer(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor, *,
                      tau: float, commitment: float) -> torch.Tensor:
     """CBDM (Qin et al. 2023): pull eps(x_t, y) toward eps(x_t, y'), y' from the target."""
@@ -319,7 +322,7 @@ _OVERLAP_OPTIONS = {"negatives": Option(str, choices=("uniform", "head_weighted"
 # training was unstable across seeds, and `kl` puts 21 % of its weight on t < 10.
 @register_loss("overlap_hinge", defaults={**_OVERLAP_DEFAULTS, "margin": 0.1, "time_weight": "snr_clipped"},
                draw_labels=draw_negative_labels, options={**_OVERLAP_OPTIONS, "margin": Option(float, minimum=0)},
-               weight=0.01)
+               weight=0.01, regularizer=True)
 def overlap_hinge(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor, *,
                   margin: float, stop_gradient: str, time_weight: str, reduction: str) -> torch.Tensor:
     """Overlap (DiffROP re-implementation): w(t) * max(0, m - d), mean over K negatives."""
@@ -328,7 +331,8 @@ def overlap_hinge(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor, 
 
 
 @register_loss("overlap_neg_kl", defaults={**_OVERLAP_DEFAULTS, "ceiling": 0.1},
-               draw_labels=draw_negative_labels, options={**_OVERLAP_OPTIONS, "ceiling": Option(float, minimum=0)})
+               draw_labels=draw_negative_labels, options={**_OVERLAP_OPTIONS, "ceiling": Option(float, minimum=0)},
+               regularizer=True)
 def overlap_neg_kl(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor, *,
                    ceiling: float, stop_gradient: str, time_weight: str, reduction: str) -> torch.Tensor:
     """Overlap (DiffROP re-implementation): -w(t) * min(d, ceiling), mean over K negatives."""
@@ -339,7 +343,7 @@ def overlap_neg_kl(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor,
 @register_loss("overlap_infonce", defaults={**_OVERLAP_DEFAULTS, "num_negatives": 4,
                                             "temperature": 0.1},
                draw_labels=draw_negative_labels,
-               options={**_OVERLAP_OPTIONS, "temperature": Option(float, above=0)})
+               options={**_OVERLAP_OPTIONS, "temperature": Option(float, above=0)}, regularizer=True)
 def overlap_infonce(batch: NoisedBatch, eps: torch.Tensor, eps_alt: torch.Tensor, *,
                     temperature: float, stop_gradient: str, time_weight: str,
                     reduction: str) -> torch.Tensor:

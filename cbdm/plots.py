@@ -17,8 +17,6 @@ matplotlib.use("Agg")  # no display on cluster nodes
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
 
 from . import records  # noqa: E402
 from .dataset import read_image_set  # noqa: E402
@@ -319,21 +317,34 @@ def grid_classes(class_counts: list[int]) -> list[int]:
     return [order[i] for i in picks]
 
 
-def _class_rows(images: np.ndarray, labels: np.ndarray, classes: list[int]) -> torch.Tensor:
-    """GRID_COLUMNS images per class in [0, 1], blank (white) where a class has fewer."""
+def _class_rows(images: np.ndarray, labels: np.ndarray, classes: list[int]) -> np.ndarray:
+    """GRID_COLUMNS images per class (uint8 NCHW), blank (white) where a class has fewer."""
     shape = images.shape[1:]
     tiles = []
     for c in classes:
         picked = images[labels == c][:GRID_COLUMNS]
         blank = np.full((GRID_COLUMNS - len(picked), *shape), 255, np.uint8)
         tiles.append(np.concatenate([picked, blank]))
-    return torch.from_numpy(np.concatenate(tiles)).float() / 255.0
+    return np.concatenate(tiles)
+
+
+def tile_grid(images: np.ndarray, columns: int) -> np.ndarray:
+    """uint8 NCHW images as one RGB HWC image in [0, 1], `columns` to a row, GRID_GUTTER white
+    pixels between and around them: torchvision's make_grid, without importing torchvision (and
+    torch) into the report job for it."""
+    n, _, h, w = images.shape
+    columns = min(columns, n)
+    step_h, step_w = h + GRID_GUTTER, w + GRID_GUTTER
+    grid = np.ones((math.ceil(n / columns) * step_h + GRID_GUTTER, columns * step_w + GRID_GUTTER, 3), np.float32)
+    for i, image in enumerate(images):
+        top, left = (GRID_GUTTER + k * step for k, step in zip(divmod(i, columns), (step_h, step_w)))
+        grid[top:top + h, left:left + w] = image.transpose(1, 2, 0) / np.float32(255)  # grey: one channel to three
+    return grid
 
 
 def image_grid(images: np.ndarray, labels: np.ndarray, classes: list[int]) -> np.ndarray:
-    """One row per class, white gutters between images (torchvision's make_grid), HWC in [0, 1]."""
-    grid = make_grid(_class_rows(images, labels, classes), nrow=GRID_COLUMNS, padding=GRID_GUTTER, pad_value=1.0)
-    return grid.permute(1, 2, 0).numpy()
+    """One row per class, white gutters between images, HWC in [0, 1]."""
+    return tile_grid(_class_rows(images, labels, classes), GRID_COLUMNS)
 
 
 def plot_sample_grids(samples: dict[str, dict], train: dict, class_counts: list[int], path: str) -> None:
@@ -389,10 +400,9 @@ def _pairs_image(gen: np.ndarray, train: np.ndarray, threshold: float) -> tuple[
     # scale, instead of one pair filling the panel that three pairs share elsewhere.
     blank = np.full((2 * (MEMORIZATION_PAIRS - len(shown)), *tiles.shape[1:]), 255, dtype=tiles.dtype)
     tiles = np.concatenate([tiles, blank])
-    grid = make_grid(torch.from_numpy(tiles).float() / 255.0, nrow=2, padding=GRID_GUTTER, pad_value=1.0)
     label = (f"{len(flagged)}/{len(gen)} flagged" if len(flagged) else "none flagged; closest") + \
         f"\nd={dist[shown[0]]:.2f}, threshold {threshold:.2f}"
-    return grid.permute(1, 2, 0).numpy(), label
+    return tile_grid(tiles, 2), label
 
 
 def _thresholds(agg: pd.DataFrame) -> dict[int, float]:

@@ -54,6 +54,18 @@ def visible_gpus() -> int:
     return len(list(NVIDIA_GPUS.iterdir())) if NVIDIA_GPUS.is_dir() else 0
 
 
+def gpus_per_job(config: dict) -> int:
+    """GPUs a GPU job of a resolved config asks for: `resources.gpus_per_job` where set, else one
+    when the jobs run on CUDA (device: cuda, or auto on a machine with an NVIDIA GPU). The
+    workflow's resource requests and `cbdm check`'s GPU-suite test both read it, so they agree."""
+    chosen = config["resources"]["gpus_per_job"]
+    if chosen is not None:
+        return chosen
+    if config["device"] == "cpu":
+        return 0
+    return 1 if config["device"] == "cuda" or visible_gpus() else 0
+
+
 PLACEHOLDER = "YOUR-"
 
 

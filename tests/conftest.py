@@ -11,6 +11,15 @@ REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the groups into node ids
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (`pytest -n auto --dist loadgroup`, as pyproject.toml's addopts run it),
+    the tests that read the tiny suite run in one worker, which builds it once."""
+    for item in items:
+        if "tiny_suite" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("tiny_suite"))
+
+
 @pytest.fixture(autouse=True)
 def _cpu_placement_restored():
     """Every test leaves the process on the cores and threads it found (see cpu_placement_kept)."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
 import re
 import subprocess
@@ -95,11 +96,18 @@ def dry_run_output(repo: Path, workdir: Path, configfile: Path, *options: str) -
     return result.stdout + result.stderr
 
 
+@functools.lru_cache(maxsize=8)
+def _planned_in_repo(repo: Path, configfile: Path, text: str) -> str:
+    """dry_run_output in the repository, once a session for a config's text: the paper configs'
+    dry runs take 5-10 s each on the CI machine, and several tests read the same plan."""
+    return dry_run_output(repo, repo, configfile)
+
+
 def planned_wildcards(repo: Path, configfile: Path, rule: str, with_priority: bool = False) -> list[dict[str, str]]:
     """Wildcards of every job of `rule` in a dry run, from Snakemake's job listing; with
     `with_priority`, each with its scheduling priority under the key "priority" (0 if none)."""
     jobs, current = [], None
-    for line in dry_run_output(repo, repo, configfile).splitlines():
+    for line in _planned_in_repo(repo, configfile, configfile.read_text()).splitlines():
         line = line.strip()
         if line.endswith(":") and line.split()[0] in ("rule", "localrule"):
             current = line.split()[1].rstrip(":")

@@ -365,9 +365,11 @@ def test_bf16_on_a_cpu_that_emulates_it_is_a_warning_naming_the_key_and_the_fix(
     images/s against fp32's 430, and README's command 1 had done 3 of 92 jobs after 12 minutes."""
     import cbdm.acceleration
     import cbdm.cli
+    import cbdm.workflow
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cbdm.cli, "_torch_sees_a_gpu", lambda: False)
+    monkeypatch.setattr(cbdm.workflow, "visible_gpus", lambda: 0)
     monkeypatch.setattr(cbdm.acceleration, "bf16_is_native", lambda device: False)
     code, err = check(write_config(tmp_path, put("training.precision", "bf16")), capsys)
     assert code == 0 and "warning: training.precision: bf16 (variants ddpm, cbdm) on a CPU without native bfloat" in err
@@ -377,6 +379,11 @@ def test_bf16_on_a_cpu_that_emulates_it_is_a_warning_naming_the_key_and_the_fix(
     gpu_suite = {**BASE, "device": "auto", "resources": {"gpus_per_job": 1}, "training": {"precision": "bf16"}}
     code, err = check(write_config(tmp_path, yaml.safe_dump(gpu_suite)), capsys)  # its jobs run on GPU nodes
     assert code == 0 and "bfloat16" not in err
+    monkeypatch.setattr(cbdm.workflow, "visible_gpus", lambda: 1)  # the workflow gives its jobs this GPU
+    auto = {**BASE, "device": "auto", "training": {"precision": "bf16"}}
+    code, err = check(write_config(tmp_path, yaml.safe_dump(auto)), capsys)
+    assert code == 0 and "bfloat16" not in err
+    monkeypatch.setattr(cbdm.workflow, "visible_gpus", lambda: 0)
     monkeypatch.setattr(cbdm.acceleration, "bf16_is_native", lambda device: True)
     code, err = check(write_config(tmp_path, put("training.precision", "bf16")), capsys)
     assert code == 0 and "bfloat16" not in err

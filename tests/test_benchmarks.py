@@ -32,7 +32,7 @@ SMOKE = {
                        "--threads", "1"],
     "bench_sample.py": ["--size", "ci", "--device", "cpu", "--batch", "4", "--steps", "2", "--blocks", "2",
                         "--no-compile", "--threads", "1"],
-    "bench_features.py": ["--device", "cpu", "--images", "4", "--batch", "4", "--reference-batch", "4",
+    "bench_features.py": ["--device", "cpu", "--images", "2", "--batch", "2", "--reference-batch", "2",
                           "--workers", "0", "--blocks", "1", "--threads", "1"],
     "bench_convs.py": ["--size", "ci", "--device", "cpu", "--blocks", "2", "--calls", "1", "--threads", "1"],
 }

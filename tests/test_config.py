@@ -175,7 +175,7 @@ def test_a_term_without_a_weight_takes_its_loss_s_vetted_weight_not_one():
     assert {name: t["weight"] for name, t in terms.items()} == \
         {"eps_mse": 1.0, "coral": 0.01, "cbdm": 1.0, "overlap_hinge": 0.01}
     assert terms["overlap_hinge"]["options"]["time_weight"] == "snr_clipped"
-    assert loss_terms("v", [{"name": "coral", "weight": 0.5}])[0]["weight"] == 0.5
+    assert loss_terms("v", [{"name": "eps_mse"}, {"name": "coral", "weight": 0.5}])[1]["weight"] == 0.5
     c = config(variants={"coral": {"losses": [{"name": "eps_mse"}, {"name": "coral"}]}})
     assert [t["weight"] for t in variant_settings(c, "coral")["losses"]] == [1.0, 0.01]
 

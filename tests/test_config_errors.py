@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import yaml
 
-from cbdm.config import ConfigError, deep_merge, load_config, validate_config
+from cbdm.config import ConfigError, deep_merge, load_config, validate_config, variant_settings
 from cbdm.external import check_entry
 
 from helpers import MINIMAL, minimal_config
@@ -184,3 +184,32 @@ def test_a_variant_whose_every_loss_weight_is_zero_is_refused():
     assert problem(variants=variants) == (
         "variant ddpm: every loss term has weight 0, so training would never change the model; give a term a "
         "positive weight")
+
+
+def test_a_variant_of_regularizers_alone_is_refused_naming_them():
+    """`losses: [{name: cbdm}]` (the DDPM term forgotten when copying a variant) passed `cbdm
+    check` and trained: CBDM's term pulls two predictions together and never toward the noise,
+    so the model learnt no denoiser and its samples were scored as a method. A denoising term
+    at weight 0 leaves the regularizers alone as well; a user's own loss is not a regularizer
+    unless registered as one."""
+    message = ("variant mine: its losses ({}) are regularizers only: nothing would teach the network to predict "
+               "the noise; add `- name: eps_mse` (or another denoising loss: t2h, cm)")
+    assert problem(variants={"mine": {"losses": [{"name": "cbdm"}]}}) == message.format("cbdm")
+    only_weighted = [{"name": "eps_mse", "weight": 0}, {"name": "overlap_hinge"}, {"name": "coral", "weight": 0.1}]
+    assert problem(variants={"mine": {"losses": only_weighted}}) == message.format("overlap_hinge, coral")
+    for denoising in ("eps_mse", "t2h", "cm"):
+        config = deep_merge(copy.deepcopy(MINIMAL), {"variants": {"mine": {"losses": [{"name": denoising},
+                                                                                       {"name": "ccua"}]}}})
+        assert variant_settings(validate_config(config), "mine")["losses"][0]["name"] == denoising
+
+
+def test_names_that_differ_only_in_case_are_refused():
+    """`ddpm` and `DDPM` were two variants with two folders on Linux, and one folder on macOS,
+    where the second's model and samples overwrote the first's."""
+    variants = {"ddpm": {"losses": [{"name": "eps_mse"}]}, "DDPM": {"losses": [{"name": "eps_mse", "weight": 2}]}}
+    assert problem(variants=variants) == ("variants: 'ddpm' and 'DDPM' differ only in case: on a case-insensitive "
+                                          "file system (macOS, Windows) their folders are one; rename one of them")
+    digits = MINIMAL["datasets"][next(iter(MINIMAL["datasets"]))]
+    config = {**copy.deepcopy(MINIMAL), "datasets": {"digits": digits, "Digits": digits}}
+    with pytest.raises(ConfigError, match="^datasets: 'digits' and 'Digits' differ only in case"):
+        validate_config(config)

@@ -220,3 +220,17 @@ def test_a_group_without_a_value_is_named_on_the_group_figures(tmp_path, figures
     assert "x at the foot: no value" in groups_fig._suptitle.get_text()
     assert not [line for line in groups_fig.axes[3].get_lines() if line.get_marker() == "x"]  # accuracy has all
     assert "no value (see the tables' notes): ddpm tail, cbdm tail" in figures["pr.png"].axes[0].get_title()
+
+
+@pytest.mark.parametrize("count, channels, columns", [(7, 1, 3), (4, 3, 2), (2, 3, 8)])
+def test_the_image_grid_is_torchvisions_make_grid_pixel_for_pixel(count, channels, columns):
+    """The report drew its grids with torchvision's make_grid, whose import (torch._dynamo with
+    it) was seconds of every report job; the numpy tiling must draw the same picture, grey
+    images as RGB, a short last row padded white."""
+    import torch
+    from torchvision.utils import make_grid
+
+    images = np.random.default_rng(0).integers(0, 256, (count, channels, 5, 6), dtype=np.uint8)
+    expected = make_grid(torch.from_numpy(images).float() / 255.0, nrow=columns, padding=plots.GRID_GUTTER,
+                         pad_value=1.0).permute(1, 2, 0).numpy()
+    assert np.array_equal(plots.tile_grid(images, columns), expected)

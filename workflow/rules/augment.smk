@@ -21,7 +21,7 @@ rule augment:
         device=config["device"],
     threads: config["augmentation"]["threads"]
     resources:
-        **stage_resources("diagnostics", gpus=gpus_per_job()),
+        **stage_resources("diagnostics", gpus=gpus_per_job(config)),
     log:
         f"{LOGS}/augment/{{dataset}}/IF{{imb}}/{{row}}.log",
     benchmark:

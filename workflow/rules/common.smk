@@ -13,7 +13,7 @@ import cbdm.origins as cbdm_origins
 from cbdm.dataset import data_origin, longtail_settings, reference_origin, source_settings
 from cbdm.origins import labelset_protocol  # noqa: F401 (the rules call it)
 from cbdm.sources import NUM_CLASSES
-from cbdm.workflow import resolve_config, suite_paths, visible_gpus
+from cbdm.workflow import gpus_per_job, resolve_config, suite_paths
 
 
 # --config values typed, a profile's placeholders refused, the schema's defaults filled, everything
@@ -104,16 +104,6 @@ REFERENCE_IMAGES = {
 }
 
 
-def gpus_per_job():
-    """GPUs a GPU job asks for: the config's choice, else whether this machine has an NVIDIA GPU."""
-    chosen = config["resources"]["gpus_per_job"]
-    if chosen is not None:
-        return chosen
-    if config["device"] == "cpu":
-        return 0
-    return 1 if config["device"] == "cuda" or visible_gpus() else 0
-
-
 def stage_resources(stage, gpus=0, shared_gpus=0):
     """Snakemake resources of a rule: GPUs (a number, or a function of the wildcards), memory
     (MB) and runtime (minutes) from the config. `shared_gpus`: a small GPU job (features,
@@ -202,7 +192,7 @@ LABELSET_PATTERN = (r"(exact|uniform_random|train_prior|fill)-\d+"
 
 def train_gpus(wildcards):
     """One GPU per data-parallel training process."""
-    return VARIANTS[wildcards.variant]["training"]["processes"] * gpus_per_job()
+    return VARIANTS[wildcards.variant]["training"]["processes"] * gpus_per_job(config)
 
 
 def init_model(wildcards):

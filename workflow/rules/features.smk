@@ -16,7 +16,7 @@ rule train_classifier:
         source_origin=source_origin,
     threads: config["features"]["threads"]
     resources:
-        **stage_resources("features", gpus=gpus_per_job()),
+        **stage_resources("features", gpus=gpus_per_job(config)),
     log:
         f"{LOGS}/train_classifier/{{dataset}}.log",
     benchmark:
@@ -45,7 +45,7 @@ rule features_reference:
         source_origin=source_origin,  # what the classifier records it was trained on
     threads: config["features"]["threads"]
     resources:
-        **stage_resources("features", shared_gpus=gpus_per_job()),
+        **stage_resources("features", shared_gpus=gpus_per_job(config)),
     log:
         f"{LOGS}/features/{{dataset}}/IF{{imb}}/reference-{{reference}}.log",
     benchmark:
@@ -71,7 +71,7 @@ rule features_samples:
         source_origin=source_origin,  # what the classifier records it was trained on
     threads: config["features"]["threads"]
     resources:
-        **stage_resources("features", shared_gpus=gpus_per_job()),
+        **stage_resources("features", shared_gpus=gpus_per_job(config)),
     log:
         f"{LOGS}/features/{CELL}/{{labelset}}.log",
     benchmark:

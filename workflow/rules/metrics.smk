@@ -26,7 +26,7 @@ rule metrics:
         reference_origin=lambda wc: reference_set(wc, PROTOCOLS[wc.protocol]["reference"]),
     threads: config["evaluation"]["threads"]
     resources:
-        **stage_resources("other", shared_gpus=gpus_per_job()),
+        **stage_resources("other", shared_gpus=gpus_per_job(config)),
     log:
         f"{LOGS}/metrics/{CELL}/{{protocol}}.log",
     benchmark:
@@ -56,7 +56,7 @@ rule diagnostics:
         train_origin=train_origin,
     threads: config["features"]["threads"]
     resources:
-        **stage_resources("diagnostics", gpus=gpus_per_job()),
+        **stage_resources("diagnostics", gpus=gpus_per_job(config)),
     log:
         f"{LOGS}/diagnostics/{CELL}/{{labelset}}.log",
     benchmark:

@@ -22,7 +22,7 @@ rule sample:
         origin=sample_origin,
     threads: lambda wc: variant_sampling(wc.variant, labelset_protocol(wc.labelset))["threads"]
     resources:
-        **stage_resources("sample", gpus=gpus_per_job()),
+        **stage_resources("sample", gpus=gpus_per_job(config)),
     log:
         f"{LOGS}/sample/{CELL}/{{labelset}}.log",
     benchmark:
