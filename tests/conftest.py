@@ -11,13 +11,17 @@ REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the groups into node ids
 def pytest_collection_modifyitems(items):
-    """Under pytest-xdist (`pytest -n auto --dist loadgroup`, as pyproject.toml's addopts run it),
-    the tests that read the tiny suite run in one worker, which builds it once."""
-    for item in items:
-        if "tiny_suite" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("tiny_suite"))
+    """Only tests/test_tiny_suite.py may read the tiny suite: `pytest` gives each worker whole
+    modules (`--dist loadfile`), so one module builds it once; a second module asking for it
+    would build it again in the other worker (minutes on the 2-core CI machine). pytest-xdist's
+    `xdist_group` would say this per test, but with pytest 9.2 it groups nothing
+    (pytest-dev/pytest-xdist#1386)."""
+    elsewhere = [item.nodeid for item in items if "tiny_suite" in getattr(item, "fixturenames", ())
+                 and item.path.name != "test_tiny_suite.py"]
+    if elsewhere:
+        raise pytest.UsageError(f"{', '.join(elsewhere)} read(s) the tiny suite: move the test into "
+                                f"tests/test_tiny_suite.py, the one module that builds it")
 
 
 @pytest.fixture(autouse=True)

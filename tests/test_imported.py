@@ -1,7 +1,6 @@
 """Imported variants (`samples:`) in the config and the DAG, and `cbdm evaluate` on the tiny suite."""
 import json
 import math
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -10,7 +9,7 @@ import yaml
 
 from cbdm.config import ConfigError, variant_settings
 
-from helpers import minimal_config, planned_jobs, planned_wildcards, readme_blocks, run_workflow, write_tiny_config
+from helpers import minimal_config, planned_jobs, planned_wildcards, readme_blocks, write_tiny_config
 
 
 def config_with(variant: dict, **top):
@@ -72,33 +71,6 @@ def test_an_imported_variant_is_neither_trained_nor_sampled(tmp_path, repo):
     assert jobs["train"] == 4 and jobs["sample"] == 5 * 2
     assert jobs["reference_stats"] == 3 and jobs["leaderboard"] == 1
 
-
-@pytest.mark.slow
-def test_the_dag_scores_an_imported_variant_beside_the_built_in_ones(tmp_path, repo, tiny_suite):
-    # The shared tiny suite plus the imported variant: only its jobs and the summaries run again.
-    shutil.copytree(tiny_suite, tmp_path, dirs_exist_ok=True, symlinks=True)
-    configfile = tiny_with_import(repo, tmp_path, write_oracle(tmp_path / "oracle.npz"))
-    run_workflow(repo, tmp_path, configfile)
-    results = tmp_path / "results/tiny"
-    table = pd.read_csv(results / "report/digits-IF5/table.csv")
-    for scope in ("all", "head", "tail"):
-        row = table[(table.variant == "oracle") & (table.scope == scope) & (table.metric == "fid")].iloc[0]
-        assert math.isfinite(row["mean"]) and "imported from" in row["note"]
-    board = pd.read_csv(results / "leaderboard.csv")
-    assert set(board["entry"]) == {"ddpm", "cbdm", "overlap", "cbdm_overlap", "ddpm_resampled", "oracle"}
-    oracle = board[board.entry == "oracle"].iloc[0]
-    assert oracle["kind"] == "imported (samples:)" and str(oracle["n_gen"]) == "120" and str(oracle["n_ref"]) == "300"
-    # real images are closer to the reference than any tiny model's samples
-    assert oracle["fid"] < board[board.entry != "oracle"]["fid"].min()
-    assert "## Card 1: digits IF 5, protocol ours" in (results / "leaderboard.md").read_text()
-    report = (results / "report/digits-IF5/table.md").read_text()
-    assert "Imported variants (oracle) were made elsewhere: paired with the baseline by seed number only" in report
-    assert "**variant oracle**: imported samples (guidance not declared;" in report  # a plain path
-    # the differences' caption says so too, as the main table does (it printed the suite's label, 1)
-    assert "guidance scale of the main table: ddpm 1.0, cbdm 1.0, overlap 1.0, cbdm_overlap 1.0, " in report
-    assert ", oracle n/a. Imported variants" in report
-    stats = np.load(results / "features/digits/IF5/reference-heldout.stats.npz")
-    assert stats["sigma"].shape == (8, 8) and int(stats["n_tail"]) == 150
 
 
 def test_an_imported_variant_is_planned_at_the_guidance_scales_of_its_files(tmp_path, repo):

@@ -127,21 +127,6 @@ def test_leakage_excess_refuses_heldout_records_without_the_rate():
         leakage_excess(leakage_runs([0.1, 0.2]), [])
 
 
-@pytest.mark.slow
-@pytest.mark.slow
-def test_the_heldout_rates_rule_writes_the_classifiers_rates_on_heldout_images(tiny_suite):
-    # The tiny suite's own job (it built it for the report's long-tail section): building the
-    # four jobs up to it once more took 19 s of the CI machine.
-    tmp_path, target = tiny_suite, "results/tiny/diagnostics/digits/IF5/heldout.json"
-    data = json.loads((tmp_path / target).read_text())
-    assert data["cell"] == {"dataset": "digits", "imbalance_factor": 5.0, "reference": "heldout"}
-    records = data["records"]
-    assert value(records, "tail", "accuracy") is not None
-    assert 0.0 <= value(records, "tail", "misclassified_into:head") <= 1.0 - value(records, "tail", "accuracy")
-    [n] = {r["n_gen"] for r in records if r["scope"] == "tail"}
-    assert n == 5 * 30  # 30 held-out images of each of the 5 tail classes
-    assert (tmp_path / "results/tiny/benchmarks/heldout_rates/digits/IF5.tsv").exists()
-
 
 def test_suite_cells_recompute_the_metrics_stages_matched_records_and_regroup(tmp_path, repo):
     from cbdm.config import load_config

@@ -69,15 +69,3 @@ def test_table_html_shows_every_section_as_text_after_its_script_runs(report_inp
     assert f"<td>{format_value(fid, 'fid')}</td>" in dom  # '11 ± 1', the mean ± sd over three seeds
     assert "sortable" in dom and "<caption>" in dom
 
-
-@pytest.mark.slow
-def test_snakemake_report_shows_the_main_table_in_the_browser(tmp_path, tiny_suite):
-    browser()
-    page = tmp_path / "opened.html"
-    page.write_text(with_item_opened((tiny_suite / "report.html").read_text()))
-    text = printed_text(page, tmp_path)
-    agg = pd.read_csv(tiny_suite / "results/tiny/report/digits-IF5/table.csv")
-    fid = agg[(agg.variant == "ddpm") & (agg.scope == "all") & (agg.metric == "fid")].iloc[0]
-    assert "Main table: protocol 'ours'" in text
-    assert "FID all" in text and "n=120 vs 300" in text  # the header and its sample sizes
-    assert format_value(fid, "fid") in text, (format_value(fid, "fid"), text[:3000])
