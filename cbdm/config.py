@@ -487,13 +487,14 @@ def loss_terms(variant: str, losses: list[dict]) -> list[dict]:
         except (KeyError, ValueError) as err:
             raise ConfigError(f"variant {variant}: {err.args[0]}") from err
         terms.append({"name": term["name"], "weight": term.get("weight", loss.weight), "options": options})
-    if terms and not any(t["weight"] for t in terms):
+    weighted = [t["name"] for t in terms if t["weight"]]
+    if terms and not weighted:
         raise ConfigError(f"variant {variant}: every loss term has weight 0, so training would never change the "
                           f"model; give a term a positive weight")
-    if terms and all(get_loss(t["name"]).regularizer for t in terms if t["weight"]):
-        raise ConfigError(f"variant {variant}: its losses ({', '.join(t['name'] for t in terms if t['weight'])}) are "
-                          f"regularizers only: nothing would teach the network to predict the noise; add "
-                          f"`- name: eps_mse` (or another denoising loss: t2h, cm)")
+    if weighted and all(get_loss(name).regularizer for name in weighted):
+        raise ConfigError(f"variant {variant}: its losses ({', '.join(weighted)}) are regularizers only: nothing "
+                          f"would teach the network to predict the noise; add `- name: eps_mse` (or another "
+                          f"denoising loss: t2h, cm)")
     return terms
 
 

@@ -337,7 +337,8 @@ def tile_grid(images: np.ndarray, columns: int) -> np.ndarray:
     step_h, step_w = h + GRID_GUTTER, w + GRID_GUTTER
     grid = np.ones((math.ceil(n / columns) * step_h + GRID_GUTTER, columns * step_w + GRID_GUTTER, 3), np.float32)
     for i, image in enumerate(images):
-        top, left = (GRID_GUTTER + k * step for k, step in zip(divmod(i, columns), (step_h, step_w)))
+        row, column = divmod(i, columns)
+        top, left = GRID_GUTTER + row * step_h, GRID_GUTTER + column * step_w
         grid[top:top + h, left:left + w] = image.transpose(1, 2, 0) / np.float32(255)  # grey: one channel to three
     return grid
 

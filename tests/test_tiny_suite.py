@@ -117,7 +117,7 @@ def test_the_dag_scores_an_imported_variant_beside_the_built_in_ones(tmp_path, r
 @pytest.mark.slow
 def test_the_heldout_rates_rule_writes_the_classifiers_rates_on_heldout_images(tiny_suite):
     # The tiny suite's own job (it built it for the report's long-tail section): building the
-    # four jobs up to it once more took 19 s of the CI machine.
+    # four jobs up to it once more took 19 s on the 2-core development machine.
     tmp_path, target = tiny_suite, "results/tiny/diagnostics/digits/IF5/heldout.json"
     data = json.loads((tmp_path / target).read_text())
     assert data["cell"] == {"dataset": "digits", "imbalance_factor": 5.0, "reference": "heldout"}
