@@ -23,8 +23,12 @@ import harness
 
 # Kernel kinds by substrings of their names (first match wins; CUDA kernel and aten op names).
 # Triton kernels come first: inductor names a fused point-wise kernel after every op it absorbed
-# ("triton_poi_fused_..._convolution_..._silu"), which is not a convolution.
-KINDS = [("normalisation", ("triton_red", "triton_per")),
+# ("triton_poi_fused_..._convolution_..._silu"), which is not a convolution. Before them, what
+# their names would misfile: a fused softmax is attention, not a normalisation ("triton_per"), and
+# a random draw's kernel ("normal_and_transform") is not a GroupNorm.
+KINDS = [("random numbers", ("distribution_", "philox", "curand")),
+         ("attention", ("softmax",)),
+         ("normalisation", ("triton_red", "triton_per")),
          ("element-wise (fused)", ("triton_poi",)),
          ("matmul/conv", ("gemm", "conv", "cutlass", "sm90", "sm80", "xmma", "mm_", "::mm", "addmm", "bmm", "wgrad",
                           "dgrad")),

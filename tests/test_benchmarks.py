@@ -20,6 +20,7 @@ from cbdm.config import load_config, variant_settings
 
 PAPER = ["config/paper/cifar10-lt.yaml", "config/paper/cifar100-lt.yaml"]
 FAST_TRAINING = {"precision": "bf16", "compile": True, "compile_mode": "reduce-overhead", "channels_last": True,
+                 "group_norm": "channels_last",
                  "fused_adam": True, "tf32": True, "cudnn_benchmark": True, "batched_forward": True,
                  "ema_update": "foreach"}
 FAST_SAMPLING = {"precision": "bf16", "compile": True, "batched_guidance": True, "tf32": True}
@@ -337,8 +338,8 @@ def test_the_gpu_check_runs_the_parts_only_names_and_refuses_an_unknown_one(benc
     ran = []
     monkeypatch.setattr(gpu_check, "run_part", lambda name, cap, *rest: ran.append(name) or {"status": "ok"})
     monkeypatch.setattr(gpu_check, "environment", lambda: {"device": "x", "torch": "y", "cpus": 1, "missing": []})
-    gpu_check.check_all(tmp_path, smoke=False, only="train_group_norm,train,features")
-    assert ran == ["train", "features", "train_group_norm"]  # in PARTS' order, optional ones included
+    gpu_check.check_all(tmp_path, smoke=False, only="train_native_group_norm,train,features")
+    assert ran == ["train", "features", "train_native_group_norm"]  # in PARTS' order, optional ones included
     caps = dict((name, cap) for name, cap, *_ in gpu_check.PARTS)
     assert sum(caps[name] for name in ran) <= gpu_check.TOTAL_BUDGET_S  # the diagnosis README names fits
     with pytest.raises(SystemExit, match="--only train,profil: no part profil; the parts are train, "):

@@ -21,6 +21,15 @@ def test_triton_fusions_are_not_filed_as_convolutions(profile_train):
     assert profile_train.kind("some_unknown_kernel") == "other"
 
 
+def test_a_fused_softmax_and_a_random_draw_are_not_filed_as_normalisation(profile_train):
+    # names from the sampling profile of an H100 (benchmarks/gpu-runs/2026-11-27-h100-lease4)
+    assert profile_train.kind("triton_per_fused__safe_softmax_exp_prepare_softmax_online_sub_32") == "attention"
+    assert profile_train.kind("void at::native::(anonymous namespace)::distribution_elementwise_grid_stride_kernel"
+                              "<float, 4, at::native::templates::cuda::normal_and_transform<float, float>>") \
+        == "random numbers"
+    assert profile_train.kind("triton_red_fused_native_group_norm_backward_25") == "normalisation"
+
+
 def test_summary_shares_add_up(profile_train):
     summary = profile_train.summarise([("sm90_xmma_fprop", 60.0), ("triton_poi_fused_add", 30.0), ("x", 10.0)], top=2)
     assert summary["kinds"] == {"matmul/conv": 60.0, "element-wise (fused)": 30.0, "other": 10.0}
