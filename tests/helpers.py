@@ -69,9 +69,10 @@ def readme_blocks(repo: Path, language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", (repo / "README.md").read_text(), re.S)
 
 
-def run_workflow(repo: Path, workdir: Path, configfile: Path, executor="local", html_report: Path | None = None):
-    """Snakemake's `all` target for `configfile` in `workdir` through its API (or, with
-    `html_report`, its HTML report of what was run there)."""
+def run_workflow(repo: Path, workdir: Path, configfile: Path, executor="local", html_report: Path | None = None,
+                 targets: tuple[str, ...] = ("all",)):
+    """Snakemake's `targets` (default `all`) for `configfile` in `workdir` through its API (or,
+    with `html_report`, its HTML report of what was run there)."""
     from snakemake.api import SnakemakeApi
     from snakemake.report.html_reporter import ReportSettings
     from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
@@ -80,7 +81,7 @@ def run_workflow(repo: Path, workdir: Path, configfile: Path, executor="local", 
         workflow = api.workflow(resource_settings=ResourceSettings(cores=2),
                                 config_settings=ConfigSettings(configfiles=[configfile]),
                                 snakefile=repo / "Snakefile", workdir=workdir)
-        dag = workflow.dag(DAGSettings(targets={"all"}))
+        dag = workflow.dag(DAGSettings(targets=set(targets)))
         if html_report is None:
             dag.execute_workflow(executor=executor)
         else:

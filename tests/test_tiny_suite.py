@@ -18,6 +18,7 @@ from test_phenomenon import value
 from test_report_html import browser, printed_text, with_item_opened
 from test_workflow import VARIANTS
 
+from cbdm.fingerprint import ORIGIN
 from cbdm.report import format_value
 
 from helpers import run_workflow
@@ -127,3 +128,23 @@ def test_the_heldout_rates_rule_writes_the_classifiers_rates_on_heldout_images(t
     [n] = {r["n_gen"] for r in records if r["scope"] == "tail"}
     assert n == 5 * 30  # 30 held-out images of each of the 5 tail classes
     assert (tmp_path / "results/tiny/benchmarks/heldout_rates/digits/IF5.tsv").exists()
+
+
+@pytest.mark.slow
+def test_the_resampled_set_records_how_it_was_drawn_and_train_npz_in_its_place_is_refused(tmp_path, repo,
+                                                                                           tiny_suite):
+    data = "results/tiny/data/digits/IF5"
+    train, resampled = (json.loads(str(np.load(tiny_suite / data / name)[ORIGIN]))
+                        for name in ("train.npz", "train-resampled.npz"))
+    assert resampled.pop("resampling").startswith("every class repeated up to the largest class's count")
+    assert resampled == train
+    # The long-tailed set copied over the re-sampled one: its training job must refuse it.
+    shutil.copytree(tiny_suite, tmp_path, dirs_exist_ok=True, symlinks=True)
+    shutil.copyfile(tmp_path / data / "train.npz", tmp_path / data / "train-resampled.npz")
+    model = "results/tiny/models/digits/IF5/ddpm_resampled/seed0/model.pt"
+    (tmp_path / model).unlink()
+    with pytest.raises(Exception):
+        run_workflow(repo, tmp_path, tmp_path / "tiny.yaml", targets=(model,))
+    log = (tmp_path / "results/tiny/logs/train/digits/IF5/ddpm_resampled/seed0.log").read_text()
+    assert "train-resampled.npz was made for" in log and "resampling" in log, log[-2000:]
+    assert not (tmp_path / model).exists()

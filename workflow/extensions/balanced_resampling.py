@@ -7,10 +7,9 @@ from cbdm.io import write_npz
 from cbdm.workflow import job
 
 with job(snakemake):
-    # The resampled set is of the same data: it records the training set's origin, which the
-    # training job (the train rule's train_origin) checks as it checks train.npz's.
-    origin = snakemake.params.origin
-    data = read_image_set(snakemake.input.train, origin=origin)
+    # The resampled set records the training set's origin and how it was drawn (resampled_origin),
+    # which its training job checks as the built-in one checks train.npz's.
+    data = read_image_set(snakemake.input.train, origin=snakemake.params.origin)
     largest = np.bincount(data.labels).max()
     rng = np.random.RandomState(0)
     picks = []
@@ -20,4 +19,5 @@ with job(snakemake):
                                      rng.choice(idx, largest % len(idx), replace=False)]))
     picks = np.concatenate(picks)
     print(f"resampled {len(data.labels)} images to {len(picks)} ({largest} per class)")
-    write_npz(snakemake.output.npz, images=data.images[picks], labels=data.labels[picks], **origin_array(origin))
+    write_npz(snakemake.output.npz, images=data.images[picks], labels=data.labels[picks],
+              **origin_array(snakemake.params.resampled_origin))

@@ -19,6 +19,15 @@
 # reuse with `use rule ... with:`.
 
 RESAMPLED_NPZ = f"{RESULTS}/data/{{dataset}}/IF{{imb}}/train-resampled.npz"
+# How balanced_resampling.py draws the set; change it with the script.
+RESAMPLING = "every class repeated up to the largest class's count, the remainder by numpy RandomState(0)"
+
+
+def resampled_origin(wildcards):
+    """What RESAMPLED_NPZ records and its training job expects: the origin of the train.npz it was
+    drawn from, and how it was drawn, so that train.npz itself, or a set re-sampled otherwise, put
+    in its place is refused rather than trained on."""
+    return {**train_origin(wildcards), "resampling": RESAMPLING}
 
 
 rule resample_balanced:
@@ -30,6 +39,7 @@ rule resample_balanced:
         npz=RESAMPLED_NPZ,
     params:
         origin=train_origin,
+        resampled_origin=resampled_origin,
     resources:
         **stage_resources("other"),
     log:
@@ -49,5 +59,6 @@ use rule train as train_ddpm_resampled with:
     wildcard_constraints:
         variant="ddpm_resampled",
     params:
+        train_origin=resampled_origin,
         settings=lambda wc: {**training_settings(wc.variant),
                              "losses": cbdm_config.loss_terms(wc.variant, [{"name": "eps_mse"}])},
