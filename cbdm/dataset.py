@@ -145,8 +145,9 @@ def split_source(spec: dict) -> tuple[ImageSet, ImageSet, str, dict]:
 
 
 def prepare_source(spec: dict, out_npz: str, out_json: str, origin: dict | None = None) -> None:
-    """Write the training pool and the held-out set of one dataset, with provenance; the .npz
-    records `origin` (data_origin) for the jobs that read it."""
+    """Write the training pool and the held-out set of one dataset, with provenance; the .npz and
+    the .json record `origin` (data_origin) for the jobs that read them (read_image_set,
+    read_source_record)."""
     pool, heldout, split, files = split_source(spec)
     num_classes = NUM_CLASSES[spec["source"]]
     write_npz(out_npz, pool_images=pool.images, pool_labels=pool.labels,
@@ -160,6 +161,7 @@ def prepare_source(spec: dict, out_npz: str, out_json: str, origin: dict | None 
         "pool_counts": np.bincount(pool.labels, minlength=num_classes).tolist(),
         "heldout_counts": np.bincount(heldout.labels, minlength=num_classes).tolist(),
         "pool_digest": array_digest(pool.images, pool.labels),
+        **({ORIGIN: origin} if origin is not None else {}),
     })
 
 
@@ -213,6 +215,16 @@ def image_set_problem(images: np.ndarray, labels: np.ndarray, num_classes: int |
     return None
 
 
+def read_source_record(path, origin: dict | None = None) -> dict:
+    """A prepared source's source.json (prepare_source), refused unless it records `origin` (the
+    source's data_origin) where given: its class count and image shape check every image set read
+    against it, and a record kept from other settings (another split, another image size) would
+    check them against the wrong ones without a word."""
+    record = read_json(path)
+    check_origin(path, record.get(ORIGIN), origin)
+    return record
+
+
 def read_manifest(path, origin: dict | None = None) -> dict:
     """A long-tailed training set's manifest.json (build_longtail), refused unless it records
     `origin` (the training set's data_origin) where given: the class counts the sample and import
@@ -230,7 +242,7 @@ def build_longtail(longtail: dict, imbalance_factor: float, source_npz: str, sou
     other settings than `source_origin` is refused; the set and its manifest record `origin`
     (data_origin), which their readers check (read_image_set, read_manifest)."""
     pool = read_image_set(source_npz, "pool_", origin=source_origin)
-    info = read_json(source_json)
+    info = read_source_record(source_json, source_origin)
     num_classes = info["num_classes"]
     n_max, counts = longtail_plan(longtail, imbalance_factor, num_classes, len(pool.labels))
     indices = select_longtail(pool.labels, counts, longtail["seed"])

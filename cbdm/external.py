@@ -131,7 +131,7 @@ def build_inputs(configfile: str, targets: list[str], cores: int = 1) -> None:
 def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, protocol: str, paths: dict,
           fmt: str, resize: bool, ref_stats: str | None, device: str) -> str:
     """Import, featurise and measure one sample set; returns the metrics file."""
-    from .dataset import data_origin, read_manifest, reference_origin
+    from .dataset import data_origin, read_manifest, read_source_record, reference_origin
     from .evaluate import evaluate, with_label_warning
     from .features import extract_features
     from .io import read_npz
@@ -144,9 +144,10 @@ def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, prot
     out = entry_folder(config, name, dataset, imb)
     state = source_state(samples)  # before reading: a set rewritten meanwhile is scored again next time
     manifest = read_manifest(paths["manifest"], data_origin(dataset, spec, float(imb)))
+    source_record = read_source_record(paths["source_json"], data_origin(dataset, spec))
     note = import_samples(source=samples, fmt=fmt, resize=resize, labels=proto["labels"],
                           num_samples=proto["num_samples"], class_counts=manifest["class_counts"],
-                          image_shape=read_json(paths["source_json"])["image_shape"],
+                          image_shape=source_record["image_shape"],
                           class_names=CLASS_NAMES[spec["source"]], source_npz=paths["source_npz"],
                           source_origin=data_origin(dataset, spec), out_npz=str(out / "samples.npz"))
     extract_features(features_cfg=config["features"], classifier_path=paths["classifier"],

@@ -19,9 +19,9 @@ from torch.nn import functional as F
 from .acceleration import resolve_device
 from .assets import require_weights
 from .classifier import classifier_recipe, embed, embed_batches, load_classifier
-from .dataset import read_image_set
+from .dataset import read_image_set, read_source_record
 from .fingerprint import check_recorded, file_fingerprint, origin_array
-from .io import read_json, write_npz
+from .io import write_npz
 
 INCEPTION_SIZE = 299
 
@@ -95,7 +95,7 @@ def extract_features(*, features_cfg: dict, classifier_path: str, images_npz: st
     `source_origin` (the data_origin of the prepared source the classifier must have been trained
     on), a classifier trained on another source split is refused (check_classifier)."""
     dev = resolve_device(device)
-    info = read_json(source_json) if source_json is not None else {}
+    info = read_source_record(source_json, source_origin) if source_json is not None else {}
     images = read_image_set(images_npz, prefix, info.get("num_classes"), info.get("image_shape"), origin)
     started = time.time()
     classifier = load_classifier(classifier_path, dev)

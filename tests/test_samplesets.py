@@ -460,7 +460,8 @@ def test_cbdm_evaluate_refuses_a_prepared_source_of_other_settings(suite, in_tmp
     spec = suite["config"]["datasets"]["digits"]
     other = {**suite["config"], "datasets": {"digits": {**spec, "heldout_per_class": 20}}}
     samples = write_guided_npz(samples_of(suite), in_tmp / "samples.npz")
-    with pytest.raises(InputError, match=r"source.npz was made for data_digest [0-9a-f]{16}, but this job needs "
+    # source.json is read first, and records the same origin as source.npz
+    with pytest.raises(InputError, match=r"source\.json was made for data_digest [0-9a-f]{16}, but this job needs "
                                          r"data_digest [0-9a-f]{16}: .*--forcerun"):
         evaluate_entry(suite, "other", samples, config=other)
     assert not (in_tmp / "results").exists()

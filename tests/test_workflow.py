@@ -442,7 +442,7 @@ def test_reference_features_of_another_reference_set_are_refused_by_their_reader
 @pytest.mark.parametrize("made_with", ["longtail n_max 50", "longtail seed 1", "heldout_per_class 20", "no origin"])
 def test_prepared_data_of_other_settings_is_refused_by_every_job_that_reads_it(tmp_path, repo, tiny_config,
                                                                               made_with):
-    """source.npz and train.npz recorded nothing of the settings they were made with: a training set
+    """source.npz, source.json and train.npz recorded nothing of the settings they were made with: a training set
     drawn with another n_max or long-tail seed, or a source split with another held-out size (kept
     under --rerun-triggers mtime, or copied from another suite), was trained on, featurised,
     diagnosed and learnt from as this config's, and the model file claimed this config's data
@@ -454,7 +454,7 @@ def test_prepared_data_of_other_settings_is_refused_by_every_job_that_reads_it(t
     from cbdm.diagnose import diagnose
     from cbdm.features import extract_features
     from cbdm.fingerprint import ORIGIN, origin_array
-    from cbdm.io import InputError, read_npz, write_npz
+    from cbdm.io import InputError, read_json, read_npz, write_json, write_npz
     from cbdm.train import train
 
     longtail = yaml.safe_load(open(tiny_config))["datasets"]["digits"]["longtail"]
@@ -470,7 +470,8 @@ def test_prepared_data_of_other_settings_is_refused_by_every_job_that_reads_it(t
     if made_with == "no origin":  # as cbdm wrote them before they recorded one
         for path in (source, train_npz):
             write_npz(path, **{k: v for k, v in read_npz(path).items() if k != ORIGIN})
-    wrong = [train_npz] if made_with.startswith("longtail") else [source, train_npz]
+        write_json(source_json, {k: v for k, v in read_json(source_json).items() if k != ORIGIN})
+    wrong = [train_npz] if made_with.startswith("longtail") else [source, Path(source_json), train_npz]
 
     params = lambda rule, key=None: dict(own[(rule, key)].params)  # noqa: E731
     out = lambda name: str(tmp_path / "out" / name)  # noqa: E731
@@ -479,7 +480,7 @@ def test_prepared_data_of_other_settings_is_refused_by_every_job_that_reads_it(t
               **origin_array(params("diagnostics")["origin"]))
     images_of = {"heldout": source, "balanced_train": source, "longtail_train": train_npz}
     readers = {
-        "longtail": ([source], lambda: build_longtail(
+        "longtail": ([source, Path(source_json)], lambda: build_longtail(
             **params("longtail"), source_npz=str(source), source_json=source_json, out_npz=out("train.npz"),
             out_manifest=out("manifest.json"))),
         "train": ([train_npz], lambda: train(
@@ -488,7 +489,7 @@ def test_prepared_data_of_other_settings_is_refused_by_every_job_that_reads_it(t
         "train_classifier": ([source], lambda: train_classifier(
             **params("train_classifier"), source_npz=str(source), out_model=out("classifier.pt"),
             out_report=out("classifier.json"))),
-        **{f"features_reference {r}": ([images_of[r]], lambda r=r: extract_features(
+        **{f"features_reference {r}": ([images_of[r], Path(source_json)], lambda r=r: extract_features(
             **params("features_reference", r), classifier_path=out("unused.pt"), images_npz=str(images_of[r]),
             source_json=source_json, out_npz=out("features.npz"))) for r in images_of},
         "diagnostics": ([source, train_npz], lambda: diagnose(

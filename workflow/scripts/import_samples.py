@@ -1,5 +1,4 @@
-from cbdm.dataset import read_manifest
-from cbdm.io import read_json
+from cbdm.dataset import read_manifest, read_source_record
 from cbdm.origins import training_origin
 from cbdm.samplesets import import_samples
 from cbdm.workflow import job
@@ -8,6 +7,6 @@ with job(snakemake):
     i = snakemake.input
     # the class counts of the long tail the cell's model learnt from, not of another one
     manifest = read_manifest(i.manifest, training_origin(snakemake.params.origin))
+    record = read_source_record(i.source, snakemake.params.source_origin)
     import_samples(**snakemake.params, source=i.samples, class_counts=manifest["class_counts"],
-                   image_shape=read_json(i.source)["image_shape"], source_npz=i.pool,
-                   out_npz=snakemake.output.samples)
+                   image_shape=record["image_shape"], source_npz=i.pool, out_npz=snakemake.output.samples)
