@@ -144,15 +144,16 @@ def score(*, config: dict, samples: str, name: str, dataset: str, imb: str, prot
     out = entry_folder(config, name, dataset, imb)
     state = source_state(samples)  # before reading: a set rewritten meanwhile is scored again next time
     manifest = read_manifest(paths["manifest"], data_origin(dataset, spec, float(imb)))
-    source_record = read_source_record(paths["source_json"], data_origin(dataset, spec))
+    source_origin = data_origin(dataset, spec)  # what source.json, source.npz and the classifier record
+    source_record = read_source_record(paths["source_json"], source_origin)
     note = import_samples(source=samples, fmt=fmt, resize=resize, labels=proto["labels"],
                           num_samples=proto["num_samples"], class_counts=manifest["class_counts"],
                           image_shape=source_record["image_shape"],
                           class_names=CLASS_NAMES[spec["source"]], source_npz=paths["source_npz"],
-                          source_origin=data_origin(dataset, spec), out_npz=str(out / "samples.npz"))
+                          source_origin=source_origin, out_npz=str(out / "samples.npz"))
     extract_features(features_cfg=config["features"], classifier_path=paths["classifier"],
                      images_npz=str(out / "samples.npz"), prefix="", device=device,
-                     out_npz=str(out / "features.npz"), source_origin=data_origin(dataset, spec))
+                     out_npz=str(out / "features.npz"), source_origin=source_origin)
     reference = f"statistics {ref_stats}" if ref_stats else proto["reference"]
     cell = dict(dataset=dataset, imbalance_factor=float(imb), variant=name, seed=None, guidance=None,
                 sample_seed=None, protocol=protocol, **{**proto, "reference": reference},

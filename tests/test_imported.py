@@ -72,7 +72,6 @@ def test_an_imported_variant_is_neither_trained_nor_sampled(tmp_path, repo):
     assert jobs["reference_stats"] == 3 and jobs["leaderboard"] == 1
 
 
-
 def test_an_imported_variant_is_planned_at_the_guidance_scales_of_its_files(tmp_path, repo):
     oracle = str(write_oracle(tmp_path / "oracle.npz"))
     configfile = tiny_with_import(repo, tmp_path, oracle)

@@ -127,7 +127,6 @@ def test_leakage_excess_refuses_heldout_records_without_the_rate():
         leakage_excess(leakage_runs([0.1, 0.2]), [])
 
 
-
 def test_suite_cells_recompute_the_metrics_stages_matched_records_and_regroup(tmp_path, repo):
     from cbdm.config import load_config
     from cbdm.evaluate import evaluate
